@@ -1,0 +1,38 @@
+"""interestflow: LLM-based user-interest clustering for recommender systems.
+
+Public API (imported lazily so that ``import interestflow`` stays light and never imports
+triton, cupy, cuml, faiss or numba, nor initialises CUDA)::
+
+    from interestflow import Encoder, KMeans, InterestEngine
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Encoder": "interestflow.encoder",
+    "KMeans": "interestflow.kmeans",
+    "InterestEngine": "interestflow.engine",
+    "decayed_user_means": "interestflow.interests",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'interestflow' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
