@@ -1,0 +1,357 @@
+"""InterestEngine: events -> interest vectors -> segments -> recommendations."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .segments import SegmentConfig, fit_segments, one_hot, soft_features
+
+logger = logging.getLogger(__name__)
+
+_FORMAT_VERSION = 1
+_DAY = 86400.0
+
+
+def _to_unix_seconds(value, name: str) -> float:
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        out = float(value)
+    else:
+        try:
+            ts = pd.Timestamp(value)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{name}={value!r} is not a timestamp; pass unix seconds, a "
+                             "datetime or an ISO string") from exc
+        if ts.tzinfo is None:
+            ts = ts.tz_localize("UTC")
+        out = ts.timestamp()
+    if not np.isfinite(out):
+        raise ValueError(f"{name}={value!r} must be a finite time")
+    return out
+
+
+def _factorize(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """Integer codes and unique values, sorted when the ids are mutually comparable."""
+    try:
+        codes, uniques = pd.factorize(values, sort=True)
+    except TypeError:  # mixed id types: keep first-appearance order, still deterministic
+        codes, uniques = pd.factorize(values, sort=False)
+    return codes.astype(np.int64), pd.Index(uniques)
+
+
+class InterestEngine:
+    """Users' texts to interest vectors, segments and recommendations.
+
+    Parameters
+    ----------
+    encoder : interestflow.Encoder, optional
+        Text encoder; the default all-MiniLM-L6-v2 encoder is created on first use.
+    half_life_days : float, default 30.0
+        Half-life of the exponential time decay applied to a user's events: an event this
+        many days older than the reference time weighs half as much.
+    n_segments : int or "auto", default "auto"
+        Number of user segments; ``"auto"`` picks K by cosine silhouette on a sample.
+    segment_temperature : float, default 0.05
+        Softmax temperature of the soft segment features (cosine to each centroid).
+    recommend_config : interestflow.recommend.RecommendConfig, optional
+        Blend settings of the recommender; defaults documented there.
+    random_state : int, default 0
+        Seed for sampling and clustering.
+    device : str, optional
+        Device for clustering (``None`` picks automatically).
+    show_progress : bool, optional
+        Progress bars on long steps; ``None`` shows them on an interactive terminal.
+
+    Examples
+    --------
+    >>> engine = InterestEngine(n_segments=3).fit(events)            # doctest: +SKIP
+    >>> engine.recommend(["u1", "u2"], k=5)                          # doctest: +SKIP
+    """
+
+    def __init__(self, *, encoder=None, half_life_days: float = 30.0, n_segments="auto",
+                 segment_temperature: float = 0.05, recommend_config=None,
+                 random_state: int = 0, device=None, show_progress=None):
+        self.encoder = encoder
+        self.half_life_days = half_life_days
+        self.n_segments = n_segments
+        self.segment_temperature = segment_temperature
+        self.recommend_config = recommend_config
+        self.random_state = random_state
+        self.device = device
+        self.show_progress = show_progress
+
+    # ------------------------------------------------------------------ helpers
+    def _check_params(self):
+        hl = self.half_life_days
+        if isinstance(hl, bool) or not isinstance(hl, (int, float, np.integer, np.floating)):
+            raise TypeError(f"half_life_days must be a number, got {type(hl).__name__}")
+        if not hl > 0:
+            raise ValueError(f"half_life_days={hl} must be > 0 (use float('inf') for no decay)")
+        t = self.segment_temperature
+        if not (isinstance(t, (int, float)) and np.isfinite(t) and t > 0):
+            raise ValueError(f"segment_temperature={t!r} must be a finite number > 0")
+
+    def _get_encoder(self):
+        if self.encoder is None:
+            from .encoder import Encoder
+            spec = getattr(self, "encoder_spec_", None)  # set by load(): rebuild the same encoder
+            if spec and not spec.get("is_default_model", True) and spec.get("model"):
+                self.encoder = Encoder(spec["model"], max_length=spec["max_length"],
+                                       pooling=spec["pooling"])
+            else:
+                self.encoder = Encoder()
+        return self.encoder
+
+    def _encode_unique(self, texts: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+        """Encode each distinct text once; returns (vectors of uniques, row -> unique code)."""
+        codes, uniques = pd.factorize(texts, sort=False)
+        vecs = self._get_encoder().encode(list(uniques), show_progress=self.show_progress)
+        return vecs, codes
+
+    # --------------------------------------------------------------------- fit
+    def fit(self, events, items=None, *, now=None):
+        """Fit user vectors, item vectors, segments and the recommender.
+
+        Parameters
+        ----------
+        events : pandas.DataFrame or pyarrow.Table
+            Columns ``user_id``, ``text``, ``ts`` (datetime or unix seconds) and optional
+            ``item_id``, ``weight``.
+        items : pandas.DataFrame or pyarrow.Table, optional
+            Columns ``item_id``, ``text``. Items without a row here get the mean vector of
+            the events that mention them.
+        now : time, optional
+            Reference time of the decay; default the most recent event time.
+
+        Returns
+        -------
+        self
+        """
+        from .interests import decayed_user_means
+        from .recommend import Recommender
+        from .validation import validate_events, validate_items
+
+        self._check_params()
+        t0 = time.perf_counter()
+        ev = validate_events(events)
+        it = validate_items(items) if items is not None else None
+        if len(ev) == 0:
+            raise ValueError("events has no rows; pass at least one event")
+        timings = {}
+        now_s = None if now is None else _to_unix_seconds(now, "now")
+
+        # one encoder pass over every distinct text (events and item descriptions)
+        all_texts = ev["text"] if it is None else pd.concat([ev["text"], it["text"]],
+                                                          ignore_index=True)
+        t = time.perf_counter()
+        uvecs, codes = self._encode_unique(all_texts)
+        ev_vec_code = codes[: len(ev)]
+        timings["encode_s"] = time.perf_counter() - t
+        self.n_texts_encoded_ = len(uvecs)
+
+        # users: time-decayed weighted mean of their event vectors
+        t = time.perf_counter()
+        user_codes, self.user_ids_ = _factorize(ev["user_id"])
+        order = np.argsort(user_codes, kind="stable")
+        counts = np.bincount(user_codes, minlength=len(self.user_ids_))
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        ts = ev["ts"].to_numpy(np.float64)
+        w = ev["weight"].to_numpy(np.float64)
+        means, log2w = decayed_user_means(
+            uvecs[ev_vec_code[order]], offsets, ts[order], w[order],
+            half_life_days=float(self.half_life_days), now=now_s)
+        self.user_vectors_ = _unit(means)
+        self.user_log2_weight_ = log2w
+        self.reference_time_ = float(ts.max() if now_s is None else now_s)
+        timings["user_vectors_s"] = time.perf_counter() - t
+
+        # items: description vector when given, else the mean of the events that mention it
+        t = time.perf_counter()
+        self._fit_items(ev, it, uvecs, codes)
+        timings["item_vectors_s"] = time.perf_counter() - t
+
+        # segments
+        t = time.perf_counter()
+        cfg = SegmentConfig(n_segments=self.n_segments, temperature=float(self.segment_temperature),
+                            random_state=int(self.random_state))
+        labels, centroids, k, sil = fit_segments(self.user_vectors_, cfg, device=self.device)
+        self.segments_ = labels
+        self.segment_centroids_ = centroids
+        self.n_segments_ = k
+        self.silhouette_by_k_ = sil
+        self.segment_soft_ = soft_features(self.user_vectors_, centroids, cfg.temperature)
+        self.segment_keywords_ = self._keywords(ev, user_codes)
+        timings["segments_s"] = time.perf_counter() - t
+
+        # recommender: content + behaviour blend
+        t = time.perf_counter()
+        has_items = "item_id" in ev.columns
+        if has_items:
+            item_rows = self.item_ids_.get_indexer(ev["item_id"])
+        else:
+            item_rows = np.zeros(0, dtype=np.int64)
+        sel = np.arange(len(ev)) if has_items else np.zeros(0, dtype=np.int64)
+        self.recommender_ = Recommender(self.recommend_config).fit(
+            user_vectors=self.user_vectors_, item_vectors=self.item_vectors_,
+            inter_user=user_codes[sel], inter_item=np.asarray(item_rows, np.int64),
+            inter_ts=ts[sel], inter_weight=w[sel], user_segment=self.segments_,
+            segment_soft=self.segment_soft_, half_life_days=float(self.half_life_days))
+        timings["recommender_s"] = time.perf_counter() - t
+        timings["total_s"] = time.perf_counter() - t0
+        self.timings_ = timings
+        self.n_events_ = len(ev)
+        return self
+
+    def _fit_items(self, ev: pd.DataFrame, it, uvecs: np.ndarray, codes: np.ndarray):
+        from .interests import decayed_user_means
+
+        ids = []
+        if "item_id" in ev.columns:
+            ids.append(ev["item_id"])
+        if it is not None:
+            ids.append(it["item_id"])
+        if not ids:
+            self.item_ids_ = pd.Index([])
+            self.item_vectors_ = np.zeros((0, uvecs.shape[1]), np.float32)
+            self.item_vector_source_ = np.zeros(0, dtype="U5")
+            return
+        _, self.item_ids_ = _factorize(pd.concat(ids, ignore_index=True))
+        n_items, dim = len(self.item_ids_), uvecs.shape[1]
+        vecs = np.zeros((n_items, dim), np.float32)
+        have = np.zeros(n_items, bool)
+        if it is not None:
+            rows = self.item_ids_.get_indexer(it["item_id"])
+            vecs[rows] = uvecs[codes[len(ev):]]
+            have[rows] = True
+        if "item_id" in ev.columns:
+            ev_rows = self.item_ids_.get_indexer(ev["item_id"])
+            need = ~have[ev_rows]
+            if need.any():
+                r = ev_rows[need]
+                order = np.argsort(r, kind="stable")
+                r_sorted = r[order]
+                uniq, start = np.unique(r_sorted, return_index=True)
+                offsets = np.append(start, len(r_sorted)).astype(np.int64)
+                v = uvecs[codes[: len(ev)][need][order]]
+                wts = ev["weight"].to_numpy(np.float64)[need][order]
+                means, _ = decayed_user_means(v, offsets, np.zeros(len(v)), wts,
+                                              half_life_days=float("inf"), now=0.0)
+                vecs[uniq] = means
+        self.item_vectors_ = _unit(vecs)
+        self.item_vector_source_ = np.where(have, "items", "events")
+
+    def _keywords(self, ev: pd.DataFrame, user_codes: np.ndarray, top_n: int = 8):
+        from .labels import segment_keywords
+
+        try:
+            kw = segment_keywords(ev["text"].tolist(), self.segments_[user_codes], top_n=top_n)
+        except ValueError as exc:  # e.g. a vocabulary that is empty after stop words
+            logger.warning("segment keywords unavailable: %s", exc)
+            return {}
+        return {int(k): [(str(w), float(s)) for w, s in v] for k, v in kw.items()}
+
+    # ----------------------------------------------------------------- outputs
+    def _check_fitted(self):
+        if not hasattr(self, "user_vectors_"):
+            raise RuntimeError("this InterestEngine is not fitted yet; call fit(events) first")
+
+    def user_rows(self, user_ids) -> np.ndarray:
+        """Row of each user id; raises ValueError naming the first unknown id and position."""
+        self._check_fitted()
+        if isinstance(user_ids, (str, bytes)) or np.isscalar(user_ids):
+            user_ids = [user_ids]
+        ids = pd.Index(list(user_ids))
+        rows = self.user_ids_.get_indexer(ids)
+        bad = np.flatnonzero(rows < 0)
+        if len(bad):
+            raise ValueError(
+                f"user_ids: {len(bad)} unknown user id(s); first is {ids[bad[0]]!r} at position "
+                f"{int(bad[0])}; recommend only for users seen in fit")
+        return rows.astype(np.int64)
+
+    def user_features(self) -> pd.DataFrame:
+        """Per-user segment features for a downstream ranker.
+
+        Columns ``user_id``, ``segment``, ``segment_0..K-1`` (soft, rows sum to 1).
+        """
+        self._check_fitted()
+        df = pd.DataFrame(self.segment_soft_,
+                          columns=[f"segment_{j}" for j in range(self.n_segments_)])
+        df.insert(0, "segment", self.segments_)
+        df.insert(0, "user_id", self.user_ids_)
+        return df
+
+    @property
+    def segment_onehot_(self) -> np.ndarray:
+        """One-hot segment features, shape (n_users, n_segments)."""
+        self._check_fitted()
+        return one_hot(self.segments_, self.n_segments_)
+
+    def segment_summary(self) -> pd.DataFrame:
+        """One row per segment: ``segment``, ``size``, ``keywords``."""
+        self._check_fitted()
+        sizes = np.bincount(self.segments_, minlength=self.n_segments_)
+        return pd.DataFrame({
+            "segment": np.arange(self.n_segments_),
+            "size": sizes,
+            "keywords": [", ".join(w for w, _ in self.segment_keywords_.get(s, []))
+                         for s in range(self.n_segments_)],
+        })
+
+    def recommend(self, user_ids, k: int = 10, *, exclude_seen: bool = True) -> pd.DataFrame:
+        """Top-``k`` items per user.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``user_id, item_id, score, rank`` (rank 1 is best); ``k`` rows per user,
+            fewer only when fewer unseen items exist.
+        """
+        self._check_fitted()
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+            raise TypeError(f"k must be an int, got {type(k).__name__}")
+        if k < 1:
+            raise ValueError(f"k={k} must be >= 1")
+        rows = self.user_rows(user_ids)
+        if len(self.item_ids_) == 0:
+            raise ValueError("no items to recommend: fit with an item_id column in events or "
+                             "an items table")
+        item_rows, scores = self.recommender_.recommend(rows, int(k), exclude_seen=exclude_seen)
+        valid = item_rows >= 0
+        n_per = valid.sum(axis=1)
+        return pd.DataFrame({
+            "user_id": np.repeat(self.user_ids_.to_numpy()[rows], n_per),
+            "item_id": self.item_ids_.to_numpy()[item_rows[valid]],
+            "score": scores[valid].astype(np.float32),
+            "rank": (np.cumsum(valid, axis=1)[valid]).astype(np.int64),
+        })
+
+    # ------------------------------------------------------------- persistence
+    def save(self, path) -> Path:
+        """Save to a directory: ``arrays.safetensors``, ``ids_*.parquet``, ``meta.json``."""
+        from .persistence import save_engine
+        self._check_fitted()
+        return save_engine(self, Path(path))
+
+    @classmethod
+    def load(cls, path, *, encoder=None) -> "InterestEngine":
+        """Load an engine saved by :meth:`save`; it recommends exactly what the saved one did."""
+        from .persistence import load_engine
+        return load_engine(cls, Path(path), encoder=encoder)
+
+    def get_params(self) -> dict:
+        return {"half_life_days": self.half_life_days, "n_segments": self.n_segments,
+                "segment_temperature": self.segment_temperature,
+                "random_state": self.random_state}
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(n, 1e-12)
