@@ -68,7 +68,8 @@ _TOPICS: tuple[_Topic, ...] = (
         features=_t("a breathable mesh upper", "an 8 mm heel drop", "a rock plate for trails",
                     "a wide toe box", "a responsive foam midsole", "reflective heel tabs"),
         purposes=_t("marathon training", "my daily 5k", "trail runs on weekends",
-                    "half marathon race day", "easy recovery runs", "interval sessions at the track",
+                    "half marathon race day", "easy recovery runs",
+                    "interval sessions at the track",
                     "a couch to 5k program", "ultra training"),
         experiences=_t("my knees stopped aching after long runs",
                        "I knocked a minute off my 10k time",
@@ -112,7 +113,8 @@ _TOPICS: tuple[_Topic, ...] = (
                        "the grinder stays quiet enough for early mornings",
                        "the cappuccinos taste like my favorite cafe"),
         complaints=_t("the drip tray fills up too fast", "the grinder retains a lot of grounds",
-                      "the beans were roasted months ago", "the steam wand takes forever to heat up"),
+                      "the beans were roasted months ago",
+                      "the steam wand takes forever to heat up"),
         questions=_t("what grind size works for a moka pot",
                      "how long should an espresso shot take",
                      "is a dual boiler worth it for lattes",
@@ -871,7 +873,8 @@ def make_demo_events(
             drift_fraction, (int, float, np.integer, np.floating)):
         raise TypeError(f"drift_fraction must be a number in [0, 1], got {drift_fraction!r}")
     if not 0.0 <= float(drift_fraction) <= 1.0:
-        raise ValueError(f"drift_fraction={drift_fraction} is invalid; pass 0 <= drift_fraction <= 1")
+        raise ValueError(
+            f"drift_fraction={drift_fraction} is invalid; pass 0 <= drift_fraction <= 1")
     n_drift = int(math.floor(float(drift_fraction) * n_users + 0.5))
     if n_drift > 0 and n_topics < 2:
         raise ValueError(
