@@ -1,7 +1,10 @@
-// Thin nanobind layer: marshal arrays, release the GIL, call the C++ core.
+// Thin nanobind layer: check shapes and dtypes, release the GIL, call the C++ core.
+// std::invalid_argument thrown by the core reaches Python as ValueError.
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 
+#include <cstdint>
+#include <memory>
 #include <stdexcept>
 #include <string>
 
@@ -10,48 +13,104 @@
 namespace nb = nanobind;
 using namespace nb::literals;
 
-template <typename T>
-using Mat = nb::ndarray<const T, nb::numpy, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
+// Any dtype: checked below so that a float64 or strided array is an error, not a silent copy.
+using AnyMat = nb::ndarray<nb::ro, nb::ndim<2>, nb::device::cpu>;
 template <typename T>
 using Vec = nb::ndarray<const T, nb::numpy, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 
-static nb::tuple grouped_decayed_mean(Mat<float> vectors, Vec<int64_t> offsets,
-                                      Vec<double> ts, Vec<double> weights,
-                                      Vec<double> ref, double half_life, int n_threads) {
+namespace {
+
+std::string dtype_name(nb::dlpack::dtype d) {
+  const char* kind = d.code == static_cast<uint8_t>(nb::dlpack::dtype_code::Float)  ? "float"
+                     : d.code == static_cast<uint8_t>(nb::dlpack::dtype_code::Int)  ? "int"
+                     : d.code == static_cast<uint8_t>(nb::dlpack::dtype_code::UInt) ? "uint"
+                     : d.code == static_cast<uint8_t>(nb::dlpack::dtype_code::Bool) ? "bool"
+                                                                                     : "other";
+  return std::string(kind) + std::to_string(d.bits);
+}
+
+void check_len(const char* name, size_t got, int64_t want, const char* what) {
+  if (static_cast<int64_t>(got) != want) {
+    throw std::invalid_argument(std::string(name) + " has " + std::to_string(got) +
+                                " entries, expected " + std::to_string(want) + " (" + what + ")");
+  }
+}
+
+nb::tuple grouped_decayed_mean(AnyMat vectors, Vec<int64_t> offsets, Vec<double> ts,
+                               Vec<double> weights, Vec<double> ref, double half_life,
+                               int n_threads) {
+  const nb::dlpack::dtype dt = vectors.dtype();
+  const bool is_f32 = dt == nb::dtype<float>();
+  const bool is_f16 =
+      dt.code == static_cast<uint8_t>(nb::dlpack::dtype_code::Float) && dt.bits == 16 &&
+      dt.lanes == 1;
+  if (!is_f32 && !is_f16) {
+    throw nb::type_error(("vectors must be float32 or float16, got " + dtype_name(dt)).c_str());
+  }
   const int64_t n_rows = static_cast<int64_t>(vectors.shape(0));
   const int64_t dim = static_cast<int64_t>(vectors.shape(1));
-  if (offsets.shape(0) < 1) throw std::invalid_argument("offsets must have n_users + 1 entries");
+  if (n_rows > 0 && dim > 0 &&
+      !(vectors.stride(1) == 1 && (n_rows == 1 || vectors.stride(0) == dim))) {
+    throw std::invalid_argument("vectors must be C-contiguous (use np.ascontiguousarray)");
+  }
+  if (offsets.shape(0) < 1) {
+    throw std::invalid_argument("offsets must have n_users + 1 >= 1 entries, got 0");
+  }
   const int64_t n_users = static_cast<int64_t>(offsets.shape(0)) - 1;
-  if (static_cast<int64_t>(ts.shape(0)) != n_rows)
-    throw std::invalid_argument("ts has " + std::to_string(ts.shape(0)) + " rows, vectors has " +
-                                std::to_string(n_rows));
-  if (static_cast<int64_t>(weights.shape(0)) != n_rows)
-    throw std::invalid_argument("weights has " + std::to_string(weights.shape(0)) +
-                                " rows, vectors has " + std::to_string(n_rows));
-  if (static_cast<int64_t>(ref.shape(0)) != n_users)
-    throw std::invalid_argument("ref has " + std::to_string(ref.shape(0)) +
-                                " entries, expected n_users=" + std::to_string(n_users));
+  check_len("ts", ts.shape(0), n_rows, "one per vector row");
+  check_len("weights", weights.shape(0), n_rows, "one per vector row");
+  check_len("ref", ref.shape(0), n_users, "one per user, len(offsets) - 1");
 
-  float* mean = new float[static_cast<size_t>(n_users * dim)];
-  double* lws = new double[static_cast<size_t>(n_users)];
-  nb::capsule own_mean(mean, [](void* p) noexcept { delete[] static_cast<float*>(p); });
-  nb::capsule own_lws(lws, [](void* p) noexcept { delete[] static_cast<double*>(p); });
+  const size_t n_out = static_cast<size_t>(n_users) * static_cast<size_t>(dim);
+  std::unique_ptr<float[]> mean(new float[n_out > 0 ? n_out : 1]);
+  std::unique_ptr<double[]> lws(new double[n_users > 0 ? n_users : 1]);
   {
     nb::gil_scoped_release release;
-    interestflow::grouped_decayed_mean(vectors.data(), n_rows, dim, offsets.data(), n_users,
-                                       ts.data(), weights.data(), ref.data(), half_life, mean,
-                                       lws, n_threads);
+    if (is_f32) {
+      interestflow::grouped_decayed_mean(static_cast<const float*>(vectors.data()), n_rows, dim,
+                                         offsets.data(), n_users, ts.data(), weights.data(),
+                                         ref.data(), half_life, mean.get(), lws.get(),
+                                         n_threads);
+    } else {
+      interestflow::grouped_decayed_mean(static_cast<const uint16_t*>(vectors.data()), n_rows,
+                                         dim, offsets.data(), n_users, ts.data(), weights.data(),
+                                         ref.data(), half_life, mean.get(), lws.get(),
+                                         n_threads);
+    }
   }
+  float* mean_p = mean.release();
+  double* lws_p = lws.release();
+  nb::capsule own_mean(mean_p, [](void* p) noexcept { delete[] static_cast<float*>(p); });
+  nb::capsule own_lws(lws_p, [](void* p) noexcept { delete[] static_cast<double*>(p); });
   return nb::make_tuple(
-      nb::ndarray<nb::numpy, float, nb::ndim<2>>(mean, {static_cast<size_t>(n_users),
-                                                        static_cast<size_t>(dim)}, own_mean),
-      nb::ndarray<nb::numpy, double, nb::ndim<1>>(lws, {static_cast<size_t>(n_users)}, own_lws));
+      nb::ndarray<nb::numpy, float, nb::ndim<2>>(
+          mean_p, {static_cast<size_t>(n_users), static_cast<size_t>(dim)}, own_mean),
+      nb::ndarray<nb::numpy, double, nb::ndim<1>>(lws_p, {static_cast<size_t>(n_users)},
+                                                  own_lws));
 }
+
+}  // namespace
 
 NB_MODULE(_native, m) {
   m.doc() = "interestflow native kernels (C++, OpenMP)";
   m.def("grouped_decayed_mean", &grouped_decayed_mean, "vectors"_a, "offsets"_a, "ts"_a,
-        "weights"_a, "ref"_a, "half_life"_a, "n_threads"_a = 0,
+        "weights"_a, "ref"_a, "half_life_seconds"_a, "n_threads"_a = 0,
+        "grouped_decayed_mean(vectors, offsets, ts, weights, ref, half_life_seconds, "
+        "n_threads=0)\n\n"
         "Per-user time-decayed weighted mean of event vectors; rows grouped by user via "
-        "offsets. Returns (means (n_users, dim) float32, log2 weight sums (n_users,)).");
+        "offsets.\n\n"
+        "vectors: (n_rows, dim) float32 or float16, C-contiguous. offsets: (n_users + 1,) "
+        "int64, non-decreasing, 0 .. n_rows. ts, weights: (n_rows,) float64. ref: (n_users,) "
+        "float64 reference time of each user. Row i of user u has weight "
+        "weights[i] * 2**(-(ref[u] - ts[i]) / half_life_seconds); half_life_seconds <= 0 or "
+        "inf disables decay. n_threads <= 0 uses the OpenMP default. Releases the GIL.\n\n"
+        "Returns (means (n_users, dim) float32, log2_weight_sums (n_users,) float64); users "
+        "with no rows or only zero weights get zeros and -inf. Raises ValueError naming the "
+        "row on bad offsets, non-finite or negative weights, non-finite ts / ref / vectors.");
+  m.attr("openmp") =
+#ifdef INTERESTFLOW_OPENMP
+      true;
+#else
+      false;
+#endif
 }
