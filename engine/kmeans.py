@@ -1,0 +1,648 @@
+"""K-means clustering with scikit-learn's estimator contract and a torch backend (CPU and CUDA).
+
+The algorithm is scikit-learn's Lloyd K-means: greedy k-means++ seeding driven by a numpy
+``RandomState``, a tolerance relative to the mean feature variance, strict convergence when
+no label changes, empty clusters re-seeded from the points farthest from their centroid, and
+``n_init`` restarts that keep the lowest inertia. The heavy steps are the torch reference ops
+of :mod:`interestflow.kernels.reference` (chunked assignment, index-add update), so memory is
+bounded by a block budget rather than by ``n_samples * n_clusters``.
+
+Backends: ``"torch"`` (and ``"auto"``, which picks it) run now. ``"numba"``, ``"triton"``,
+``"cuml"`` and ``"faiss"`` are reserved for the kernels issue and raise until they exist.
+"""
+
+from __future__ import annotations
+
+import logging
+import numbers
+import warnings
+
+import numpy as np
+import torch
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    ClusterMixin,
+    TransformerMixin,
+)
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from interestflow.kernels.reference import (
+    DEFAULT_BLOCK_BYTES,
+    chunk_rows_for,
+    kmeans_assign,
+    kmeans_update,
+    pairwise_sq_distances,
+)
+from interestflow.resolve import resolve_device
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["KMeans", "AVAILABLE_BACKENDS", "RESERVED_BACKENDS"]
+
+#: Backends that run in this version.
+AVAILABLE_BACKENDS = ("auto", "torch")
+#: Backend names reserved for the kernels issue; requesting one raises until it exists.
+RESERVED_BACKENDS = ("numba", "triton", "cuml", "faiss")
+
+_INIT_OPTIONS = ("k-means++", "random")
+
+
+def _valid_backends_text() -> str:
+    return ", ".join(repr(b) for b in AVAILABLE_BACKENDS)
+
+
+def _check_backend(backend) -> str:
+    if not isinstance(backend, str):
+        raise TypeError(
+            f"backend must be a string, got {type(backend).__name__}; "
+            f"valid options: {_valid_backends_text()}"
+        )
+    if backend in AVAILABLE_BACKENDS:
+        return backend
+    if backend in RESERVED_BACKENDS:
+        raise ValueError(
+            f"backend={backend!r} is not available in this version of interestflow; "
+            f"valid options: {_valid_backends_text()}"
+        )
+    raise ValueError(f"backend={backend!r} is not a known backend; valid options: "
+                     f"{_valid_backends_text()}")
+
+
+def _check_int_param(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name}={value} is invalid; pass an integer >= {minimum}")
+    return int(value)
+
+
+def _first_nonfinite(t: torch.Tensor):
+    """(row, col) of the first NaN/inf entry of a 2-D tensor, or None (one device sync)."""
+    if bool(torch.isfinite(t.sum())):
+        return None
+    step = chunk_rows_for(max(1, t.shape[1]))
+    for start in range(0, t.shape[0], step):
+        bad = ~torch.isfinite(t[start:start + step])
+        if bool(bad.any()):
+            r, c = torch.nonzero(bad)[0].tolist()
+            return start + r, c
+    return None  # the sum overflowed but every entry is finite
+
+
+def _as_tensor(arr) -> torch.Tensor:
+    """numpy -> CPU tensor without a copy (read-only inputs are only ever read here)."""
+    if not arr.flags.writeable:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*not writable.*", category=UserWarning)
+            return torch.from_numpy(arr)
+    return torch.from_numpy(arr)
+
+
+class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, BaseEstimator):
+    """K-means clustering (Lloyd) on CPU or CUDA, following scikit-learn's API.
+
+    Parameters
+    ----------
+    n_clusters : int, default=8
+        Number of clusters; must not exceed the number of samples passed to ``fit``.
+    init : {"k-means++", "random"} or array-like of shape (n_clusters, n_features), \
+default="k-means++"
+        ``"k-means++"``: greedy k-means++ with ``2 + int(log(n_clusters))`` local trials.
+        ``"random"``: ``n_clusters`` distinct rows drawn with probability proportional to
+        ``sample_weight``. An array gives the initial centers (then ``n_init`` is forced to 1,
+        with a ``RuntimeWarning``, as in scikit-learn).
+    n_init : int, default=1
+        Number of initialisations; the run with the lowest inertia is kept.
+    max_iter : int, default=100
+        Maximum Lloyd iterations per run.
+    tol : float, default=1e-4
+        Convergence when the summed squared center shift is at most ``tol`` times the mean
+        per-feature variance of ``X`` (weighted by ``sample_weight``).
+    backend : {"auto", "torch"}, default="auto"
+        ``"auto"`` picks the best available backend and logs its choice (one INFO line on the
+        ``interestflow.kmeans`` logger). ``"numba"``, ``"triton"``, ``"cuml"`` and ``"faiss"``
+        are reserved for a later version and raise ``ValueError`` for now.
+    random_state : int, numpy.random.RandomState or None, default=None
+        Seeds k-means++ / random init; an int makes results reproducible.
+    device : str, torch.device or None, default=None
+        Where to compute. ``None``/``"auto"``: the device of a torch tensor input, else CUDA
+        when visible, else CPU (see :func:`interestflow.resolve.resolve_device`).
+
+    Attributes
+    ----------
+    cluster_centers_ : numpy.ndarray of shape (n_clusters, n_features)
+        In the input's dtype (float32 for float32 input, float64 otherwise).
+    labels_ : numpy.ndarray of shape (n_samples,), int64
+    inertia_ : float
+        Weighted sum of squared distances of samples to their closest center.
+    n_iter_ : int
+        Lloyd iterations run by the kept initialisation.
+    n_features_in_ : int
+    feature_names_in_ : numpy.ndarray of shape (n_features_in_,)
+        Only when ``X`` had string column names.
+    backend_ : str
+        Backend that ran (``"torch"``).
+    device_ : str
+        Device that ran the fit, e.g. ``"cpu"`` or ``"cuda:0"``.
+
+    Notes
+    -----
+    Computation is float32 for float32 input and float64 for any other numpy input
+    (half-precision torch input is computed in float32). Fitted attributes are numpy arrays;
+    ``predict``, ``transform`` and ``fit_predict`` return a torch tensor on the input's device
+    when given a torch tensor, and numpy otherwise.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from interestflow import KMeans
+    >>> X = np.array([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [5.1, 5.0]])
+    >>> km = KMeans(n_clusters=2, random_state=0, device="cpu").fit(X)
+    >>> sorted(np.bincount(km.labels_).tolist())
+    [2, 2]
+    >>> int(km.predict(np.array([[4.9, 5.2]]))[0]) == int(km.labels_[2])
+    True
+    """
+
+    def __init__(self, n_clusters=8, *, init="k-means++", n_init=1, max_iter=100, tol=1e-4,
+                 backend="auto", random_state=None, device=None):
+        self.n_clusters = n_clusters
+        self.init = init
+        self.n_init = n_init
+        self.max_iter = max_iter
+        self.tol = tol
+        self.backend = backend
+        self.random_state = random_state
+        self.device = device
+
+    # ------------------------------------------------------------------ validation helpers
+
+    def _validate_params(self):
+        _check_int_param("n_clusters", self.n_clusters, 1)
+        _check_int_param("n_init", self.n_init, 1)
+        _check_int_param("max_iter", self.max_iter, 1)
+        tol = self.tol
+        if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
+            raise TypeError(f"tol must be a real number >= 0, got {tol!r}")
+        if not np.isfinite(tol) or tol < 0:
+            raise ValueError(f"tol={tol!r} is invalid; pass a finite number >= 0")
+        init = self.init
+        if isinstance(init, str):
+            if init not in _INIT_OPTIONS:
+                raise ValueError(
+                    f"init={init!r} is not a known init; pass 'k-means++', 'random' or an "
+                    "array of shape (n_clusters, n_features)"
+                )
+        elif not (isinstance(init, (np.ndarray, list, tuple)) or torch.is_tensor(init)):
+            raise TypeError(
+                f"init must be 'k-means++', 'random' or an array of shape (n_clusters, "
+                f"n_features), got {type(init).__name__}"
+            )
+        backend = _check_backend(self.backend)
+        try:
+            random_state = check_random_state(self.random_state)
+        except ValueError as exc:
+            raise ValueError(
+                f"random_state={self.random_state!r} is invalid; pass None, an int or a "
+                "numpy.random.RandomState"
+            ) from exc
+        return backend, random_state
+
+    def _resolve_device(self, X):
+        """(device, reason) following the ``device`` parameter and the input's location."""
+        if self.device is None or (isinstance(self.device, str) and self.device == "auto"):
+            if torch.is_tensor(X):
+                return X.device, f"input tensor is on {X.device}"
+            dev = resolve_device(None)
+            why = "a CUDA device is visible" if dev.type == "cuda" else "no CUDA device is visible"
+            return dev, why
+        return resolve_device(self.device), "requested by device="
+
+    def _prepare_X(self, X, *, reset):
+        """Validate ``X``; return (tensor on its own device, numpy_dtype_of_output, is_torch)."""
+        if torch.is_tensor(X):
+            if X.ndim != 2:
+                raise ValueError(
+                    f"X must be 2-D (n_samples, n_features), got shape {tuple(X.shape)}"
+                )
+            if X.is_complex():
+                raise ValueError("X must be real-valued, got a complex tensor")
+            if X.shape[0] < 1:
+                raise ValueError(f"X has 0 samples (shape {tuple(X.shape)}); at least 1 is required")
+            if X.shape[1] < 1:
+                raise ValueError(f"X has 0 features (shape {tuple(X.shape)}); at least 1 is required")
+            if X.dtype in (torch.float32, torch.float16, torch.bfloat16):
+                X = X.to(torch.float32)
+            elif X.dtype != torch.float64:
+                X = X.to(torch.float64)
+            if reset:
+                self.n_features_in_ = int(X.shape[1])
+                if hasattr(self, "feature_names_in_"):
+                    del self.feature_names_in_
+            elif X.shape[1] != self.n_features_in_:
+                raise ValueError(
+                    f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
+                    f"{self.n_features_in_} features as input."
+                )
+            is_torch = True
+        else:
+            X = validate_data(self, X, reset=reset, dtype=[np.float64, np.float32], order="C",
+                              accept_sparse=False, ensure_all_finite=False)
+            X = _as_tensor(X)
+            is_torch = False
+        bad = _first_nonfinite(X)
+        if bad is not None:
+            raise ValueError(
+                f"X contains NaN or infinity at row {bad[0]}, column {bad[1]}; "
+                "all values must be finite"
+            )
+        return X, is_torch
+
+    def _prepare_weights(self, sample_weight, n, dtype, device):
+        """Validated weights as a tensor on ``device`` (None stays None: unit weights)."""
+        if sample_weight is None:
+            return None
+        if torch.is_tensor(sample_weight):
+            w = sample_weight.detach().to(device=device, dtype=dtype)
+        else:
+            try:
+                arr = np.asarray(sample_weight, dtype=np.float64)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(
+                    f"sample_weight must be an array of numbers of shape ({n},)"
+                ) from exc
+            w = torch.from_numpy(arr.copy()).to(device=device, dtype=dtype)
+        if w.ndim == 0:
+            w = w.expand(n).clone()
+        if w.shape != (n,):
+            raise ValueError(
+                f"sample_weight must have shape ({n},) to match X, got {tuple(w.shape)}"
+            )
+        if not bool(torch.isfinite(w).all()):
+            row = int(torch.nonzero(~torch.isfinite(w))[0])
+            raise ValueError(f"sample_weight contains NaN or infinity at row {row}")
+        if bool((w < 0).any()):
+            row = int(torch.nonzero(w < 0)[0])
+            raise ValueError(
+                f"sample_weight must be >= 0; row {row} has {float(w[row])}"
+            )
+        if not bool(w.sum() > 0):
+            raise ValueError("sample_weight: all weights are zero; at least one must be positive")
+        return w
+
+    def _prepare_init(self, n_features, dtype, device):
+        init = self.init
+        if torch.is_tensor(init):
+            arr = init.detach().to(device=device, dtype=dtype).clone()
+        else:
+            try:
+                arr = torch.from_numpy(np.array(init, dtype=np.float64)).to(device=device,
+                                                                            dtype=dtype)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(
+                    "init array must contain numbers, shape (n_clusters, n_features)"
+                ) from exc
+        expected = (self.n_clusters, n_features)
+        if tuple(arr.shape) != expected:
+            raise ValueError(
+                f"init has shape {tuple(arr.shape)}; expected (n_clusters, n_features) = "
+                f"{expected}"
+            )
+        if not bool(torch.isfinite(arr).all()):
+            raise ValueError("init contains NaN or infinity; all values must be finite")
+        return arr
+
+    # ------------------------------------------------------------------------------- fit
+
+    def fit(self, X, y=None, sample_weight=None):
+        """Compute k-means clustering.
+
+        Parameters
+        ----------
+        X : array-like or torch.Tensor of shape (n_samples, n_features)
+            Finite values. Not modified.
+        y : None
+            Ignored; present for API consistency.
+        sample_weight : array-like or torch.Tensor of shape (n_samples,), optional
+            Non-negative weights, not all zero. Used by the init (``"k-means++"``,
+            ``"random"``), the center updates, the inertia and the tolerance.
+
+        Returns
+        -------
+        self : KMeans
+        """
+        backend, random_state = self._validate_params()
+        X, _ = self._prepare_X(X, reset=True)
+        n_samples, n_features = X.shape
+        if n_samples < self.n_clusters:
+            raise ValueError(
+                f"n_samples={n_samples} should be >= n_clusters={self.n_clusters}; "
+                f"pass n_clusters <= {n_samples}"
+            )
+        device, why = self._resolve_device(X)
+        if backend == "auto":
+            logger.info(
+                "KMeans backend='auto' chose 'torch' on %s (%s; the numba/triton/cuml/faiss "
+                "backends are not part of this version)", device, why,
+            )
+        n_init = _check_int_param("n_init", self.n_init, 1)
+        max_iter = _check_int_param("max_iter", self.max_iter, 1)
+        init_is_array = not isinstance(self.init, str)
+        if init_is_array and n_init != 1:
+            warnings.warn(
+                f"Explicit initial center position passed: performing only one init in "
+                f"{type(self).__name__} instead of n_init={n_init}.",
+                RuntimeWarning, stacklevel=2,
+            )
+            n_init = 1
+        dtype = X.dtype
+        out_np_dtype = np.float32 if dtype == torch.float32 else np.float64
+
+        Xd = X.to(device)
+        w = self._prepare_weights(sample_weight, n_samples, dtype, device)
+        w_full = w if w is not None else torch.ones(n_samples, dtype=dtype, device=device)
+        # Centering makes ||x||^2 - 2 x.c + ||c||^2 accurate for data far from the origin
+        # (as scikit-learn does); the weighted mean keeps weights equivalent to repetitions.
+        x_mean = _weighted_mean(Xd, w_full).to(dtype)
+        Xc = Xd.sub_(x_mean) if Xd is not X else Xd - x_mean
+        del Xd
+        if self.tol == 0:
+            tol = 0.0
+        else:
+            var = _weighted_mean(Xc, w_full, square=True) - _weighted_mean(Xc, w_full) ** 2
+            tol = float(var.mean()) * float(self.tol)
+        if init_is_array:
+            init_centers = self._prepare_init(n_features, dtype, device) - x_mean
+        x_sq = (Xc * Xc).sum(1)
+
+        best = None
+        for _ in range(n_init):
+            if init_is_array:
+                centers0 = init_centers
+            elif self.init == "k-means++":
+                centers0, _idx = _kmeans_plusplus(Xc, x_sq, w_full, self.n_clusters, random_state)
+            else:
+                p = w_full.to(torch.float64).cpu().numpy()
+                if np.count_nonzero(p) < self.n_clusters:
+                    raise ValueError(
+                        f"init='random' needs at least n_clusters={self.n_clusters} samples "
+                        f"with positive sample_weight, got {np.count_nonzero(p)}"
+                    )
+                seeds = random_state.choice(n_samples, size=self.n_clusters, replace=False,
+                                            p=p / p.sum())
+                centers0 = Xc[torch.from_numpy(seeds).to(device)]
+            run = _lloyd(Xc, x_sq, w, centers0, max_iter=max_iter, tol=tol)
+            if best is None or run[1] < best[1]:
+                best = run
+        labels, inertia, centers, n_iter = best
+
+        self.cluster_centers_ = (centers + x_mean).cpu().numpy().astype(out_np_dtype, copy=False)
+        self.labels_ = labels.cpu().numpy()
+        self.inertia_ = float(inertia)
+        self.n_iter_ = int(n_iter)
+        self.backend_ = "torch"
+        self.device_ = str(device)
+        distinct = int(torch.unique(labels).numel())
+        if distinct < self.n_clusters:
+            warnings.warn(
+                f"Number of distinct clusters ({distinct}) found smaller than n_clusters "
+                f"({self.n_clusters}). Possibly due to duplicate points in X.",
+                ConvergenceWarning, stacklevel=2,
+            )
+        return self
+
+    # -------------------------------------------------------------------- fitted methods
+
+    def _fitted_inputs(self, X):
+        check_is_fitted(self)
+        X, is_torch = self._prepare_X(X, reset=False)
+        device, _ = self._resolve_device(X)
+        centers = torch.from_numpy(self.cluster_centers_).to(device=device, dtype=X.dtype)
+        return X, is_torch, centers, device
+
+    def _out(self, t: torch.Tensor, like_torch: bool, like):
+        if like_torch:
+            return t.to(like.device)
+        return t.cpu().numpy()
+
+    def _assign(self, X, centers):
+        """Chunked (labels, min_sq_dist) of ``X`` (any device) against ``centers`` (device)."""
+        # Shift both by the centers' mean: distances are unchanged, rounding is much smaller
+        # for data far from the origin. The shift is applied per chunk to avoid copying X.
+        shift = centers.mean(0)
+        cs = centers - shift
+        k = centers.shape[0]
+        step = chunk_rows_for(max(k, X.shape[1]) * X.element_size())
+        n = X.shape[0]
+        labels = torch.empty(n, dtype=torch.int64, device=centers.device)
+        min_sq = torch.empty(n, dtype=X.dtype, device=centers.device)
+        for start in range(0, n, step):
+            xc = X[start:start + step].to(centers.device) - shift
+            lab, d = kmeans_assign(xc, cs, chunk_rows=xc.shape[0])
+            labels[start:start + xc.shape[0]] = lab
+            min_sq[start:start + xc.shape[0]] = d
+        return labels, min_sq
+
+    def predict(self, X):
+        """Index of the closest cluster center for each sample.
+
+        Parameters
+        ----------
+        X : array-like or torch.Tensor of shape (n_samples, n_features)
+
+        Returns
+        -------
+        labels : numpy.ndarray or torch.Tensor of shape (n_samples,), int64
+            A tensor on ``X``'s device when ``X`` is a tensor.
+        """
+        orig = X
+        X, is_torch, centers, _ = self._fitted_inputs(X)
+        labels, _ = self._assign(X, centers)
+        return self._out(labels, is_torch, orig)
+
+    def fit_predict(self, X, y=None, sample_weight=None):
+        """Fit and return ``labels_`` (a tensor on ``X``'s device when ``X`` is a tensor).
+
+        Parameters
+        ----------
+        X : array-like or torch.Tensor of shape (n_samples, n_features)
+        y : None
+            Ignored.
+        sample_weight : array-like or torch.Tensor of shape (n_samples,), optional
+
+        Returns
+        -------
+        labels : numpy.ndarray or torch.Tensor of shape (n_samples,), int64
+        """
+        self.fit(X, sample_weight=sample_weight)
+        if torch.is_tensor(X):
+            return torch.from_numpy(self.labels_).to(X.device)
+        return self.labels_
+
+    def transform(self, X):
+        """Euclidean distance of each sample to every cluster center.
+
+        Parameters
+        ----------
+        X : array-like or torch.Tensor of shape (n_samples, n_features)
+
+        Returns
+        -------
+        distances : numpy.ndarray or torch.Tensor of shape (n_samples, n_clusters)
+            In the compute dtype; a tensor on ``X``'s device when ``X`` is a tensor.
+        """
+        orig = X
+        X, is_torch, centers, device = self._fitted_inputs(X)
+        shift = centers.mean(0)
+        cs = centers - shift
+        c_sq = (cs * cs).sum(1)
+        n, k = X.shape[0], centers.shape[0]
+        out = torch.empty((n, k), dtype=X.dtype, device=device)
+        step = chunk_rows_for(max(k, X.shape[1]) * X.element_size())
+        for start in range(0, n, step):
+            xc = X[start:start + step].to(device) - shift
+            out[start:start + xc.shape[0]] = pairwise_sq_distances(xc, cs, y_sq_norms=c_sq)
+        return self._out(out.sqrt_(), is_torch, orig)
+
+    def score(self, X, y=None, sample_weight=None):
+        """Opposite of the inertia of ``X`` against the fitted centers.
+
+        Parameters
+        ----------
+        X : array-like or torch.Tensor of shape (n_samples, n_features)
+        y : None
+            Ignored.
+        sample_weight : array-like or torch.Tensor of shape (n_samples,), optional
+
+        Returns
+        -------
+        float
+            ``-sum_i w_i * min_j ||x_i - c_j||^2``.
+        """
+        X, _, centers, device = self._fitted_inputs(X)
+        w = self._prepare_weights(sample_weight, X.shape[0], X.dtype, device)
+        _, min_sq = self._assign(X, centers)
+        if w is None:
+            return -float(min_sq.sum(dtype=torch.float64))
+        return -float((w.to(torch.float64) * min_sq.to(torch.float64)).sum())
+
+    @property
+    def _n_features_out(self):
+        return self.cluster_centers_.shape[0]
+
+
+# ------------------------------------------------------------------------ torch algorithm
+
+
+def _kmeans_plusplus(X, x_sq, w, n_clusters, random_state):
+    """Greedy k-means++ (scikit-learn's algorithm): returns (centers, indices) on X's device.
+
+    Parameters
+    ----------
+    X : torch.Tensor of shape (n, dim)
+    x_sq : torch.Tensor of shape (n,)
+        Squared row norms of ``X``.
+    w : torch.Tensor of shape (n,)
+        Non-negative weights, positive sum.
+    n_clusters : int
+    random_state : numpy.random.RandomState
+    """
+    n, dim = X.shape
+    device = X.device
+    n_trials = 2 + int(np.log(n_clusters))
+    p = w.to(torch.float64).cpu().numpy()
+    first = int(random_state.choice(n, p=p / p.sum()))
+    indices = torch.empty(n_clusters, dtype=torch.int64, device=device)
+    indices[0] = first
+    closest = pairwise_sq_distances(X[first:first + 1], X, y_sq_norms=x_sq)[0]
+    for c in range(1, n_clusters):
+        cum = torch.cumsum((w * closest).to(torch.float64), 0)
+        rand = torch.from_numpy(random_state.uniform(size=n_trials)).to(device) * cum[-1]
+        cand = torch.searchsorted(cum, rand).clamp_(max=n - 1)
+        d = pairwise_sq_distances(X[cand], X, y_sq_norms=x_sq)  # (n_trials, n)
+        torch.minimum(d, closest, out=d)
+        pots = d.to(torch.float64) @ w.to(torch.float64)
+        best = torch.argmin(pots)
+        closest = d[best]
+        indices[c] = cand[best]
+    return X[indices], indices
+
+
+def _relocate_empty(Xc, w, labels, min_sq, sums, counts):
+    """Re-seed empty clusters, in place, with the points farthest from their centroid.
+
+    Deterministic: empty clusters in increasing index take the farthest points in decreasing
+    distance, ties broken by lower row index. Zero-weight rows are never used.
+    """
+    empty = torch.nonzero(counts == 0).flatten()
+    if empty.numel() == 0:
+        return
+    key = min_sq.to(torch.float64)
+    if w is not None:
+        key = torch.where(w > 0, key, torch.full_like(key, -1.0))
+    order = torch.sort(key, descending=True, stable=True).indices
+    n_fill = min(int(empty.numel()), int((key >= 0).sum()))
+    if n_fill == 0:
+        return
+    far = order[:n_fill]
+    empty = empty[:n_fill]
+    pts = Xc[far]
+    wf = w[far] if w is not None else torch.ones(n_fill, dtype=Xc.dtype, device=Xc.device)
+    old = labels[far]
+    sums.index_add_(0, old, -(pts * wf[:, None]))
+    counts.index_add_(0, old, -wf)
+    sums[empty] = pts * wf[:, None]
+    counts[empty] = wf
+
+
+def _weighted_mean(X, w, *, square=False):
+    """Weighted column mean of ``X`` (or of ``X**2``) in float64, chunked: shape (dim,)."""
+    total = torch.zeros(X.shape[1], dtype=torch.float64, device=X.device)
+    step = chunk_rows_for(X.shape[1] * 8)
+    for start in range(0, X.shape[0], step):
+        xc = X[start:start + step].to(torch.float64)
+        if square:
+            xc = xc * xc
+        total += w[start:start + step].to(torch.float64) @ xc
+    return total / w.sum(dtype=torch.float64)
+
+
+def _weighted_inertia(Xc, w, centers, labels):
+    """sum_i w_i ||x_i - c_{l_i}||^2 computed directly (not by expansion), chunked."""
+    total = torch.zeros((), dtype=torch.float64, device=Xc.device)
+    step = chunk_rows_for(Xc.shape[1] * Xc.element_size())
+    for start in range(0, Xc.shape[0], step):
+        diff = Xc[start:start + step] - centers[labels[start:start + step]]
+        d = (diff * diff).sum(1).to(torch.float64)
+        total += d.sum() if w is None else d @ w[start:start + step].to(torch.float64)
+    return total
+
+
+def _lloyd(Xc, x_sq, w, centers, *, max_iter, tol):
+    """One Lloyd run from ``centers``; returns (labels, inertia, centers, n_iter)."""
+    n_clusters = centers.shape[0]
+    centers = centers.clone()
+    labels_old = None
+    strict = False
+    for i in range(max_iter):
+        labels, min_sq = kmeans_assign(Xc, centers, x_sq_norms=x_sq)
+        sums, counts = kmeans_update(Xc, labels, n_clusters, w)
+        _relocate_empty(Xc, w, labels, min_sq, sums, counts)
+        has = (counts > 0).unsqueeze(1)
+        new = torch.where(has, sums / torch.where(has, counts.unsqueeze(1), 1), centers)
+        shift = float(((new - centers) ** 2).sum(dtype=torch.float64))
+        centers = new
+        if labels_old is not None and torch.equal(labels, labels_old):
+            strict = True
+            break
+        if shift <= tol:
+            break
+        labels_old = labels
+    if not strict:
+        # Labels must match the final centers.
+        labels, _ = kmeans_assign(Xc, centers, x_sq_norms=x_sq)
+    inertia = _weighted_inertia(Xc, w, centers, labels)
+    return labels, float(inertia), centers, i + 1
