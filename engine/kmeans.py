@@ -224,6 +224,7 @@ default="k-means++"
     def _prepare_X(self, X, *, reset):
         """Validate ``X``; return (tensor on its own device, numpy_dtype_of_output, is_torch)."""
         if torch.is_tensor(X):
+            X = X.detach()
             if X.ndim != 2:
                 raise ValueError(
                     f"X must be 2-D (n_samples, n_features), got shape {tuple(X.shape)}"
