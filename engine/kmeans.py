@@ -30,7 +30,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from interestflow.kernels.reference import (
-    DEFAULT_BLOCK_BYTES,
+    ELEMENTWISE_BLOCK_BYTES,
     chunk_rows_for,
     kmeans_assign,
     kmeans_update,
@@ -367,17 +367,20 @@ default="k-means++"
         w_full = w if w is not None else torch.ones(n_samples, dtype=dtype, device=device)
         # Centering makes ||x||^2 - 2 x.c + ||c||^2 accurate for data far from the origin
         # (as scikit-learn does); the weighted mean keeps weights equivalent to repetitions.
-        x_mean = _weighted_mean(Xd, w_full).to(dtype)
+        x_mean = _weighted_mean(Xd, w_full)
         Xc = Xd.sub_(x_mean) if Xd is not X else Xd - x_mean
         del Xd
+        x_sq = (Xc * Xc).sum(1)
         if self.tol == 0:
             tol = 0.0
         else:
-            var = _weighted_mean(Xc, w_full, square=True) - _weighted_mean(Xc, w_full) ** 2
-            tol = float(var.mean()) * float(self.tol)
+            # mean per-feature variance = (weighted mean of ||x - mu||^2) / n_features
+            resid = _weighted_mean(Xc, w_full).to(torch.float64)
+            msq = float((w_full.to(torch.float64) @ x_sq.to(torch.float64))
+                        / w_full.sum(dtype=torch.float64))
+            tol = max(msq - float(resid @ resid), 0.0) / n_features * float(self.tol)
         if init_is_array:
             init_centers = self._prepare_init(n_features, dtype, device) - x_mean
-        x_sq = (Xc * Xc).sum(1)
 
         best = None
         for _ in range(n_init):
@@ -406,7 +409,7 @@ default="k-means++"
         self.n_iter_ = int(n_iter)
         self.backend_ = "torch"
         self.device_ = str(device)
-        distinct = int(torch.unique(labels).numel())
+        distinct = int(torch.count_nonzero(torch.bincount(labels, minlength=self.n_clusters)))
         if distinct < self.n_clusters:
             warnings.warn(
                 f"Number of distinct clusters ({distinct}) found smaller than n_clusters "
@@ -599,22 +602,15 @@ def _relocate_empty(Xc, w, labels, min_sq, sums, counts):
     counts[empty] = wf
 
 
-def _weighted_mean(X, w, *, square=False):
-    """Weighted column mean of ``X`` (or of ``X**2``) in float64, chunked: shape (dim,)."""
-    total = torch.zeros(X.shape[1], dtype=torch.float64, device=X.device)
-    step = chunk_rows_for(X.shape[1] * 8)
-    for start in range(0, X.shape[0], step):
-        xc = X[start:start + step].to(torch.float64)
-        if square:
-            xc = xc * xc
-        total += w[start:start + step].to(torch.float64) @ xc
-    return total / w.sum(dtype=torch.float64)
+def _weighted_mean(X, w):
+    """Weighted column mean of ``X`` (one matrix-vector product): shape (dim,)."""
+    return (w @ X) / w.sum()
 
 
 def _weighted_inertia(Xc, w, centers, labels):
     """sum_i w_i ||x_i - c_{l_i}||^2 computed directly (not by expansion), chunked."""
     total = torch.zeros((), dtype=torch.float64, device=Xc.device)
-    step = chunk_rows_for(Xc.shape[1] * Xc.element_size())
+    step = chunk_rows_for(Xc.shape[1] * Xc.element_size(), block_bytes=ELEMENTWISE_BLOCK_BYTES)
     for start in range(0, Xc.shape[0], step):
         diff = Xc[start:start + step] - centers[labels[start:start + step]]
         d = (diff * diff).sum(1).to(torch.float64)

@@ -19,6 +19,7 @@ import torch
 __all__ = [
     "DEFAULT_BLOCK_BYTES",
     "DEFAULT_TOPK_CHUNK",
+    "ELEMENTWISE_BLOCK_BYTES",
     "chunk_rows_for",
     "pairwise_sq_distances",
     "kmeans_assign",
@@ -28,6 +29,9 @@ __all__ = [
 
 #: Upper bound, in bytes, for one temporary block (e.g. a chunk's distance matrix).
 DEFAULT_BLOCK_BYTES = 64 * 2**20
+
+#: Budget for element-wise temporaries (e.g. weighted rows): small enough to stay in cache.
+ELEMENTWISE_BLOCK_BYTES = 4 * 2**20
 
 #: Default number of keys scored per step by :func:`cosine_topk`.
 DEFAULT_TOPK_CHUNK = 4096
@@ -211,7 +215,7 @@ def kmeans_update(x: torch.Tensor, labels: torch.Tensor, n_clusters: int, sample
             f"sample_weight must have shape ({n},), got {tuple(sample_weight.shape)}"
         )
     w = sample_weight.to(dtype=x.dtype)
-    step = chunk_rows_for(dim * x.element_size())
+    step = chunk_rows_for(dim * x.element_size(), block_bytes=ELEMENTWISE_BLOCK_BYTES)
     for start in range(0, n, step):
         stop = start + step
         sums.index_add_(0, labels[start:stop], x[start:stop] * w[start:stop, None])

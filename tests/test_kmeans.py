@@ -79,6 +79,19 @@ def test_inertia_matches_sklearn_on_overlapping_mixture(dtype):
     assert ours.inertia_ == pytest.approx(direct, rel=1e-5)
 
 
+@pytest.mark.parametrize("tol", [3.0, 1.0, 1e-4, 0.0])
+def test_tol_is_relative_to_feature_variance_like_sklearn(tol):
+    # Offset and scaled data: the tolerance scales with the variance, centering keeps float32
+    # distances accurate far from the origin.
+    X = _mixture(3000, 16, 20, spread=0.6, seed=2) * 5 + 100
+    init, _ = kmeans_plusplus(X, 20, random_state=1)
+    for dtype in (np.float64, np.float32):
+        ref = SKKMeans(20, init=init, n_init=1, max_iter=300, tol=tol).fit(X.astype(dtype))
+        ours = KMeans(20, init=init, max_iter=300, tol=tol, device="cpu").fit(X.astype(dtype))
+        assert ours.n_iter_ == ref.n_iter_
+        assert ours.inertia_ == pytest.approx(ref.inertia_, rel=1e-5)
+
+
 @pytest.mark.parametrize("n,dim,k", [(37, 1, 5), (1000, 7, 13), (101, 3, 101), (250, 17, 1)])
 def test_odd_shapes_match_sklearn(n, dim, k):
     X = np.random.RandomState(n + dim).randn(n, dim)
