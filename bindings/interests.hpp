@@ -1,6 +1,7 @@
 // Per-user grouped, time-decayed weighted mean of event vectors.
 #pragma once
 #include <cstdint>
+#include <string>
 
 namespace interestflow {
 
@@ -33,5 +34,11 @@ void grouped_decayed_mean(const uint16_t* vectors_f16, int64_t n_rows, int64_t d
                           const int64_t* offsets, int64_t n_users, const double* ts,
                           const double* weights, const double* ref, double half_life,
                           float* out_mean, double* out_log2_weight_sum, int n_threads);
+
+// float16 -> float32 conversion used for float16 vectors: the implementation chosen for this
+// CPU ("avx512", "f16c" or "portable"), and a testing aid that runs a named implementation
+// (returns false when this build or CPU lacks it).
+const char* halves_to_floats_impl();
+bool halves_to_floats_with(const std::string& impl, const uint16_t* src, float* dst, int64_t n);
 
 }  // namespace interestflow

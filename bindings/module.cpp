@@ -2,6 +2,7 @@
 // std::invalid_argument thrown by the core reaches Python as ValueError.
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
+#include <nanobind/stl/string.h>
 
 #include <cstdint>
 #include <memory>
@@ -89,6 +90,19 @@ nb::tuple grouped_decayed_mean(AnyMat vectors, Vec<int64_t> offsets, Vec<double>
                                                   own_lws));
 }
 
+// Testing aid: convert float16 bit patterns (uint16) with a named implementation.
+nb::object f16_to_f32(Vec<uint16_t> halves, const std::string& impl) {
+  const size_t n = halves.shape(0);
+  std::unique_ptr<float[]> out(new float[n > 0 ? n : 1]);
+  if (!interestflow::halves_to_floats_with(impl, halves.data(), out.get(),
+                                           static_cast<int64_t>(n))) {
+    return nb::none();
+  }
+  float* p = out.release();
+  nb::capsule own(p, [](void* q) noexcept { delete[] static_cast<float*>(q); });
+  return nb::cast(nb::ndarray<nb::numpy, float, nb::ndim<1>>(p, {n}, own));
+}
+
 }  // namespace
 
 NB_MODULE(_native, m) {
@@ -107,6 +121,10 @@ NB_MODULE(_native, m) {
         "Returns (means (n_users, dim) float32, log2_weight_sums (n_users,) float64); users "
         "with no rows or only zero weights get zeros and -inf. Raises ValueError naming the "
         "row on bad offsets, non-finite or negative weights, non-finite ts / ref / vectors.");
+  m.def("_f16_to_f32", &f16_to_f32, "halves"_a, "impl"_a,
+        "Testing aid: float16 bit patterns (uint16) -> float32 with the named implementation "
+        "('avx512', 'f16c', 'portable'); None when unavailable on this build / CPU.");
+  m.attr("f16_impl") = interestflow::halves_to_floats_impl();
   m.attr("openmp") =
 #ifdef INTERESTFLOW_OPENMP
       true;

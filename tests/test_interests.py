@@ -61,6 +61,8 @@ CASES = {
     "empty users": dict(counts=[0, 4, 0, 0, 3, 0], dim=5),
     "many users dim 96": dict(counts=np.arange(1, 301) % 23 + 1, dim=96),
     "float16 vectors": dict(counts=[5, 1, 12, 7], dim=33, dtype=np.float16),
+    # float16 rows are converted in chunks of 20 rows at dim 384: users cross chunk borders
+    "float16 dim 384 long users": dict(counts=[50, 3, 41, 1, 20], dim=384, dtype=np.float16),
 }
 
 
@@ -169,10 +171,11 @@ def test_datetime64_ts_equals_seconds():
     np.testing.assert_array_equal(a[1], b[1])
 
 
-def test_heavy_user_split_across_threads_matches():
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_heavy_user_split_across_threads_matches(dtype):
     # one user with most rows is split across threads (>= 8192 rows, >= n_rows / (2 * threads))
     rng = np.random.default_rng(11)
-    v, offsets, ts, w = make_case(rng, [3, 20_000, 1, 7, 9001], 16, zero_frac=0.1)
+    v, offsets, ts, w = make_case(rng, [3, 20_000, 1, 7, 9001], 16, zero_frac=0.1, dtype=dtype)
     ref = decayed_user_means(v, offsets, ts, w, half_life_days=20.0, backend="numpy")
     truth_m, truth_l = loop_truth(v, offsets, ts, w, ts.max(), 20.0)
     one = decayed_user_means(v, offsets, ts, w, half_life_days=20.0, n_threads=1)
@@ -361,3 +364,21 @@ def test_native_module_validates_directly():
     means, log2s = f(v, offsets, ts, w, np.array([1.0, 10.0]), 1.0)
     assert log2s[0] == pytest.approx(np.log2(2 ** -1 + 1.0))
     assert log2s[1] == pytest.approx(np.log2(sum(2.0 ** -(10 - t) for t in range(2, 6))))
+
+
+@pytest.mark.parametrize("impl", ["avx512", "f16c", "portable"])
+def test_every_float16_value_converts_exactly(impl):
+    halves = np.arange(65536, dtype=np.uint16)
+    expected = halves.view(np.float16).astype(np.float32)
+    got = _native._f16_to_f32(halves, impl)
+    if got is None:
+        pytest.skip(f"float16 converter {impl!r} not available on this build / CPU")
+    nan = np.isnan(expected)
+    # bit-exact for every non-NaN half (zeros, subnormals, normals, infinities, signs)
+    np.testing.assert_array_equal(got.view(np.uint32)[~nan], expected.view(np.uint32)[~nan])
+    assert np.isnan(got[nan]).all()
+
+
+def test_float16_converter_in_use_is_reported():
+    assert _native.f16_impl in ("avx512", "f16c", "portable")
+    assert _native._f16_to_f32(np.zeros(3, np.uint16), "no-such-impl") is None
