@@ -211,10 +211,14 @@ default="k-means++"
             ) from exc
         return backend, random_state
 
-    def _resolve_device(self, X):
-        """(device, reason) following the ``device`` parameter and the input's location."""
+    def _resolve_device(self, X, is_torch):
+        """(device, reason) following the ``device`` parameter and the input's location.
+
+        ``X`` is the validated tensor; ``is_torch`` says whether the caller passed a tensor
+        (numpy input arrives here as a CPU tensor but does not pin the device).
+        """
         if self.device is None or (isinstance(self.device, str) and self.device == "auto"):
-            if torch.is_tensor(X):
+            if is_torch:
                 return X.device, f"input tensor is on {X.device}"
             dev = resolve_device(None)
             why = "a CUDA device is visible" if dev.type == "cuda" else "no CUDA device is visible"
@@ -336,14 +340,14 @@ default="k-means++"
         self : KMeans
         """
         backend, random_state = self._validate_params()
-        X, _ = self._prepare_X(X, reset=True)
+        X, is_torch = self._prepare_X(X, reset=True)
         n_samples, n_features = X.shape
         if n_samples < self.n_clusters:
             raise ValueError(
                 f"n_samples={n_samples} should be >= n_clusters={self.n_clusters}; "
                 f"pass n_clusters <= {n_samples}"
             )
-        device, why = self._resolve_device(X)
+        device, why = self._resolve_device(X, is_torch)
         if backend == "auto":
             logger.info(
                 "KMeans backend='auto' chose 'torch' on %s (%s; the numba/triton/cuml/faiss "
@@ -423,7 +427,7 @@ default="k-means++"
     def _fitted_inputs(self, X):
         check_is_fitted(self)
         X, is_torch = self._prepare_X(X, reset=False)
-        device, _ = self._resolve_device(X)
+        device, _ = self._resolve_device(X, is_torch)
         centers = torch.from_numpy(self.cluster_centers_).to(device=device, dtype=X.dtype)
         return X, is_torch, centers, device
 

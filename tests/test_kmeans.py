@@ -215,6 +215,29 @@ def test_auto_backend_logs_its_choice(caplog):
     assert not [r for r in caplog.records if r.name == "interestflow.kmeans"]
 
 
+def test_device_resolution_follows_input(monkeypatch, caplog):
+    import interestflow.kmeans as km_mod
+
+    calls = []
+
+    def fake_resolve(device):
+        calls.append(device)
+        return torch.device("cpu")
+
+    monkeypatch.setattr(km_mod, "resolve_device", fake_resolve)
+    X = _mixture(40, 2, 2, spread=5.0, seed=13, dtype=np.float32)
+    with caplog.at_level(logging.INFO, logger="interestflow.kmeans"):
+        KMeans(2, random_state=0).fit(X)  # numpy: the resolver decides
+    assert calls == [None] and "no CUDA device is visible" in caplog.text
+    calls.clear()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="interestflow.kmeans"):
+        KMeans(2, random_state=0).fit(torch.from_numpy(X))  # tensor: stays where it is
+    assert calls == [] and "input tensor is on cpu" in caplog.text
+    KMeans(2, random_state=0, device="cpu").fit(X)
+    assert calls == ["cpu"]
+
+
 # ---------------------------------------------------------------------------- bad input
 
 
