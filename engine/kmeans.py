@@ -235,10 +235,11 @@ default="k-means++"
                 )
             if X.is_complex():
                 raise ValueError("X must be real-valued, got a complex tensor")
-            if X.shape[0] < 1:
-                raise ValueError(f"X has 0 samples (shape {tuple(X.shape)}); at least 1 is required")
-            if X.shape[1] < 1:
-                raise ValueError(f"X has 0 features (shape {tuple(X.shape)}); at least 1 is required")
+            for axis, what in ((0, "samples"), (1, "features")):
+                if X.shape[axis] < 1:
+                    raise ValueError(
+                        f"X has 0 {what} (shape {tuple(X.shape)}); at least 1 is required"
+                    )
             if X.dtype in (torch.float32, torch.float16, torch.bfloat16):
                 X = X.to(torch.float32)
             elif X.dtype != torch.float64:

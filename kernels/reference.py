@@ -62,7 +62,9 @@ def _check_pair(xname: str, x, yname: str, y) -> None:
             f"{xname} has dim {x.shape[1]} but {yname} has dim {y.shape[1]}; they must match"
         )
     if x.device != y.device:
-        raise ValueError(f"{xname} is on {x.device} but {yname} is on {y.device}; move them together")
+        raise ValueError(
+            f"{xname} is on {x.device} but {yname} is on {y.device}; put them on one device"
+        )
 
 
 def chunk_rows_for(row_bytes: int, *, block_bytes: int = DEFAULT_BLOCK_BYTES) -> int:
