@@ -1,0 +1,170 @@
+"""Read event / item tables from CSV, Parquet or JSON Lines; write Parquet atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+__all__ = ["read_table", "write_parquet", "FORMATS"]
+
+FORMATS = {
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+}
+_COMPRESSION = (".gz", ".bz2", ".xz", ".zst", ".zip")
+# Read as text exactly as written: ids such as "007" stay strings and a review reading "NA" or
+# "null" stays text instead of becoming a missing value.
+_CSV_TEXT_COLUMNS = ("user_id", "item_id", "text")
+_CSV_NULL_COLUMNS = ("ts", "weight")
+
+
+def _format_of(path: Path) -> str:
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in _COMPRESSION:
+        suffixes = suffixes[:-1]
+    fmt = FORMATS.get(suffixes[-1]) if suffixes else None
+    if fmt is None and path.is_dir() and any(path.glob("*.parquet")):
+        fmt = "parquet"  # a directory of parquet parts (a dataset)
+    if fmt is None:
+        known = ", ".join(sorted(FORMATS))
+        raise ValueError(f"cannot tell the format of {str(path)!r} from its extension; "
+                         f"expected one of {known} (optionally compressed: "
+                         f"{', '.join(_COMPRESSION)} for csv/jsonl) or a directory of "
+                         ".parquet files")
+    return fmt
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    header = pd.read_csv(path, nrows=0).columns
+    text_cols = [c for c in _CSV_TEXT_COLUMNS if c in header]
+    return pd.read_csv(
+        path,
+        dtype={c: str for c in text_cols},
+        keep_default_na=False,
+        # only numeric columns treat the usual spellings of "missing" as missing
+        na_values={c: ["", "NA", "NaN", "nan", "null", "NULL", "None"]
+                   for c in header if c not in text_cols},
+    )
+
+
+def _read_json(path: Path) -> pd.DataFrame:
+    # A .json file may hold one array of records instead of one record per line.
+    opener = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd", ".zip": "zip"}
+    compression = opener.get(path.suffix.lower(), "infer")
+    lines = True
+    if compression == "infer":
+        with open(path, "rb") as f:
+            head = f.read(4096).lstrip()
+        lines = not head.startswith(b"[")
+    # dtype=False: keep JSON's own types (strings stay strings, "007" is not 7); ts is
+    # interpreted by validate_events.
+    return pd.read_json(path, lines=lines, dtype=False, compression=compression)
+
+
+def read_table(path) -> pd.DataFrame:
+    """Read a table of events or items.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        ``.csv``; ``.parquet`` / ``.pq`` (a file, or a directory of parquet files);
+        ``.jsonl`` / ``.ndjson`` / ``.json`` (one JSON record per line; a ``.json`` file holding
+        one array of records is read too).  CSV and JSON may be compressed (``.gz``, ``.bz2``,
+        ``.xz``, ``.zst``, ``.zip``).  In CSV the ``user_id``, ``item_id`` and ``text`` columns
+        are read as strings exactly as written (``"007"`` stays ``"007"``, a text ``"NA"``
+        stays ``"NA"``; an empty cell is ``""``).
+
+    Returns
+    -------
+    pandas.DataFrame, shape (n_rows, n_columns)
+        The table as stored; check it with :func:`interestflow.validation.validate_events`.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    ValueError
+        Unknown extension, or the file cannot be parsed in the format its extension names.
+
+    Examples
+    --------
+    >>> import pandas as pd, tempfile, os
+    >>> d = tempfile.mkdtemp()
+    >>> write_parquet(pd.DataFrame({"user_id": ["u1"], "text": ["hi"], "ts": [0.0]}),
+    ...               os.path.join(d, "events.parquet"))
+    >>> read_table(os.path.join(d, "events.parquet")).shape
+    (1, 3)
+    """
+    path = Path(os.fspath(path))
+    if not path.exists():
+        raise FileNotFoundError(f"no such file or directory: {str(path)!r}")
+    fmt = _format_of(path)
+    if path.is_dir() and fmt != "parquet":
+        raise ValueError(f"{str(path)!r} is a directory; only parquet datasets may be "
+                         "directories")
+    try:
+        if fmt == "csv":
+            return _read_csv(path)
+        if fmt == "parquet":
+            return pd.read_parquet(path)
+        return _read_json(path)
+    except (OSError, MemoryError):
+        raise
+    except Exception as exc:  # parser errors differ per engine; name the file and format
+        raise ValueError(f"could not read {str(path)!r} as {fmt}: "
+                         f"{type(exc).__name__}: {exc}") from exc
+
+
+def write_parquet(df, path) -> Path:
+    """Write a DataFrame (or pyarrow Table) to Parquet atomically.
+
+    The data go to a temporary file in the destination directory, which is flushed to disk
+    and then renamed over ``path`` (``os.replace``), so readers never see a half-written file
+    and a crash leaves either the old file or the new one.  Missing parent directories are
+    created.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame or pyarrow.Table
+        The table to write.
+    path : str or os.PathLike
+        Destination file.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if isinstance(df, pd.DataFrame):
+        table = pa.Table.from_pandas(df, preserve_index=None)
+    elif isinstance(df, pa.Table):
+        table = df
+    else:
+        raise TypeError(f"df must be a pandas DataFrame or a pyarrow Table, got "
+                        f"{type(df).__name__}")
+    path = Path(os.fspath(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            pq.write_table(table, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
