@@ -206,8 +206,9 @@ void accumulate(const uint16_t* rows, const double* w, int64_t n, int64_t dim, d
 }
 
 // out = acc / wsum (zeros when wsum == 0).  Returns false when acc holds a NaN or inf, which
-// can only come from a non-finite input vector (finite float32 rows times weights <= 1 cannot
-// overflow a double; a four-row float block can only overflow for |values| > 8.5e37), so non-finite vectors are detected without a separate pass over them.
+// comes from a non-finite input vector (a four-row float block of finite values times weights
+// <= 1 overflows only for |values| > 8.5e37), so non-finite vectors are detected without a
+// separate pass over them.
 bool finalize(const double* IF_RESTRICT acc, int64_t dim, double wsum, float* IF_RESTRICT out) {
   double probe = 0.0;
   for (int64_t j = 0; j < dim; ++j) probe += acc[j] * 0.0;  // NaN iff some acc[j] is inf/NaN
@@ -274,7 +275,8 @@ template <typename T>
     }
   }
   throw std::invalid_argument("weighted sum of vectors overflowed float32 for user " +
-                              std::to_string(u) + "; vector values near 3.4e38 must be rescaled");
+                              std::to_string(u) +
+                              "; vector values near 3.4e38 must be rescaled");
 }
 
 template <typename T>
@@ -304,7 +306,8 @@ void run(const T* vectors, int64_t n_rows, int64_t dim, const int64_t* offsets, 
   }
   // weight of each row relative to its user's largest; every entry is written in phase 1
   std::unique_ptr<double[]> rel_buf(new double[static_cast<size_t>(std::max<int64_t>(n_rows, 1))]);
-  std::unique_ptr<double[]> wsum_buf(new double[static_cast<size_t>(std::max<int64_t>(n_users, 1))]);
+  std::unique_ptr<double[]> wsum_buf(
+      new double[static_cast<size_t>(std::max<int64_t>(n_users, 1))]);
   double* rel = rel_buf.get();
   double* wsum = wsum_buf.get();
   std::vector<double> partial(big.empty() ? 0 : static_cast<size_t>(threads * dim));
@@ -356,8 +359,11 @@ void run(const T* vectors, int64_t n_rows, int64_t dim, const int64_t* offsets, 
       }
       if (threads > 1 && hi - lo >= split_min) continue;  // heavy: phase 2
       std::fill(acc.begin(), acc.end(), 0.0);
-      accumulate(vectors + lo * dim, r, hi - lo, dim, acc.data(), n_rows - lo, scratch.data());
-      if (!finalize(acc.data(), dim, wsum[u], out_mean + u * dim)) bad_vec = std::min(bad_vec, u);
+      accumulate(vectors + lo * dim, r, hi - lo, dim, acc.data(), n_rows - lo,
+                 scratch.data());
+      if (!finalize(acc.data(), dim, wsum[u], out_mean + u * dim)) {
+        bad_vec = std::min(bad_vec, u);
+      }
     }
     // (implicit barrier: phase 2 reads weights computed by other threads)
 

@@ -17,9 +17,10 @@ namespace interestflow {
 // vector and log2 weight sum -inf.
 //
 // Blocks of four rows are summed in float and the blocks accumulated in double (vectorised;
-// AVX2/AVX-512 clones chosen at run time on x86-64 glibc builds), rows of one user are processed by one thread, except that users holding a
-// large share of all rows are split across threads so one heavy group does not serialise the
-// call.  Results are deterministic for a given n_threads.
+// AVX2/AVX-512 clones chosen at run time on x86-64 glibc builds); float16 rows are converted
+// with F16C/AVX-512 where the CPU has it.  Rows of one user are processed by one thread,
+// except that users holding a large share of all rows are split across threads so one heavy
+// group does not serialise the call.  Results are deterministic for a given n_threads.
 //
 // Throws std::invalid_argument (naming the row / user and the value) when offsets do not start
 // at 0, end at n_rows or decrease; when a weight is negative, NaN or infinite; when a ts or ref

@@ -62,8 +62,8 @@ class _Table:
             if not _isna_scalar(key_value):
                 where += f" ({self.key} {key_value!r})"
         raise ValueError(
-            f"{self.name} column '{column}': {problem}: got {_show(values[i])} at {where}; expected "
-            f"{expected}. {count} of {len(bad)} rows affected (row numbers are 0-based "
+            f"{self.name} column '{column}': {problem}: got {_show(values[i])} at {where}; "
+            f"expected {expected}. {count} of {len(bad)} rows affected (row numbers are 0-based "
             "positions in the input).")
 
 

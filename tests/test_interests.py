@@ -287,10 +287,13 @@ def _base(n=6):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("change, exc, pattern", [
     (dict(offsets=[1, 2, 6]), ValueError, r"offsets\[0\] must be 0, got 1"),
-    (dict(offsets=[0, 4, 3, 6]), ValueError, r"non-decreasing.*offsets\[2\]=3 < offsets\[1\]=4 \(user 1"),
-    (dict(offsets=[0, 2, 5]), ValueError, r"offsets\[-1\] must equal the number of vector rows \(6\), got 5"),
+    (dict(offsets=[0, 4, 3, 6]), ValueError,
+     r"non-decreasing.*offsets\[2\]=3 < offsets\[1\]=4 \(user 1"),
+    (dict(offsets=[0, 2, 5]), ValueError,
+     r"offsets\[-1\] must equal the number of vector rows \(6\), got 5"),
     (dict(offsets=[0.0, 6.0]), TypeError, "offsets must be integers"),
-    (dict(weights=[1, 1, 1, np.nan, 1, np.nan]), ValueError, r"weights must be finite and >= 0, got nan at row 3 \(2 rows"),
+    (dict(weights=[1, 1, 1, np.nan, 1, np.nan]), ValueError,
+     r"weights must be finite and >= 0, got nan at row 3 \(2 rows"),
     (dict(weights=[1, 1, -0.5, 1, 1, 1]), ValueError, r"got -0.5 at row 2"),
     (dict(weights=[1, 1, 1, 1, 1, np.inf]), ValueError, r"got inf at row 5"),
     (dict(weights=[1, 1, 1]), ValueError, r"weights must have shape \(6,\).*got \(3,\)"),
@@ -302,7 +305,8 @@ def _base(n=6):
     (dict(half_life_days=0.0), ValueError, "half_life_days must be > 0"),
     (dict(half_life_days=-3), ValueError, "half_life_days must be > 0"),
     (dict(half_life_days=float("nan")), ValueError, "half_life_days must be > 0"),
-    (dict(now=3.5), ValueError, r"ts at row 4 \(4 s\) is after now \(3.5 s\).*2 rows affected"),
+    (dict(now=3.5), ValueError,
+     r"ts at row 4 \(4 s\) is after now \(3.5 s\).*2 rows affected"),
     (dict(now=pd.NaT), ValueError, "now must be a valid time, got NaT"),
     (dict(now="2020-01-01"), TypeError, "now must be unix seconds"),
     (dict(n_threads=-1), ValueError, "n_threads must be an integer >= 0"),
@@ -324,7 +328,8 @@ def test_nonfinite_vector_named_by_row_and_column(backend, dtype):
     vectors = vectors.astype(dtype)
     vectors[4, 2] = np.nan
     vectors[5, 0] = np.inf
-    with pytest.raises(ValueError, match=r"vectors must be finite, got -?nan at row 4, column 2 \(user 1\)"):
+    with pytest.raises(ValueError,
+                       match=r"vectors must be finite, got -?nan at row 4, column 2 \(user 1\)"):
         decayed_user_means(vectors, offsets, ts, weights, backend=backend)
     # a zero weight does not hide a NaN
     vectors[4, 2] = 0
@@ -334,7 +339,8 @@ def test_nonfinite_vector_named_by_row_and_column(backend, dtype):
 
 
 def test_unknown_backend():
-    with pytest.raises(ValueError, match=r"backend must be one of \['native', 'numpy'\], got 'cuda'"):
+    with pytest.raises(ValueError,
+                       match=r"backend must be one of \['native', 'numpy'\], got 'cuda'"):
         decayed_user_means(*_base(), backend="cuda")
 
 
@@ -342,7 +348,8 @@ def test_native_module_validates_directly():
     v, offsets, ts, w = _base()
     ref = np.full(2, 10.0)
     f = _native.grouped_decayed_mean
-    with pytest.raises(ValueError, match=r"non-decreasing, but offsets\[2\]=6 < offsets\[1\]=7 \(user 1\)"):
+    with pytest.raises(ValueError,
+                       match=r"non-decreasing, but offsets\[2\]=6 < offsets\[1\]=7 \(user 1\)"):
         f(v, np.array([0, 7, 6]), ts, w, ref, 1.0)
     with pytest.raises(ValueError, match=r"offsets\[-1\] must equal the number of vector rows"):
         f(v, np.array([0, 2, 5]), ts, w, ref, 1.0)
