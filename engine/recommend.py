@@ -37,7 +37,7 @@ import dataclasses
 import json
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
@@ -225,17 +225,17 @@ def _index(name, x, n, size):
     return x
 
 
-def _finite(name, x, n, *, positive=False):
+def _finite(name, x, n, *, nonnegative=False):
     x = np.asarray(x)
     if x.ndim != 1 or x.shape[0] != n:
         raise ValueError(f"{name} must have shape ({n},), got {x.shape}")
     if n and not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
         raise TypeError(f"{name} must be numeric, got dtype {x.dtype}")
     x = x.astype(np.float64, copy=False)
-    bad = ~np.isfinite(x) | ((x <= 0) if positive else False)
+    bad = ~np.isfinite(x) | ((x < 0) if nonnegative else False)
     if bad.any():
         i = int(np.argmax(bad))
-        need = "finite and > 0" if positive else "finite"
+        need = "finite and >= 0" if nonnegative else "finite"
         raise ValueError(f"{name}[{i}]={x[i]} is invalid; every value must be {need}")
     return x
 
@@ -287,20 +287,20 @@ def _item_knn(indptr, indices, n_users, n_items, n_neighbors, chunk_elements):
     nn = min(n_neighbors, max(n_items - 1, 0))
     out_idx, out_val, counts = [], [], np.zeros(n_items, np.int64)
     step = max(1, chunk_elements // max(n_items, 1))
-    for a in range(0, n_items, step):
+    for a in range(0, n_items if nn else 0, step):
         b = min(n_items, a + step)
-        C = (XT[a:b] @ X).toarray()
-        C *= inv[a:b, None]
-        C *= inv[None, :]
-        C[np.arange(b - a), np.arange(a, b)] = 0.0
-        if nn == 0:
-            continue
+        # sparse co-occurrence block: work and memory follow the co-occurrences, not n_items
+        C = (XT[a:b] @ X).tocsr()
+        C.sort_indices()
         for r in range(b - a):
-            row = C[r]
-            top = _topk_row(row, nn)
-            top = top[row[top] > 0]
-            out_idx.append(top)
-            out_val.append(row[top])
+            lo, hi = C.indptr[r], C.indptr[r + 1]
+            cols = C.indices[lo:hi]
+            sims = C.data[lo:hi] * inv[a + r] * inv[cols]
+            sims[cols == a + r] = 0.0
+            top = _topk_row(sims, nn)
+            top = top[sims[top] > 0]
+            out_idx.append(cols[top])
+            out_val.append(sims[top])
             counts[a + r] = len(top)
     ind = np.zeros(n_items + 1, np.int64)
     np.cumsum(counts, out=ind[1:])
@@ -324,6 +324,31 @@ def _topk_row(row: np.ndarray, k: int) -> np.ndarray:
     else:
         cand = np.arange(n)
     return cand[np.lexsort((cand, -row[cand]))].astype(np.int64)
+
+
+def _topk_rows(F: np.ndarray, k: int) -> np.ndarray:
+    """Row-wise :func:`_topk_row` of a (m, n) matrix: (m, min(k, n)) indices.
+
+    Vectorised; rows where a tie crosses the k-th place are redone one by one so that the
+    lower item rows win, exactly as in :func:`_topk_row`.
+    """
+    m, n = F.shape
+    kk = min(k, n)
+    if kk == 0 or m == 0:
+        return np.zeros((m, kk), np.int64)
+    if kk < n:
+        part = np.argpartition(-F, kk - 1, axis=1)[:, :kk]
+    else:
+        part = np.broadcast_to(np.arange(n), (m, n)).copy()
+    vals = np.take_along_axis(F, part, axis=1)
+    order = np.lexsort((part, -vals), axis=1)
+    out = np.take_along_axis(part, order, axis=1).astype(np.int64)
+    if kk < n:
+        v = vals.min(axis=1, keepdims=True)
+        ambiguous = (F == v).sum(axis=1) > (vals == v).sum(axis=1)
+        for r in np.flatnonzero(ambiguous):
+            out[r] = _topk_row(F[r], kk)
+    return out
 
 
 def _tied_ranks_top(row: np.ndarray, depth: int):
@@ -403,7 +428,8 @@ class Recommender:
         inter_ts : ndarray of float, shape (n_inter,)
             Interaction times, unix seconds.
         inter_weight : ndarray of float, shape (n_inter,)
-            Interaction weights, finite and > 0.
+            Interaction weights, finite and >= 0 (a weight of 0 marks the item as seen and
+            adds nothing to popularity or to the seeds).
         user_segment : ndarray of int, shape (n_users,)
             Segment of every user, in ``[0, K)``.
         segment_soft : ndarray, shape (n_users, K)
@@ -436,7 +462,7 @@ class Recommender:
         iu = _index("inter_user", inter_user, n_inter, n_users)
         ii = _index("inter_item", inter_item, n_inter, n_items)
         ts = _finite("inter_ts", inter_ts, n_inter)
-        wt = _finite("inter_weight", inter_weight, n_inter, positive=True)
+        wt = _finite("inter_weight", inter_weight, n_inter, nonnegative=True)
         soft = _vectors("segment_soft", segment_soft, rows=n_users)
         n_seg = soft.shape[1]
         seg = _index("user_segment", user_segment, n_users, n_seg)
@@ -571,9 +597,9 @@ class Recommender:
             for s in subsets:
                 w = np.array([1.0 if s >> j & 1 else 0.0 for j in range(len(COMPONENTS))])
                 F = _fuse(comps, w)
+                tops = _topk_rows(F, k)
                 for r in range(len(rows)):
-                    top = _topk_row(F[r], k)
-                    top = top[np.isfinite(F[r, top])]
+                    top = tops[r][np.isfinite(F[r, tops[r]])]
                     t = truth[a + r]
                     hits = np.isin(top, t)
                     ndcg[s][a + r] = (disc[:len(top)] * hits).sum() / disc[:min(len(t), k)].sum()
@@ -709,11 +735,12 @@ class Recommender:
             comps = self._normalised(chunk, exclude_seen=bool(exclude_seen), k=k,
                                      weights=self.weights_)
             F = _fuse(comps, self.weights_)
-            for r in range(len(chunk)):
-                top = _topk_row(F[r], k)
-                top = top[np.isfinite(F[r, top])]
-                items[a + r, :len(top)] = top
-                scores[a + r, :len(top)] = F[r, top]
+            top = _topk_rows(F, k)
+            val = np.take_along_axis(F, top, axis=1)
+            ok = np.isfinite(val)  # -inf: not a candidate (padding)
+            kk = top.shape[1]
+            items[a:a + len(chunk), :kk] = np.where(ok, top, -1)
+            scores[a:a + len(chunk), :kk] = np.where(ok, val, -np.inf)
         return items, scores
 
     # ---------------------------------------------------------- persistence

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from interestflow.recommend import (COMPONENTS, RecommendConfig, Recommender, _holdout_mask,
-                                    _item_knn, _tied_ranks_top)
+                                    _item_knn, _tied_ranks_top, _topk_row, _topk_rows)
 
 DAY = 86400.0
 
@@ -131,6 +131,15 @@ def test_popularity_ranks_by_distinct_users():
     assert items[0].tolist() == [0, 4, 1, 3]
 
 
+def test_zero_weight_interaction_is_seen_but_adds_no_popularity():
+    U = _unit(np.ones((4, 2)))
+    I = _unit(np.ones((3, 2)))
+    rec = _fit(_only("popularity"), U=U, I=I, iu=[0, 1, 2, 3], ii=[0, 0, 1, 2],
+               w=[0.0, 0.0, 1.0, 1.0], hl=float("inf"))
+    np.testing.assert_allclose(rec.popularity_, [0, 1, 1])
+    assert rec.recommend(np.array([0]), k=3)[0][0].tolist() == [1, 2, -1]
+
+
 def test_popularity_decay_prefers_recent_engagement():
     U = _unit(np.ones((6, 3)))
     I = _unit(np.eye(3) + 0.1)
@@ -210,6 +219,17 @@ def test_item_knn_matches_brute_force_and_keeps_top_neighbours():
     assert ind[17] - ind[16] == 0
 
 
+@pytest.mark.parametrize("n, k", [(1, 1), (7, 3), (7, 7), (7, 10), (33, 5)])
+def test_topk_rows_matches_the_row_by_row_definition(n, k):
+    rng = np.random.default_rng(n * 31 + k)
+    F = rng.integers(0, 4, size=(50, n)).astype(np.float64)  # many ties
+    F[rng.random(F.shape) < 0.3] = -np.inf
+    got = _topk_rows(F, k)
+    for r in range(50):
+        want = np.lexsort((np.arange(n), -F[r]))[:k]
+        assert got[r].tolist() == want.tolist() == _topk_row(F[r], k).tolist()
+
+
 def test_tied_ranks_share_their_mean_rank():
     row = np.array([3.0, 1.0, 1.0, 1.0, 0.0, -np.inf])
     idx, rank = _tied_ranks_top(row, depth=10)
@@ -254,7 +274,8 @@ def _paired_sequences(n_users=240, n_pairs=15, seed=0, dim=16):
                 ts.append(t)
                 t += DAY
     n = len(iu)
-    return dict(U=_unit(rng.normal(size=(n_users, dim))), I=_unit(rng.normal(size=(2 * n_pairs, dim))),
+    return dict(U=_unit(rng.normal(size=(n_users, dim))),
+                I=_unit(rng.normal(size=(2 * n_pairs, dim))),
                 iu=iu, ii=ii, ts=np.array(ts), V=_unit(rng.normal(size=(n, dim))))
 
 
@@ -391,8 +412,8 @@ def test_bad_fit_arguments_raise():
     with pytest.raises(ValueError, match="user_vectors has NaN/inf at row 2"):
         _fit(ALL_EQUAL, **{**p, "U": U})
     w = p["w"].copy()
-    w[3] = 0.0
-    with pytest.raises(ValueError, match=r"inter_weight\[3\]=0.0"):
+    w[3] = -1.0
+    with pytest.raises(ValueError, match=r"inter_weight\[3\]=-1.0"):
         _fit(ALL_EQUAL, **{**p, "w": w})
     with pytest.raises(ValueError, match="item_vectors has dimension 4"):
         _fit(ALL_EQUAL, **{**p, "I": p["I"][:, :4]})
