@@ -191,17 +191,17 @@ class InterestEngine:
 
         # recommender: content + behaviour blend
         t = time.perf_counter()
-        has_items = "item_id" in ev.columns
-        if has_items:
-            item_rows = self.item_ids_.get_indexer(ev["item_id"])
+        if "item_id" in ev.columns:
+            sel = np.flatnonzero(ev["item_id"].notna().to_numpy())
+            item_rows = self.item_ids_.get_indexer(ev["item_id"].iloc[sel]).astype(np.int64)
         else:
-            item_rows = np.zeros(0, dtype=np.int64)
-        sel = np.arange(len(ev)) if has_items else np.zeros(0, dtype=np.int64)
+            sel, item_rows = np.zeros(0, np.int64), np.zeros(0, np.int64)
         self.recommender_ = Recommender(self.recommend_config).fit(
             user_vectors=self.user_vectors_, item_vectors=self.item_vectors_,
-            inter_user=user_codes[sel], inter_item=np.asarray(item_rows, np.int64),
-            inter_ts=ts[sel], inter_weight=w[sel], user_segment=self.segments_,
-            segment_soft=self.segment_soft_, half_life_days=float(self.half_life_days))
+            inter_user=user_codes[sel], inter_item=item_rows, inter_ts=ts[sel],
+            inter_weight=w[sel], user_segment=self.segments_, segment_soft=self.segment_soft_,
+            half_life_days=float(self.half_life_days), inter_vectors=uvecs[ev_vec_code[sel]],
+            item_from_interactions=(self.item_vector_source_ == "events"))
         timings["recommender_s"] = time.perf_counter() - t
         timings["total_s"] = time.perf_counter() - t0
         self.timings_ = timings
