@@ -116,6 +116,97 @@ def _pooling_from_config(path: Path) -> str:
     return modes[0]
 
 
+# hidden_act -> oneDNN GELU algorithm ("none" is the exact erf form)
+_ONEDNN_GELU = {"gelu": "none", "gelu_pytorch_tanh": "tanh", "gelu_new": "tanh"}
+_FUSED_CPU_MODEL_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "camembert"})
+
+
+class _FusedCpuLayers:
+    """CPU forward of BERT-style encoder layers with oneDNN-fused linear layers.
+
+    Same arithmetic as the Hugging Face layers it replaces, in fewer passes over memory: the
+    query, key and value projections are one matmul, the bias, GELU and residual add are fused
+    into the matmul that precedes them, weights are pre-packed once for oneDNN, and attention is
+    ``torch.nn.functional.scaled_dot_product_attention`` on views of the fused QKV output.
+    It uses the oneDNN operators that torch's own CPU compiler (inductor) emits
+    (``torch.ops.mkldnn._linear_pointwise``); :meth:`unsupported` says when they are absent, and
+    the encoder checks this forward against the Hugging Face one before relying on it.
+    """
+
+    @staticmethod
+    def unsupported(model, dtype) -> str | None:
+        """Why this forward cannot run ``model`` in ``dtype`` (``None`` when it can)."""
+        import torch
+
+        cfg = model.config
+        if cfg.model_type not in _FUSED_CPU_MODEL_TYPES:
+            return f"model type {cfg.model_type!r} has no fused CPU forward"
+        if getattr(cfg, "is_decoder", False) or getattr(cfg, "add_cross_attention", False):
+            return "decoder / cross-attention configuration"
+        if getattr(cfg, "position_embedding_type", "absolute") != "absolute":
+            return f"position_embedding_type={cfg.position_embedding_type!r}"
+        if cfg.hidden_act not in _ONEDNN_GELU:
+            return f"hidden_act={cfg.hidden_act!r}"
+        if dtype not in (torch.float32, torch.bfloat16):
+            return f"dtype {dtype}"
+        if not torch.backends.mkldnn.is_available() or not hasattr(
+                torch.ops.mkldnn, "_linear_pointwise"):
+            return "this torch build has no oneDNN (mkldnn) linear operators"
+        if dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return "oneDNN reports no bfloat16 support on this CPU"
+        if not hasattr(model, "embeddings") or not hasattr(model, "encoder"):
+            return "model has no .embeddings/.encoder"
+        return None
+
+    def __init__(self, model, token_budget: int):
+        import torch
+
+        mkldnn = torch.ops.mkldnn
+        cfg = model.config
+        self.embeddings = model.embeddings
+        self.hidden = int(cfg.hidden_size)
+        self.heads = int(cfg.num_attention_heads)
+        self.gelu = _ONEDNN_GELU[cfg.hidden_act]
+
+        def pack(weight):
+            return mkldnn._reorder_linear_weight(weight.detach().contiguous(), token_budget)
+
+        self.layers = []
+        for layer in model.encoder.layer:
+            att = layer.attention
+            qkv_w = torch.cat([att.self.query.weight, att.self.key.weight, att.self.value.weight])
+            qkv_b = torch.cat([att.self.query.bias, att.self.key.bias, att.self.value.bias])
+            ln1, ln2 = att.output.LayerNorm, layer.output.LayerNorm
+            self.layers.append((
+                pack(qkv_w), qkv_b.detach().contiguous(),
+                pack(att.output.dense.weight), att.output.dense.bias.detach(),
+                (ln1.normalized_shape, ln1.weight.detach(), ln1.bias.detach(), ln1.eps),
+                pack(layer.intermediate.dense.weight), layer.intermediate.dense.bias.detach(),
+                pack(layer.output.dense.weight), layer.output.dense.bias.detach(),
+                (ln2.normalized_shape, ln2.weight.detach(), ln2.bias.detach(), ln2.eps),
+            ))
+
+    def __call__(self, input_ids, attention_mask):
+        """(batch, seq) ids, (batch, 1, 1, seq) additive mask or None -> (batch, seq, hidden)."""
+        import torch
+        import torch.nn.functional as F
+
+        linear = torch.ops.mkldnn._linear_pointwise
+        x = self.embeddings(input_ids=input_ids)
+        b, t, h = x.shape
+        x = x.reshape(b * t, h)
+        head_dim = h // self.heads
+        for qkv_w, qkv_b, o_w, o_b, ln1, i_w, i_b, f_w, f_b, ln2 in self.layers:
+            qkv = linear(x, qkv_w, qkv_b, "none", [], "")
+            q, k, v = qkv.view(b, t, 3, self.heads, head_dim).permute(2, 0, 3, 1, 4)
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask)
+            ctx = ctx.transpose(1, 2).reshape(b * t, h)
+            x = F.layer_norm(linear.binary(ctx, x, o_w, o_b, "add"), *ln1)
+            inner = linear(x, i_w, i_b, "gelu", [], self.gelu)
+            x = F.layer_norm(linear.binary(inner, x, f_w, f_b, "add"), *ln2)
+        return x.view(b, t, h)
+
+
 class Encoder:
     """Encode texts into L2-normalised float32 vectors with a BERT-family model.
 
@@ -153,6 +244,10 @@ class Encoder:
     is_default_model : bool
         True when ``model`` was ``None``.
     pooling : str
+    forward_backend : str
+        ``"onednn-fused"`` (CPU, BERT/RoBERTa-style layers in float32/bfloat16: fused oneDNN
+        linear layers around SDPA attention) or ``"transformers"`` (the model's own forward with
+        SDPA attention); the reason is logged.
     token_budget : int
         Most padded tokens per forward batch (4096 on CPU, 65536 on CUDA by default). Larger
         values use more memory; it may be changed between calls.
@@ -244,10 +339,52 @@ class Encoder:
         self._pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
         self._additive_mask = getattr(config, "model_type", "") in _ADDITIVE_MASK_MODEL_TYPES
         self._torch = torch
-        logger.info("Encoder %s on %s: dtype %s (%s), pooling=%s, max_length=%d",
+        self._fused = None
+        self.forward_backend = "transformers"
+        why_not = (_FusedCpuLayers.unsupported(net, self.dtype) if self.device.type == "cpu"
+                   else "runs on the CPU only")
+        if why_not is None:
+            self._fused, why_not = self._checked_fused(net)
+            if self._fused is not None:
+                self.forward_backend = "onednn-fused"
+        logger.info("Encoder %s on %s: dtype %s (%s), pooling=%s, max_length=%d, forward %s%s",
                     "all-MiniLM-L6-v2" if self.is_default_model else str(root), self.device,
                     str(self.dtype).removeprefix("torch."), self.dtype_reason, pooling,
-                    self.max_length)
+                    self.max_length, self.forward_backend,
+                    "" if self._fused is not None else f" (fused CPU forward not used: {why_not})")
+
+    def _checked_fused(self, net):
+        """Build the fused CPU forward and check it against the Hugging Face forward once.
+
+        Returns ``(forward or None, reason when None)``. The check guards against a torch build
+        whose private oneDNN operators changed meaning: on a mismatch the encoder keeps the
+        Hugging Face forward and logs a warning.
+        """
+        torch = self._torch
+        fused = _FusedCpuLayers(net, self.token_budget)
+        gen = torch.Generator().manual_seed(0)
+        vocab = int(net.config.vocab_size)
+        ids = torch.randint(min(1000, vocab - 1), vocab, (2, 9), generator=gen)
+        mask = torch.ones((2, 9), dtype=torch.bool)
+        mask[1, 6:] = False
+        with torch.inference_mode():
+            ref = net(input_ids=ids, attention_mask=mask.long()).last_hidden_state.float()
+            got = fused(ids, self._additive(mask)).float()
+        ref, got = ref[mask], got[mask]
+        cos = torch.nn.functional.cosine_similarity(ref, got, dim=-1).min().item()
+        limit = 0.99999 if self.dtype == torch.float32 else 0.999
+        if not cos >= limit:
+            logger.warning("fused CPU forward disagrees with the Hugging Face forward (min token "
+                           "cosine %.6f < %g); using the Hugging Face forward", cos, limit)
+            return None, f"self-check failed (cosine {cos:.6f})"
+        return fused, None
+
+    def _additive(self, mask):
+        """(batch, seq) bool validity mask -> (batch, 1, 1, seq) additive mask in model dtype."""
+        torch = self._torch
+        add = torch.zeros(mask.shape, dtype=self.dtype, device=mask.device)
+        add.masked_fill_(~mask, torch.finfo(self.dtype).min)
+        return add[:, None, None, :]
 
     def __repr__(self) -> str:
         name = "None" if self.is_default_model else repr(str(self.model_path))
@@ -392,17 +529,18 @@ class Encoder:
     def _forward_pool(self, input_ids, mask, lengths, *, uniform: bool):
         """(batch, width) ids and validity mask -> (batch, dim) float32 pooled vectors."""
         torch = self._torch
-        if uniform:
-            # no padding in this batch: no mask at all lets SDPA take its unmasked path
-            attention_mask = None
-        elif self._additive_mask:
-            attention_mask = torch.zeros(mask.shape, dtype=self.dtype, device=mask.device)
-            attention_mask.masked_fill_(~mask, torch.finfo(self.dtype).min)
-            attention_mask = attention_mask[:, None, None, :]
+        # no padding in this batch: no mask at all lets SDPA take its unmasked path
+        if self._fused is not None:
+            hidden = self._fused(input_ids, None if uniform else self._additive(mask))
         else:
-            attention_mask = mask.long()
-        hidden = self._model(input_ids=input_ids,
-                             attention_mask=attention_mask).last_hidden_state
+            if uniform:
+                attention_mask = None
+            elif self._additive_mask:
+                attention_mask = self._additive(mask)
+            else:
+                attention_mask = mask.long()
+            hidden = self._model(input_ids=input_ids,
+                                 attention_mask=attention_mask).last_hidden_state
         if self.pooling == "cls":
             return hidden[:, 0].float()
         hidden = hidden.float()
