@@ -1,0 +1,51 @@
+import io
+import json
+import re
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from interestflow.cli import demo, main
+from interestflow.synthetic import make_demo_events
+
+
+def test_demo_prints_segments_ari_and_recommendations():
+    buf = io.StringIO()
+    assert demo(n_users=120, seed=1, progress=False, out=buf) == 0
+    text = buf.getvalue()
+    assert "segments found:" in text
+    ari = float(re.search(r"adjusted Rand index = ([0-9.]+)", text).group(1))
+    assert ari > 0.8
+    assert text.count("example recommendations") == 1
+    assert len(re.findall(r"^\s+[1-5]\. i\d{4}", text, flags=re.M)) == 15
+
+
+def test_run_writes_parquet_outputs_and_summary(tmp_path, capsys):
+    data = make_demo_events(n_users=50, n_topics=3, seed=2)
+    ev = data.events.rename(columns={"user_id": "uid", "text": "review"})
+    ev.to_csv(tmp_path / "events.csv", index=False)
+    data.items.to_json(tmp_path / "items.jsonl", orient="records", lines=True)
+    out = tmp_path / "out"
+    rc = main(["run", "--events", str(tmp_path / "events.csv"), "--items",
+               str(tmp_path / "items.jsonl"), "--out", str(out), "--k", "4",
+               "--user-col", "uid", "--text-col", "review", "--no-progress"])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["users"] == 50 and summary["events"] == len(ev)
+    users = pq.read_table(out / "users.parquet").to_pandas()
+    assert len(users) == 50 and len(users["vector"].iloc[0]) == 384
+    recs = pq.read_table(out / "recommendations.parquet").to_pandas()
+    assert recs.groupby("user_id").size().eq(4).all()
+    segs = pq.read_table(out / "segments.parquet").to_pandas()
+    assert segs["size"].sum() == 50
+    assert (out / "model" / "meta.json").is_file()
+
+
+def test_run_reports_bad_input_with_exit_code_2(tmp_path, capsys):
+    pd.DataFrame({"user_id": ["a", "b"], "text": ["fine", "  "], "ts": [1, 2]}).to_csv(
+        tmp_path / "bad.csv", index=False)
+    rc = main(["run", "--events", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "text" in err and "row 1" in err
+    rc = main(["run", "--events", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "o")])
+    assert rc == 2 and "missing.csv" in capsys.readouterr().err
