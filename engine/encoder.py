@@ -25,9 +25,10 @@ logger = logging.getLogger(__name__)
 
 POOLING_MODES = ("mean", "cls", "max")
 
-# Padded tokens per forward batch. On the CPU, 4096 keeps the (tokens, 4 * hidden) activation of
-# a MiniLM/BERT-base layer inside the L2/L3 caches while the matmuls are still large enough to run
-# at full speed; on a GPU larger batches keep the device busy.
+# Padded tokens per forward batch. On the CPU the matmuls already run at full speed with a few
+# thousand rows, and larger batches only spill activations out of cache: on the 2-core test CPU
+# 2048 and 4096 tied and 8192 was ~7% slower (all-MiniLM-L6-v2, bf16). On a GPU larger batches
+# keep the device busy.
 DEFAULT_TOKEN_BUDGET = {"cpu": 4096, "cuda": 65536}
 
 # Texts tokenised, sorted and encoded together. Bounds the memory held for token ids and sort
@@ -131,6 +132,10 @@ class _FusedCpuLayers:
     It uses the oneDNN operators that torch's own CPU compiler (inductor) emits
     (``torch.ops.mkldnn._linear_pointwise``); :meth:`unsupported` says when they are absent, and
     the encoder checks this forward against the Hugging Face one before relying on it.
+    Measured on the 2-core AMD EPYC (AVX512-BF16) test CPU, 1,000 Amazon reviews with
+    all-MiniLM-L6-v2: ~9% less time than the Hugging Face SDPA forward in bfloat16 and ~12% in
+    float32. The packed weights are a second copy of the layer weights (~2 bytes/parameter in
+    bfloat16).
     """
 
     @staticmethod
