@@ -18,6 +18,12 @@ _LAZY = {
     "KMeans": "interestflow.kmeans",
     "InterestEngine": "interestflow.engine",
     "decayed_user_means": "interestflow.interests",
+    "Recommender": "interestflow.recommend",
+    "RecommendConfig": "interestflow.recommend",
+    "make_demo_events": "interestflow.synthetic",
+    "segment_keywords": "interestflow.labels",
+    "validate_events": "interestflow.validation",
+    "read_table": "interestflow.io",
 }
 
 __all__ = ["__version__", *_LAZY]

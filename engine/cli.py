@@ -76,7 +76,8 @@ def demo(*, n_users: int = 400, seed: int = 0, progress: bool = True, out=sys.st
           f"({', '.join(data.topic_names)})", file=out)
     engine = InterestEngine(show_progress=progress).fit(ev, data.items)
     enc = engine.encoder
-    print(f"encoder: {Path(str(enc.model_path)).name}, dtype {str(enc.dtype).replace('torch.', '')} "
+    name = "all-MiniLM-L6-v2 (packaged)" if enc.is_default_model else str(enc.model_path)
+    print(f"encoder: {name}, dtype {str(enc.dtype).replace('torch.', '')} "
           f"({enc.dtype_reason}), {engine.n_texts_encoded_} distinct texts in "
           f"{engine.timings_['encode_s']:.1f} s", file=out)
 
@@ -158,6 +159,7 @@ def run(args) -> int:
         "events": int(engine.n_events_), "users": int(len(engine.user_ids_)),
         "items": int(len(engine.item_ids_)), "distinct_texts": int(engine.n_texts_encoded_),
         "n_segments": int(engine.n_segments_), "recommendations": n_recs,
+        # validation raises on any bad row instead of skipping it, so nothing is dropped
         "rejected_rows": 0,
         "encoder": {"model": str(encoder.model_path), "dtype": str(encoder.dtype),
                     "dtype_reason": encoder.dtype_reason},
