@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 
 def _n_segments(value: str):
@@ -111,8 +110,6 @@ def _clip(text: str, n: int) -> str:
 
 
 def run(args) -> int:
-    import pandas as pd
-
     from .encoder import Encoder
     from .engine import InterestEngine
     from .io import read_table, write_parquet

@@ -2,38 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .segments import SegmentConfig, fit_segments, one_hot, soft_features
+from .interests import _to_seconds
+from .segments import SegmentConfig, _unit, fit_segments, one_hot, soft_features
 
 logger = logging.getLogger(__name__)
-
-_FORMAT_VERSION = 1
-_DAY = 86400.0
-
-
-def _to_unix_seconds(value, name: str) -> float:
-    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
-        out = float(value)
-    else:
-        try:
-            ts = pd.Timestamp(value)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{name}={value!r} is not a timestamp; pass unix seconds, a "
-                             "datetime or an ISO string") from exc
-        if ts.tzinfo is None:
-            ts = ts.tz_localize("UTC")
-        out = ts.timestamp()
-    if not np.isfinite(out):
-        raise ValueError(f"{name}={value!r} must be a finite time")
-    return out
 
 
 def _factorize(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
@@ -144,7 +123,12 @@ class InterestEngine:
         if len(ev) == 0:
             raise ValueError("events has no rows; pass at least one event")
         timings = {}
-        now_s = None if now is None else _to_unix_seconds(now, "now")
+        if isinstance(now, str):
+            try:
+                now = pd.Timestamp(now)
+            except ValueError as exc:
+                raise ValueError(f"now={now!r} is not a parseable time") from exc
+        now_s = None if now is None else _to_seconds(now, "now")
 
         # one encoder pass over every distinct text (events and item descriptions)
         all_texts = ev["text"] if it is None else pd.concat([ev["text"], it["text"]],
@@ -350,8 +334,3 @@ class InterestEngine:
                 "segment_temperature": self.segment_temperature,
                 "random_state": self.random_state}
 
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    n = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(n, 1e-12)

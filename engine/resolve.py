@@ -100,7 +100,8 @@ def resolve_dtype(dtype, device) -> DtypeChoice:
         if device.type == "cuda":
             return DtypeChoice(torch.float16, "auto: CUDA device")
         if device.type == "cpu" and cpu_has_fast_bf16():
-            return DtypeChoice(torch.bfloat16, "auto: CPU has AMX/AVX512-BF16")
+            found = sorted({"amx_bf16", "avx512_bf16"} & cpu_flags())
+            return DtypeChoice(torch.bfloat16, f"auto: CPU has {'/'.join(found)}")
         return DtypeChoice(torch.float32, f"auto: {device.type} without fast half precision")
     if key not in _DTYPE_ALIASES:
         raise ValueError(

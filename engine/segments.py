@@ -37,6 +37,8 @@ class SegmentConfig:
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm, float32; all-zero rows stay zero."""
+    x = np.asarray(x, dtype=np.float32)
     n = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.maximum(n, 1e-12)
 
