@@ -327,3 +327,74 @@ def test_tiny_roberta_fused_forward_matches_transformers(tmp_path):
     fused = enc.encode(TEXTS)
     enc._fused = None
     np.testing.assert_allclose(fused, enc.encode(TEXTS), atol=1e-5)
+
+
+def test_cpu_workers_give_the_same_vectors(enc32, enc_auto, monkeypatch):
+    """Batches spread over worker threads: same vectors, one intra-op thread per worker,
+    the caller's thread setting untouched."""
+    import threading
+
+    saved_threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for enc, atol in ((enc32, 1e-6), (enc_auto, 2e-3)):
+            saved = enc.token_budget, enc.cpu_workers
+            enc.token_budget = 300  # ~10 batches for TEXTS
+            try:
+                enc.cpu_workers = 1
+                single = enc.encode(TEXTS)
+                seen = []
+                forward = enc._forward_pool
+
+                def spy(*args, **kwargs):
+                    seen.append((threading.get_ident(), torch.get_num_threads(),
+                                 torch.is_inference_mode_enabled()))
+                    return forward(*args, **kwargs)
+
+                monkeypatch.setattr(enc, "_forward_pool", spy)
+                enc.cpu_workers = None  # default: one worker per intra-op thread
+                multi = enc.encode(TEXTS)
+                monkeypatch.undo()
+            finally:
+                enc.token_budget, enc.cpu_workers = saved
+            assert torch.get_num_threads() == 2
+            assert len(seen) >= 5
+            assert threading.get_ident() not in {ident for ident, _, _ in seen}
+            assert {(n, inf) for _, n, inf in seen} == {(1, True)}
+            np.testing.assert_allclose(multi, single, atol=atol)
+            assert min_cos(multi, single) >= 0.99999
+    finally:
+        torch.set_num_threads(saved_threads)
+
+
+def test_cpu_worker_error_propagates(enc32, monkeypatch):
+    calls = []
+    forward = enc32._forward_pool
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("boom in batch 3")
+        return forward(*args, **kwargs)
+
+    saved = enc32.token_budget, enc32.cpu_workers
+    enc32.token_budget, enc32.cpu_workers = 300, 2
+    try:
+        monkeypatch.setattr(enc32, "_forward_pool", failing)
+        with pytest.raises(RuntimeError, match="boom in batch 3"):
+            enc32.encode(TEXTS)
+        monkeypatch.undo()
+        assert enc32.encode(TEXTS[:4]).shape == (4, 384)
+    finally:
+        enc32.token_budget, enc32.cpu_workers = saved
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
+def test_bad_cpu_workers(enc32, bad):
+    saved = enc32.cpu_workers
+    enc32.cpu_workers = bad
+    try:
+        with pytest.raises(ValueError, match="cpu_workers="):
+            enc32.encode(TEXTS[:2])
+    finally:
+        enc32.cpu_workers = saved
