@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -112,7 +115,7 @@ def _clip(text: str, n: int) -> str:
 def run(args) -> int:
     from .encoder import Encoder
     from .engine import InterestEngine
-    from .io import read_table, write_parquet
+    from .io import read_table
 
     t0 = time.perf_counter()
     events = read_table(args.events)
@@ -127,8 +130,14 @@ def run(args) -> int:
     keep = [c for c in ("user_id", "text", "ts", "item_id", "weight") if c in events.columns]
     events = events[keep] if "user_id" in keep and "text" in keep and "ts" in keep else events
     items = read_table(args.items) if args.items else None
-    if items is not None and args.item_col and args.item_col in items.columns:
-        items = items.rename(columns={args.item_col: "item_id"})
+    if items is not None:  # the same --item-col / --text-col names apply to the items file
+        items = items.rename(columns={k: v for k, v in ((args.item_col, "item_id"),
+                                                         (args.text_col, "text"))
+                                      if k and k in items.columns})
+        if "item_id" in events.columns and "item_id" in items.columns:
+            # CSV ids are read as strings: compare ids as strings on both sides
+            if events["item_id"].map(type).eq(str).all():
+                items["item_id"] = items["item_id"].astype(str)
     if args.k < 1:
         raise ValueError(f"--k={args.k} must be >= 1")
 
@@ -137,8 +146,29 @@ def run(args) -> int:
                             half_life_days=args.half_life_days,
                             show_progress=not args.no_progress)
     engine.fit(events, items)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    # write everything into a fresh temp folder beside the target, then move it into place:
+    # a failure never leaves a half-written output folder behind
+    final = Path(args.out)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    out = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        summary = _write_run_outputs(engine, encoder, out, args.k, t0)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    for child in out.iterdir():
+        target = final / child.name
+        final.mkdir(exist_ok=True)
+        if target.is_dir():
+            shutil.rmtree(target)
+        os.replace(child, target)
+    out.rmdir()
+    print(json.dumps(summary, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _write_run_outputs(engine, encoder, out: Path, k: int, t0: float) -> dict:
+    from .io import write_parquet
 
     feats = engine.user_features()
     feats.insert(2, "vector", list(engine.user_vectors_))
@@ -148,7 +178,7 @@ def run(args) -> int:
     write_parquet(seg, out / "segments.parquet")
     n_recs = 0
     if len(engine.item_ids_):
-        recs = engine.recommend(engine.user_ids_, k=args.k)
+        recs = engine.recommend(engine.user_ids_, k=k)
         write_parquet(recs, out / "recommendations.parquet")
         n_recs = len(recs)
     engine.save(out / "model")
@@ -156,8 +186,6 @@ def run(args) -> int:
         "events": int(engine.n_events_), "users": int(len(engine.user_ids_)),
         "items": int(len(engine.item_ids_)), "distinct_texts": int(engine.n_texts_encoded_),
         "n_segments": int(engine.n_segments_), "recommendations": n_recs,
-        # validation raises on any bad row instead of skipping it, so nothing is dropped
-        "rejected_rows": 0,
         "encoder": {"model": str(encoder.model_path), "dtype": str(encoder.dtype),
                     "dtype_reason": encoder.dtype_reason},
         "timings_s": {k: round(v, 3) for k, v in engine.timings_.items()},
@@ -166,8 +194,7 @@ def run(args) -> int:
                    + (["recommendations.parquet"] if n_recs else []) + ["model/"],
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
-    print(json.dumps(summary, indent=2, ensure_ascii=False))
-    return 0
+    return summary
 
 
 if __name__ == "__main__":  # pragma: no cover

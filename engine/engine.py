@@ -16,11 +16,8 @@ logger = logging.getLogger(__name__)
 
 
 def _factorize(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
-    """Integer codes and unique values, sorted when the ids are mutually comparable."""
-    try:
-        codes, uniques = pd.factorize(values, sort=True)
-    except TypeError:  # mixed id types: keep first-appearance order, still deterministic
-        codes, uniques = pd.factorize(values, sort=False)
+    """Integer codes and sorted unique values."""
+    codes, uniques = pd.factorize(values, sort=True)  # validation guarantees one id type
     return codes.astype(np.int64), pd.Index(uniques)
 
 
@@ -73,8 +70,24 @@ class InterestEngine:
         if not hl > 0:
             raise ValueError(f"half_life_days={hl} must be > 0 (use float('inf') for no decay)")
         t = self.segment_temperature
-        if not (isinstance(t, (int, float)) and np.isfinite(t) and t > 0):
+        if isinstance(t, bool) or not isinstance(t, (int, float, np.integer, np.floating)):
+            raise TypeError(f"segment_temperature must be a number, got {type(t).__name__}")
+        if not (np.isfinite(t) and t > 0):
             raise ValueError(f"segment_temperature={t!r} must be a finite number > 0")
+        k = self.n_segments
+        if isinstance(k, str):
+            if k != "auto":
+                raise ValueError(f"n_segments={k!r} is not valid; pass 'auto' or an int >= 1")
+        elif isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
+            raise TypeError(f"n_segments must be 'auto' or an int, got {type(k).__name__}")
+        elif k < 1:
+            raise ValueError(f"n_segments={k} must be >= 1")
+        enc = self.encoder
+        if enc is not None and (isinstance(enc, (str, bytes, Path))
+                                or not callable(getattr(enc, "encode", None))):
+            raise TypeError("encoder must be an interestflow.Encoder (an object with "
+                            f"encode(texts)), got {type(enc).__name__}; for a model directory "
+                            "pass encoder=Encoder(path)")
 
     def _get_encoder(self):
         if self.encoder is None:
@@ -122,6 +135,18 @@ class InterestEngine:
         it = validate_items(items) if items is not None else None
         if len(ev) == 0:
             raise ValueError("events has no rows; pass at least one event")
+        if it is not None and "item_id" in ev.columns and len(it):
+            a, b = ev["item_id"].iloc[0], it["item_id"].iloc[0]
+            if type(a) is not type(b) and not (isinstance(a, (int, np.integer))
+                                               and isinstance(b, (int, np.integer))):
+                raise ValueError(
+                    f"events column 'item_id' holds {type(a).__name__} ids (row 0: {a!r}) but "
+                    f"items column 'item_id' holds {type(b).__name__} ids (row 0: {b!r}); "
+                    "cast both to the same type (e.g. str) so that they can match")
+        n_users = ev["user_id"].nunique()
+        if isinstance(self.n_segments, (int, np.integer)) and self.n_segments > n_users:
+            raise ValueError(f"n_segments={self.n_segments} exceeds the number of users "
+                             f"({n_users}); pass n_segments <= {n_users}")
         timings = {}
         if isinstance(now, str):
             try:
@@ -129,6 +154,14 @@ class InterestEngine:
             except ValueError as exc:
                 raise ValueError(f"now={now!r} is not a parseable time") from exc
         now_s = None if now is None else _to_seconds(now, "now")
+        if now_s is not None:
+            late = ev["ts"].to_numpy() > now_s
+            if late.any():
+                i = int(np.argmax(late))
+                raise ValueError(
+                    f"events column 'ts': {int(late.sum())} event(s) after now={now!r}; first "
+                    f"at row {i} (user_id {ev['user_id'].iloc[i]!r}, ts {ev['ts'].iloc[i]} s); "
+                    "pass a now at or after the latest event")
 
         # one encoder pass over every distinct text (events and item descriptions)
         all_texts = ev["text"] if it is None else pd.concat([ev["text"], it["text"]],
@@ -150,6 +183,14 @@ class InterestEngine:
         means, log2w = decayed_user_means(
             uvecs[ev_vec_code[order]], offsets, ts[order], w[order],
             half_life_days=float(self.half_life_days), now=now_s)
+        empty = ~np.isfinite(log2w)  # every event of the user has weight 0
+        if empty.any():
+            code = int(np.argmax(empty))
+            row = int(np.flatnonzero(user_codes == code)[0])
+            raise ValueError(
+                f"events column 'weight': {int(empty.sum())} user(s) have only zero-weight "
+                f"events; first is user_id {self.user_ids_[code]!r} at row {row}; such a user "
+                "carries no interest signal: drop its events or give them weight > 0")
         self.user_vectors_ = _unit(means)
         self.user_log2_weight_ = log2w
         self.reference_time_ = float(ts.max() if now_s is None else now_s)

@@ -28,7 +28,7 @@ def _write_ids(index: pd.Index, path: Path):
 
 def _read_ids(path: Path) -> pd.Index:
     import pyarrow.parquet as pq
-    return pd.Index(pq.read_table(path).column("id").to_pandas())
+    return pd.Index(pq.read_table(path).column("id").to_pandas()).rename(None)
 
 
 def encoder_spec(encoder) -> dict | None:

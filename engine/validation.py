@@ -104,9 +104,27 @@ def _require(df: pd.DataFrame, name: str, required, optional) -> None:
             + (f" and optionally {list(optional)}" if optional else ""))
 
 
+def _id_kind(value) -> str:
+    if isinstance(value, (str, np.str_)):
+        return "str"
+    if isinstance(value, (bool, np.bool_)):
+        return "bool"
+    if isinstance(value, (int, np.integer)):
+        return "int"
+    if isinstance(value, (float, np.floating)):
+        return "float"
+    return type(value).__name__
+
+
 def _check_ids(t: _Table, column: str) -> np.ndarray:
     values = t.df[column].to_numpy()
     t.fail(column, pd.isna(values), "missing id", f"a non-null {column}", values)
+    if values.dtype == object and len(values):
+        # ids of one kind only: mixed kinds cannot be ordered, stored or matched reliably
+        # ('10' and 10 would silently be two different ids)
+        kinds = np.array([_id_kind(v) for v in values], dtype=object)
+        t.fail(column, kinds != kinds[0], f"id of a different type than row 0 ({kinds[0]})",
+               f"every {column} of one type; cast the column to str", values)
     return values
 
 

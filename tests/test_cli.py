@@ -49,3 +49,22 @@ def test_run_reports_bad_input_with_exit_code_2(tmp_path, capsys):
     assert rc == 2 and "text" in err and "row 1" in err
     rc = main(["run", "--events", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "o")])
     assert rc == 2 and "missing.csv" in capsys.readouterr().err
+
+
+def test_run_matches_csv_string_ids_with_numeric_items_ids(tmp_path, capsys):
+    ev = pd.DataFrame({"user_id": ["a", "a", "b", "b"], "item_id": [10, 11, 12, 13],
+                       "text": ["guitar strings", "capo", "espresso beans", "milk frother"],
+                       "ts": [1, 2, 3, 4]})
+    ev.to_csv(tmp_path / "ev.csv", index=False)
+    pd.DataFrame({"item_id": [10, 11, 12, 13, 14], "text": ["strings", "capo", "beans",
+                                                           "frother", "tuner"]}).to_json(
+        tmp_path / "items.jsonl", orient="records", lines=True)
+    out = tmp_path / "o"
+    rc = main(["run", "--events", str(tmp_path / "ev.csv"), "--items",
+               str(tmp_path / "items.jsonl"), "--out", str(out), "--k", "2",
+               "--n-segments", "2", "--no-progress"])
+    assert rc == 0
+    assert json.loads((out / "summary.json").read_text())["items"] == 5
+    recs = pq.read_table(out / "recommendations.parquet").to_pandas()
+    assert "14" in set(recs["item_id"])
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".o.tmp")]

@@ -151,3 +151,41 @@ def test_bad_arguments(engine, encoder):
         InterestEngine(encoder=encoder, half_life_days=0).fit(_events())
     with pytest.raises(RuntimeError, match="not fitted"):
         InterestEngine().recommend(["a"])
+
+
+def test_mixed_id_types_are_rejected_naming_row(encoder):
+    ev = _events().assign(user_id=["a", 1, "c"])
+    with pytest.raises(ValueError, match=r"user_id.*row 1.*cast the column to str"):
+        InterestEngine(encoder=encoder, n_segments=1).fit(ev)
+
+
+def test_item_id_type_mismatch_between_events_and_items(encoder):
+    ev = _events().assign(item_id=["10", "11", "12"])
+    items = pd.DataFrame({"item_id": [10, 11], "text": ["strings", "pedal"]})
+    with pytest.raises(ValueError, match=r"events column 'item_id' holds str.*items column"):
+        InterestEngine(encoder=encoder, n_segments=1).fit(ev, items)
+
+
+def test_event_after_now_names_the_input_row(encoder):
+    ev = pd.DataFrame({"user_id": ["b", "a", "b", "a", "c"], "text": list("vwxyz"),
+                       "ts": [1.0, 2.0, 30.0, 4.0, 5.0]})
+    with pytest.raises(ValueError, match=r"after now=10.*row 2 \(user_id 'b'"):
+        InterestEngine(encoder=encoder, n_segments=1).fit(ev, now=10)
+
+
+def test_user_with_only_zero_weights_is_rejected(encoder):
+    ev = _events().assign(weight=[1.0, 0.0, 1.0])
+    with pytest.raises(ValueError, match=r"only zero-weight events.*'b' at row 1"):
+        InterestEngine(encoder=encoder, n_segments=1).fit(ev)
+
+
+def test_parameters_checked_before_encoding():
+    class NoEncode:
+        def encode(self, *a, **k):
+            raise AssertionError("encoded before checking parameters")
+    with pytest.raises(ValueError, match="exceeds the number of users"):
+        InterestEngine(encoder=NoEncode(), n_segments=4).fit(_events())
+    with pytest.raises(TypeError, match="n_segments"):
+        InterestEngine(encoder=NoEncode(), n_segments=2.5).fit(_events())
+    with pytest.raises(TypeError, match="encoder"):
+        InterestEngine(encoder="/some/path").fit(_events())
