@@ -347,7 +347,9 @@ class InterestEngine:
         if len(self.item_ids_) == 0:
             raise ValueError("no items to recommend: fit with an item_id column in events or "
                              "an items table")
-        item_rows, scores = self.recommender_.recommend(rows, int(k), exclude_seen=exclude_seen)
+        # no user can get more than n_items rows: do not allocate (m, k) for a huge k
+        k_eff = min(int(k), len(self.item_ids_))
+        item_rows, scores = self.recommender_.recommend(rows, k_eff, exclude_seen=exclude_seen)
         valid = item_rows >= 0
         n_per = valid.sum(axis=1)
         return pd.DataFrame({

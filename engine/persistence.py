@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -51,8 +52,11 @@ def save_engine(engine, path: Path) -> Path:
     tensors["item_from_items"] = np.ascontiguousarray(engine.item_vector_source_ == "items")
     for key, arr in engine.recommender_.state_dict().items():
         tensors[_REC_PREFIX + key] = np.ascontiguousarray(arr)
+    # the same id goes into the arrays file and meta.json: load() refuses a mix of two saves
+    save_id = uuid.uuid4().hex
     meta = {
         "format": "interestflow.InterestEngine",
+        "save_id": save_id,
         "format_version": FORMAT_VERSION,
         "interestflow_version": __version__,
         "params": engine.get_params(),
@@ -68,7 +72,7 @@ def save_engine(engine, path: Path) -> Path:
     # half-written engine behind under the final names
     with tempfile.TemporaryDirectory(dir=path, prefix=".tmp-") as tmp:
         tmp = Path(tmp)
-        save_file(tensors, str(tmp / "arrays.safetensors"))
+        save_file(tensors, str(tmp / "arrays.safetensors"), metadata={"save_id": save_id})
         _write_ids(engine.user_ids_, tmp / "ids_users.parquet")
         _write_ids(engine.item_ids_, tmp / "ids_items.parquet")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
@@ -92,6 +96,13 @@ def load_engine(cls, path: Path, *, encoder=None):
     if meta.get("format_version", 0) > FORMAT_VERSION:
         raise ValueError(f"{meta_path} has format_version {meta['format_version']}; this "
                          f"interestflow reads up to {FORMAT_VERSION}: upgrade interestflow")
+    from safetensors import safe_open
+
+    with safe_open(str(path / "arrays.safetensors"), framework="numpy") as fh:
+        arrays_id = (fh.metadata() or {}).get("save_id")
+    if arrays_id != meta.get("save_id"):
+        raise ValueError(f"{path}: arrays.safetensors and meta.json come from different saves "
+                         "(an interrupted overwrite?); save the engine again")
     tensors = load_file(str(path / "arrays.safetensors"))
     engine = cls(encoder=encoder, **meta["params"])
     for name in _ARRAYS:

@@ -189,3 +189,13 @@ def test_parameters_checked_before_encoding():
         InterestEngine(encoder=NoEncode(), n_segments=2.5).fit(_events())
     with pytest.raises(TypeError, match="encoder"):
         InterestEngine(encoder="/some/path").fit(_events())
+
+
+def test_load_refuses_files_from_two_different_saves(engine, tmp_path):
+    import shutil
+    engine.save(tmp_path / "a")
+    engine.save(tmp_path / "b")
+    shutil.copy(tmp_path / "b" / "meta.json", tmp_path / "a" / "meta.json")
+    with pytest.raises(ValueError, match="different saves"):
+        InterestEngine.load(tmp_path / "a")
+    assert len(InterestEngine.load(tmp_path / "b").recommend([engine.user_ids_[0]], k=10**9)) > 0
