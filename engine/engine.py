@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from .interests import _to_seconds
-from .segments import SegmentConfig, _unit, fit_segments, one_hot, soft_features
+from .segments import (SegmentConfig, _unit, check_n_segments, fit_segments, one_hot,
+                       soft_features)
 
 logger = logging.getLogger(__name__)
 
@@ -74,14 +75,7 @@ class InterestEngine:
             raise TypeError(f"segment_temperature must be a number, got {type(t).__name__}")
         if not (np.isfinite(t) and t > 0):
             raise ValueError(f"segment_temperature={t!r} must be a finite number > 0")
-        k = self.n_segments
-        if isinstance(k, str):
-            if k != "auto":
-                raise ValueError(f"n_segments={k!r} is not valid; pass 'auto' or an int >= 1")
-        elif isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
-            raise TypeError(f"n_segments must be 'auto' or an int, got {type(k).__name__}")
-        elif k < 1:
-            raise ValueError(f"n_segments={k} must be >= 1")
+        check_n_segments(self.n_segments)
         enc = self.encoder
         if enc is not None and (isinstance(enc, (str, bytes, Path))
                                 or not callable(getattr(enc, "encode", None))):
@@ -143,10 +137,7 @@ class InterestEngine:
                     f"events column 'item_id' holds {type(a).__name__} ids (row 0: {a!r}) but "
                     f"items column 'item_id' holds {type(b).__name__} ids (row 0: {b!r}); "
                     "cast both to the same type (e.g. str) so that they can match")
-        n_users = ev["user_id"].nunique()
-        if isinstance(self.n_segments, (int, np.integer)) and self.n_segments > n_users:
-            raise ValueError(f"n_segments={self.n_segments} exceeds the number of users "
-                             f"({n_users}); pass n_segments <= {n_users}")
+        check_n_segments(self.n_segments, ev["user_id"].nunique())  # before the costly encode
         timings = {}
         if isinstance(now, str):
             try:

@@ -42,10 +42,11 @@ from typing import Mapping
 
 import numpy as np
 
+from .interests import SECONDS_PER_DAY as _SECONDS_PER_DAY
+
 logger = logging.getLogger(__name__)
 
 COMPONENTS: tuple[str, ...] = ("content", "popularity", "segment", "item_knn")
-_SECONDS_PER_DAY = 86400.0
 
 
 @dataclass(frozen=True)

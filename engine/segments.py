@@ -110,6 +110,20 @@ def one_hot(labels: np.ndarray, n_segments: int) -> np.ndarray:
     return out
 
 
+def check_n_segments(k, n_users: int | None = None) -> None:
+    """Validate ``n_segments`` ('auto' or an int in [1, n_users]); raise naming the value."""
+    if isinstance(k, str):
+        if k != "auto":
+            raise ValueError(f"n_segments={k!r} is not valid; pass 'auto' or an int >= 1")
+    elif isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
+        raise TypeError(f"n_segments must be 'auto' or an int, got {type(k).__name__}")
+    elif k < 1:
+        raise ValueError(f"n_segments={k} must be >= 1")
+    elif n_users is not None and k > n_users:
+        raise ValueError(f"n_segments={k} exceeds the number of users ({n_users}); "
+                         f"pass n_segments <= {n_users}")
+
+
 def fit_segments(vectors: np.ndarray, config: SegmentConfig, *, device=None):
     """Cluster users; returns ``(labels, centroids, k, silhouette_by_k)``."""
     from .kmeans import KMeans
@@ -117,17 +131,9 @@ def fit_segments(vectors: np.ndarray, config: SegmentConfig, *, device=None):
     n = len(vectors)
     k = config.n_segments
     scores: dict[int, float] = {}
-    if isinstance(k, str):
-        if k != "auto":
-            raise ValueError(f"n_segments={k!r} is not valid; pass 'auto' or an int >= 1")
+    check_n_segments(k, n)
+    if k == "auto":
         k, scores = choose_n_segments(vectors, config, device=device)
-    elif isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
-        raise TypeError(f"n_segments must be 'auto' or an int, got {type(k).__name__}")
-    elif k < 1:
-        raise ValueError(f"n_segments={k} must be >= 1")
-    elif k > n:
-        raise ValueError(
-            f"n_segments={k} exceeds the number of users ({n}); pass n_segments <= {n}")
     unit = _unit(vectors)
     km = KMeans(n_clusters=int(k), n_init=3, random_state=config.random_state, device=device)
     labels = km.fit_predict(unit).astype(np.int64)
