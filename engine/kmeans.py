@@ -7,8 +7,10 @@ no label changes, empty clusters re-seeded from the points farthest from their c
 of :mod:`interestflow.kernels.reference` (chunked assignment, index-add update), so memory is
 bounded by a block budget rather than by ``n_samples * n_clusters``.
 
-Backends: ``"torch"`` (and ``"auto"``, which picks it) run now. ``"numba"``, ``"triton"``,
-``"cuml"`` and ``"faiss"`` are reserved for the kernels issue and raise until they exist.
+Backends (one resolver, :func:`interestflow.resolve.resolve_backend`): ``"torch"`` (the
+reference ops), ``"numba"`` and ``"triton"`` (the same Lloyd loop on the kernels of
+:mod:`interestflow.kernels`), ``"cuml"`` and ``"faiss"`` (the libraries' own k-means, started
+from this class's initial centers), ``"auto"``.
 """
 
 from __future__ import annotations
@@ -36,39 +38,30 @@ from interestflow.kernels.reference import (
     kmeans_update,
     pairwise_sq_distances,
 )
-from interestflow.resolve import resolve_device
+from interestflow.resolve import KMEANS_BACKENDS, resolve_backend, resolve_device
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["KMeans", "AVAILABLE_BACKENDS", "RESERVED_BACKENDS"]
+__all__ = ["KMeans", "AVAILABLE_BACKENDS"]
 
-#: Backends that run in this version.
-AVAILABLE_BACKENDS = ("auto", "torch")
-#: Backend names reserved for the kernels issue; requesting one raises until it exists.
-RESERVED_BACKENDS = ("numba", "triton", "cuml", "faiss")
+#: Backends ``KMeans(backend=...)`` accepts (see :func:`interestflow.resolve.resolve_backend`).
+AVAILABLE_BACKENDS = KMEANS_BACKENDS
 
 _INIT_OPTIONS = ("k-means++", "random")
-
-
-def _valid_backends_text() -> str:
-    return ", ".join(repr(b) for b in AVAILABLE_BACKENDS)
 
 
 def _check_backend(backend) -> str:
     if not isinstance(backend, str):
         raise TypeError(
-            f"backend must be a string, got {type(backend).__name__}; "
-            f"valid options: {_valid_backends_text()}"
+            f"backend must be a string, got {type(backend).__name__}; valid options: "
+            f"{', '.join(repr(b) for b in AVAILABLE_BACKENDS)}"
         )
-    if backend in AVAILABLE_BACKENDS:
-        return backend
-    if backend in RESERVED_BACKENDS:
+    if backend not in AVAILABLE_BACKENDS:
         raise ValueError(
-            f"backend={backend!r} is not available in this version of interestflow; "
-            f"valid options: {_valid_backends_text()}"
+            f"backend={backend!r} is not a known backend; valid options: "
+            f"{', '.join(repr(b) for b in AVAILABLE_BACKENDS)}"
         )
-    raise ValueError(f"backend={backend!r} is not a known backend; valid options: "
-                     f"{_valid_backends_text()}")
+    return backend
 
 
 def _check_int_param(name, value, minimum):
@@ -121,10 +114,15 @@ default="k-means++"
     tol : float, default=1e-4
         Convergence when the summed squared center shift is at most ``tol`` times the mean
         per-feature variance of ``X`` (weighted by ``sample_weight``).
-    backend : {"auto", "torch"}, default="auto"
-        ``"auto"`` picks the best available backend and logs its choice (one INFO line on the
-        ``interestflow.kmeans`` logger). ``"numba"``, ``"triton"``, ``"cuml"`` and ``"faiss"``
-        are reserved for a later version and raise ``ValueError`` for now.
+    backend : {"auto", "torch", "numba", "triton", "cuml", "faiss"}, default="auto"
+        ``"torch"``: the torch reference ops (CPU or CUDA). ``"numba"``: CPU kernels (a bf16
+        candidate pass with a certified exact re-check where the CPU has fast bf16).
+        ``"triton"``: fused GPU kernels (float32). ``"cuml"``: cuML's KMeans on CUDA data
+        (through DLPack). ``"faiss"``: FAISS k-means (GPU build when installed and the data is on
+        CUDA; float32; runs exactly ``max_iter`` iterations). ``"auto"``: cuML, else Triton on
+        CUDA; numba on the CPU for problems large enough to pay off; torch otherwise. It logs
+        one INFO line (``interestflow.kmeans`` logger) per fit with what it chose and why. An explicit
+        backend that is not installed raises ``ImportError`` naming the extra to install.
     random_state : int, numpy.random.RandomState or None, default=None
         Seeds k-means++ / random init; an int makes results reproducible.
     device : str, torch.device or None, default=None
@@ -144,7 +142,7 @@ default="k-means++"
     feature_names_in_ : numpy.ndarray of shape (n_features_in_,)
         Only when ``X`` had string column names.
     backend_ : str
-        Backend that ran (``"torch"``).
+        Backend that ran (``"auto"`` resolved).
     device_ : str
         Device that ran the fit, e.g. ``"cpu"`` or ``"cuda:0"``.
 
@@ -349,11 +347,10 @@ default="k-means++"
                 f"pass n_clusters <= {n_samples}"
             )
         device, why = self._resolve_device(X, is_torch)
-        if backend == "auto":
-            logger.info(
-                "KMeans backend='auto' chose 'torch' on %s (%s; the numba/triton/cuml/faiss "
-                "backends are not part of this version)", device, why,
-            )
+        choice = resolve_backend("KMeans", backend, device, valid=KMEANS_BACKENDS,
+                                 work=float(n_samples) * self.n_clusters * n_features,
+                                 log=logger, detail=why)
+        backend = choice.name
         n_init = _check_int_param("n_init", self.n_init, 1)
         max_iter = _check_int_param("max_iter", self.max_iter, 1)
         init_is_array = not isinstance(self.init, str)
@@ -364,8 +361,10 @@ default="k-means++"
                 RuntimeWarning, stacklevel=2,
             )
             n_init = 1
+        out_np_dtype = np.float32 if X.dtype == torch.float32 else np.float64
+        if backend in ("triton", "faiss"):
+            X = X.to(torch.float32)  # these kernels compute in float32 only
         dtype = X.dtype
-        out_np_dtype = np.float32 if dtype == torch.float32 else np.float64
 
         Xd = X.to(device)
         w = self._prepare_weights(sample_weight, n_samples, dtype, device)
@@ -403,7 +402,9 @@ default="k-means++"
                 seeds = random_state.choice(n_samples, size=self.n_clusters, replace=False,
                                             p=p / p.sum())
                 centers0 = Xc[torch.from_numpy(seeds).to(device)]
-            run = _lloyd(Xc, x_sq, w, centers0, max_iter=max_iter, tol=tol)
+            run = _run(backend, Xc, x_sq, w, centers0, max_iter=max_iter, tol=tol,
+                       seed=(int(random_state.randint(np.iinfo(np.int32).max))
+                             if backend in ("faiss", "cuml") else 0))
             if best is None or run[1] < best[1]:
                 best = run
         labels, inertia, centers, n_iter = best
@@ -412,7 +413,7 @@ default="k-means++"
         self.labels_ = labels.cpu().numpy()
         self.inertia_ = float(inertia)
         self.n_iter_ = int(n_iter)
-        self.backend_ = "torch"
+        self.backend_ = backend
         self.device_ = str(device)
         distinct = int(torch.count_nonzero(torch.bincount(labels, minlength=self.n_clusters)))
         if distinct < self.n_clusters:
@@ -448,11 +449,19 @@ default="k-means++"
         n = X.shape[0]
         labels = torch.empty(n, dtype=torch.int64, device=centers.device)
         min_sq = torch.empty(n, dtype=X.dtype, device=centers.device)
+        from interestflow.kernels import _assign_fn
+
+        dtype = X.dtype
+        choice = resolve_backend("KMeans.predict", "auto", centers.device,
+                                 work=float(n) * k * X.shape[1])
+        if choice.name == "triton" and dtype != torch.float32:
+            choice = resolve_backend("KMeans.predict", "torch", centers.device)
+        assign = _assign_fn(choice)
         for start in range(0, n, step):
             xc = X[start:start + step].to(centers.device) - shift
-            lab, d = kmeans_assign(xc, cs, chunk_rows=xc.shape[0])
+            lab, d = assign(xc, cs)
             labels[start:start + xc.shape[0]] = lab
-            min_sq[start:start + xc.shape[0]] = d
+            min_sq[start:start + xc.shape[0]] = d.to(dtype)
         return labels, min_sq
 
     def predict(self, X):
@@ -623,15 +632,79 @@ def _weighted_inertia(Xc, w, centers, labels):
     return total
 
 
-def _lloyd(Xc, x_sq, w, centers, *, max_iter, tol):
-    """One Lloyd run from ``centers``; returns (labels, inertia, centers, n_iter)."""
+def _run(backend, Xc, x_sq, w, centers, *, max_iter, tol, seed):
+    """One run of ``backend`` from ``centers``: (labels, inertia, centers, n_iter)."""
+    if backend == "faiss":
+        return _faiss_run(Xc, w, centers, max_iter=max_iter, seed=seed)
+    if backend == "cuml":
+        return _cuml_run(Xc, w, centers, max_iter=max_iter, tol=tol, seed=seed)
+    from interestflow.kernels import _assign_fn, _update_fn
+    from interestflow.resolve import BackendChoice
+
+    choice = BackendChoice(backend, "")
+    return _lloyd(Xc, x_sq, w, centers, max_iter=max_iter, tol=tol,
+                  assign=_assign_fn(choice), update=_update_fn(choice))
+
+
+def _faiss_run(Xc, w, centers, *, max_iter, seed):
+    """FAISS k-means (GPU when faiss has GPUs and the data is on CUDA, else CPU).
+
+    FAISS's Python ``Kmeans`` takes host arrays, so CUDA data is copied to the host and back;
+    it runs exactly ``max_iter`` iterations (it has no tolerance) and re-seeds an empty
+    cluster by splitting a large one, not from the farthest points.
+    """
+    import faiss
+
+    n, dim = Xc.shape
+    k = centers.shape[0]
+    gpu = Xc.device.type == "cuda" and faiss.get_num_gpus() > 0
+    x = np.ascontiguousarray(Xc.detach().cpu().numpy(), dtype=np.float32)
+    km = faiss.Kmeans(dim, k, niter=max_iter, seed=seed, gpu=gpu, verbose=False,
+                      spherical=False, max_points_per_centroid=max(n, 1),
+                      min_points_per_centroid=1)
+    weights = None if w is None else np.ascontiguousarray(w.cpu().numpy(), dtype=np.float32)
+    km.train(x, weights=weights,
+             init_centroids=np.ascontiguousarray(centers.cpu().numpy(), dtype=np.float32))
+    new = torch.from_numpy(np.array(km.centroids, dtype=np.float32)).to(Xc.device)
+    labels, _ = kmeans_assign(Xc, new)
+    inertia = _weighted_inertia(Xc, w, new, labels)
+    return labels, float(inertia), new, max_iter
+
+
+def _cuml_run(Xc, w, centers, *, max_iter, tol, seed):
+    """cuML k-means on CUDA data; arrays cross to CuPy and back through DLPack (no host copy)."""
+    import cupy
+    from cuml.cluster import KMeans as CuKMeans
+
+    km = CuKMeans(n_clusters=centers.shape[0], init=cupy.from_dlpack(centers.contiguous()),
+                  n_init=1, max_iter=max_iter, tol=tol, random_state=seed,
+                  output_type="cupy")
+    sw = None if w is None else cupy.from_dlpack(w.contiguous())
+    km.fit(cupy.from_dlpack(Xc.contiguous()), sample_weight=sw)
+    new = torch.from_dlpack(km.cluster_centers_).to(Xc.dtype)
+    labels, _ = kmeans_assign(Xc, new)
+    inertia = _weighted_inertia(Xc, w, new, labels)
+    return labels, float(inertia), new, int(km.n_iter_)
+
+
+def _lloyd(Xc, x_sq, w, centers, *, max_iter, tol, assign=None, update=None):
+    """One Lloyd run from ``centers``; returns (labels, inertia, centers, n_iter).
+
+    ``assign(x, c, x_sq_norms=...)`` and ``update(x, labels, k, w)`` are the backend's kernels
+    (default: the torch reference).
+    """
+    if assign is None:
+        assign = _ref_assign
+    if update is None:
+        update = kmeans_update
     n_clusters = centers.shape[0]
     centers = centers.clone()
     labels_old = None
     strict = False
     for i in range(max_iter):
-        labels, min_sq = kmeans_assign(Xc, centers, x_sq_norms=x_sq)
-        sums, counts = kmeans_update(Xc, labels, n_clusters, w)
+        labels, min_sq = assign(Xc, centers, x_sq_norms=x_sq)
+        sums, counts = update(Xc, labels, n_clusters, w)
+        sums, counts = sums.to(Xc.dtype), counts.to(Xc.dtype)
         _relocate_empty(Xc, w, labels, min_sq, sums, counts)
         has = (counts > 0).unsqueeze(1)
         new = torch.where(has, sums / torch.where(has, counts.unsqueeze(1), 1), centers)
@@ -645,6 +718,10 @@ def _lloyd(Xc, x_sq, w, centers, *, max_iter, tol):
         labels_old = labels
     if not strict:
         # Labels must match the final centers.
-        labels, _ = kmeans_assign(Xc, centers, x_sq_norms=x_sq)
+        labels, _ = assign(Xc, centers, x_sq_norms=x_sq)
     inertia = _weighted_inertia(Xc, w, centers, labels)
     return labels, float(inertia), centers, i + 1
+
+
+def _ref_assign(x, c, x_sq_norms=None):
+    return kmeans_assign(x, c, x_sq_norms=x_sq_norms)
