@@ -730,6 +730,9 @@ class Recommender:
         scores = np.full((len(rows), k), -np.inf, np.float32)
         if self.n_items_ == 0:
             return items, scores
+        if self._content_only():
+            self._recommend_content(rows, k, bool(exclude_seen), items, scores)
+            return items, scores
         step = max(1, self.config.chunk_elements // self.n_items_)
         for a in range(0, len(rows), step):
             chunk = rows[a:a + step]
@@ -743,6 +746,63 @@ class Recommender:
             items[a:a + len(chunk), :kk] = np.where(ok, top, -1)
             scores[a:a + len(chunk), :kk] = np.where(ok, val, -np.inf)
         return items, scores
+
+    def _content_only(self) -> bool:
+        w = self.weights_
+        return self.config.fusion == "zscore" and w[0] > 0 and not np.any(w[1:])
+
+    def _recommend_content(self, rows, k, exclude_seen, items, scores):
+        """Content-only recommendation through the streaming top-k kernel.
+
+        Same result as the dense path (z-scored dot products over the user's unseen items,
+        ties to the lower item row) without the (users, items) score matrix: the kernel
+        returns each user's ``k + n_seen`` best items by dot product, seen ones are dropped,
+        and the z-score's mean and variance over the unseen items come from the item sum
+        ``V.T 1`` and the Gram matrix ``V.T V`` minus the seen items' terms (float64).
+        """
+        from interestflow.kernels import cosine_topk
+
+        V = self.item_vectors_
+        V64 = V.astype(np.float64)
+        v_sum = V64.sum(axis=0)
+        gram = V64.T @ V64
+        n_items = self.n_items_
+        ptr, idx = self.seen_indptr_, self.seen_indices_
+        n_seen = (ptr[rows + 1] - ptr[rows]) if exclude_seen else np.zeros(len(rows), np.int64)
+        # users with many seen items need a deeper top-k: group users of similar depth
+        order = np.argsort(n_seen, kind="stable")
+        w0 = float(self.weights_[0])
+        step = 4096
+        for a in range(0, len(order), step):
+            sel = order[a:a + step]
+            urows = rows[sel]
+            depth = int(min(n_items, k + int(n_seen[sel].max())))
+            U = np.ascontiguousarray(self.user_vectors_[urows], dtype=np.float32)
+            _, top = cosine_topk(U, V, depth, normalized=True)
+            U64 = U.astype(np.float64)
+            for r, u in enumerate(urows):
+                seen = idx[ptr[u]:ptr[u + 1]] if exclude_seen else idx[:0]
+                cand = top[r]
+                if len(seen):
+                    cand = cand[~np.isin(cand, seen)]
+                cand = cand[:k]
+                if not len(cand):
+                    continue
+                s = V64[cand] @ U64[r]
+                # float64 scores decide the final order (the kernel ranks in float32)
+                o = np.lexsort((cand, -s))
+                cand, s = cand[o], s[o]
+                cnt = n_items - len(seen)
+                s_seen = V64[seen] @ U64[r] if len(seen) else np.zeros(0)
+                mean = (U64[r] @ v_sum - s_seen.sum()) / cnt
+                ex2 = (U64[r] @ gram @ U64[r] - (s_seen ** 2).sum()) / cnt
+                var = ex2 - mean * mean
+                if var > 1e-12 * max(ex2, 1e-300):
+                    z = (s - mean) / np.sqrt(var)
+                else:
+                    z = np.zeros_like(s)  # every candidate scores the same
+                items[sel[r], :len(cand)] = cand
+                scores[sel[r], :len(cand)] = w0 * z
 
     # ---------------------------------------------------------- persistence
     _STATE = ("user_vectors_", "item_vectors_", "user_segment_weights_", "seen_indptr_",

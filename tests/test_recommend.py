@@ -423,3 +423,31 @@ def test_bad_fit_arguments_raise():
         _fit(RecommendConfig(), **{**p, "V": None})
     with pytest.raises(ValueError, match="half_life_days=-1"):
         _fit(ALL_EQUAL, **p, hl=-1.0)
+
+
+@pytest.mark.parametrize("exclude_seen", [True, False])
+def test_content_only_streaming_path_equals_the_dense_path(monkeypatch, exclude_seen):
+    from interestflow.recommend import Recommender, RecommendConfig
+
+    rng = np.random.default_rng(5)
+    nu, ni, d, n = 120, 300, 12, 2500
+    U = rng.normal(size=(nu, d)).astype(np.float32)
+    I = rng.normal(size=(ni, d)).astype(np.float32)
+    I[7] = I[3]  # an exact tie: the lower item row must come first on both paths
+    iu, ii = rng.integers(0, nu, n), rng.integers(0, ni, n)
+    iu[:ni - 5] = 0  # user 0 has seen all but a few items: fewer than k candidates
+    ii[:ni - 5] = np.arange(ni - 5)
+    seg = rng.integers(0, 3, nu)
+    rec = Recommender(RecommendConfig(weights={"content": 2.0})).fit(
+        user_vectors=U, item_vectors=I, inter_user=iu, inter_item=ii,
+        inter_ts=rng.uniform(0, 1e7, n), inter_weight=np.ones(n), user_segment=seg,
+        segment_soft=np.eye(3, dtype=np.float32)[seg], half_life_days=30.0)
+    assert rec._content_only()
+    rows = np.arange(nu)
+    fast_i, fast_s = rec.recommend(rows, 10, exclude_seen=exclude_seen)
+    monkeypatch.setattr(Recommender, "_content_only", lambda self: False)
+    dense_i, dense_s = rec.recommend(rows, 10, exclude_seen=exclude_seen)
+    np.testing.assert_array_equal(fast_i, dense_i)
+    np.testing.assert_allclose(fast_s, dense_s, rtol=1e-5, atol=1e-5)
+    if exclude_seen:
+        assert (fast_i[0] >= 0).sum() == 5 and np.isneginf(fast_s[0, 5:]).all()
