@@ -9,8 +9,8 @@ bounded by a block budget rather than by ``n_samples * n_clusters``.
 
 Backends (one resolver, :func:`interestflow.resolve.resolve_backend`): ``"torch"`` (the
 reference ops), ``"numba"`` and ``"triton"`` (the same Lloyd loop on the kernels of
-:mod:`interestflow.kernels`), ``"cuml"`` and ``"faiss"`` (the libraries' own k-means, started
-from this class's initial centers), ``"auto"``.
+:mod:`interestflow.kernels`), ``"faiss"`` (the same loop with FAISS's k-NN assignment), ``"cuml"`` (cuML's
+own k-means started from this class's initial centers), ``"auto"``.
 """
 
 from __future__ import annotations
@@ -118,8 +118,8 @@ default="k-means++"
         ``"torch"``: the torch reference ops (CPU or CUDA). ``"numba"``: CPU kernels (a bf16
         candidate pass with a certified exact re-check where the CPU has fast bf16).
         ``"triton"``: fused GPU kernels (float32). ``"cuml"``: cuML's KMeans on CUDA data
-        (through DLPack). ``"faiss"``: FAISS k-means (GPU build when installed and the data is on
-        CUDA; float32; runs exactly ``max_iter`` iterations). ``"auto"``: cuML, else Triton on
+        (through DLPack). ``"faiss"``: this Lloyd loop with FAISS's brute-force k-NN as the
+        assignment (``faiss.knn_gpu`` on CUDA tensors with faiss-gpu; float32). ``"auto"``: cuML, else Triton on
         CUDA; numba on the CPU for problems large enough to pay off; torch otherwise. It logs
         one INFO line (``interestflow.kmeans`` logger) per fit with what it chose and why. An explicit
         backend that is not installed raises ``ImportError`` naming the extra to install.
@@ -404,7 +404,7 @@ default="k-means++"
                 centers0 = Xc[torch.from_numpy(seeds).to(device)]
             run = _run(backend, Xc, x_sq, w, centers0, max_iter=max_iter, tol=tol,
                        seed=(int(random_state.randint(np.iinfo(np.int32).max))
-                             if backend in ("faiss", "cuml") else 0))
+                             if backend == "cuml" else 0))
             if best is None or run[1] < best[1]:
                 best = run
         labels, inertia, centers, n_iter = best
@@ -634,41 +634,56 @@ def _weighted_inertia(Xc, w, centers, labels):
 
 def _run(backend, Xc, x_sq, w, centers, *, max_iter, tol, seed):
     """One run of ``backend`` from ``centers``: (labels, inertia, centers, n_iter)."""
-    if backend == "faiss":
-        return _faiss_run(Xc, w, centers, max_iter=max_iter, seed=seed)
     if backend == "cuml":
         return _cuml_run(Xc, w, centers, max_iter=max_iter, tol=tol, seed=seed)
     from interestflow.kernels import _assign_fn, _update_fn
     from interestflow.resolve import BackendChoice
 
-    choice = BackendChoice(backend, "")
-    return _lloyd(Xc, x_sq, w, centers, max_iter=max_iter, tol=tol,
-                  assign=_assign_fn(choice), update=_update_fn(choice))
+    if backend == "faiss":
+        # FAISS's k-NN does the assignment inside the same Lloyd loop as every other
+        # backend (same tolerance, empty-cluster rule and n_iter_); the update is torch's.
+        assign, update = _faiss_assign(Xc.device), _update_fn(BackendChoice("torch", ""))
+    else:
+        choice = BackendChoice(backend, "")
+        assign, update = _assign_fn(choice), _update_fn(choice)
+    return _lloyd(Xc, x_sq, w, centers, max_iter=max_iter, tol=tol, assign=assign,
+                  update=update)
 
 
-def _faiss_run(Xc, w, centers, *, max_iter, seed):
-    """FAISS k-means (GPU when faiss has GPUs and the data is on CUDA, else CPU).
+def _faiss_assign(device):
+    """``assign(x, c, x_sq_norms=None) -> (labels, min_sq)`` on FAISS's brute-force k-NN.
 
-    FAISS's Python ``Kmeans`` takes host arrays, so CUDA data is copied to the host and back;
-    it runs exactly ``max_iter`` iterations (it has no tolerance) and re-seeds an empty
-    cluster by splitting a large one, not from the farthest points.
+    CPU: ``faiss.knn`` on float32 numpy views of the tensors (no copy for float32 input).
+    CUDA (faiss-gpu): ``faiss.knn_gpu`` on the torch tensors themselves through
+    ``faiss.contrib.torch_utils``, so nothing goes through the host. Equal distances may be
+    resolved to either centroid (FAISS does not promise the lower index).
     """
     import faiss
 
-    n, dim = Xc.shape
-    k = centers.shape[0]
-    gpu = Xc.device.type == "cuda" and faiss.get_num_gpus() > 0
-    x = np.ascontiguousarray(Xc.detach().cpu().numpy(), dtype=np.float32)
-    km = faiss.Kmeans(dim, k, niter=max_iter, seed=seed, gpu=gpu, verbose=False,
-                      spherical=False, max_points_per_centroid=max(n, 1),
-                      min_points_per_centroid=1)
-    weights = None if w is None else np.ascontiguousarray(w.cpu().numpy(), dtype=np.float32)
-    km.train(x, weights=weights,
-             init_centroids=np.ascontiguousarray(centers.cpu().numpy(), dtype=np.float32))
-    new = torch.from_numpy(np.array(km.centroids, dtype=np.float32)).to(Xc.device)
-    labels, _ = kmeans_assign(Xc, new)
-    inertia = _weighted_inertia(Xc, w, new, labels)
-    return labels, float(inertia), new, max_iter
+    if device.type == "cuda":
+        if not hasattr(faiss, "knn_gpu") or faiss.get_num_gpus() < 1:
+            raise ValueError(
+                "backend='faiss' on CUDA data needs the GPU build of FAISS (faiss-gpu); this "
+                "faiss has no GPU support: pass CPU data or another backend"
+            )
+        import faiss.contrib.torch_utils  # noqa: F401  (faiss functions accept torch tensors)
+
+        res = faiss.StandardGpuResources()
+
+        def assign(x, c, x_sq_norms=None):
+            d, i = faiss.knn_gpu(res, x.float().contiguous(), c.float().contiguous(), 1)
+            return i[:, 0].long(), d[:, 0].clamp_min(0).to(x.dtype)
+
+        return assign
+
+    def assign(x, c, x_sq_norms=None):
+        xs = np.ascontiguousarray(x.numpy(), dtype=np.float32)
+        cs = np.ascontiguousarray(c.numpy(), dtype=np.float32)
+        d, i = faiss.knn(xs, cs, 1)
+        return (torch.from_numpy(i[:, 0].astype(np.int64)),
+                torch.from_numpy(np.maximum(d[:, 0], 0)).to(x.dtype))
+
+    return assign
 
 
 def _cuml_run(Xc, w, centers, *, max_iter, tol, seed):
