@@ -33,7 +33,13 @@ class InterestEngine:
         Half-life of the exponential time decay applied to a user's events: an event this
         many days older than the reference time weighs half as much.
     n_segments : int or "auto", default "auto"
-        Number of user segments; ``"auto"`` picks K by cosine silhouette on a sample.
+        Number of user segments (``segmenter="kmeans"``); ``"auto"`` picks K by cosine
+        silhouette on a sample.
+    segmenter : {"kmeans", "hdbscan"}, default "kmeans"
+        ``"hdbscan"`` finds the number of segments from density and reports users in no
+        dense region as segment ``-1`` (noise); see :class:`interestflow.segments.SegmentConfig`.
+    merge_threshold : float or None, default 0.95
+        Segments whose centroids have at least this cosine similarity are merged.
     segment_temperature : float, default 0.05
         Softmax temperature of the soft segment features (cosine to each centroid).
     recommend_config : interestflow.recommend.RecommendConfig, optional
@@ -52,11 +58,14 @@ class InterestEngine:
     """
 
     def __init__(self, *, encoder=None, half_life_days: float = 30.0, n_segments="auto",
+                 segmenter: str = "kmeans", merge_threshold: float | None = 0.95,
                  segment_temperature: float = 0.05, recommend_config=None,
                  random_state: int = 0, device=None, show_progress=None):
         self.encoder = encoder
         self.half_life_days = half_life_days
         self.n_segments = n_segments
+        self.segmenter = segmenter
+        self.merge_threshold = merge_threshold
         self.segment_temperature = segment_temperature
         self.recommend_config = recommend_config
         self.random_state = random_state
@@ -76,12 +85,23 @@ class InterestEngine:
         if not (np.isfinite(t) and t > 0):
             raise ValueError(f"segment_temperature={t!r} must be a finite number > 0")
         check_n_segments(self.n_segments)
+        self._segment_config()  # validates segmenter and merge_threshold
+        if self.segmenter == "hdbscan" and self.n_segments != "auto":
+            raise ValueError(f"n_segments={self.n_segments!r} applies to segmenter='kmeans'; "
+                             "segmenter='hdbscan' finds the number of segments itself: leave "
+                             "n_segments='auto'")
         enc = self.encoder
         if enc is not None and (isinstance(enc, (str, bytes, Path))
                                 or not callable(getattr(enc, "encode", None))):
             raise TypeError("encoder must be an interestflow.Encoder (an object with "
                             f"encode(texts)), got {type(enc).__name__}; for a model directory "
                             "pass encoder=Encoder(path)")
+
+    def _segment_config(self) -> SegmentConfig:
+        return SegmentConfig(n_segments=self.n_segments,
+                             temperature=float(self.segment_temperature),
+                             random_state=int(self.random_state), segmenter=self.segmenter,
+                             merge_threshold=self.merge_threshold)
 
     def _get_encoder(self):
         if self.encoder is None:
@@ -194,8 +214,7 @@ class InterestEngine:
 
         # segments
         t = time.perf_counter()
-        cfg = SegmentConfig(n_segments=self.n_segments, temperature=float(self.segment_temperature),
-                            random_state=int(self.random_state))
+        cfg = self._segment_config()
         labels, centroids, k, sil = fit_segments(self.user_vectors_, cfg, device=self.device)
         self.segments_ = labels
         self.segment_centroids_ = centroids
@@ -294,7 +313,8 @@ class InterestEngine:
     def user_features(self) -> pd.DataFrame:
         """Per-user segment features for a downstream ranker.
 
-        Columns ``user_id``, ``segment``, ``segment_0..K-1`` (soft, rows sum to 1).
+        Columns ``user_id``, ``segment`` (``-1``: noise under ``segmenter="hdbscan"``),
+        ``segment_0..K-1`` (soft, rows sum to 1; noise users too).
         """
         self._check_fitted()
         df = pd.DataFrame(self.segment_soft_,
@@ -310,14 +330,18 @@ class InterestEngine:
         return one_hot(self.segments_, self.n_segments_)
 
     def segment_summary(self) -> pd.DataFrame:
-        """One row per segment: ``segment``, ``size``, ``keywords``."""
+        """One row per segment: ``segment``, ``size``, ``keywords``.
+
+        Noise users (``segmenter="hdbscan"``) are counted in a last row with segment ``-1``.
+        """
         self._check_fitted()
-        sizes = np.bincount(self.segments_, minlength=self.n_segments_)
+        seg = np.asarray(self.segments_)
+        ids = list(range(self.n_segments_)) + ([-1] if (seg == -1).any() else [])
         return pd.DataFrame({
-            "segment": np.arange(self.n_segments_),
-            "size": sizes,
+            "segment": np.asarray(ids, np.int64),
+            "size": np.asarray([int((seg == s).sum()) for s in ids], np.int64),
             "keywords": [", ".join(w for w, _ in self.segment_keywords_.get(s, []))
-                         for s in range(self.n_segments_)],
+                         for s in ids],
         })
 
     def recommend(self, user_ids, k: int = 10, *, exclude_seen: bool = True) -> pd.DataFrame:
@@ -365,6 +389,7 @@ class InterestEngine:
 
     def get_params(self) -> dict:
         return {"half_life_days": self.half_life_days, "n_segments": self.n_segments,
+                "segmenter": self.segmenter, "merge_threshold": self.merge_threshold,
                 "segment_temperature": self.segment_temperature,
                 "random_state": self.random_state}
 

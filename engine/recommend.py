@@ -432,7 +432,7 @@ class Recommender:
             Interaction weights, finite and >= 0 (a weight of 0 marks the item as seen and
             adds nothing to popularity or to the seeds).
         user_segment : ndarray of int, shape (n_users,)
-            Segment of every user, in ``[0, K)``.
+            Segment of each user in ``[0, K)``, or ``-1`` for a noise user (HDBSCAN).
         segment_soft : ndarray, shape (n_users, K)
             Soft segment memberships (rows sum to 1).
         half_life_days : float
@@ -466,7 +466,12 @@ class Recommender:
         wt = _finite("inter_weight", inter_weight, n_inter, nonnegative=True)
         soft = _vectors("segment_soft", segment_soft, rows=n_users)
         n_seg = soft.shape[1]
-        seg = _index("user_segment", user_segment, n_users, n_seg)
+        seg = np.asarray(user_segment)
+        noise = np.zeros(n_users, bool)
+        if seg.ndim == 1 and np.issubdtype(seg.dtype, np.integer):
+            noise = seg == -1  # HDBSCAN noise: no segment of its own
+        seg = _index("user_segment", np.where(noise, 0, seg) if noise.any() else seg,
+                     n_users, n_seg)
         _number("half_life_days", half_life_days, low=0.0, low_open=True, allow_inf=True)
         hl = float(half_life_days)
         if inter_vectors is not None:
@@ -491,6 +496,7 @@ class Recommender:
         if cfg.segment_assignment == "hard":
             soft = np.zeros((n_users, n_seg), np.float32)
             soft[np.arange(n_users), seg] = 1.0
+            soft[noise] = 0.0  # a noise user gets no segment popularity
         self.user_segment_weights_ = soft
         self._fit_behaviour(iu, ii, ts, wt, n_users, n_items)
 

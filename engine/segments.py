@@ -17,9 +17,30 @@ class SegmentConfig:
     Attributes
     ----------
     n_segments : int or "auto"
-        Number of segments; ``"auto"`` picks K by silhouette on a sample.
+        ``segmenter="kmeans"`` only. Number of segments; ``"auto"`` picks K in
+        ``[k_min, k_max]`` by the mean cosine silhouette of K-means solutions on a seeded
+        sample (see :func:`choose_n_segments` for why silhouette).
     k_min, k_max : int
         Bounds for ``"auto"``; ``k_max=None`` means ``clip(sqrt(n_users / 2), k_min, 64)``.
+    segmenter : {"kmeans", "hdbscan"}
+        ``"kmeans"``: every user in one of K segments. ``"hdbscan"``: density-based segments
+        whose number follows the data; users in no dense region get segment ``-1`` (noise),
+        reported as such. Runs on cuML on a CUDA device when installed, else fast-hdbscan,
+        else scikit-learn's HDBSCAN (the choice is logged).
+    min_cluster_size : int or None
+        ``"hdbscan"`` only: the smallest segment; ``None`` means ``max(5, n_users // 100)``
+        (a segment below 1% of the users is too small to act on in a recommender).
+    hdbscan_dims : int
+        ``"hdbscan"`` only: users are projected on this many principal components first.
+        Density estimates degrade in hundreds of dimensions and the fast tree-based HDBSCAN
+        needs few; 16 components keep most of the variance of sentence-embedding means.
+    merge_threshold : float or None
+        Segments whose centroids have cosine similarity at or above this are merged (the
+        closest pair first, repeatedly), so one interest is not reported as two segments.
+        At 0.95 only near-duplicates merge: on the demo data the centroids of distinct topics
+        have cosine <= 0.75 while the two halves of one topic cut in two by too large a K have
+        0.88-0.96, so this merges the closest halves and never two topics. ``None`` disables
+        merging.
     sample_size : int
         Users sampled (without replacement, seeded) to score candidate K values.
     temperature : float
@@ -34,6 +55,31 @@ class SegmentConfig:
     sample_size: int = 3000
     temperature: float = 0.05
     random_state: int = 0
+    segmenter: str = "kmeans"
+    min_cluster_size: int | None = None
+    hdbscan_dims: int = 16
+    merge_threshold: float | None = 0.95
+
+    def __post_init__(self):
+        if self.segmenter not in SEGMENTERS:
+            raise ValueError(f"segmenter={self.segmenter!r} is not valid; pass one of "
+                             f"{', '.join(repr(x) for x in SEGMENTERS)}")
+        mcs = self.min_cluster_size
+        if mcs is not None and (isinstance(mcs, bool) or not isinstance(mcs, (int, np.integer))
+                                or mcs < 2):
+            raise ValueError(f"min_cluster_size={mcs!r} is not valid; pass None or an int >= 2")
+        hd = self.hdbscan_dims
+        if isinstance(hd, bool) or not isinstance(hd, (int, np.integer)) or hd < 1:
+            raise ValueError(f"hdbscan_dims={hd!r} is not valid; pass an int >= 1")
+        mt = self.merge_threshold
+        if mt is not None and (isinstance(mt, bool) or not isinstance(mt, (int, float))
+                               or not -1.0 <= float(mt) <= 1.0):
+            raise ValueError(f"merge_threshold={mt!r} is not valid; pass None or a cosine "
+                             "in [-1, 1]")
+
+
+#: Segmentation algorithms of :class:`SegmentConfig`.
+SEGMENTERS = ("kmeans", "hdbscan")
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -104,9 +150,11 @@ def soft_features(vectors: np.ndarray, centroids: np.ndarray, temperature: float
 
 
 def one_hot(labels: np.ndarray, n_segments: int) -> np.ndarray:
-    """One-hot segment features, shape (n_users, n_segments), float32."""
+    """One-hot segment features, shape (n_users, n_segments), float32; noise (-1) is all 0."""
+    labels = np.asarray(labels)
     out = np.zeros((len(labels), n_segments), dtype=np.float32)
-    out[np.arange(len(labels)), labels] = 1.0
+    rows = np.flatnonzero(labels >= 0)
+    out[rows, labels[rows]] = 1.0
     return out
 
 
@@ -125,17 +173,138 @@ def check_n_segments(k, n_users: int | None = None) -> None:
 
 
 def fit_segments(vectors: np.ndarray, config: SegmentConfig, *, device=None):
-    """Cluster users; returns ``(labels, centroids, k, silhouette_by_k)``."""
-    from .kmeans import KMeans
+    """Cluster users; returns ``(labels, centroids, k, silhouette_by_k)``.
 
+    ``labels`` is int64 of shape (n_users,) with values in ``[0, k)``, or ``-1`` for noise
+    users (``segmenter="hdbscan"`` only); ``centroids`` (k, dim) are unit vectors. Segments
+    closer than ``config.merge_threshold`` are merged before returning.
+    """
     n = len(vectors)
-    k = config.n_segments
     scores: dict[int, float] = {}
-    check_n_segments(k, n)
-    if k == "auto":
-        k, scores = choose_n_segments(vectors, config, device=device)
     unit = _unit(vectors)
-    km = KMeans(n_clusters=int(k), n_init=3, random_state=config.random_state, device=device)
-    labels = km.fit_predict(unit).astype(np.int64)
-    centroids = _unit(np.asarray(km.cluster_centers_, dtype=np.float32))
-    return labels, centroids, int(k), scores
+    if config.segmenter == "hdbscan":
+        labels = hdbscan_labels(unit, config, device=device)
+        k = int(labels.max()) + 1
+        if k < 1:
+            raise ValueError(
+                f"segmenter='hdbscan' found no segment among {n} users (all noise with "
+                f"min_cluster_size={_min_cluster_size(config, n)}); pass a smaller "
+                "min_cluster_size or segmenter='kmeans'")
+        centroids = _centroids(unit, labels, k)
+    else:
+        from .kmeans import KMeans
+
+        k = config.n_segments
+        check_n_segments(k, n)
+        if k == "auto":
+            k, scores = choose_n_segments(vectors, config, device=device)
+        km = KMeans(n_clusters=int(k), n_init=3, random_state=config.random_state, device=device)
+        labels = np.asarray(km.fit_predict(unit)).astype(np.int64)
+        centroids = _unit(np.asarray(km.cluster_centers_, dtype=np.float32))
+    if config.merge_threshold is not None and len(centroids) > 1:
+        labels, centroids = merge_close_segments(unit, labels, centroids,
+                                                 float(config.merge_threshold))
+    return labels, centroids, int(len(centroids)), scores
+
+
+def _centroids(unit: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Unit mean vector of each segment's members, shape (k, dim); noise rows ignored."""
+    keep = labels >= 0
+    sums = np.zeros((k, unit.shape[1]), np.float64)
+    np.add.at(sums, labels[keep], unit[keep])
+    return _unit(sums)
+
+
+def merge_close_segments(unit: np.ndarray, labels: np.ndarray, centroids: np.ndarray,
+                         threshold: float):
+    """Merge segments whose centroid cosine is >= ``threshold``, closest pair first.
+
+    After each merge the merged centroid is the unit mean of all its members, and cosines
+    are recomputed. Surviving segments are renumbered ``0..k'-1`` in order of their lowest
+    original id; noise (-1) stays noise.
+
+    Returns
+    -------
+    labels : ndarray of int64, shape (n_users,)
+    centroids : ndarray of float32, shape (k', dim)
+    """
+    labels = np.asarray(labels, np.int64).copy()
+    k = len(centroids)
+    sums = np.zeros((k, unit.shape[1]), np.float64)
+    keep = labels >= 0
+    np.add.at(sums, labels[keep], unit[keep])
+    alive = np.bincount(labels[keep], minlength=k) > 0
+    cents = _unit(sums).astype(np.float64)
+    target = np.arange(k)
+    merged = 0
+    while alive.sum() > 1:
+        idx = np.flatnonzero(alive)
+        sim = cents[idx] @ cents[idx].T
+        np.fill_diagonal(sim, -np.inf)
+        a, b = np.unravel_index(int(np.argmax(sim)), sim.shape)
+        if sim[a, b] < threshold:
+            break
+        a, b = sorted((int(idx[a]), int(idx[b])))
+        sums[a] += sums[b]
+        alive[b] = False
+        target[target == b] = a
+        cents[a] = sums[a] / max(np.linalg.norm(sums[a]), 1e-12)
+        merged += 1
+    if merged:
+        logger.info("merged %d near-duplicate segment(s) (centroid cosine >= %.3f)", merged,
+                    threshold)
+    survivors = np.flatnonzero(alive)
+    new_id = np.full(k, -1, np.int64)
+    new_id[survivors] = np.arange(len(survivors))
+    labels[keep] = new_id[target[labels[keep]]]
+    if not merged:
+        return labels, np.asarray(centroids, np.float32)
+    return labels, cents[survivors].astype(np.float32)
+
+
+def _min_cluster_size(config: SegmentConfig, n: int) -> int:
+    mcs = config.min_cluster_size
+    return int(mcs) if mcs is not None else max(5, n // 100)
+
+
+def hdbscan_labels(unit: np.ndarray, config: SegmentConfig, *, device=None) -> np.ndarray:
+    """HDBSCAN segment labels of unit user vectors (``-1`` = noise), int64 shape (n_users,).
+
+    The vectors are projected on ``config.hdbscan_dims`` principal components first. Backend:
+    cuML HDBSCAN when the device is CUDA and cuML is installed, else fast-hdbscan, else
+    scikit-learn's HDBSCAN; one log line says which.
+    """
+    from .resolve import module_available, resolve_device
+
+    n = len(unit)
+    mcs = _min_cluster_size(config, n)
+    if n < 2:
+        return np.full(n, -1, np.int64)
+    dims = int(min(config.hdbscan_dims, unit.shape[1], n))
+    centred = unit.astype(np.float64) - unit.mean(axis=0, dtype=np.float64)
+    # PCA by SVD of the centred data: deterministic (no random solver), sign-fixed below.
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    comps = vt[:dims]
+    comps *= np.where(comps[np.arange(dims), np.abs(comps).argmax(axis=1)] < 0, -1.0, 1.0)[:, None]
+    low = np.ascontiguousarray(centred @ comps.T, dtype=np.float32)
+    dev = resolve_device(device)
+    if dev.type == "cuda" and module_available("cuml"):
+        import cupy
+        from cuml.cluster import HDBSCAN as CuHDBSCAN
+
+        logger.info("segmenter='hdbscan' runs on cuML (CUDA), min_cluster_size=%d", mcs)
+        lab = CuHDBSCAN(min_cluster_size=mcs).fit_predict(cupy.asarray(low))
+        return cupy.asnumpy(lab).astype(np.int64)
+    if module_available("fast_hdbscan"):
+        import fast_hdbscan
+
+        logger.info("segmenter='hdbscan' runs on fast-hdbscan (CPU), min_cluster_size=%d", mcs)
+        lab = fast_hdbscan.HDBSCAN(min_cluster_size=mcs).fit_predict(low)
+    else:
+        from sklearn.cluster import HDBSCAN
+
+        logger.info("segmenter='hdbscan' runs on scikit-learn's HDBSCAN (CPU; fast-hdbscan is "
+                    "not installed: pip install fast-hdbscan), min_cluster_size=%d",
+                    mcs)
+        lab = HDBSCAN(min_cluster_size=mcs, copy=True).fit_predict(low)
+    return np.asarray(lab, np.int64)
