@@ -48,6 +48,15 @@ def _build_parser() -> argparse.ArgumentParser:
         r.add_argument(f"--{col}-col", default=None,
                        help=f"name of the column holding {col} (renamed to the standard name)")
     r.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    rp = sub.add_parser("report", help="write one self-contained HTML report of a run directory")
+    rp.add_argument("run_dir", help="run directory written by `interestflow run` or `demo`")
+    rp.add_argument("-o", "--output", default=None,
+                    help="output HTML file (default RUN_DIR/report.html)")
+    rp.add_argument("--title", default=None, help="page title (default: the run directory name)")
+    rp.add_argument("--max-map-points", type=int, default=2000,
+                    help="users drawn per snapshot on the map; above it a deterministic "
+                         "sample is drawn (default 2000)")
     return p
 
 
@@ -58,6 +67,8 @@ def main(argv=None) -> int:
     try:
         if args.command == "demo":
             return demo(n_users=args.users, seed=args.seed, progress=not args.no_progress)
+        if args.command == "report":
+            return report(args)
         return run(args)
     except (ValueError, TypeError, FileNotFoundError) as exc:
         print(f"interestflow: error: {exc}", file=sys.stderr)
@@ -195,6 +206,16 @@ def _write_run_outputs(engine, encoder, out: Path, k: int, t0: float) -> dict:
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     return summary
+
+
+def report(args) -> int:
+    """``interestflow report RUN_DIR [-o FILE]``: :func:`interestflow.report.write_report`."""
+    from .report import write_report
+
+    path = write_report(args.run_dir, args.output, title=args.title,
+                        max_map_points=args.max_map_points)
+    print(f"report written to {path}")
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
