@@ -8,8 +8,11 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "interests.hpp"
+#include "ward.hpp"
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -90,6 +93,61 @@ nb::tuple grouped_decayed_mean(AnyMat vectors, Vec<int64_t> offsets, Vec<double>
                                                   own_lws));
 }
 
+// numpy array owning a std::vector's buffer (no copy).
+template <typename T>
+nb::ndarray<nb::numpy, T, nb::ndim<1>> owned(std::vector<T>&& v) {
+  auto* heap = new std::vector<T>(std::move(v));
+  nb::capsule own(heap, [](void* p) noexcept { delete static_cast<std::vector<T>*>(p); });
+  return nb::ndarray<nb::numpy, T, nb::ndim<1>>(heap->data(), {heap->size()}, own);
+}
+
+nb::tuple ward_interests(AnyMat vectors, Vec<int64_t> offsets, Vec<double> ts,
+                         Vec<double> weights, Vec<double> ref, double half_life,
+                         double threshold, int64_t max_events, int64_t max_interests,
+                         int n_threads) {
+  const nb::dlpack::dtype dt = vectors.dtype();
+  const bool is_f32 = dt == nb::dtype<float>();
+  const bool is_f16 =
+      dt.code == static_cast<uint8_t>(nb::dlpack::dtype_code::Float) && dt.bits == 16 &&
+      dt.lanes == 1;
+  if (!is_f32 && !is_f16) {
+    throw nb::type_error(("vectors must be float32 or float16, got " + dtype_name(dt)).c_str());
+  }
+  const int64_t n_rows = static_cast<int64_t>(vectors.shape(0));
+  const int64_t dim = static_cast<int64_t>(vectors.shape(1));
+  if (n_rows > 0 && dim > 0 &&
+      !(vectors.stride(1) == 1 && (n_rows == 1 || vectors.stride(0) == dim))) {
+    throw std::invalid_argument("vectors must be C-contiguous (use np.ascontiguousarray)");
+  }
+  if (offsets.shape(0) < 1) {
+    throw std::invalid_argument("offsets must have n_users + 1 >= 1 entries, got 0");
+  }
+  const int64_t n_users = static_cast<int64_t>(offsets.shape(0)) - 1;
+  check_len("ts", ts.shape(0), n_rows, "one per vector row");
+  check_len("weights", weights.shape(0), n_rows, "one per vector row");
+  check_len("ref", ref.shape(0), n_users, "one per user, len(offsets) - 1");
+
+  interestflow::WardInterests r;
+  {
+    nb::gil_scoped_release release;
+    if (is_f32) {
+      r = interestflow::ward_user_interests(
+          static_cast<const float*>(vectors.data()), n_rows, dim, offsets.data(), n_users,
+          ts.data(), weights.data(), ref.data(), half_life, threshold, max_events,
+          max_interests, n_threads);
+    } else {
+      r = interestflow::ward_user_interests(
+          static_cast<const uint16_t*>(vectors.data()), n_rows, dim, offsets.data(), n_users,
+          ts.data(), weights.data(), ref.data(), half_life, threshold, max_events,
+          max_interests, n_threads);
+    }
+  }
+  return nb::make_tuple(owned(std::move(r.interest_offsets)), owned(std::move(r.medoid_rows)),
+                        owned(std::move(r.importance)), owned(std::move(r.sizes)),
+                        owned(std::move(r.labels)), owned(std::move(r.n_clustered)),
+                        owned(std::move(r.n_found)));
+}
+
 // Testing aid: convert float16 bit patterns (uint16) with a named implementation.
 nb::object f16_to_f32(Vec<uint16_t> halves, const std::string& impl) {
   const size_t n = halves.shape(0);
@@ -121,6 +179,27 @@ NB_MODULE(_native, m) {
         "Returns (means (n_users, dim) float32, log2_weight_sums (n_users,) float64); users "
         "with no rows or only zero weights get zeros and -inf. Raises ValueError naming the "
         "row on bad offsets, non-finite or negative weights, non-finite ts / ref / vectors.");
+  m.def("ward_interests", &ward_interests, "vectors"_a, "offsets"_a, "ts"_a, "weights"_a,
+        "ref"_a, "half_life_seconds"_a, "threshold"_a, "max_events"_a, "max_interests"_a,
+        "n_threads"_a = 0,
+        "ward_interests(vectors, offsets, ts, weights, ref, half_life_seconds, threshold, "
+        "max_events, max_interests, n_threads=0)\n\n"
+        "Per-user Ward clustering of event vectors cut at a distance threshold (the partitions "
+        "of scipy's linkage(method='ward') + fcluster(criterion='distance')), with a medoid "
+        "and a time-decayed importance per cluster; rows grouped by user via offsets.\n\n"
+        "vectors: (n_rows, dim) float32 or float16, C-contiguous. offsets: (n_users + 1,) "
+        "int64. ts, weights: (n_rows,) float64. ref: (n_users,) float64. Importance of a "
+        "cluster: sum of weights[i] * 2**(-(ref[u] - ts[i]) / half_life_seconds) over its "
+        "members (half_life_seconds <= 0 or inf: no decay). Only the max_events most recent "
+        "events of a user are clustered (1 <= max_events <= ward_max_events_limit); "
+        "max_interests > 0 keeps that many most important clusters. Releases the GIL."
+        "\n\nReturns (interest_offsets (n_users + 1,), medoid_rows (n_interests,), "
+        "importance (n_interests,) float64, sizes (n_interests,), labels (n_rows,): "
+        "interest within the user, -1 = not clustered (beyond max_events), -2 = cluster "
+        "beyond max_interests; n_clustered (n_users,), n_found (n_users,): clusters "
+        "before the max_interests cut); integer arrays are int64.  Interests are ordered "
+        "by importance, largest first.");
+  m.attr("ward_max_events_limit") = interestflow::kWardMaxEventsLimit;
   m.def("_f16_to_f32", &f16_to_f32, "halves"_a, "impl"_a,
         "Testing aid: float16 bit patterns (uint16) -> float32 with the named implementation "
         "('avx512', 'f16c', 'portable'); None when unavailable on this build / CPU.");
