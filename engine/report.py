@@ -673,8 +673,8 @@ h2{font-size:18px;margin:10px 0 6px}
 .controls input[type=range]{width:320px}
 table{border-collapse:collapse;width:100%;margin:6px 0 14px;font-size:13px}
 th,td{border-bottom:1px solid var(--line);padding:5px 8px;text-align:left;vertical-align:top}
-th{white-space:nowrap}
-td{overflow-wrap:anywhere}
+th,td.nw{white-space:nowrap}
+td.wrap{overflow-wrap:anywhere}
 table.segtable td:nth-child(3){min-width:180px}
 th{background:var(--panel)}
 td ul{margin:0;padding-left:18px}
@@ -754,7 +754,7 @@ def _texts_cell(texts: list[str]) -> str:
         return "<td>–</td>"
     lis = "".join(f"<li>{_esc(t if len(t) <= _TEXT_CLIP else t[:_TEXT_CLIP - 1] + '…')}</li>"
                   for t in texts)
-    return f"<td><ul>{lis}</ul></td>"
+    return f'<td class="wrap"><ul>{lis}</ul></td>'
 
 
 def _segment_table(rows, colors) -> str:
@@ -766,7 +766,8 @@ def _segment_table(rows, colors) -> str:
     for sid, size, kws, texts in rows:
         body.append(f'<tr><td><span class="sw" style="background:'
                     f'{colors.get(sid, _NOISE_COLOR)}"></span> {_esc(_seg_name(sid))}</td>'
-                    f'<td class="num">{size:,}</td><td>{_esc(", ".join(kws)) or "–"}</td>'
+                    f'<td class="num">{size:,}</td>'
+                    f'<td class="wrap">{_esc(", ".join(kws)) or "–"}</td>'
                     + (_texts_cell(texts or []) if has_texts else "") + "</tr>")
     return f'<table class="segtable">{head}{"".join(body)}</table>'
 
@@ -898,11 +899,12 @@ def render_report(run_dir, *, title: str | None = None, max_map_points: int = 20
             f'<span class="item"><svg width="18" height="18" viewBox="0 0 18 18">'
             f'{_marker(k, 9, 9, 6, grey)}</svg> {k}</span>' for k in LIFECYCLE_EVENTS)
         rows = "".join(
-            f"<tr><td>{_esc(tr.labels[int(r.snapshot)])}</td><td>{_esc(r.event)}</td>"
+            f'<tr><td class="nw">{_esc(tr.labels[int(r.snapshot)])}</td>'
+            f'<td class="nw">{_esc(r.event)}</td>'
             f"<td>{_esc(', '.join(map(_seg_name, r.segments_from)) or '–')}</td>"
             f"<td>{_esc(', '.join(map(_seg_name, r.segments_to)) or '–')}</td>"
             f"<td class=\"num\">{'' if pd.isna(r.value) else f'{r.value:.3f}'}</td>"
-            f"<td>{_esc(r.detail)}</td></tr>" for r in life.itertuples(index=False))
+            f'<td class="wrap">{_esc(r.detail)}</td></tr>' for r in life.itertuples(index=False))
         table = (f"<table><tr><th>snapshot</th><th>event</th><th>from</th><th>to</th>"
                  f"<th>value</th><th>detail</th></tr>{rows}</table>" if len(life) else
                  '<p class="note" id="no-events">No lifecycle events were detected.</p>')
