@@ -1,0 +1,680 @@
+"""numba CPU kernels for Lloyd's K-means: certified bf16 assignment and deterministic update.
+
+Assignment (:func:`kmeans_assign_numba`) scores one block of rows at a time with a oneDNN
+matmul (``torch.mm``) and reduces each row of the block with a parallel numba scan, so the
+``(n, n_clusters)`` score matrix never exists at once. With ``candidates="bfloat16"`` the
+matmul runs on bf16 copies of the rows and centroids (about 2.5x the fp32 rate on a CPU with
+AVX512-BF16, more with AMX) and every row carries a rigorous error bound: a row whose
+approximate winner beats every other centroid by more than the bound is *certified* to have
+the label the exact path gives; the other rows are recomputed by the exact path. The labels
+therefore do not depend on ``candidates``; only the time does.
+
+Update (:func:`kmeans_update_numba`) splits the rows into a fixed number of parts (from the
+shapes, never from the thread count); each part adds its rows in row order into its own float64
+block in parallel, and the blocks are then added in part order: the result does not depend on
+the number of threads or their scheduling.
+
+This module imports numba at import time; :mod:`interestflow.kernels` imports it only when
+the numba backend runs.
+
+The certificate
+---------------
+Notation: ``u = 2**-8`` (bf16 unit roundoff, round to nearest even), ``v = 2**-24`` (fp32),
+``gamma_m(w) = m w / (1 - m w)``, ``d = dim``, ``tau = 2**-126`` (smallest normal fp32/bf16).
+Per row ``x`` and centroid ``c``:
+
+- ``x~ = bf16(x)`` (torch's round-to-nearest-even) and the exact residual ``x_r = x - x~``,
+  kept through its norm, computed in float64 from the bf16 bits actually used. A row with a
+  bf16 subnormal is sent to the exact path (oneDNN's bf16 dot instructions may read
+  subnormals as zero); centroid subnormals are flushed here, so ``c~`` is what oneDNN reads.
+  The identity ``x.c = x~.c~ + x~.c_r + x_r.c`` and Cauchy-Schwarz give
+  ``|x.c - x~.c~| <= ||x~|| ||c_r|| + ||x_r|| ||c||``: rigorous, and about half of the
+  textbook ``2 u ||x|| ||c||`` because actual residuals are used.
+- oneDNN multiplies bf16 pairs exactly in fp32 and accumulates in fp32 in an order we do not
+  know: for any order the error is at most ``gamma_d(v) sum |p_i| <= gamma_d(v) ||x~|| ||c~||``,
+  plus ``tau`` per product or addition that underflows (flush-to-zero).
+- torch returns a bf16 matmul's result in bf16 (it has no fp32-output bf16 matmul on the CPU):
+  ``|out - pre| <= u |pre| <= u / (1 - u) |out|`` (+ ``tau``).
+  (``tests/test_numba_kmeans.py`` checks this error model against the installed oneDNN.)
+
+So ``E = ||x~|| ||c_r|| + ||x_r|| ||c|| + gamma_d(v) ||x~|| ||c~|| + u/(1-u) |out| +
+(2d + 1) tau`` bounds ``|out - x.c|``, and the bf16 score ``s~_j = ||c_j||^2 - 2 out_j``
+(float64; ``||c_j||^2`` is the same float64 number on both paths, so its own rounding cancels
+out of every comparison) is within ``B_j = 2 E(x, c_j) + 2**-53 (||c_j||^2 + 2 |out_j|)`` of
+``r_j = ||c_j||^2 - 2 x.c_j`` in exact arithmetic. The exact path's score
+``f_j = ||c_j||^2 - 2 fl(x.c_j)``, from an fp32 (float64 for float64 input) matmul summed in
+any order, is within
+
+    F_j = 2 gamma_d(v') ||x|| ||c_j|| + 4 d tau + 2**-53 (||c_j||^2 + 2.01 ||x|| ||c_j||)
+
+of ``r_j`` (``v' = 2**-24``, or ``2**-53`` for float64). Let ``M_j = (B_j + F_j + A_j)
+(1 + 2**-16)``, where ``A_j = 2**-52 (||c_j||^2 + 2 |out_j|)`` covers the float64 rounding
+of the comparison itself and the slack covers the rounding of the norms and of the bound.
+
+**Level 1.** With ``b`` the lowest ``s~`` (ties to the lower index), the row is certified when
+``s~_j - M_j > s~_b + M_b`` for every ``j != b``. Then
+``f_j >= r_j - F_j >= s~_j - M_j > s~_b + M_b >= r_b + F_b >= f_b``: the exact path's score
+of ``b`` is strictly the lowest, so the exact path picks ``b`` too, whatever order its BLAS
+summed in. For centred unit-norm embeddings ``M_j`` is about ``0.005``, so rows closer than
+that to a Voronoi boundary (a quarter of them on sentence-embedding-like data) go on to:
+
+**Level 2.** The candidates ``C = {j : s~_j - M_j <= s~_b + M_b}`` (at most
+``_MAX_CANDIDATES``) are rescored by direct float64 distances ``D_j = ||x - c_j||^2``, which
+differ from ``r_j + ||x||^2`` by at most ``gamma_{d+6}(2**-53) D_j + gamma_d(2**-53)
+||c_j||^2`` (the second term: ``||c_j||^2`` here is itself a float64 sum). With ``G_j`` that
+plus ``F_j`` (times the slack), the row is certified with label ``w = argmin_C D`` when
+``D_j - G_j > D_w + G_w`` for every other ``j`` in ``C``: then ``f_j > f_w`` for ``j`` in
+``C``, and ``f_j > f_b >= f_w`` for ``j`` outside ``C`` by level 1's inequality.
+
+Rows that pass neither level (exact or fp32-level ties, more than ``_MAX_CANDIDATES``
+overlapping centroids, NaN/inf, bf16 subnormals, overflow) are recomputed on the exact path.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+import torch
+
+from interestflow.kernels.reference import chunk_rows_for
+
+__all__ = ["kmeans_assign_numba", "kmeans_update_numba", "assign_with_stats",
+           "CANDIDATE_OPTIONS", "AUTO_BF16_MIN_WORK"]
+
+#: Valid values of ``candidates``: "float32" is the exact path in the input's dtype.
+CANDIDATE_OPTIONS = ("auto", "bfloat16", "float32")
+
+#: ``candidates="auto"`` uses bf16 only at or above this many multiply-adds per call
+#: (n * n_clusters * dim), and only for n_clusters >= 32 and dim >= 64: below that the bf16
+#: conversion of the rows and the certificate scan cost about as much as the matmul saves
+#: (measured on a 2-core Zen 4: at n=2048, K=256, d=384 bf16 is only ~1.2x faster).
+AUTO_BF16_MIN_WORK = 1 << 27
+_AUTO_BF16_MIN_CLUSTERS = 32
+_AUTO_BF16_MIN_DIM = 64
+#: "auto" gives up on bf16 for the rest of a call when more than this fraction of the rows
+#: seen so far failed the certificate (each failed row costs a full exact row on top of its
+#: bf16 row: at ~0.4 the bf16 pass no longer saves time). The switch depends only on the data,
+#: so results stay deterministic; labels are the same either way.
+_AUTO_MAX_FAIL_FRACTION = 0.4
+_AUTO_MIN_ROWS_BEFORE_SWITCH = 4096
+
+#: Bytes of one score block (rows x n_clusters): small enough that the block the matmul
+#: writes is still in cache when the numba scan reads it.
+SCORE_BLOCK_BYTES = 4 * 2**20
+
+#: A row whose bf16 interval overlaps more than this many centroids goes straight to the exact
+#: path (rescoring the overlapping centroids one by one would cost more than its matmul row).
+_MAX_CANDIDATES = 16
+
+#: kmeans_update: number of row parts (fixed, independent of the thread count) and the
+#: memory budget of their float64 partial sums.
+_UPDATE_PARTS = 8
+_UPDATE_BUDGET_BYTES = 128 * 2**20
+
+#: bf16 is refused above this dim: gamma_d needs d * 2**-24 well below 1.
+_MAX_BF16_DIM = 1 << 20
+
+_U_BF16 = 2.0 ** -8
+_TAU = 2.0 ** -126
+_EPS64 = 2.0 ** -53
+_SLACK = 1.0 + 2.0 ** -16
+
+
+def _gamma(d: int, unit: float) -> float:
+    return d * unit / (1.0 - d * unit)
+
+
+# --------------------------------------------------------------------------- numba kernels
+
+#: fastmath flags that keep NaN/inf semantics (isfinite checks stay valid) but let LLVM
+#: vectorise the float64 sums. The summation order is then fixed by the compiled code, not by
+#: threads, so results stay deterministic.
+_FM = {"reassoc", "contract"}
+
+_MASK63 = np.int64(0x7FFFFFFFFFFFFFFF)
+
+_ROW_BLOCK = 64  # rows per prange task where a task needs scratch buffers
+
+
+@nb.njit(fastmath=_FM, cache=True)
+def _sqdist(x, row, c, j):
+    """||x[row] - c[j]||^2 summed in float64."""
+    acc = 0.0
+    for q in range(x.shape[1]):
+        diff = np.float64(x[row, q]) - np.float64(c[j, q])
+        acc += diff * diff
+    return acc
+
+
+@nb.njit(fastmath=_FM, cache=True)
+def _argmin_lowest(si, k):
+    """Index of the smallest of ``k`` float64 values given as their int64 bits ``si``.
+
+    Lowest index among equal values. Two vectorised integer passes (a float min reduction
+    does not vectorise here): the bits are mapped to integers of the same order (flip the
+    magnitude bits of negatives), then the first index holding the minimum key is found.
+    NaN sorts beyond +-inf; callers check finiteness separately.
+    """
+    kmin = _MASK63
+    for j in range(k):
+        v = si[j]
+        key = v ^ ((v >> 63) & _MASK63)
+        kmin = key if key < kmin else kmin
+    best = k
+    for j in range(k):
+        v = si[j]
+        key = v ^ ((v >> 63) & _MASK63)
+        c = j if key == kmin else k
+        best = c if c < best else best
+    return best
+
+
+@nb.njit(parallel=True, fastmath=_FM, cache=True)
+def _scan_exact(dots, x, rows, c, c_sq, labels, min_sq, bad):
+    """Exact path: label of ``x[rows[i]]`` from ``dots[i] = x[rows[i]] @ c.T`` + its distance.
+
+    Scores ``c_sq[j] - 2 dots[i, j]`` in float64; the strict ``<`` keeps the lower index on
+    ties. ``bad[i]`` is set when the row's best score or distance is not finite.
+    """
+    m, k = dots.shape
+    n_blocks = (m + _ROW_BLOCK - 1) // _ROW_BLOCK
+    for blk in nb.prange(n_blocks):
+        s = np.empty(k, np.float64)
+        si = s.view(np.int64)
+        for i in range(blk * _ROW_BLOCK, min(m, (blk + 1) * _ROW_BLOCK)):
+            row = rows[i]
+            n_bad = 0
+            for j in range(k):
+                sj = c_sq[j] - 2.0 * np.float64(dots[i, j])
+                s[j] = sj
+                n_bad += not (abs(sj) < np.inf)
+            best = _argmin_lowest(si, k)
+            acc = _sqdist(x, row, c, best)
+            labels[row] = best
+            min_sq[row] = acc
+            bad[i] = n_bad > 0 or not np.isfinite(acc)
+
+
+@nb.njit(parallel=True, fastmath=_FM, cache=True)
+def _scan_bf16(sc_bits, xb_bits, x, row0, c, c_sq, col_p, col_q, col_r, col_f, coef_xn,
+               beta, gamma_hi, max_cand, labels, min_sq, status):
+    """Certify the bf16 scores of rows ``row0 + i``; see the module docstring.
+
+    ``sc_bits`` (m, K) and ``xb_bits`` (m, dim) are the bf16 scores and rows as int16 bits.
+    Level 1: the bf16 winner is separated from every other centroid by ``M``. Level 2 (at
+    most ``max_cand`` overlapping candidates): the candidates' float64 distances separate
+    one winner by the exact path's bound ``G``. ``status[i]``: 0 certified at level 1, 1 at
+    level 2, 2 not certified (the caller recomputes the row on the exact path).
+    """
+    m, k = sc_bits.shape
+    d = x.shape[1]
+    slack = 1.0 + 2.0 ** -16
+    n_blocks = (m + _ROW_BLOCK - 1) // _ROW_BLOCK
+    for blk in nb.prange(n_blocks):
+        ubx = np.empty(d, np.uint32)
+        fbx = ubx.view(np.float32)
+        ubs = np.empty(k, np.uint32)
+        fbs = ubs.view(np.float32)
+        s = np.empty(k, np.float64)
+        si = s.view(np.int64)
+        t = np.empty(k, np.float64)
+        cand_j = np.empty(max_cand, np.int64)
+        cand_d = np.empty(max_cand, np.float64)
+        for i in range(blk * _ROW_BLOCK, min(m, (blk + 1) * _ROW_BLOCK)):
+            row = row0 + i
+            status[i] = 2
+            # norms of x, x~ and x - x~ (exact residual); bf16 subnormals are refused
+            # because oneDNN may read them as zero
+            n_sub = 0
+            for q in range(d):
+                bb = np.uint32(np.uint16(xb_bits[i, q]))
+                n_sub += ((bb & np.uint32(0x7F80)) == 0) & ((bb & np.uint32(0x7F)) != 0)
+                ubx[q] = bb << np.uint32(16)
+            xs = 0.0
+            ts = 0.0
+            rs = 0.0
+            for q in range(d):
+                xv = np.float64(x[row, q])
+                tv = np.float64(fbx[q])
+                xs += xv * xv
+                ts += tv * tv
+                rs += (xv - tv) * (xv - tv)
+            if n_sub > 0 or not (np.isfinite(xs) and np.isfinite(ts) and np.isfinite(rs)):
+                continue
+            xn = math.sqrt(xs)
+            a = 2.0 * math.sqrt(rs) + coef_xn * xn
+            bq = 2.0 * math.sqrt(ts)
+            n_nonfinite = 0  # bf16 exponent all ones: inf/NaN (overflow)
+            for j in range(k):
+                bb = np.uint32(np.uint16(sc_bits[i, j]))
+                n_nonfinite += (bb & np.uint32(0x7F80)) == np.uint32(0x7F80)
+                ubs[j] = bb << np.uint32(16)
+            if n_nonfinite > 0:
+                continue
+            for j in range(k):
+                o = np.float64(fbs[j])
+                sj = c_sq[j] - 2.0 * o
+                s[j] = sj
+                t[j] = sj - slack * (a * col_p[j] + bq * col_q[j] + beta * abs(o) + col_r[j])
+            # any index is sound here (the check below tests it against every centroid);
+            # the lowest score is the only one that can pass
+            best = _argmin_lowest(si, k)
+            sb = s[best]
+            ob = np.float64(fbs[best])
+            thr = sb + slack * (a * col_p[best] + bq * col_q[best] + beta * abs(ob)
+                                + col_r[best])
+            if not np.isfinite(thr):
+                continue
+            n_over = 0
+            for j in range(k):
+                n_over += t[j] <= thr  # all finite here
+            if n_over == 1:
+                labels[row] = best
+                min_sq[row] = _sqdist(x, row, c, best)
+                status[i] = 0
+                continue
+            if n_over > max_cand:
+                continue
+            nc = 0
+            w = -1
+            dw = np.inf
+            for j in range(k):
+                if not (t[j] > thr):
+                    dj = _sqdist(x, row, c, j)
+                    cand_j[nc] = j
+                    cand_d[nc] = dj
+                    nc += 1
+                    if dj < dw:  # ascending j, strict: ties keep the lower index
+                        dw = dj
+                        w = j
+            if w < 0 or not np.isfinite(dw):
+                continue
+            gw = slack * (coef_xn * xn * col_p[w] + col_f[w] + gamma_hi * dw)
+            ok = True
+            for q in range(nc):
+                j = cand_j[q]
+                if j != w:
+                    gj = slack * (coef_xn * xn * col_p[j] + col_f[j] + gamma_hi * cand_d[q])
+                    if not (cand_d[q] - gj > dw + gw):
+                        ok = False
+            if ok:
+                labels[row] = w
+                min_sq[row] = dw
+                status[i] = 1
+
+
+@nb.njit(parallel=True, fastmath=_FM, cache=True)
+def _partial_sums(x, labels, w, weighted, parts, part_counts, bad_rows):
+    """Part ``p`` of a fixed split of the rows adds its rows into ``parts[p]`` (float64).
+
+    ``bad_rows[p]`` is the first row of part ``p`` whose label is out of range, else -1.
+    """
+    n, d = x.shape
+    n_parts, n_clusters, _ = parts.shape
+    step = (n + n_parts - 1) // n_parts
+    for p in nb.prange(n_parts):
+        acc = parts[p]
+        cnt = part_counts[p]
+        bad_rows[p] = -1
+        for i in range(p * step, min(n, (p + 1) * step)):
+            lab = labels[i]
+            if lab < 0 or lab >= n_clusters:
+                bad_rows[p] = i
+                break
+            if weighted:
+                wi = w[i]
+                for j in range(d):
+                    acc[lab, j] += wi * np.float64(x[i, j])
+                cnt[lab] += wi
+            else:
+                for j in range(d):
+                    acc[lab, j] += np.float64(x[i, j])
+                cnt[lab] += 1.0
+
+
+@nb.njit(parallel=True, cache=True)
+def _reduce_parts(parts, part_counts, sums, counts):
+    """sums = parts[0] + parts[1] + ... in that order (fixed, whatever the threads)."""
+    n_parts, n_clusters, d = parts.shape
+    for k in nb.prange(n_clusters):
+        for j in range(d):
+            acc = 0.0
+            for p in range(n_parts):
+                acc += parts[p, k, j]
+            sums[k, j] = acc
+        cnt = 0.0
+        for p in range(n_parts):
+            cnt += part_counts[p, k]
+        counts[k] = cnt
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_cpu_float_matrix(name: str, t) -> None:
+    if not torch.is_tensor(t):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n, dim), got shape {tuple(t.shape)}")
+    if t.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"{name} must be float32 or float64 for the numba backend, got "
+                        f"{t.dtype}; convert it first (e.g. {name}.float())")
+    if t.device.type != "cpu":
+        raise ValueError(f"{name} is on {t.device} but the numba kernels run on the CPU; "
+                         "pass a CPU tensor or use backend='triton'/'torch'")
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().contiguous().numpy()
+
+
+def _resolve_candidates(candidates, n: int, k: int, d: int) -> str:
+    if not isinstance(candidates, str) or candidates not in CANDIDATE_OPTIONS:
+        raise ValueError(f"candidates={candidates!r} is not valid; pass one of "
+                         f"{', '.join(repr(c) for c in CANDIDATE_OPTIONS)}")
+    if candidates == "bfloat16" and d > _MAX_BF16_DIM:
+        raise ValueError(f"candidates='bfloat16' supports dim <= {_MAX_BF16_DIM} (the error "
+                         f"bound needs dim * 2**-24 << 1), got dim={d}; pass "
+                         "candidates='float32'")
+    if candidates != "auto":
+        return candidates
+    from interestflow.resolve import cpu_has_fast_bf16
+
+    big = (float(n) * k * d >= AUTO_BF16_MIN_WORK and k >= _AUTO_BF16_MIN_CLUSTERS
+           and _AUTO_BF16_MIN_DIM <= d <= _MAX_BF16_DIM)
+    return "bfloat16" if big and cpu_has_fast_bf16() else "float32"
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def kmeans_assign_numba(x: torch.Tensor, centroids: torch.Tensor, *, x_sq_norms=None,
+                        candidates: str = "auto"):
+    """Nearest centroid of every row of ``x`` and the exact squared distance to it.
+
+    Rows are processed in blocks of at most ``SCORE_BLOCK_BYTES`` of scores; each block is one
+    ``torch.mm`` (oneDNN) and one parallel numba scan. Ties go to the lower centroid index.
+
+    Parameters
+    ----------
+    x : torch.Tensor of shape (n, dim)
+        CPU, float32 or float64.
+    centroids : torch.Tensor of shape (n_clusters, dim)
+        CPU, same dtype as ``x``.
+    x_sq_norms : torch.Tensor of shape (n,), optional
+        ``(x * x).sum(1)``, accepted for the common assign signature of every backend (the
+        Lloyd loop passes it). Checked for shape only and not used: the distance to the chosen
+        centroid is computed directly, and the bf16 certificate computes its own norms while
+        rounding the rows, so that a stale value could never invalidate it.
+    candidates : {"auto", "bfloat16", "float32"}, default="auto"
+        ``"float32"``: the exact path, scores from a matmul in ``x``'s dtype (float32 or
+        float64). ``"bfloat16"``: scores from a bf16 matmul, each row certified by a rigorous
+        error bound (module docstring) and recomputed on the exact path when the bound does
+        not separate its winner; the labels equal the exact path's on any data.
+        ``"auto"``: ``"bfloat16"`` when the CPU has native bf16
+        (:func:`interestflow.resolve.cpu_has_fast_bf16`), ``n_clusters >= 32``,
+        ``dim >= 64`` and ``n * n_clusters * dim >= AUTO_BF16_MIN_WORK``; it also switches to
+        the exact path for the rest of the call once over 40% of the rows have failed the
+        certificate (data the bf16 pass cannot resolve).
+
+    Returns
+    -------
+    labels : torch.Tensor of shape (n,), int64
+    min_sq_dist : torch.Tensor of shape (n,)
+        ``||x_i - c_{labels_i}||^2`` summed directly in float64, returned in ``x``'s dtype
+        (hence never negative).
+
+    Raises
+    ------
+    ValueError
+        For bad shapes, a non-CPU tensor, an unknown ``candidates``, or a row whose distances
+        are not finite (NaN/inf in ``x`` or ``centroids``, or overflow); the message names the row.
+    TypeError
+        For non-tensors or dtypes other than float32/float64, or mismatched dtypes.
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.tensor([[0.0, 0.0], [0.9, 1.0], [5.0, 5.0]])
+    >>> c = torch.tensor([[0.0, 0.0], [5.0, 5.0]])
+    >>> kmeans_assign_numba(x, c)[0].tolist()
+    [0, 0, 1]
+    """
+    labels, min_sq, _ = assign_with_stats(x, centroids, x_sq_norms=x_sq_norms,
+                                          candidates=candidates)
+    return labels, min_sq
+
+
+def assign_with_stats(x: torch.Tensor, centroids: torch.Tensor, *, x_sq_norms=None,
+                      candidates: str = "auto"):
+    """:func:`kmeans_assign_numba` plus a dict saying how the rows were resolved.
+
+    Returns
+    -------
+    labels, min_sq_dist : as :func:`kmeans_assign_numba`
+    stats : dict
+        ``mode`` (the path chosen for the first block: "bfloat16" or "float32"),
+        ``rows_bf16`` (rows scored by the bf16 pass), ``rows_failed`` (of those, rows that
+        failed the certificate and were recomputed exactly) and ``switched_to_exact``
+        ("auto" gave up on bf16 part-way).
+    """
+    _check_cpu_float_matrix("x", x)
+    _check_cpu_float_matrix("centroids", centroids)
+    if x.dtype != centroids.dtype:
+        raise TypeError(f"x has dtype {x.dtype} but centroids has dtype {centroids.dtype}; "
+                        "they must match")
+    n, d = x.shape
+    k = centroids.shape[0]
+    if centroids.shape[1] != d:
+        raise ValueError(f"x has dim {d} but centroids has dim {centroids.shape[1]}; they "
+                         "must match")
+    if k < 1:
+        raise ValueError("centroids must have at least one row (n_clusters >= 1), got 0")
+    if x_sq_norms is not None:
+        if not torch.is_tensor(x_sq_norms) or tuple(x_sq_norms.shape) != (n,):
+            shape = tuple(x_sq_norms.shape) if torch.is_tensor(x_sq_norms) else None
+            raise ValueError(f"x_sq_norms must be a tensor of shape ({n},), got "
+                             f"{type(x_sq_norms).__name__} of shape {shape}")
+    mode = _resolve_candidates(candidates, n, k, d)
+    np_dtype = np.float32 if x.dtype == torch.float32 else np.float64
+    labels = np.empty(n, np.int64)
+    min_sq = np.empty(n, np.float64)
+    stats = {"mode": mode, "rows_bf16": 0, "rows_rescored": 0, "rows_exact_fallback": 0,
+             "switched_to_exact": False}
+    if n == 0:
+        return torch.from_numpy(labels), torch.from_numpy(min_sq.astype(np_dtype)), stats
+
+    x_np = _np(x)
+    c_np = _np(centroids)
+    xt = torch.from_numpy(x_np)
+    ct_exact = torch.from_numpy(c_np).T  # (d, K) view: BLAS takes the transpose for free
+    c64 = c_np.astype(np.float64)
+    c_sq = np.einsum("ij,ij->i", c64, c64)
+    bad_c = np.flatnonzero(~np.isfinite(c_sq))
+    if bad_c.size:
+        raise ValueError(f"centroids row {int(bad_c[0])} is not finite (NaN/inf, or its "
+                         "squared norm overflows float64); centroids must be finite")
+    # one block of scores (rows, K) and one of rows (rows, dim) stay under the budget
+    rows = min(n, chunk_rows_for(max(k, d) * x.element_size(), block_bytes=SCORE_BLOCK_BYTES))
+    dots = torch.empty((rows, k), dtype=x.dtype)
+    dots_np = dots.numpy()
+
+    def exact(row_idx: np.ndarray, x_rows: torch.Tensor) -> None:
+        m = row_idx.shape[0]
+        for s0 in range(0, m, rows):
+            idx = row_idx[s0:s0 + rows]
+            mm = idx.shape[0]
+            torch.mm(x_rows[s0:s0 + rows], ct_exact, out=dots[:mm])
+            bad = np.empty(mm, np.bool_)
+            _scan_exact(dots_np[:mm], x_np, idx, c_np, c_sq, labels, min_sq, bad)
+            if bad.any():
+                r = int(idx[np.flatnonzero(bad)[0]])
+                raise ValueError(
+                    f"x row {r}: its squared distances to the centroids are not finite; x must "
+                    f"be finite and small enough for its distances not to overflow {x.dtype}")
+
+    if mode == "bfloat16":
+        prep = _bf16_centroids(c_np, c_sq, d, np_dtype)
+        x_b = torch.empty((rows, d), dtype=torch.bfloat16)
+        xb_np = x_b.view(torch.int16).numpy()
+        scores = torch.empty((rows, k), dtype=torch.bfloat16)
+        scores_np = scores.view(torch.int16).numpy()
+        status = np.empty(rows, np.uint8)
+        n_fallback = 0
+        n_rescored = 0
+    seen = 0
+    for start in range(0, n, rows):
+        stop = min(n, start + rows)
+        m = stop - start
+        if (mode == "bfloat16" and candidates == "auto"
+                and seen >= _AUTO_MIN_ROWS_BEFORE_SWITCH
+                and n_fallback > _AUTO_MAX_FAIL_FRACTION * seen):
+            mode = "float32"
+            stats["switched_to_exact"] = True
+        if mode != "bfloat16":
+            exact(np.arange(start, stop, dtype=np.int64), xt[start:stop])
+            continue
+        x_b[:m].copy_(xt[start:stop])  # round to nearest even
+        torch.mm(x_b[:m], prep["cb_t"], out=scores[:m])
+        _scan_bf16(scores_np[:m], xb_np[:m], x_np, start, c_np, c_sq, prep["p"], prep["q"],
+                   prep["r"], prep["f"], prep["coef_xn"], prep["beta"], prep["gamma_hi"],
+                   _MAX_CANDIDATES, labels, min_sq, status[:m])
+        redo = np.flatnonzero(status[:m] == 2)
+        n_rescored += int(np.count_nonzero(status[:m] == 1))
+        if redo.size:
+            idx = redo + start
+            exact(idx, xt[torch.from_numpy(idx)])
+        n_fallback += redo.size
+        seen += m
+    if stats["mode"] == "bfloat16":
+        stats["rows_bf16"] = seen
+        stats["rows_exact_fallback"] = int(n_fallback)
+        stats["rows_rescored"] = n_rescored
+    return (torch.from_numpy(labels), torch.from_numpy(min_sq.astype(np_dtype, copy=False)),
+            stats)
+
+
+def _bf16_centroids(c_np: np.ndarray, c_sq: np.ndarray, d: int, np_dtype) -> dict:
+    """bf16 centroids (subnormals flushed) and the per-column terms of the bounds."""
+    bits = torch.from_numpy(c_np).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+    bits = bits.copy()
+    sub = (bits & 0x7F80) == 0
+    bits[sub] &= 0x8000  # flush subnormals ourselves: c~ is then what oneDNN reads
+    c_t = (bits.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+    c64 = c_np.astype(np.float64)
+    p = np.sqrt(c_sq)
+    q = (np.sqrt(np.einsum("ij,ij->i", c64 - c_t, c64 - c_t))
+         + _gamma(d, 2.0 ** -24) * np.sqrt(np.einsum("ij,ij->i", c_t, c_t)))
+    gamma_ex = _gamma(d, 2.0 ** -24 if np_dtype == np.float32 else _EPS64)
+    return {
+        "cb_t": torch.from_numpy(bits.view(np.int16)).view(torch.bfloat16).T,
+        "p": p,
+        "q": q,
+        # underflow of both paths, float64 rounding of both scores and of the comparison
+        "r": (8 * d + 2) * _TAU + 4.0 * _EPS64 * c_sq,
+        # exact path's bound (level 2), plus |c_sq - ||c||^2| from its float64 sum
+        "f": 4 * d * _TAU + (d + 4) * _EPS64 * c_sq,
+        "coef_xn": 2.0 * gamma_ex + 2.01 * _EPS64,
+        "beta": 2.0 * _U_BF16 / (1.0 - _U_BF16) + 8.0 * _EPS64,
+        # float64 direct distances (d + 3 roundings) and the comparison's rounding
+        "gamma_hi": _gamma(d + 6, _EPS64),
+    }
+
+
+def kmeans_update_numba(x: torch.Tensor, labels: torch.Tensor, n_clusters: int,
+                        sample_weight=None):
+    """Per-cluster (weighted) sums of rows and total weights, deterministically.
+
+    The rows are split into at most 8 parts fixed by the shapes; in parallel, each part adds
+    its rows (times their weights) in row order into its own float64 block, and the blocks are
+    added in part order. The result is bit-identical whatever the thread count or scheduling.
+
+    Parameters
+    ----------
+    x : torch.Tensor of shape (n, dim)
+        CPU, float32 or float64.
+    labels : torch.Tensor of shape (n,), int64
+        Values in ``[0, n_clusters)``.
+    n_clusters : int
+        At least 1.
+    sample_weight : torch.Tensor of shape (n,), optional
+        Finite, non-negative; ``None`` means all ones.
+
+    Returns
+    -------
+    sums : torch.Tensor of shape (n_clusters, dim)
+        ``sum_i w_i x_i`` per cluster, in ``x``'s dtype (0 for an empty cluster).
+    counts : torch.Tensor of shape (n_clusters,)
+        ``sum_i w_i`` per cluster, in ``x``'s dtype.
+
+    Raises
+    ------
+    ValueError
+        Shape mismatches, a label outside ``[0, n_clusters)`` (naming the row), or a negative
+        or non-finite weight (naming the row).
+    TypeError
+        Non-tensors, a non-integer ``n_clusters``, labels not int64, unsupported dtypes.
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    >>> sums, counts = kmeans_update_numba(x, torch.tensor([1, 0, 1]), 2)
+    >>> sums.tolist(), counts.tolist()
+    ([[3.0, 4.0], [6.0, 8.0]], [1.0, 2.0])
+    """
+    _check_cpu_float_matrix("x", x)
+    if isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer)):
+        raise TypeError(f"n_clusters must be an integer >= 1, got {n_clusters!r}")
+    if n_clusters < 1:
+        raise ValueError(f"n_clusters={n_clusters} is invalid; pass an integer >= 1")
+    n_clusters = int(n_clusters)
+    n, d = x.shape
+    if not torch.is_tensor(labels):
+        raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
+    if tuple(labels.shape) != (n,):
+        raise ValueError(f"labels must have shape ({n},) to match x, got {tuple(labels.shape)}")
+    if labels.dtype != torch.int64:
+        raise TypeError(f"labels must be int64, got {labels.dtype}")
+    if labels.device.type != "cpu":
+        raise ValueError(f"labels is on {labels.device}; the numba kernels run on the CPU")
+    weighted = sample_weight is not None
+    if weighted:
+        if not torch.is_tensor(sample_weight):
+            raise TypeError(f"sample_weight must be a torch.Tensor, got "
+                            f"{type(sample_weight).__name__}")
+        if tuple(sample_weight.shape) != (n,):
+            raise ValueError(f"sample_weight must have shape ({n},) to match x, got "
+                             f"{tuple(sample_weight.shape)}")
+        if not sample_weight.is_floating_point():
+            raise TypeError(f"sample_weight must be floating point, got {sample_weight.dtype}")
+        w = sample_weight.detach().cpu().to(torch.float64).contiguous().numpy()
+        bad = np.flatnonzero(~(w >= 0) | ~np.isfinite(w))
+        if bad.size:
+            r = int(bad[0])
+            raise ValueError(f"sample_weight must be finite and >= 0; row {r} has {w[r]!r}")
+    else:
+        w = np.empty(0, np.float64)
+    if n == 0:
+        return (torch.zeros((n_clusters, d), dtype=x.dtype),
+                torch.zeros(n_clusters, dtype=x.dtype))
+    # A fixed split of the rows (from the shapes only, never from the thread count) into at
+    # most 8 parts, each summed in row order into its own float64 block, then the blocks
+    # added in part order: deterministic, and the blocks stay within a 128 MiB budget.
+    n_parts = max(1, min(_UPDATE_PARTS, -(-n // 2048),
+                         _UPDATE_BUDGET_BYTES // max(1, n_clusters * d * 8)))
+    parts = np.zeros((n_parts, n_clusters, d), np.float64)
+    part_counts = np.zeros((n_parts, n_clusters), np.float64)
+    bad_rows = np.empty(n_parts, np.int64)
+    _partial_sums(_np(x), _np(labels), w, weighted, parts, part_counts, bad_rows)
+    bad = bad_rows[bad_rows >= 0]
+    if bad.size:
+        r = int(bad.min())
+        raise ValueError(f"labels[{r}]={int(labels[r])} is outside [0, n_clusters={n_clusters})")
+    sums = np.empty((n_clusters, d), np.float64)
+    counts = np.empty(n_clusters, np.float64)
+    _reduce_parts(parts, part_counts, sums, counts)
+    dtype = x.dtype
+    return torch.from_numpy(sums).to(dtype), torch.from_numpy(counts).to(dtype)
