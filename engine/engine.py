@@ -22,6 +22,18 @@ def _factorize(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
     return codes.astype(np.int64), pd.Index(uniques)
 
 
+def _check_same_id_type(column: str, new: pd.Series, known: pd.Index, where: str = "events"):
+    """partial_fit: new ids must have the type of the ids seen by fit (so that they match)."""
+    if not len(new) or not len(known):
+        return
+    a, b = new.iloc[0], known[0]
+    ints = (int, np.integer)
+    if type(a) is not type(b) and not (isinstance(a, ints) and isinstance(b, ints)):
+        raise ValueError(
+            f"{where} column {column!r} holds {type(a).__name__} ids (row 0: {a!r}) but the "
+            f"engine was fitted with {type(b).__name__} ids ({b!r}); cast them to the same type")
+
+
 class InterestEngine:
     """Users' texts to interest vectors, segments and recommendations.
 
@@ -203,6 +215,7 @@ class InterestEngine:
                 f"events; first is user_id {self.user_ids_[code]!r} at row {row}; such a user "
                 "carries no interest signal: drop its events or give them weight > 0")
         self.user_vectors_ = _unit(means)
+        self.user_mean_ = np.asarray(means, np.float32)  # sufficient statistic for partial_fit
         self.user_log2_weight_ = log2w
         self.reference_time_ = float(ts.max() if now_s is None else now_s)
         timings["user_vectors_s"] = time.perf_counter() - t
@@ -237,11 +250,218 @@ class InterestEngine:
             inter_weight=w[sel], user_segment=self.segments_, segment_soft=self.segment_soft_,
             half_life_days=float(self.half_life_days), inter_vectors=uvecs[ev_vec_code[sel]],
             item_from_interactions=(self.item_vector_source_ == "events"))
+        self.interactions_ = {"user": user_codes[sel].astype(np.int64), "item": item_rows,
+                              "ts": ts[sel], "weight": w[sel]}
         timings["recommender_s"] = time.perf_counter() - t
         timings["total_s"] = time.perf_counter() - t0
         self.timings_ = timings
         self.n_events_ = len(ev)
         return self
+
+    def partial_fit(self, events, items=None, *, now=None):
+        """Add new events to a fitted engine without re-encoding or refitting from scratch.
+
+        Only the new texts are encoded. Each affected user's vector is updated from the
+        stored sufficient statistics (decayed weighted mean and log2 weight sum at the
+        reference time): moving the reference time scales every old weight by the same
+        factor, so unaffected users' vectors do not change and affected ones equal a full
+        refit's to float tolerance. Items mentioned by new events get updated (or new) vectors
+        the same way; interactions are appended and the recommender's behaviour statistics are
+        rebuilt with the component weights chosen at :meth:`fit` (no re-selection).
+
+        Segments are updated on the stored user vectors (no encoding): with
+        ``n_segments="auto"`` K is re-chosen on a sample as in :meth:`fit`; when K is
+        unchanged, K-means is warm-started from the current centroids so segment ids stay
+        stable, otherwise segments are refitted (ids may change; logged). HDBSCAN segments
+        are refitted. Keywords keep describing the segments as of the last :meth:`fit` when
+        K is unchanged (texts are not stored) and are cleared when K changed.
+
+        Parameters
+        ----------
+        events : pandas.DataFrame or pyarrow.Table
+            New events, same columns as for :meth:`fit`; users and items may be new.
+        items : pandas.DataFrame or pyarrow.Table, optional
+            New or updated item descriptions (``item_id``, ``text``).
+        now : time, optional
+            New reference time of the decay; default ``max(previous reference time, latest
+            new event)``. Must not be earlier than the previous reference time.
+
+        Returns
+        -------
+        self
+        """
+        from dataclasses import replace
+
+        from .interests import SECONDS_PER_DAY, decayed_user_means
+        from .recommend import COMPONENTS, Recommender
+        from .validation import validate_events, validate_items
+
+        self._check_fitted()
+        if not hasattr(self, "user_mean_") or not hasattr(self, "interactions_"):
+            raise ValueError("this engine has no incremental state (it was saved by an older "
+                             "interestflow); call fit() on all events instead")
+        t0 = time.perf_counter()
+        ev = validate_events(events)
+        it = validate_items(items) if items is not None else None
+        if len(ev) == 0:
+            raise ValueError("events has no rows; pass at least one new event")
+        _check_same_id_type("user_id", ev["user_id"], self.user_ids_)
+        if "item_id" in ev.columns:
+            _check_same_id_type("item_id", ev["item_id"].dropna(), self.item_ids_)
+        if it is not None:
+            _check_same_id_type("item_id", it["item_id"], self.item_ids_, where="items")
+        ts = ev["ts"].to_numpy(np.float64)
+        w = ev["weight"].to_numpy(np.float64)
+        ref_old = float(self.reference_time_)
+        if isinstance(now, str):
+            now = pd.Timestamp(now)
+        ref = max(ref_old, float(ts.max())) if now is None else _to_seconds(now, "now")
+        if ref < ref_old:
+            raise ValueError(f"now={now!r} is before the engine's reference time "
+                             f"({ref_old} s); the decay reference can only move forward")
+        late = ts > ref
+        if late.any():
+            i = int(np.argmax(late))
+            raise ValueError(f"events column 'ts': {int(late.sum())} event(s) after now={now!r}; "
+                             f"first at row {i}; pass a now at or after the latest event")
+
+        all_texts = ev["text"] if it is None else pd.concat([ev["text"], it["text"]],
+                                                          ignore_index=True)
+        uvecs, codes = self._encode_unique(all_texts)
+        ev_vec = uvecs[codes[:len(ev)]]
+
+        # users: decay the stored statistics to the new reference, then add the new events
+        hl = float(self.half_life_days)
+        new_users = pd.Index(pd.unique(ev["user_id"])).difference(self.user_ids_)
+        self.user_ids_ = self.user_ids_.append(new_users)
+        n_users, dim = len(self.user_ids_), self.user_mean_.shape[1]
+        pad = n_users - len(self.user_mean_)
+        mean = np.vstack([self.user_mean_, np.zeros((pad, dim), np.float32)]).astype(np.float64)
+        shift = 0.0 if np.isinf(hl) else (ref - ref_old) / (hl * SECONDS_PER_DAY)
+        log2w = np.concatenate([np.asarray(self.user_log2_weight_, np.float64) - shift,
+                                np.full(pad, -np.inf)])
+        user_codes = self.user_ids_.get_indexer(ev["user_id"]).astype(np.int64)
+        aff, inv = np.unique(user_codes, return_inverse=True)
+        order = np.argsort(inv, kind="stable")
+        offsets = np.concatenate([[0], np.cumsum(np.bincount(inv))]).astype(np.int64)
+        m_new, l_new = decayed_user_means(ev_vec[order], offsets, ts[order], w[order],
+                                          half_life_days=hl, now=ref)
+        a, b = log2w[aff], np.asarray(l_new, np.float64)
+        top = np.maximum(a, b)
+        empty = ~np.isfinite(top)
+        if empty.any():
+            code = int(aff[np.argmax(empty)])
+            row = int(np.flatnonzero(user_codes == code)[0])
+            raise ValueError(
+                f"events column 'weight': new user_id {self.user_ids_[code]!r} (first at row "
+                f"{row}) has only zero-weight events; give them weight > 0 or drop them")
+        wa, wb = np.exp2(a - top), np.exp2(b - top)
+        mean[aff] = (mean[aff] * wa[:, None] + m_new.astype(np.float64) * wb[:, None]) \
+            / (wa + wb)[:, None]
+        log2w[aff] = top + np.log2(wa + wb)
+        self.user_mean_ = mean.astype(np.float32)
+        self.user_log2_weight_ = log2w
+        self.user_vectors_ = _unit(self.user_mean_)
+        self.reference_time_ = ref
+
+        # items: new ids, new descriptions, and event-built vectors updated from their sums
+        self._partial_items(ev, it, uvecs, codes, w)
+
+        # interactions, segments, recommender
+        inter = self.interactions_
+        sel = np.flatnonzero(ev["item_id"].notna().to_numpy()) if "item_id" in ev.columns \
+            else np.zeros(0, np.int64)
+        item_rows = self.item_ids_.get_indexer(ev["item_id"].iloc[sel]).astype(np.int64) \
+            if len(sel) else np.zeros(0, np.int64)
+        self.interactions_ = {
+            "user": np.concatenate([inter["user"], user_codes[sel]]),
+            "item": np.concatenate([inter["item"], item_rows]),
+            "ts": np.concatenate([inter["ts"], ts[sel]]),
+            "weight": np.concatenate([inter["weight"], w[sel]]),
+        }
+        self._update_segments()
+        old = self.recommender_
+        weights = {c: float(x) for c, x in zip(COMPONENTS, old.weights_)}
+        rec = Recommender(replace(old.config, weights=weights)).fit(
+            user_vectors=self.user_vectors_, item_vectors=self.item_vectors_,
+            inter_user=self.interactions_["user"], inter_item=self.interactions_["item"],
+            inter_ts=self.interactions_["ts"], inter_weight=self.interactions_["weight"],
+            user_segment=self.segments_, segment_soft=self.segment_soft_,
+            half_life_days=hl, item_from_interactions=(self.item_vector_source_ == "events"))
+        rec.config, rec.selection_ = old.config, old.selection_  # weights stay as selected
+        self.recommender_ = rec
+        self.n_events_ += len(ev)
+        self.timings_ = {"partial_fit_s": time.perf_counter() - t0}
+        return self
+
+    def _partial_items(self, ev, it, uvecs, codes, w):
+        ids = []
+        if "item_id" in ev.columns:
+            ids.append(ev["item_id"].dropna())
+        if it is not None:
+            ids.append(it["item_id"])
+        if not ids:
+            return
+        cand = pd.Index(pd.unique(pd.concat(ids, ignore_index=True)))
+        new_items = cand.difference(self.item_ids_)
+        self.item_ids_ = self.item_ids_.append(new_items)
+        n_items, dim = len(self.item_ids_), self.user_mean_.shape[1]
+        pad = n_items - len(self.item_vectors_)
+        vecs = np.vstack([self.item_vectors_, np.zeros((pad, dim), np.float32)])
+        sums = np.vstack([self.item_event_sum_, np.zeros((pad, dim), np.float32)]).astype(
+            np.float64)
+        wsum = np.concatenate([self.item_event_weight_, np.zeros(pad)])
+        source = np.concatenate([self.item_vector_source_, np.full(pad, "events")]).astype("U6")
+        if it is not None:
+            rows = self.item_ids_.get_indexer(it["item_id"])
+            vecs[rows] = uvecs[codes[len(ev):]]
+            source[rows] = "items"
+        if "item_id" in ev.columns:
+            has = ev["item_id"].notna().to_numpy()
+            rows = self.item_ids_.get_indexer(ev["item_id"][has])
+            np.add.at(sums, rows, uvecs[codes[:len(ev)][has]] * w[has][:, None])
+            np.add.at(wsum, rows, w[has])
+            upd = np.unique(rows[source[rows] == "events"])
+            upd = upd[wsum[upd] > 0]
+            vecs[upd] = (sums[upd] / wsum[upd][:, None]).astype(np.float32)
+        self.item_event_sum_ = sums.astype(np.float32)
+        self.item_event_weight_ = wsum
+        self.item_vector_source_ = source
+        self.item_vectors_ = _unit(vecs)
+
+    def _update_segments(self):
+        """Segments after partial_fit (see there): warm start when K is unchanged."""
+        from .kmeans import KMeans
+        from .segments import choose_n_segments, merge_close_segments
+
+        cfg = self._segment_config()
+        U = self.user_vectors_
+        k_old = int(self.n_segments_)
+        if self.segmenter == "kmeans":
+            k = k_old if self.n_segments == "auto" else int(self.n_segments)
+            if self.n_segments == "auto":
+                k, self.silhouette_by_k_ = choose_n_segments(U, cfg, device=self.device)
+        if self.segmenter == "kmeans" and k == k_old:
+            km = KMeans(n_clusters=k, init=self.segment_centroids_, n_init=1,
+                        random_state=int(self.random_state), device=self.device)
+            labels = np.asarray(km.fit_predict(U)).astype(np.int64)
+            centroids = _unit(np.asarray(km.cluster_centers_, np.float32))
+            if cfg.merge_threshold is not None and k > 1:
+                labels, centroids = merge_close_segments(U, labels, centroids,
+                                                         float(cfg.merge_threshold))
+        else:
+            logger.info("partial_fit: segments refitted (segmenter=%r, K %d -> %s); segment "
+                        "ids may change and keywords are cleared", self.segmenter, k_old,
+                        k if self.segmenter == "kmeans" else "density")
+            labels, centroids, _, sil = fit_segments(U, cfg, device=self.device)
+            if sil:
+                self.silhouette_by_k_ = sil
+        if len(centroids) != k_old:
+            self.segment_keywords_ = {}
+        self.segments_ = labels
+        self.segment_centroids_ = centroids
+        self.n_segments_ = int(len(centroids))
+        self.segment_soft_ = soft_features(U, centroids, cfg.temperature)
 
     def _fit_items(self, ev: pd.DataFrame, it, uvecs: np.ndarray, codes: np.ndarray):
         from .interests import decayed_user_means
@@ -255,10 +475,13 @@ class InterestEngine:
             self.item_ids_ = pd.Index([])
             self.item_vectors_ = np.zeros((0, uvecs.shape[1]), np.float32)
             self.item_vector_source_ = np.zeros(0, dtype="U5")
+            self.item_event_sum_ = np.zeros((0, uvecs.shape[1]), np.float32)
+            self.item_event_weight_ = np.zeros(0, np.float64)
             return
         _, self.item_ids_ = _factorize(pd.concat(ids, ignore_index=True))
         n_items, dim = len(self.item_ids_), uvecs.shape[1]
         vecs = np.zeros((n_items, dim), np.float32)
+        item_w = np.zeros(n_items, np.float64)
         have = np.zeros(n_items, bool)
         if it is not None:
             rows = self.item_ids_.get_indexer(it["item_id"])
@@ -275,9 +498,13 @@ class InterestEngine:
                 offsets = np.append(start, len(r_sorted)).astype(np.int64)
                 v = uvecs[codes[: len(ev)][need][order]]
                 wts = ev["weight"].to_numpy(np.float64)[need][order]
-                means, _ = decayed_user_means(v, offsets, np.zeros(len(v)), wts,
-                                              half_life_days=float("inf"), now=0.0)
+                means, log2w = decayed_user_means(v, offsets, np.zeros(len(v)), wts,
+                                                  half_life_days=float("inf"), now=0.0)
                 vecs[uniq] = means
+                item_w[uniq] = np.exp2(log2w)
+        # an event-built item vector is a weighted mean: keep its sum for partial_fit
+        self.item_event_sum_ = (vecs.astype(np.float64) * item_w[:, None]).astype(np.float32)
+        self.item_event_weight_ = item_w
         self.item_vectors_ = _unit(vecs)
         self.item_vector_source_ = np.where(have, "items", "events")
 

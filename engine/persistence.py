@@ -18,6 +18,9 @@ import pandas as pd
 FORMAT_VERSION = 1
 _ARRAYS = ("user_vectors_", "user_log2_weight_", "item_vectors_", "segments_",
            "segment_centroids_", "segment_soft_")
+#: State that only partial_fit needs; a save without it loads but cannot partial_fit.
+_INCREMENTAL = ("user_mean_", "item_event_sum_", "item_event_weight_")
+_INTER_PREFIX = "interactions."
 _REC_PREFIX = "recommender."
 
 
@@ -50,6 +53,11 @@ def save_engine(engine, path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     tensors = {name: np.ascontiguousarray(getattr(engine, name)) for name in _ARRAYS}
     tensors["item_from_items"] = np.ascontiguousarray(engine.item_vector_source_ == "items")
+    for name in _INCREMENTAL:
+        if hasattr(engine, name):
+            tensors[name] = np.ascontiguousarray(getattr(engine, name))
+    for key, arr in getattr(engine, "interactions_", {}).items():
+        tensors[_INTER_PREFIX + key] = np.ascontiguousarray(arr)
     for key, arr in engine.recommender_.state_dict().items():
         tensors[_REC_PREFIX + key] = np.ascontiguousarray(arr)
     # the same id goes into the arrays file and meta.json: load() refuses a mix of two saves
@@ -108,6 +116,12 @@ def load_engine(cls, path: Path, *, encoder=None):
     for name in _ARRAYS:
         setattr(engine, name, tensors[name])
     engine.item_vector_source_ = np.where(tensors["item_from_items"], "items", "events")
+    for name in _INCREMENTAL:
+        if name in tensors:
+            setattr(engine, name, tensors[name])
+    inter = {k[len(_INTER_PREFIX):]: v for k, v in tensors.items() if k.startswith(_INTER_PREFIX)}
+    if inter:
+        engine.interactions_ = inter
     engine.user_ids_ = _read_ids(path / "ids_users.parquet")
     engine.item_ids_ = _read_ids(path / "ids_items.parquet")
     engine.n_segments_ = int(meta["n_segments_"])
