@@ -373,8 +373,9 @@ Fail cluster_user(const T* vectors, int64_t dim, int64_t lo, int64_t hi, const d
     if (ip != iq) return ip > iq;
     return ws.members[ws.cl_first[p]] < ws.members[ws.cl_first[q]];
   });
-  const int kept = max_interests > 0 ? static_cast<int>(std::min<int64_t>(n_clusters, max_interests))
-                                     : n_clusters;
+  const int kept = max_interests > 0
+                       ? static_cast<int>(std::min<int64_t>(n_clusters, max_interests))
+                       : n_clusters;
   out.n_found = n_clusters;
   out.n_kept = kept;
   for (int r = 0; r < n_clusters; ++r) {

@@ -25,8 +25,8 @@ import numpy as np
 
 from .interests import _check_inputs
 
-__all__ = ["DEFAULT_THRESHOLD", "DEFAULT_MAX_EVENTS", "UserInterests", "user_interests",
-           "recommend_multi"]
+__all__ = ["DEFAULT_THRESHOLD", "DEFAULT_MAX_EVENTS", "MAX_EVENTS_LIMIT", "UserInterests",
+           "user_interests", "recommend_multi"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,8 @@ DEFAULT_THRESHOLD = math.sqrt(2.0)
 #: Events clustered per user (the most recent ones); memory is 16 * max_events**2 bytes per
 #: thread.
 DEFAULT_MAX_EVENTS = 500
+#: Largest accepted ``max_events`` (``interestflow._native.ward_max_events_limit``).
+MAX_EVENTS_LIMIT = 2048
 _BACKENDS = ("auto", "native", "reference")
 
 
@@ -148,12 +150,6 @@ def _check_int(name, value, low, high=None, *, none_ok=False):
     return int(value)
 
 
-def _max_events_limit() -> int:
-    from interestflow._native_loader import native
-
-    return int(native().ward_max_events_limit)
-
-
 def user_interests(vectors, offsets, ts, weights=None, *, half_life_days=30.0,
                    threshold=DEFAULT_THRESHOLD, max_interests=None,
                    max_events=DEFAULT_MAX_EVENTS, now=None, backend="auto",
@@ -204,8 +200,8 @@ def user_interests(vectors, offsets, ts, weights=None, *, half_life_days=30.0,
     max_events : int, default 500
         Cluster each user's ``max_events`` most recent events (equal times: the later row);
         older events get label ``-1``, take part in no interest, and ``n_clustered`` says how
-        many events were clustered.  At most ``interestflow._native.ward_max_events_limit``
-        (2048); memory is ``16 * max_events**2`` bytes per thread.
+        many events were clustered.  At most :data:`MAX_EVENTS_LIMIT` (2048); memory is
+        ``16 * max_events**2`` bytes per thread.
     now : None, float, datetime, pandas.Timestamp or numpy.datetime64, default None
         Reference time of the decay; ``None``: the latest event time over all rows.  No event
         may be later than ``now``.
@@ -258,8 +254,7 @@ def user_interests(vectors, offsets, ts, weights=None, *, half_life_days=30.0,
         if backend == "reference":
             logger.info("user_interests backend='auto': interestflow._native is not built; "
                         "using the scipy reference (rebuild with `pip install -e .`)")
-    limit = _max_events_limit() if backend == "native" else 2048
-    max_events = _check_int("max_events", max_events, 1, limit)
+    max_events = _check_int("max_events", max_events, 1, MAX_EVENTS_LIMIT)
 
     ref_per_user = np.full(len(offsets) - 1, ref, dtype=np.float64)
     if backend == "native":

@@ -14,6 +14,7 @@ from interestflow import _native
 from interestflow.interests import SECONDS_PER_DAY
 from interestflow.multi_interest import (
     DEFAULT_THRESHOLD,
+    MAX_EVENTS_LIMIT,
     _quotas,
     recommend_multi,
     user_interests,
@@ -235,7 +236,7 @@ def test_bad_input_names_the_argument(backend):
     with pytest.raises(ValueError, match="max_events"):
         user_interests(v, max_events=0, **ok)
     with pytest.raises(ValueError, match="max_events"):
-        user_interests(v, max_events=_native.ward_max_events_limit + 1, **ok)
+        user_interests(v, max_events=MAX_EVENTS_LIMIT + 1, **ok)
     with pytest.raises(ValueError, match="max_interests"):
         user_interests(v, max_interests=0, **ok)
     with pytest.raises(TypeError, match="max_interests"):
@@ -249,7 +250,11 @@ def test_bad_input_names_the_argument(backend):
 
 
 def test_bad_backend_and_native_errors():
+    assert _native.ward_max_events_limit == MAX_EVENTS_LIMIT
     v = np.ones((3, 2), np.float32)
+    with pytest.raises(ValueError, match="max_events must be in"):
+        _native.ward_interests(v, np.array([0, 3]), np.zeros(3), np.ones(3), np.zeros(1), 0.0,
+                               1.0, MAX_EVENTS_LIMIT + 1, 0)
     with pytest.raises(ValueError, match="backend"):
         user_interests(v, [0, 3], [0.0] * 3, backend="scipy")
     # the C++ checks themselves (reached only by direct callers)
