@@ -4,7 +4,10 @@ The forward pass is the costly part of the whole pipeline, so :class:`Encoder` s
 compute on padding: every chunk of texts is tokenised once, sorted by token length and cut into
 batches by a token budget (padded tokens per batch), so short texts travel in large batches and
 long ones in small batches, each padded only to its own longest text. On the CPU several
-batches run at once on worker threads, one intra-op thread each. Weights run in bfloat16
+batches run at once on worker threads, one intra-op thread each. On CUDA, texts are tokenised and
+packed into pinned host memory on helper threads a few pieces ahead of the forward pass, so the
+tokenizer and the GPU work at the same time, and the vectors come back through pinned memory
+while the GPU already runs the next piece. Weights run in bfloat16
 on CPUs with native bf16 matmuls, float16 on CUDA and float32 otherwise or on request; pooling
 and normalisation always run in float32.
 """
@@ -39,6 +42,17 @@ CHUNK_TEXTS = 65536
 
 # With show_progress=None a bar is shown from this many texts on (and only on a terminal).
 PROGRESS_MIN_TEXTS = 1000
+
+# Overlapped pipeline (CUDA): texts are cut into pieces that helper threads tokenise, sort and
+# pack while the device encodes earlier pieces. The first piece is small so the device starts
+# soon (its tokenisation cannot overlap anything); pieces then double up to the cap, which is
+# large enough for length-sorted token-budget batches to stay well filled. Two threads let one
+# thread's Rust tokenisation (GIL released) run while the other builds its id arrays in Python.
+# At most PIPELINE_DEPTH pieces are prepared ahead, bounding pinned host memory.
+PIPELINE_FIRST_TEXTS = 1024
+PIPELINE_PIECE_TEXTS = 16384
+PIPELINE_THREADS = 2
+PIPELINE_DEPTH = 4
 
 # Model types whose Hugging Face implementation (transformers >= 5) routes the attention mask
 # through ``masking_utils.create_bidirectional_mask``, which passes a prepared 4-D additive mask
@@ -265,8 +279,9 @@ class Encoder:
         2-core test CPU this was ~5-10% faster than one batch at a time on both threads, since
         attention and the small per-layer ops do not split well over threads. ``1`` runs one
         batch at a time on all threads. The caller's thread setting is not changed, and a batch's
-        vectors do not depend on which worker ran it. Ignored on CUDA. May be changed between
-        calls.
+        vectors do not depend on which worker ran it. Ignored on CUDA, where helper threads
+        instead tokenise and pack the next pieces of texts while the GPU encodes the current
+        one. May be changed between calls.
 
     Examples
     --------
@@ -351,6 +366,9 @@ class Encoder:
         self.dim = int(config.hidden_size)
         self.token_budget = DEFAULT_TOKEN_BUDGET.get(self.device.type, 4096)
         self.cpu_workers = None
+        # None: overlapped tokenise/encode pipeline on CUDA only. Tests set True to run the same
+        # pipeline on the CPU; the benchmark sets False to measure what the overlap gains.
+        self._overlap = None
         self._model = net
         self._tokenizer = tokenizer
         self._pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
@@ -466,8 +484,12 @@ class Encoder:
 
         from tqdm.auto import tqdm
 
+        overlap = self._overlap if self._overlap is not None else self.device.type == "cuda"
         with tqdm(total=n, unit="text", desc="encode", disable=not show_progress) as bar, \
                 torch.inference_mode():
+            if overlap:
+                self._encode_pipelined(texts, int(budget), batch_size, bool(normalize), bar, out)
+                return out
             for start in range(0, n, CHUNK_TEXTS):
                 chunk = texts[start:start + CHUNK_TEXTS]
                 out[start:start + len(chunk)] = self._encode_chunk(
@@ -494,12 +516,20 @@ class Encoder:
                                  "expected a non-empty string")
         return texts
 
-    def _encode_chunk(self, texts: list, budget: int, batch_size, normalize: bool, bar):
-        """Encode one chunk: tokenise, sort by length, token-budget batches, pool, scatter."""
-        torch = self._torch
-        ids = self._tokenizer(texts, truncation=True, max_length=self.max_length, padding=False,
-                              return_attention_mask=False, return_token_type_ids=False,
-                              verbose=False)["input_ids"]
+    def _tokenize(self, texts: list) -> list:
+        """Token ids (special tokens included, truncated to ``max_length``), one list per text."""
+        return self._tokenizer(texts, truncation=True, max_length=self.max_length, padding=False,
+                               return_attention_mask=False, return_token_type_ids=False,
+                               verbose=False)["input_ids"]
+
+    def _tokenize_sorted(self, texts: list, budget: int, batch_size):
+        """Tokenise ``texts`` and plan token-budget batches over them, longest first.
+
+        Returns ``(lens, flat, starts, order, spans)``: token count per text (n,), all token ids
+        concatenated (sum(lens),), each text's offset into ``flat`` (n,), the text indices by
+        decreasing length (n,), and ``(first, count)`` spans of ``order``, one per batch.
+        """
+        ids = self._tokenize(texts)
         lens = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64,
                            count=int(lens.sum()))
@@ -516,17 +546,28 @@ class Encoder:
             count = min(count, len(order) - i)
             spans.append((i, count))
             i += count
+        return lens, flat, starts, order, spans
 
+    def _pack(self, lens, flat, starts, rows):
+        """Rows of one batch -> ((batch, width) int64 ids padded with the pad id, (batch,)
+        lengths, (batch, width) bool validity mask), all numpy; width is the longest row."""
+        blens = lens[rows]
+        width = int(blens.max())
+        pos = np.arange(width)
+        valid = pos[None, :] < blens[:, None]
+        gather = np.where(valid, starts[rows][:, None] + pos[None, :], 0)
+        return np.where(valid, flat[gather], self._pad_id), blens, valid
+
+    def _encode_chunk(self, texts: list, budget: int, batch_size, normalize: bool, bar):
+        """Encode one chunk: tokenise, sort by length, token-budget batches, pool, scatter."""
+        torch = self._torch
+        lens, flat, starts, order, spans = self._tokenize_sorted(texts, budget, batch_size)
         dev, cuda = self.device, self.device.type == "cuda"
 
         def encode_batch(i: int, count: int):
-            rows = order[i:i + count]
-            blens = lens[rows]
-            width = int(blens[0])
-            pos = np.arange(width)
-            valid = pos[None, :] < blens[:, None]
-            gather = np.where(valid, starts[rows][:, None] + pos[None, :], 0)
-            input_ids = torch.from_numpy(np.where(valid, flat[gather], self._pad_id))
+            ids, blens, valid = self._pack(lens, flat, starts, order[i:i + count])
+            width = valid.shape[1]
+            input_ids = torch.from_numpy(ids)
             mask = torch.from_numpy(valid)
             lengths = torch.from_numpy(blens)
             if cuda:
@@ -555,6 +596,99 @@ class Encoder:
         chunk_out = np.empty((len(texts), self.dim), dtype=np.float32)
         chunk_out[order] = res.numpy()
         return chunk_out
+
+    def _prepare_piece(self, texts: list, budget: int, batch_size, pin: bool):
+        """Tokenise and pack one piece of texts for the pipeline (runs on a helper thread).
+
+        Returns ``(order, batches)``: the piece's text indices by decreasing length (n,) and, per
+        token-budget batch in that order, ``(first, (batch, width) int64 ids, (batch,) int64
+        lengths, uniform)`` as CPU tensors, in pinned memory when ``pin``.
+        """
+        torch = self._torch
+        lens, flat, starts, order, spans = self._tokenize_sorted(texts, budget, batch_size)
+        batches = []
+        for i, count in spans:
+            ids, blens, valid = self._pack(lens, flat, starts, order[i:i + count])
+            ids, blens = torch.from_numpy(ids), torch.from_numpy(blens)
+            if pin:
+                ids, blens = ids.pin_memory(), blens.pin_memory()
+            batches.append((i, ids, blens, bool(valid.all())))
+        return order, batches
+
+    def _encode_pipelined(self, texts: list, budget: int, batch_size, normalize: bool, bar,
+                          out: np.ndarray) -> None:
+        """Encode ``texts`` into ``out`` (n, dim) with tokenisation overlapped with the forward.
+
+        Helper threads run :meth:`_prepare_piece` up to ``PIPELINE_DEPTH`` pieces ahead while
+        this thread feeds the device, in piece order. On CUDA the ids arrive from pinned memory
+        without blocking, and each piece's vectors are copied back into pinned memory behind an
+        event that is waited on only after the next piece's batches are queued, so the device is
+        not left idle while the host scatters rows. The same code runs on the CPU (where the
+        copies are plain) when ``_overlap`` is set, which is how the tests exercise it.
+        """
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        torch = self._torch
+        dev, cuda = self.device, self.device.type == "cuda"
+        bounds = piece_bounds(len(texts))
+
+        # The fast tokenizer applies the truncation setting to its shared Rust object when it
+        # differs from the last call's; two helper threads doing that at once would collide
+        # ("Already borrowed"), so one call here settles it before they start.
+        self._tokenize(texts[:1])
+
+        def finish(piece):
+            lo, order, host, event = piece
+            if event is not None:
+                event.synchronize()
+            out[lo + order] = host.numpy()
+            bar.update(len(order))
+
+        with ThreadPoolExecutor(max_workers=PIPELINE_THREADS,
+                                thread_name_prefix="interestflow-tokenize") as pool:
+            ahead = deque()
+
+            def top_up():
+                while len(ahead) < PIPELINE_DEPTH and len(ahead) + done < len(bounds):
+                    a, b = bounds[len(ahead) + done]
+                    ahead.append(pool.submit(self._prepare_piece, texts[a:b], budget,
+                                             batch_size, cuda))
+
+            done, pending = 0, None
+            try:
+                top_up()
+                while ahead:
+                    order, batches = ahead.popleft().result()
+                    lo = bounds[done][0]
+                    done += 1
+                    top_up()
+                    res = torch.empty((len(order), self.dim), dtype=torch.float32, device=dev)
+                    for i, ids, blens, uniform in batches:
+                        ids = ids.to(dev, non_blocking=True)
+                        blens = blens.to(dev, non_blocking=True)
+                        mask = torch.arange(ids.shape[1], device=dev)[None, :] < blens[:, None]
+                        vec = self._forward_pool(ids, mask, blens, uniform=uniform)
+                        if normalize:
+                            vec = torch.nn.functional.normalize(vec, p=2.0, dim=1)
+                        res[i:i + len(vec)] = vec
+                    event = None
+                    if cuda:
+                        host = torch.empty(res.shape, dtype=torch.float32, pin_memory=True)
+                        host.copy_(res, non_blocking=True)
+                        event = torch.cuda.Event()
+                        event.record(torch.cuda.current_stream(dev))
+                    else:
+                        host = res
+                    if pending is not None:
+                        finish(pending)
+                    pending = (lo, order, host, event)
+                if pending is not None:
+                    finish(pending)
+            except BaseException:
+                for fut in ahead:
+                    fut.cancel()
+                raise
 
     def _cpu_worker_count(self, n_batches: int) -> int:
         """How many batches run at once: 1 on CUDA, else ``cpu_workers`` (default: threads)."""
@@ -617,6 +751,18 @@ class Encoder:
             return hidden.masked_fill(~mask[:, :, None], float("-inf")).amax(dim=1)
         summed = torch.bmm(mask[:, None, :].to(torch.float32), hidden).squeeze(1)
         return summed / lengths[:, None].to(torch.float32)
+
+
+def piece_bounds(n: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of the pieces the pipeline cuts ``n`` texts into: the first holds
+    ``PIPELINE_FIRST_TEXTS``, each next one twice the last, up to ``PIPELINE_PIECE_TEXTS``."""
+    bounds, lo = [], 0
+    size = max(1, min(PIPELINE_FIRST_TEXTS, PIPELINE_PIECE_TEXTS))
+    while lo < n:
+        bounds.append((lo, min(n, lo + size)))
+        lo += size
+        size = min(2 * size, PIPELINE_PIECE_TEXTS)
+    return bounds
 
 
 def _stderr_is_tty() -> bool:

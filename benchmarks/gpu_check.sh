@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Every GPU check and benchmark of interestflow in one call of the device tool.
+#
+# Run from the repository root on the GPU machine, with the fp16 model export and the revision
+# file carried in .gpu_carry (written here first by `python benchmarks/export_fp16_model.py`):
+#
+#     bash benchmarks/gpu_check.sh            # results in $OUT (else ./gpu_check_out)
+#
+# It makes `interestflow` importable without any download: first an editable install that
+# builds the C++ module (`pip install --no-deps --no-build-isolation --no-index -e .`), and if
+# that fails or does not import, a PYTHONPATH folder that maps interestflow -> engine/ and
+# interestflow/kernels -> kernels/ (no C++ module). Which one was used is recorded. Then
+# benchmarks/gpu_check.py runs its sections inside the time left of GPU_CHECK_BUDGET_S
+# (default 540 s, under the tool's 10-minute call limit) and writes gpu_check.json,
+# gpu_check.md, gpu_check.log, install.log and pytest_gpu.log into $OUT.
+# Extra arguments go to gpu_check.py (e.g. --sections encode,cosine_topk). GPU_CHECK_NO_INSTALL=1
+# skips the install and uses the PYTHONPATH folder (the tests use it: no install into CI's env).
+set -u -o pipefail
+cd "$(dirname "$0")/.."
+START=$SECONDS
+OUT="${OUT:-$PWD/gpu_check_out}"
+mkdir -p "$OUT"
+PY="${PYTHON:-python3}"
+BUDGET="${GPU_CHECK_BUDGET_S:-540}"
+export PYTHONUNBUFFERED=1
+
+REV="${GPU_CHECK_REV:-}"
+if [ -z "$REV" ] && [ -s .gpu_carry/git_rev ]; then REV="$(head -n 1 .gpu_carry/git_rev)"; fi
+if [ -z "$REV" ]; then REV="$(git rev-parse HEAD 2>/dev/null || echo unknown)"; fi
+
+can_import() {  # from outside the repository, so that only an installed package can answer
+  (cd /tmp && "$PY" -c "import interestflow.encoder, interestflow.kernels, interestflow.kmeans")
+}
+
+MODE=""
+if [ -n "${GPU_CHECK_NO_INSTALL:-}" ]; then
+  echo "GPU_CHECK_NO_INSTALL is set: no editable install" >"$OUT/install.log"
+  WHY="GPU_CHECK_NO_INSTALL set"
+else
+  echo "[gpu_check.sh] editable install (log: install.log)"
+  WHY="editable install failed: see install.log"
+fi
+if [ -z "${GPU_CHECK_NO_INSTALL:-}" ] \
+   && timeout 240 "$PY" -m pip install --no-deps --no-build-isolation --no-index -e . \
+        >"$OUT/install.log" 2>&1 && can_import >>"$OUT/install.log" 2>&1; then
+  MODE="editable-install"
+else
+  SHIM="$(mktemp -d)"
+  mkdir -p "$SHIM/interestflow"
+  for f in "$PWD"/engine/*; do ln -s "$f" "$SHIM/interestflow/"; done
+  ln -s "$PWD/kernels" "$SHIM/interestflow/kernels"
+  export PYTHONPATH="$SHIM${PYTHONPATH:+:$PYTHONPATH}"
+  if can_import >>"$OUT/install.log" 2>&1; then
+    MODE="pythonpath-shim ($WHY)"
+  else
+    MODE="none: interestflow is not importable (see install.log)"
+  fi
+fi
+echo "[gpu_check.sh] interestflow import: $MODE ($((SECONDS - START)) s)"
+
+LEFT=$((BUDGET - (SECONDS - START)))
+timeout $((LEFT + 30)) "$PY" benchmarks/gpu_check.py --out "$OUT" --git-rev "$REV" \
+  --import-mode "$MODE" --budget-s "$LEFT" "$@" 2>&1 | tee "$OUT/gpu_check.log"
+exit "${PIPESTATUS[0]}"
