@@ -24,6 +24,9 @@ _LAZY = {
     "segment_keywords": "interestflow.labels",
     "validate_events": "interestflow.validation",
     "read_table": "interestflow.io",
+    "user_interests": "interestflow.multi_interest",
+    "recommend_multi": "interestflow.multi_interest",
+    "write_report": "interestflow.report",
 }
 
 __all__ = ["__version__", *_LAZY]

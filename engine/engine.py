@@ -52,6 +52,11 @@ class InterestEngine:
         dense region as segment ``-1`` (noise); see :class:`interestflow.segments.SegmentConfig`.
     merge_threshold : float or None, default 0.95
         Segments whose centroids have at least this cosine similarity are merged.
+    multi_interest : bool, default False
+        Also cluster each user's own events into several interests (Ward, cut at a distance
+        threshold; see :func:`interestflow.multi_interest.user_interests`), each with a medoid
+        vector and a time-decayed importance (:meth:`interests`); :meth:`recommend` then fills
+        each user's list from every interest in proportion to its importance.
     segment_temperature : float, default 0.05
         Softmax temperature of the soft segment features (cosine to each centroid).
     recommend_config : interestflow.recommend.RecommendConfig, optional
@@ -71,13 +76,14 @@ class InterestEngine:
 
     def __init__(self, *, encoder=None, half_life_days: float = 30.0, n_segments="auto",
                  segmenter: str = "kmeans", merge_threshold: float | None = 0.95,
-                 segment_temperature: float = 0.05, recommend_config=None,
+                 multi_interest: bool = False, segment_temperature: float = 0.05, recommend_config=None,
                  random_state: int = 0, device=None, show_progress=None):
         self.encoder = encoder
         self.half_life_days = half_life_days
         self.n_segments = n_segments
         self.segmenter = segmenter
         self.merge_threshold = merge_threshold
+        self.multi_interest = multi_interest
         self.segment_temperature = segment_temperature
         self.recommend_config = recommend_config
         self.random_state = random_state
@@ -98,6 +104,8 @@ class InterestEngine:
             raise ValueError(f"segment_temperature={t!r} must be a finite number > 0")
         check_n_segments(self.n_segments)
         self._segment_config()  # validates segmenter and merge_threshold
+        if not isinstance(self.multi_interest, (bool, np.bool_)):
+            raise TypeError(f"multi_interest must be a bool, got {self.multi_interest!r}")
         if self.segmenter == "hdbscan" and self.n_segments != "auto":
             raise ValueError(f"n_segments={self.n_segments!r} applies to segmenter='kmeans'; "
                              "segmenter='hdbscan' finds the number of segments itself: leave "
@@ -214,6 +222,18 @@ class InterestEngine:
                 f"events column 'weight': {int(empty.sum())} user(s) have only zero-weight "
                 f"events; first is user_id {self.user_ids_[code]!r} at row {row}; such a user "
                 "carries no interest signal: drop its events or give them weight > 0")
+        if self.multi_interest:
+            from .multi_interest import user_interests
+
+            sorted_vecs = uvecs[ev_vec_code[order]]
+            ui = user_interests(sorted_vecs, offsets, ts[order], w[order],
+                                half_life_days=float(self.half_life_days), now=now_s)
+            self.interest_offsets_ = np.asarray(ui.offsets, np.int64)
+            self.interest_vectors_ = np.ascontiguousarray(sorted_vecs[ui.medoid_rows],
+                                                          dtype=np.float32)
+            self.interest_importance_ = np.asarray(ui.importance, np.float64)
+            self.interest_sizes_ = np.asarray(ui.sizes, np.int64)
+            timings["interests_n"] = int(len(ui.importance))
         self.user_vectors_ = _unit(means)
         self.user_mean_ = np.asarray(means, np.float32)  # sufficient statistic for partial_fit
         self.user_log2_weight_ = log2w
@@ -297,6 +317,10 @@ class InterestEngine:
         from .validation import validate_events, validate_items
 
         self._check_fitted()
+        if self.multi_interest:
+            raise ValueError("partial_fit does not update per-user interests: Ward needs all "
+                             "of a user's event vectors, which are not stored; call fit() on "
+                             "all events for a multi_interest=True engine")
         if not hasattr(self, "user_mean_") or not hasattr(self, "interactions_"):
             raise ValueError("this engine has no incremental state (it was saved by an older "
                              "interestflow); call fit() on all events instead")
@@ -591,7 +615,11 @@ class InterestEngine:
                              "an items table")
         # no user can get more than n_items rows: do not allocate (m, k) for a huge k
         k_eff = min(int(k), len(self.item_ids_))
-        item_rows, scores = self.recommender_.recommend(rows, k_eff, exclude_seen=exclude_seen)
+        if self.multi_interest and hasattr(self, "interest_offsets_"):
+            item_rows, scores = self._recommend_interests(rows, k_eff, bool(exclude_seen))
+        else:
+            item_rows, scores = self.recommender_.recommend(rows, k_eff,
+                                                            exclude_seen=exclude_seen)
         valid = item_rows >= 0
         n_per = valid.sum(axis=1)
         return pd.DataFrame({
@@ -600,6 +628,46 @@ class InterestEngine:
             "score": scores[valid].astype(np.float32),
             "rank": (np.cumsum(valid, axis=1)[valid]).astype(np.int64),
         })
+
+    def interests(self) -> pd.DataFrame:
+        """Per-user interests (``multi_interest=True``): one row per interest.
+
+        Columns ``user_id``, ``interest`` (0 = most important), ``importance`` (decayed
+        weight sum of its events), ``size`` (events).
+        """
+        self._check_fitted()
+        if not hasattr(self, "interest_offsets_"):
+            raise ValueError("this engine was fitted with multi_interest=False; no interests")
+        off = self.interest_offsets_
+        counts = np.diff(off)
+        return pd.DataFrame({
+            "user_id": np.repeat(self.user_ids_.to_numpy(), counts),
+            "interest": (np.arange(off[-1]) - np.repeat(off[:-1], counts)).astype(np.int64),
+            "importance": self.interest_importance_,
+            "size": self.interest_sizes_,
+        })
+
+    def _recommend_interests(self, rows: np.ndarray, k: int, exclude_seen: bool):
+        """recommend_multi on the requested users' interests (see multi_interest)."""
+        from .multi_interest import recommend_multi
+
+        off = self.interest_offsets_
+        counts = off[rows + 1] - off[rows]
+        sub_off = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        take = np.concatenate([np.arange(off[r], off[r + 1]) for r in rows]) if len(rows) \
+            else np.zeros(0, np.int64)
+        rec = self.recommender_
+        if exclude_seen:
+            ptr, idx = rec.seen_indptr_, rec.seen_indices_
+            n_seen = ptr[rows + 1] - ptr[rows]
+            ex_ptr = np.concatenate([[0], np.cumsum(n_seen)]).astype(np.int64)
+            ex_idx = np.concatenate([idx[ptr[r]:ptr[r + 1]] for r in rows]).astype(np.int64) \
+                if len(rows) else np.zeros(0, np.int64)
+            exclude = (ex_ptr, ex_idx)
+        else:
+            exclude = None
+        return recommend_multi(self.interest_vectors_[take], self.interest_importance_[take],
+                               sub_off, self.item_vectors_, k, exclude=exclude)
 
     # ------------------------------------------------------------- persistence
     def save(self, path) -> Path:
@@ -617,6 +685,7 @@ class InterestEngine:
     def get_params(self) -> dict:
         return {"half_life_days": self.half_life_days, "n_segments": self.n_segments,
                 "segmenter": self.segmenter, "merge_threshold": self.merge_threshold,
+                "multi_interest": self.multi_interest,
                 "segment_temperature": self.segment_temperature,
                 "random_state": self.random_state}
 

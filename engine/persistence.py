@@ -20,6 +20,8 @@ _ARRAYS = ("user_vectors_", "user_log2_weight_", "item_vectors_", "segments_",
            "segment_centroids_", "segment_soft_")
 #: State that only partial_fit needs; a save without it loads but cannot partial_fit.
 _INCREMENTAL = ("user_mean_", "item_event_sum_", "item_event_weight_")
+#: multi_interest=True only.
+_INTERESTS = ("interest_offsets_", "interest_vectors_", "interest_importance_", "interest_sizes_")
 _INTER_PREFIX = "interactions."
 _REC_PREFIX = "recommender."
 
@@ -53,7 +55,7 @@ def save_engine(engine, path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     tensors = {name: np.ascontiguousarray(getattr(engine, name)) for name in _ARRAYS}
     tensors["item_from_items"] = np.ascontiguousarray(engine.item_vector_source_ == "items")
-    for name in _INCREMENTAL:
+    for name in _INCREMENTAL + _INTERESTS:
         if hasattr(engine, name):
             tensors[name] = np.ascontiguousarray(getattr(engine, name))
     for key, arr in getattr(engine, "interactions_", {}).items():
@@ -116,7 +118,7 @@ def load_engine(cls, path: Path, *, encoder=None):
     for name in _ARRAYS:
         setattr(engine, name, tensors[name])
     engine.item_vector_source_ = np.where(tensors["item_from_items"], "items", "events")
-    for name in _INCREMENTAL:
+    for name in _INCREMENTAL + _INTERESTS:
         if name in tensors:
             setattr(engine, name, tensors[name])
     inter = {k[len(_INTER_PREFIX):]: v for k, v in tensors.items() if k.startswith(_INTER_PREFIX)}
