@@ -176,14 +176,15 @@ class MemoEncoder:
         return getattr(self._encoder, name)
 
 
-def run_engine(train: pd.DataFrame, items, users, encoder) -> tuple[dict, dict]:
-    """``InterestEngine()`` defaults: fit on the training events, recommend k=10 unseen items.
+def run_engine(train: pd.DataFrame, items, users, encoder, **params) -> tuple[dict, dict]:
+    """``InterestEngine(**params)`` (defaults otherwise): fit on the training events,
+    recommend k=10 unseen items.
 
     Returns (user -> recommended item ids, facts about the fitted engine).
     """
     from interestflow import InterestEngine
 
-    engine = InterestEngine(encoder=encoder)
+    engine = InterestEngine(encoder=encoder, **params)
     t0 = time.perf_counter()
     engine.fit(train[["user_id", "item_id", "text", "ts"]], items=items)
     fit_s = time.perf_counter() - t0
@@ -197,6 +198,9 @@ def run_engine(train: pd.DataFrame, items, users, encoder) -> tuple[dict, dict]:
              "half_life_days": float(engine.half_life_days),
              "weights": {c: float(w) for c, w in zip(COMPONENTS, rec.weights_)},
              "selection": rec.selection_, "n_items": int(len(engine.item_ids_))}
+    if params.get("multi_interest"):
+        table = engine.interests()
+        facts["interests_per_user"] = float(table.groupby("user_id").size().mean())
     return out, facts
 
 
@@ -229,6 +233,10 @@ def evaluate(name: str, events: pd.DataFrame, items, encoder) -> dict:
     engine_recs, facts = run_engine(train, None, users, memo)
     rows["InterestEngine()"] = score(engine_recs, truth)
     engines = {"InterestEngine()": facts}
+    # multi-interest: each user's list filled from all of their interests (issue 5)
+    recs_m, facts_m = run_engine(train, None, users, memo, multi_interest=True)
+    rows["InterestEngine(multi_interest=True)"] = score(recs_m, truth)
+    engines["InterestEngine(multi_interest=True)"] = facts_m
     if items is not None:
         recs_i, facts_i = run_engine(train, items, users, memo)
         rows["InterestEngine() + items"] = score(recs_i, truth)
@@ -244,6 +252,10 @@ def evaluate(name: str, events: pd.DataFrame, items, encoder) -> dict:
               f"x{r['ratio_recall']:.2f} / x{r['ratio_ndcg']:.2f} of the better baseline")
     for method, f in engines.items():
         on = [c for c, w in f["weights"].items() if w > 0]
+        if "interests_per_user" in f:
+            print(f"   {method}: {f['interests_per_user']:.2f} interests per user; content "
+                  "only, filled per interest by importance")
+            continue
         print(f"   {method}: components {on}, K={f['n_segments']}, half-life "
               f"{f['half_life_days']:g} d, fit {f['fit_s']:.1f}s, recommend "
               f"{f['recommend_s']:.1f}s")
@@ -264,6 +276,11 @@ def markdown(results: dict) -> str:
             lines.append(f"| {method} | {r['recall@10']:.4f} | {r['ndcg@10']:.4f} | "
                          f"{r['ratio_recall']:.2f} / {r['ratio_ndcg']:.2f} |")
         for method, f in res["engines"].items():
+            if "interests_per_user" in f:
+                lines.append(f"\n{method}: {f['interests_per_user']:.2f} interests per user; "
+                             "each list filled from every interest in proportion to its "
+                             "importance (content only, no behaviour components).")
+                continue
             on = ", ".join(c for c, w in f["weights"].items() if w > 0)
             lines.append(f"\n{method}: components selected on the training period: {on}; "
                          f"K={f['n_segments']}; half-life {f['half_life_days']:g} days.")
