@@ -78,13 +78,14 @@ TINY_CONFIG = dict(MINILM_CONFIG, vocab_size=1000, hidden_size=32, num_hidden_la
 PROFILES = {
     "gpu": dict(
         n_texts=100_000, n_seed=1000, n_st=100_000, warm_texts=2048, demo_users=2000,
-        encoder_repeat=2, bert=None,
+        encoder_repeat=2, bert=None, budget_sweep=(16384, 262144),
         topk=[(16384, 1_000_000, 384, 10), (16384, 1_000_000, 384, 100)], topk_check_rows=256,
         kmeans=(1_000_000, 384, 1024, 10), bench_warmup_ms=200, bench_rep_ms=1000,
         pytest_timeout_s=240,
     ),
     "dry": dict(
         n_texts=120, n_seed=6, n_st=120, warm_texts=8, demo_users=20, encoder_repeat=1,
+        budget_sweep=(300,),
         bert=TINY_CONFIG, topk=[(37, 300, 24, 5), (5, 70, 3, 70)], topk_check_rows=16,
         kmeans=(500, 16, 7, 3), cpu_repeat=2, pytest_timeout_s=120,
     ),
@@ -379,30 +380,39 @@ def section_encode(ctx) -> dict:
 
     pin = dev.type == "cuda"
 
-    def tokenize_only(t):
+    def tokenize_only(t, threads):
         from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(E.PIPELINE_THREADS) as pool:
+        with ThreadPoolExecutor(threads) as pool:
             list(pool.map(lambda b: enc._prepare_piece(t[b[0]:b[1]], enc.token_budget, None,
                                                        pin), E.piece_bounds(len(t))))
 
-    record("tokenize_only", f"Encoder tokenise + pack only ({E.PIPELINE_THREADS} threads, "
-           "no device work)", tokenize_only, all_rows, model_work=False)
+    # the pipeline's own thread count, then others: is PIPELINE_THREADS the right choice here?
+    for threads in dict.fromkeys((E.PIPELINE_THREADS, 1, 4)):
+        key = "tokenize_only" if threads == E.PIPELINE_THREADS else f"tokenize_only_{threads}"
+        record(key, f"Encoder tokenise + pack only ({threads} thread{'s' * (threads > 1)}, "
+               "no device work)", lambda t, n=threads: tokenize_only(t, n), all_rows,
+               model_work=False)
 
-    prepared = {}
-    for t in (warm, texts):
-        for a, b in E.piece_bounds(len(t)):
-            prepared[(b - a, t[a], t[b - 1])] = enc._prepare_piece(t[a:b], enc.token_budget,
-                                                                  None, pin)
-    enc._prepare_piece = lambda t, budget, batch_size, pin_: prepared[(len(t), t[0], t[-1])]
-    try:
-        enc._overlap = True
-        record("device_only", "Encoder device work only (texts tokenised beforehand)",
-               lambda t: enc.encode(t), all_rows)
-    finally:
-        del enc._prepare_piece
-        enc._overlap = saved
-        prepared.clear()
+    default_budget = enc.token_budget
+    # device work alone at the default token budget, then at others: is the default right?
+    for budget in dict.fromkeys((default_budget, *p["budget_sweep"])):
+        prepared = {}
+        for t in (warm, texts):
+            for a, b in E.piece_bounds(len(t)):
+                prepared[(b - a, t[a], t[b - 1])] = enc._prepare_piece(t[a:b], budget, None,
+                                                                      pin)
+        enc._prepare_piece = (lambda t, budget_, batch_size, pin_, prepared=prepared:
+                              prepared[(len(t), t[0], t[-1])])
+        key = "device_only" if budget == default_budget else f"device_only_budget_{budget}"
+        try:
+            enc._overlap, enc.token_budget = True, budget
+            record(key, f"Encoder device work only (texts tokenised beforehand), token budget "
+                   f"{budget}", lambda t: enc.encode(t), all_rows)
+        finally:
+            del enc._prepare_piece
+            enc._overlap, enc.token_budget = saved, default_budget
+            prepared.clear()
 
     import sentence_transformers
     from sentence_transformers import SentenceTransformer

@@ -78,11 +78,12 @@ def test_dry_run_every_section_ok(dry_run):
 def test_dry_run_encode_rows(dry_run):
     enc = dry_run[0]["sections"]["encode"]["result"]
     rows = enc["rows"]
-    assert set(rows) == {"encoder", "encoder_serial", "tokenize_only", "device_only",
+    assert set(rows) == {"encoder", "encoder_serial", "tokenize_only", "tokenize_only_1",
+                         "tokenize_only_4", "device_only", "device_only_budget_300",
                          "st_bs32", "st_bs256", "seed"}
     for key, row in rows.items():
         assert row["texts_per_s"] > 0, key
-        assert (row["tflops"] is None) == (key == "tokenize_only"), key
+        assert (row["tflops"] is None) == key.startswith("tokenize_only"), key
         if row["tflops"] is not None:
             assert row["tflops"] > 0, key
         assert row["texts_per_s"] == pytest.approx(row["texts"] / row["seconds"])
@@ -93,6 +94,7 @@ def test_dry_run_encode_rows(dry_run):
     # everything is float32 on the CPU: all methods give the same vectors
     for name, cos in enc["min_cosine"].items():
         assert cos >= 0.9999, name
+    assert "token budget 300" in rows["device_only_budget_300"]["method"]
     assert enc["model"].startswith("random-init BERT (tiny config)")
     assert enc["sdpa_ops"] and all("scaled_dot_product" in k for k in enc["sdpa_ops"])
     assert enc["tokens_max"] <= 256 and enc["tokens_mean"] > 10
