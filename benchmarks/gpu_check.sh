@@ -6,6 +6,10 @@
 #
 #     bash benchmarks/gpu_check.sh            # results in $OUT (else ./gpu_check_out)
 #
+# Through the device tool: first, here, `python benchmarks/export_fp16_model.py`; then one
+# `run` with command "bash benchmarks/gpu_check.sh", carry [".gpu_carry"], timeout_s 600. The
+# files come back as gpu_check.json/.md (copy them to benchmarks/results/ to commit them).
+#
 # It makes `interestflow` importable without any download: first an editable install that
 # builds the C++ module (`pip install --no-deps --no-build-isolation --no-index -e .`), and if
 # that fails or does not import, a PYTHONPATH folder that maps interestflow -> engine/ and
