@@ -1,0 +1,779 @@
+"""numba CPU cosine top-k: blocked oneDNN matmuls, a parallel running selection, certified bf16.
+
+:func:`cosine_topk_numba` never holds the ``(n_queries, n_keys)`` score matrix. It walks the
+keys in blocks; each block of keys is normalised once and multiplied (``torch.mm``, i.e.
+oneDNN) with each block of queries, and a parallel numba scan (``prange`` over query rows)
+merges the score block into every row's running top-``C`` (a small min-heap). A score block
+row is split into chunks of ``_CHUNK`` scores whose maximum is tested against the row's
+threshold (the heap minimum) with one vectorised compare; only the rare chunks holding a score
+above it are scanned one by one.
+
+Exactness
+---------
+The matmul only *proposes* ``C = k + m`` candidates per query. The returned scores are the
+**canonical** scores of the candidates: ``dot(q, key)`` of the original rows (upcast to the
+working dtype, float32 or float64), with products and sums in float64 in one fixed order
+(:func:`_cdot`), times both rows' inverse norms ``1 / max(||row||, 1e-12)`` (the epsilon of
+``torch.nn.functional.normalize``; 1 when ``normalized=True``), rounded once to the working
+dtype. The top-``k`` is the ``k`` best canonical scores, ties to the lower key index. A query's
+candidate list is accepted only with a certificate (below). A query that fails it is redone by
+one *collection* pass in fp32: its k-th canonical score among the candidates is a lower bound
+of the true k-th score, so every key whose fp32 matmul score can reach that bound (minus the
+fp32 error bound) is collected and re-scored canonically, which is exact by construction.
+So the result does not depend on ``candidates``, on block sizes or on thread counts:
+``candidates="bfloat16"`` returns exactly what ``candidates="float32"`` returns, on any data;
+only the time differs.
+
+The certificate
+---------------
+Notation: ``x* = x * inv_x`` (the exactly normalised row, real arithmetic), ``x~`` its
+representation in the matmul (bf16 or fp32, computed here with bf16 subnormals flushed to zero
+as oneDNN's bf16 dot instructions read them), ``e_x = x~ - x*`` (kept through its norm, measured
+in float64), ``u = 2**-8`` (bf16 unit roundoff), ``gamma_d = d 2**-24 / (1 - d 2**-24)``,
+``tau = 2**-126``. For a query ``q`` and a key ``y``:
+
+- ``q~.y~ - q*.y* = q*.e_y + e_q.y* + e_q.e_y``, so by Cauchy-Schwarz
+  ``|q~.y~ - q*.y*| <= ||q*|| E + ||e_q|| Y* + ||e_q|| E`` with ``E = max ||e_y||`` and
+  ``Y* = max ||y*||`` over all keys. (The measured residual norms are about half of the
+  worst case ``2u``.)
+- The matmul multiplies pairs exactly in fp32 and accumulates in fp32 in an unknown order:
+  ``|acc - q~.y~| <= gamma_d ||q~|| Y~ + (2d + 1) tau`` (``Y~ = max ||y~||``; ``tau`` per
+  product or addition that underflows).
+- A bf16 matmul writes bf16 on the CPU (torch has no fp32-output bf16 matmul there): a key
+  whose output is ``<= c`` had ``acc <= hi(c)``, the midpoint between ``c`` and the next bf16
+  number above it. For fp32 output ``hi(c) = c``.
+- The canonical score is within ``gamma'_{d+2} ||q*|| Y*`` (float64 ``gamma'``) of ``q*.y*``
+  before its final rounding to the working dtype, which is monotone.
+
+Every key that is not a candidate has a matmul output ``<= c``, the C-th candidate's output
+(the heap keeps strictly greater scores), hence its canonical score is at most ``U`` (the sum
+of the terms above, widened by a relative ``2**-23`` for the final float32 rounding and a
+``1e-12`` slack for the float64 arithmetic of the bound itself). If the k-th canonical score
+among the candidates is strictly greater than ``U``, no other key can enter the top-``k`` or
+tie with its last member, and the candidates' top-``k`` is the exact one. For unit vectors the
+bf16 margin is about ``0.005``; the fp32 margin about ``3e-5``. Non-finite values fail the
+certificate (inputs are rejected when they hold NaN or infinity).
+
+This module imports numba at import time; :mod:`interestflow.kernels` imports it only when the
+numba backend runs.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numba as nb
+import numpy as np
+import torch
+
+from interestflow.resolve import cpu_has_fast_bf16
+
+__all__ = ["cosine_topk_numba", "CANDIDATE_OPTIONS", "AUTO_BF16_MIN_WORK"]
+
+#: Valid values of ``candidates``.
+CANDIDATE_OPTIONS = ("auto", "bfloat16", "float32")
+
+#: ``candidates="auto"`` uses the bf16 pass at or above this many multiply-adds
+#: (n_queries * n_keys * dim), for dim >= 64 and k + m < n_keys, on CPUs with native bf16 dot
+#: instructions. Below that the fp32 matmul takes ~10 ms, and the bf16 pass's fixed costs
+#: (rounding every key row, measuring its residual, re-scoring more candidates) eat most of
+#: what its 2.5x faster matmul saves; at small dim the matmul is not compute-bound at all.
+AUTO_BF16_MIN_WORK = 1 << 31
+_AUTO_BF16_MIN_DIM = 64
+
+#: Extra candidates beyond k. bf16 outputs have 8 significant bits and the bf16 margin is
+#: ~0.005-0.007 for unit vectors, so on embedding-like data the k-th and the (k+m)-th scores
+#: must be that far apart. Each uncertified query costs a full fp32 pass (~2.4x its bf16
+#: pass) and each candidate one exact re-score (~0.3-0.6 us): on clustered 384-d data with
+#: 100,000 keys m = 22 / 30 / 40 / 54 left 6.4% / 3.2% / 1.0% / 0.4% of the queries
+#: uncertified, and m = 40 minimises the sum. The fp32 margin is ~3e-5: a few extra suffice.
+_EXTRA_BF16 = 40
+_EXTRA_FP32 = 6
+
+#: Scores per chunk tested with one vectorised max against the row threshold.
+_CHUNK = 64
+#: Key rows per block (a multiple of _CHUNK) and query rows per matmul.
+_BLOCK_KEYS = 4096
+_BLOCK_QUERIES = 2048
+#: Budget for the running candidate lists of one group of queries (heap keys + int64 indices).
+_STATE_BYTES = 64 * 2**20
+
+_NORM_EPS = 1e-12  # torch.nn.functional.normalize's default eps
+_U_BF16 = 2.0 ** -8
+_TAU = 2.0 ** -126
+_EPS32 = 2.0 ** -24
+_EPS64 = 2.0 ** -53
+_INSERTION_SORT_MAX = 64
+
+_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _gamma(n: int, unit: float) -> float:
+    return n * unit / (1.0 - n * unit)
+
+
+# --------------------------------------------------------------------------- numba kernels
+
+
+@nb.njit(cache=True)
+def _cdot(a, b):
+    """Canonical dot product: float64 products, eight partial sums combined in a fixed order.
+
+    No fastmath: the order is fixed by the code, so every caller gets the same bits.
+    """
+    d = a.shape[0]
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    i = 0
+    while i + 8 <= d:
+        s0 += np.float64(a[i]) * np.float64(b[i])
+        s1 += np.float64(a[i + 1]) * np.float64(b[i + 1])
+        s2 += np.float64(a[i + 2]) * np.float64(b[i + 2])
+        s3 += np.float64(a[i + 3]) * np.float64(b[i + 3])
+        s4 += np.float64(a[i + 4]) * np.float64(b[i + 4])
+        s5 += np.float64(a[i + 5]) * np.float64(b[i + 5])
+        s6 += np.float64(a[i + 6]) * np.float64(b[i + 6])
+        s7 += np.float64(a[i + 7]) * np.float64(b[i + 7])
+        i += 8
+    while i < d:
+        s0 += np.float64(a[i]) * np.float64(b[i])
+        i += 1
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+
+
+@nb.njit(parallel=True, cache=True)
+def _inverse_norms(x, normalized, inv, norm, bad):
+    """``inv[i] = 1 / max(||x_i||, eps)`` (1 when ``normalized``) and ``norm[i] = ||x_i||``, in
+    float64; ``bad[i]`` flags rows holding NaN or infinity."""
+    n, d = x.shape
+    for i in nb.prange(n):
+        row = x[i]
+        ok = True
+        for j in range(d):
+            if not np.isfinite(row[j]):
+                ok = False
+        bad[i] = not ok
+        nrm = math.sqrt(_cdot(row, row))
+        norm[i] = nrm
+        inv[i] = 1.0 if normalized else 1.0 / max(nrm, _NORM_EPS)
+
+
+@nb.njit(parallel=True, cache=True)
+def _prepare_rows(x, inv, rows, row0, rep32, rep16, to_bf16, stats):
+    """Matmul representation of rows ``x[rows[row0 + i]]`` and their residual norms.
+
+    ``rep32[i] = fl32(x * inv)``; with ``to_bf16`` it is then rounded to bf16 (round to
+    nearest even, subnormals flushed to zero), written as bits to ``rep16[i]`` and as a value
+    back to ``rep32[i]``. ``stats[i] = (||rep - x*||, ||x*||, ||rep||)`` in float64.
+    Rows of ``rep32``/``rep16`` past the prepared count are left alone (callers zero them).
+    """
+    m = stats.shape[0]
+    d = x.shape[1]
+    for i in nb.prange(m):
+        src = x[rows[row0 + i]]
+        s = inv[rows[row0 + i]]
+        out = rep32[i]
+        for j in range(d):
+            out[j] = np.float32(np.float64(src[j]) * s)
+        if to_bf16:
+            bits = out.view(np.uint32)
+            for j in range(d):
+                b = bits[j]
+                if (b & np.uint32(0x7F800000)) == 0:
+                    b = b & np.uint32(0x80000000)  # zero or subnormal: flush to signed zero
+                else:
+                    b = b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))
+                hi16 = b >> np.uint32(16)
+                if (hi16 & np.uint32(0x7F80)) == 0:
+                    hi16 = hi16 & np.uint32(0x8000)  # rounded down to a bf16 subnormal
+                rep16[i, j] = np.uint16(hi16)
+                bits[j] = hi16 << np.uint32(16)
+        e2 = 0.0
+        n2 = 0.0
+        r2 = 0.0
+        for j in range(d):
+            xs = np.float64(src[j]) * s
+            r = np.float64(out[j])
+            e2 += (r - xs) * (r - xs)
+            n2 += xs * xs
+            r2 += r * r
+        stats[i, 0] = math.sqrt(e2)
+        stats[i, 1] = math.sqrt(n2)
+        stats[i, 2] = math.sqrt(r2)
+
+
+@nb.njit(cache=True)
+def _heap_replace(hv, hi, v, idx):
+    """Replace the minimum of the min-heap ``hv`` (payload ``hi``) by ``v``/``idx``."""
+    c_len = hv.shape[0]
+    p = 0
+    while True:
+        c = 2 * p + 1
+        if c >= c_len:
+            break
+        if c + 1 < c_len and hv[c + 1] < hv[c]:
+            c += 1
+        if hv[c] >= v:
+            break
+        hv[p] = hv[c]
+        hi[p] = hi[c]
+        p = c
+    hv[p] = v
+    hi[p] = idx
+
+
+@nb.njit(cache=True)
+def _scan_chunk(ch, col0, limit, mask, hv, hi):
+    """Offer every score of ``ch`` (columns ``col0 + t < limit``) to the heap.
+
+    Scores arrive as the bits of a float (int16 for bf16, int32 for fp32); ``bits ^ mask`` for
+    negative bits makes them order like the floats. Strict ``>``: a later (higher-index) key
+    never displaces an equal one.
+    """
+    thr = hv[0]
+    n = min(ch.shape[0], limit - col0)
+    for t in range(n):
+        s = ch[t]
+        v = (s ^ mask) if s < 0 else s
+        if v > thr:
+            _heap_replace(hv, hi, v, col0 + t)
+            thr = hv[0]
+
+
+@nb.njit(cache=True)
+def _chunk_max(ch):
+    mx = ch[0]
+    for t in range(ch.shape[0]):
+        x = ch[t]
+        if x > mx:
+            mx = x
+    return mx
+
+
+@nb.njit(cache=True)
+def _select_row(r2, col0, limit, mask, hv, hi):
+    for c in range(r2.shape[0]):
+        ch = r2[c]
+        thr = hv[0]
+        # For a non-negative threshold the raw bits order like the floats (negative floats
+        # have negative bits), so the vectorised max of the raw chunk decides.
+        if thr >= 0 and _chunk_max(ch) <= thr:
+            continue
+        _scan_chunk(ch, col0 + c * ch.shape[0], limit, mask, hv, hi)
+
+
+@nb.njit(parallel=True, cache=True)
+def _select_block(s3, col0, limit, mask, heap_v, heap_i, row0):
+    """Merge the score block ``s3`` (rows, n_chunks, _CHUNK) into rows ``row0 + r`` of the heaps."""
+    for r in nb.prange(s3.shape[0]):
+        _select_row(s3[r], col0, limit, mask, heap_v[row0 + r], heap_i[row0 + r])
+
+
+@nb.njit(cache=True)
+def _before(sc, ix, a, b):
+    """Pair ``a`` comes before pair ``b``: higher score, or equal score and lower index."""
+    return sc[a] > sc[b] or (sc[a] == sc[b] and ix[a] < ix[b])
+
+
+@nb.njit(cache=True)
+def _swap(sc, ix, a, b):
+    sc[a], sc[b] = sc[b], sc[a]
+    ix[a], ix[b] = ix[b], ix[a]
+
+
+@nb.njit(cache=True)
+def _sift(sc, ix, root, n):
+    """Sift ``root`` down a heap whose top is the pair that comes *last*."""
+    while True:
+        c = 2 * root + 1
+        if c >= n:
+            return
+        if c + 1 < n and _before(sc, ix, c, c + 1):
+            c += 1
+        if not _before(sc, ix, root, c):
+            return
+        _swap(sc, ix, root, c)
+        root = c
+
+
+@nb.njit(cache=True)
+def _order_candidates(sc, ix, n):
+    """Sort the first ``n`` (score, index) pairs by score descending, then index ascending.
+
+    Indices are distinct, so the order is total and any correct sort gives the same result:
+    insertion sort for short lists, heapsort (no scratch memory) for long ones.
+    """
+    if n <= _INSERTION_SORT_MAX:
+        for a in range(1, n):
+            b = a
+            while b > 0 and _before(sc, ix, b, b - 1):
+                _swap(sc, ix, b, b - 1)
+                b -= 1
+        return
+    for root in range(n // 2 - 1, -1, -1):
+        _sift(sc, ix, root, n)
+    for end in range(n - 1, 0, -1):
+        _swap(sc, ix, 0, end)
+        _sift(sc, ix, 0, end)
+
+
+@nb.njit(parallel=True, cache=True)
+def _rescore(q, invq, qrows, qstats, keys, invk, cand, c_hi, all_keys, key_e, key_norm,
+             key_rep_norm, gamma_acc, gamma_canon, tiny, to_f32, k, out_s, out_i, ok, kth):
+    """Canonical scores of each query's candidates, its exact top-``k`` and its certificate.
+
+    Query ``i`` is row ``qrows[i]`` of ``q``; its results go to ``out_s[qrows[i]]``. ``c_hi[i]``
+    bounds the matmul accumulator of every key that is not a candidate; ``all_keys`` means
+    every key is a candidate (nothing to certify). ``kth[i]`` is the k-th best canonical score
+    among the candidates (-inf if there is none), a lower bound of the true k-th score.
+    """
+    m, c_len = cand.shape
+    for i in nb.prange(m):
+        row = qrows[i]
+        qr = q[row]
+        nq_star = qstats[i, 1]
+        kth[i] = -np.inf
+        if nq_star == 0.0:
+            # a zero query scores 0 against every key: ties, so the first k keys
+            for t in range(k):
+                out_s[row, t] = 0.0
+                out_i[row, t] = t
+            ok[i] = True
+            continue
+        sc = np.empty(c_len, np.float64)
+        ix = np.empty(c_len, np.int64)
+        good = True
+        for t in range(c_len):
+            j = cand[i, t]
+            if j < 0:
+                good = False
+                break
+            v = _cdot(qr, keys[j]) * invq[row] * invk[j]
+            if to_f32:
+                v = np.float64(np.float32(v))
+            sc[t] = v
+            ix[t] = j
+        if not good:
+            ok[i] = False
+            continue
+        _order_candidates(sc, ix, c_len)
+        for t in range(k):
+            out_s[row, t] = sc[t]
+            out_i[row, t] = ix[t]
+        kth[i] = sc[k - 1]
+        if all_keys:
+            ok[i] = True
+            continue
+        e_q = qstats[i, 0]
+        nq_rep = qstats[i, 2]
+        u = (c_hi[i] + nq_star * key_e + e_q * key_norm + e_q * key_e
+             + gamma_acc * nq_rep * key_rep_norm + tiny + gamma_canon * nq_star * key_norm)
+        u += 1e-12 * (abs(u) + nq_rep * key_rep_norm + 1.0)
+        if to_f32:
+            u += abs(u) * 2.0 ** -23 + 1e-44
+        # NaN anywhere makes this False
+        ok[i] = sc[k - 1] > u
+
+
+@nb.njit(cache=True)
+def _collect_chunk(ch, col0, limit, mask, thr, lst, cnt):
+    n = min(ch.shape[0], limit - col0)
+    for t in range(n):
+        s = ch[t]
+        v = (s ^ mask) if s < 0 else s
+        if v >= thr:
+            if cnt < lst.shape[0]:
+                lst[cnt] = col0 + t
+            cnt += 1
+    return cnt
+
+
+@nb.njit(parallel=True, cache=True)
+def _collect_block(s3, col0, limit, mask, thr, lists, counts, row0):
+    """Append to ``lists[row0 + r]`` every column of ``s3[r]`` scoring ``>= thr[row0 + r]``.
+
+    ``counts`` keeps counting past the capacity of ``lists`` so the caller can retry.
+    """
+    for r in nb.prange(s3.shape[0]):
+        i = row0 + r
+        th = thr[i]
+        r2 = s3[r]
+        cnt = counts[i]
+        for c in range(r2.shape[0]):
+            ch = r2[c]
+            if th >= 0 and _chunk_max(ch) < th:
+                continue
+            cnt = _collect_chunk(ch, col0 + c * ch.shape[0], limit, mask, th, lists[i], cnt)
+        counts[i] = cnt
+
+
+@nb.njit(parallel=True, cache=True)
+def _rescore_lists(q, invq, qrows, keys, invk, lists, counts, to_f32, k, out_s, out_i):
+    """Exact top-``k`` of query ``qrows[i]`` among the keys ``lists[i, :counts[i]]``."""
+    for i in nb.prange(lists.shape[0]):
+        row = qrows[i]
+        n = counts[i]
+        sc = np.empty(n, np.float64)
+        ix = np.empty(n, np.int64)
+        for t in range(n):
+            j = lists[i, t]
+            v = _cdot(q[row], keys[j]) * invq[row] * invk[j]
+            if to_f32:
+                v = np.float64(np.float32(v))
+            sc[t] = v
+            ix[t] = j
+        _order_candidates(sc, ix, n)
+        for t in range(k):
+            out_s[row, t] = sc[t]
+            out_i[row, t] = ix[t]
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_matrix(name, t):
+    if not torch.is_tensor(t):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n, dim), got shape {tuple(t.shape)}")
+    if t.dtype not in _DTYPES:
+        raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got {t.dtype}")
+    if t.device.type != "cpu":
+        raise ValueError(f"{name} is on {t.device}; the numba backend runs on the CPU: pass a "
+                         f"CPU tensor (e.g. {name}.cpu()) or use backend='triton'")
+
+
+def _validate(queries, keys, k, normalized, candidates):
+    _check_matrix("queries", queries)
+    _check_matrix("keys", keys)
+    if queries.shape[1] != keys.shape[1]:
+        raise ValueError(f"queries has dim {queries.shape[1]} but keys has dim "
+                         f"{keys.shape[1]}; they must match")
+    if keys.shape[1] < 1:
+        raise ValueError("queries and keys have dim 0; pass rows with at least one column")
+    n_keys = keys.shape[0]
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise TypeError(f"k must be an integer in [1, n_keys={n_keys}], got {k!r}")
+    if not 1 <= k <= n_keys:
+        raise ValueError(f"k={k} is out of range; pass 1 <= k <= n_keys={n_keys}")
+    if not isinstance(normalized, bool):
+        raise TypeError(f"normalized must be True or False, got {normalized!r}")
+    if not isinstance(candidates, str) or candidates not in CANDIDATE_OPTIONS:
+        raise ValueError(f"candidates={candidates!r} is not valid; pass one of "
+                         f"{', '.join(repr(c) for c in CANDIDATE_OPTIONS)}")
+    return int(k)
+
+
+def _inverse_norms_checked(name, x, normalized):
+    inv = np.empty(x.shape[0], np.float64)
+    norm = np.empty(x.shape[0], np.float64)
+    bad = np.zeros(x.shape[0], np.bool_)
+    if x.shape[0]:
+        _inverse_norms(x, normalized, inv, norm, bad)
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise ValueError(f"{name} row {row} contains NaN or infinity; pass finite values")
+    return inv, norm * inv  # ||x*||: 1 (0 for a zero row) unless normalized
+
+
+# --------------------------------------------------------------------------- passes
+
+
+def use_bf16_candidates(n_queries: int, n_keys: int, dim: int, k: int) -> tuple[bool, str]:
+    """What ``candidates="auto"`` picks for a problem of this size, and why.
+
+    Returns
+    -------
+    use_bf16 : bool
+    reason : str
+    """
+    if not cpu_has_fast_bf16():
+        return False, "this CPU has no native bf16 dot instructions (AVX512-BF16 or AMX)"
+    if k + _EXTRA_BF16 >= n_keys:
+        return False, f"k + {_EXTRA_BF16} candidates cover all {n_keys} keys"
+    if dim < _AUTO_BF16_MIN_DIM:
+        return False, f"dim={dim} < {_AUTO_BF16_MIN_DIM}: the matmul is not compute-bound"
+    work = float(n_queries) * n_keys * dim
+    if work < AUTO_BF16_MIN_WORK:
+        return False, f"{work:.3g} multiply-adds < {AUTO_BF16_MIN_WORK}: too small to pay off"
+    return True, "CPU with native bf16 dot instructions and a large problem"
+
+
+class _Problem:
+    """Inputs in the working dtype, their inverse norms and constants shared by the passes."""
+
+    def __init__(self, queries, keys, k, normalized):
+        work = torch.float64 if torch.float64 in (queries.dtype, keys.dtype) else torch.float32
+        self.to_f32 = work == torch.float32
+        self.q = _working_array(queries, work)
+        self.keys = _working_array(keys, work)
+        self.invq, self.q_star = _inverse_norms_checked("queries", self.q, normalized)
+        self.invk, k_star = _inverse_norms_checked("keys", self.keys, normalized)
+        self.key_star_max = float(k_star.max())
+        self.k = k
+        self.dim = self.q.shape[1]
+        self.n_keys = self.keys.shape[0]
+        self.gamma_canon = _gamma(self.dim + 2, _EPS64)
+        self.gamma_acc = _gamma(self.dim, _EPS32)
+        self.tiny = (2 * self.dim + 1) * _TAU
+
+
+def _working_array(t, work_dtype):
+    """``t`` as a C-contiguous numpy array of the working dtype (no copy when it already is)."""
+    a = t.detach()
+    if a.dtype != work_dtype:
+        a = a.to(work_dtype)  # float16/bfloat16 -> float32 is exact
+    return np.ascontiguousarray(a.numpy())
+
+
+def _bits_to_float(keys_t, bf16):
+    """Heap keys (order-preserving ints) back to the float values they encode, as float64."""
+    if bf16:
+        raw = torch.where(keys_t < 0, keys_t ^ 0x7FFF, keys_t).to(torch.int16)
+        return raw.view(torch.bfloat16).double()
+    raw = torch.where(keys_t < 0, keys_t ^ 0x7FFFFFFF, keys_t).to(torch.int32)
+    return raw.view(torch.float32).double()
+
+
+def _upper_of_output(c_key, bf16):
+    """Largest accumulator value whose matmul output is at most the value of ``c_key``."""
+    c = _bits_to_float(c_key, bf16)
+    if not bf16:
+        return c
+    nxt = _bits_to_float(torch.clamp(c_key.to(torch.int32) + 1, max=0x7FFF), bf16)
+    # round to nearest: anything up to the midpoint with the next bf16 value rounds to <= c
+    return (c + nxt) * 0.5 + _TAU
+
+
+class _Blocks:
+    """Score blocks of a set of query rows against all keys, one oneDNN matmul at a time.
+
+    Iterating yields ``(s3, col0, row0)``: the scores of query rows ``row0:row0 + rows``
+    against keys ``col0:col0 + cols`` as their float bits (int16 for bf16, int32 for fp32),
+    shaped (rows, cols // _CHUNK, _CHUNK); columns past ``n_keys`` score zero rows (padding).
+    The buffers are reused: consume each block before asking for the next. After a full
+    iteration ``key_max`` holds (max ||e_y||, max ||y*||, max ||y~||) over the keys.
+    """
+
+    def __init__(self, p: _Problem, qrows, bf16):
+        m, d = len(qrows), p.dim
+        self.p, self.bf16, self.m = p, bf16, m
+        q32 = np.empty((m, d), np.float32)
+        q16 = np.empty((m, d) if bf16 else (0, d), np.uint16)
+        self.qstats = np.empty((m, 3), np.float64)
+        if m:
+            _prepare_rows(p.q, p.invq, qrows, 0, q32, q16, bf16, self.qstats)
+        self.q_t = torch.from_numpy(q16).view(torch.bfloat16) if bf16 else torch.from_numpy(q32)
+        self.int_dtype = np.int16 if bf16 else np.int32
+        self.mask = self.int_dtype(0x7FFF) if bf16 else self.int_dtype(0x7FFFFFFF)
+        self.key_max = (0.0, 0.0, 0.0)
+
+    def __iter__(self):
+        p, bf16, m, d = self.p, self.bf16, self.m, self.p.dim
+        n_keys = p.n_keys
+        bk = min(_BLOCK_KEYS, -(-n_keys // _CHUNK) * _CHUNK)
+        bq = max(1, min(_BLOCK_QUERIES, m))
+        k32 = np.empty((bk, d), np.float32)
+        k16 = np.empty((bk, d) if bf16 else (0, d), np.uint16)
+        kstats = np.empty((bk, 3), np.float64)
+        k_t = torch.from_numpy(k16).view(torch.bfloat16) if bf16 else torch.from_numpy(k32)
+        score_buf = torch.empty(bq * bk, dtype=torch.bfloat16 if bf16 else torch.float32)
+        int_view = torch.int16 if bf16 else torch.int32
+        key_rows = np.arange(n_keys, dtype=np.int64)
+        e_max = star_max = rep_max = 0.0
+        for ks in range(0, n_keys, bk):
+            nv = min(bk, n_keys - ks)
+            cols = -(-nv // _CHUNK) * _CHUNK  # zero rows pad the block to whole chunks
+            _prepare_rows(p.keys, p.invk, key_rows, ks, k32, k16, bf16, kstats[:nv])
+            if cols > nv:
+                k32[nv:cols] = 0.0
+                k16[nv:cols] = 0
+            e_max = max(e_max, float(kstats[:nv, 0].max()))
+            star_max = max(star_max, float(kstats[:nv, 1].max()))
+            rep_max = max(rep_max, float(kstats[:nv, 2].max()))
+            kb = k_t[:cols]
+            for qs in range(0, m, bq):
+                rows = min(bq, m - qs)
+                s = score_buf[:rows * cols].view(rows, cols)
+                torch.mm(self.q_t[qs:qs + rows], kb.T, out=s)
+                yield s.view(int_view).numpy().reshape(rows, cols // _CHUNK, _CHUNK), ks, qs
+        self.key_max = (e_max, star_max, rep_max)
+
+
+def _candidate_pass(p: _Problem, qrows, bf16, out_s, out_i):
+    """Top-k of query rows ``qrows`` from a top-(k + m) candidate pass with its certificate.
+
+    Writes the rows' results and returns ``(ok, kth)``: whether each row is certified exact,
+    and its k-th best canonical score among the candidates (a lower bound of the true one).
+    """
+    m = len(qrows)
+    c_len = min(p.k + (_EXTRA_BF16 if bf16 else _EXTRA_FP32), p.n_keys)
+    ok = np.empty(m, np.bool_)
+    kth = np.empty(m, np.float64)
+    if c_len == p.n_keys:
+        # every key is a candidate: no matmul pass and nothing to certify
+        cand = np.broadcast_to(np.arange(p.n_keys, dtype=np.int64), (m, p.n_keys)).copy()
+        qstats = np.zeros((m, 3))
+        qstats[:, 1] = p.q_star[qrows]
+        _rescore(p.q, p.invq, qrows, qstats, p.keys, p.invk, cand, np.zeros(m), True, 0.0, 0.0,
+                 0.0, 0.0, 0.0, 0.0, p.to_f32, p.k, out_s, out_i, ok, kth)
+        return ok, kth
+    blocks = _Blocks(p, qrows, bf16)
+    heap_v = np.full((m, c_len), np.iinfo(blocks.int_dtype).min, blocks.int_dtype)
+    heap_i = np.full((m, c_len), -1, np.int64)
+    for s3, col0, row0 in blocks:
+        _select_block(s3, col0, p.n_keys, blocks.mask, heap_v, heap_i, row0)
+    c_hi = _upper_of_output(torch.from_numpy(heap_v[:, 0].copy()), bf16).numpy()
+    e_max, star_max, rep_max = blocks.key_max
+    _rescore(p.q, p.invq, qrows, blocks.qstats, p.keys, p.invk, heap_i, c_hi, False, e_max,
+             star_max, rep_max, p.gamma_acc, p.gamma_canon, p.tiny, p.to_f32, p.k, out_s, out_i,
+             ok, kth)
+    return ok, kth
+
+
+def _collect_pass(p: _Problem, qrows, kth, out_s, out_i):
+    """Exact top-k of query rows ``qrows`` given ``kth``, a lower bound of each true k-th score.
+
+    A key of the true top-k has a canonical score >= kth, hence an fp32 matmul score >= tau
+    (kth minus the fp32 error bound, which needs no per-key statistics: a float32 copy of a
+    float64 value is within 2**-24 relative). One fp32 pass collects every key scoring
+    >= tau and all of them are re-scored canonically: exact by construction, and cheap unless
+    many keys tie with the k-th (then it approaches a scan of every key for that query).
+    """
+    m = len(qrows)
+    rel = _EPS32 + 2 * _EPS64  # ||x~ - x*|| <= rel ||x*|| for a float32 copy
+    q_star = p.q_star[qrows]
+    y_star = p.key_star_max
+    err = ((q_star * (rel * y_star) + (rel * q_star) * y_star + (rel * q_star) * (rel * y_star))
+           + p.gamma_acc * (1 + rel) ** 2 * q_star * y_star + p.tiny)
+    with np.errstate(invalid="ignore", over="ignore"):
+        tau = (kth - np.abs(kth) * 2.0 ** -23 - 1e-44 - p.gamma_canon * q_star * y_star - err
+               - 1e-12 * (np.abs(kth) + q_star * y_star + 1.0))
+    tau = np.where(np.isnan(tau), -np.inf, tau)
+    tau32 = tau.astype(np.float32)
+    up = tau32.astype(np.float64) > tau
+    tau32[up] = np.nextafter(tau32[up], np.float32(-np.inf))  # round toward -inf
+    raw = tau32.view(np.int32)
+    thr = np.where(raw < 0, raw ^ np.int32(0x7FFFFFFF), raw).astype(np.int32)
+
+    cap = max(256, 4 * p.k)
+    pending = np.arange(m)
+    while len(pending):
+        # bounded memory: as many rows as fit the state budget at this capacity
+        take = pending[:max(1, _STATE_BYTES // (8 * cap))]
+        rows = qrows[take]
+        lists = np.empty((len(take), cap), np.int64)
+        counts = np.zeros(len(take), np.int64)
+        blocks = _Blocks(p, rows, False)
+        thr_t = np.ascontiguousarray(thr[take])
+        for s3, col0, row0 in blocks:
+            _collect_block(s3, col0, p.n_keys, blocks.mask, thr_t, lists, counts, row0)
+        if (counts < p.k).any():
+            bad = int(rows[np.argmax(counts < p.k)])
+            raise RuntimeError(f"internal error in cosine_topk_numba: query row {bad} collected "
+                               f"fewer than k={p.k} keys above its certified lower bound")
+        fits = counts <= cap
+        _rescore_lists(p.q, p.invq, rows[fits], p.keys, p.invk, lists[fits], counts[fits],
+                       p.to_f32, p.k, out_s, out_i)
+        # rows with more keys near their k-th score than the capacity: again, with room
+        pending = np.concatenate([take[~fits], pending[len(take):]])
+        if (~fits).any():
+            cap = int(counts[~fits].max())
+
+
+def _group_rows(c_len):
+    return max(1, _STATE_BYTES // (c_len * (4 + 8) + 64))
+
+
+def _topk(queries, keys, k, *, normalized=False, candidates="auto", stats=None):
+    k = _validate(queries, keys, k, normalized, candidates)
+    n_q, dim = queries.shape
+    n_keys = keys.shape[0]
+    if candidates == "auto":
+        bf16, reason = use_bf16_candidates(n_q, n_keys, dim, k)
+    else:
+        bf16, reason = candidates == "bfloat16", "requested"
+    p = _Problem(queries, keys, k, normalized)
+    out_s = np.empty((n_q, k), np.float32 if p.to_f32 else np.float64)
+    out_i = np.empty((n_q, k), np.int64)
+    n_failed = 0
+    prev_threads = nb.get_num_threads()
+    # numba's and torch's thread pools take turns (matmul, then scan): size both alike so
+    # that neither oversubscribes the cores the caller gave torch.
+    nb.set_num_threads(max(1, min(torch.get_num_threads(), nb.config.NUMBA_NUM_THREADS)))
+    try:
+        group = _group_rows(k + max(_EXTRA_BF16, _EXTRA_FP32))
+        for g0 in range(0, n_q, group):
+            rows = np.arange(g0, min(n_q, g0 + group), dtype=np.int64)
+            ok, kth = _candidate_pass(p, rows, bf16, out_s, out_i)
+            if not ok.all():
+                n_failed += int((~ok).sum())
+                _collect_pass(p, rows[~ok], kth[~ok], out_s, out_i)
+    finally:
+        nb.set_num_threads(prev_threads)
+    if stats is not None:
+        stats.update(candidates="bfloat16" if bf16 else "float32", reason=reason,
+                     n_queries=n_q, n_uncertified=n_failed)
+    return torch.from_numpy(out_s), torch.from_numpy(out_i)
+
+
+def cosine_topk_numba(queries: torch.Tensor, keys: torch.Tensor, k: int, *,
+                      normalized: bool = False, candidates: str = "auto"):
+    """Top-``k`` keys by cosine similarity for every query, on the CPU with numba.
+
+    Scores blocks of keys against blocks of queries with oneDNN matmuls and keeps a running
+    top-``(k + m)`` per query in a parallel numba scan, so the ``(n_queries, n_keys)`` score
+    matrix never exists; the candidates are then re-scored exactly and certified (see the
+    module docstring). The result is the same whatever ``candidates`` is.
+
+    Parameters
+    ----------
+    queries : torch.Tensor of shape (n_queries, dim)
+        CPU, float16, bfloat16, float32 or float64; finite.
+    keys : torch.Tensor of shape (n_keys, dim)
+        CPU, same choice of dtypes; finite.
+    k : int
+        ``1 <= k <= n_keys``.
+    normalized : bool, default=False
+        If True the rows are taken as already L2-normalised and scores are plain dot
+        products; otherwise rows are normalised (a zero row scores 0 against everything).
+    candidates : {"auto", "bfloat16", "float32"}, default="auto"
+        Precision of the matmul that proposes candidates. ``"bfloat16"``: bf16 copies of the
+        normalised rows (about 2.5x the fp32 matmul rate with AVX512-BF16, more with AMX);
+        queries whose certificate fails are redone in fp32. ``"float32"``: fp32 matmul.
+        ``"auto"``: bf16 on CPUs with native bf16 for large problems
+        (:func:`use_bf16_candidates` says why), else fp32.
+
+    Returns
+    -------
+    scores : torch.Tensor of shape (n_queries, k)
+        float32 (float64 when either input is float64), highest first: the cosine of the
+        original rows computed in float64 and rounded once.
+    indices : torch.Tensor of shape (n_queries, k), int64
+        Rows of ``keys``; equal scores are ordered by lower index.
+
+    Raises
+    ------
+    TypeError
+        Non-tensor input, unsupported dtype, non-integer ``k`` or non-bool ``normalized``.
+    ValueError
+        Bad shapes, non-CPU tensors, ``k`` out of range, unknown ``candidates``, or rows with
+        NaN or infinity.
+
+    Notes
+    -----
+    Memory beyond the inputs and outputs: float32 copies of float16/bfloat16 inputs, one key
+    block and one score block (a few tens of MB) and ``(k + m) * 10`` bytes per query. A query
+    whose candidates cannot be certified in either precision (many keys tied with its k-th
+    score, e.g. duplicated keys straddling the k-th place) is scored against every key: correct
+    but ``O(n_keys * dim)`` for that query.
+
+    Examples
+    --------
+    >>> import torch
+    >>> q = torch.tensor([[1.0, 0.0]])
+    >>> keys = torch.tensor([[0.0, 1.0], [2.0, 0.0], [1.0, 0.1]])
+    >>> cosine_topk_numba(q, keys, 2)[1].tolist()
+    [[1, 2]]
+    """
+    return _topk(queries, keys, k, normalized=normalized, candidates=candidates)
