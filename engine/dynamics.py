@@ -44,7 +44,12 @@ segment i and current segment j (users present in both snapshots):
   ``min_segment_size`` users) from each of >= 2 previous segments. ``value`` = share of j's
   members coming from them.
 * ``appear``: an unmatched current segment that is not a split part or a merge result.
+  ``value`` = its best matching score (below ``match_threshold``).
 * ``vanish``: an unmatched previous segment that did not split and is not a merge source.
+  ``value`` = its best matching score.
+
+A window without events gives an empty snapshot: every segment of the previous snapshot
+vanishes there and the segments after it appear with new ids (``value`` 0).
 * ``drift``: a matched pair outside any split/merge whose centroid moved by more than
   sampling explains: ``value = 1 - cos(centroid_t-1, centroid_t)``, ``value - noise >=
   drift_threshold`` and ``value >= 2 * noise``, where
@@ -67,7 +72,8 @@ from .segments import _unit, candidate_ks, check_n_segments
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SegmentTracker", "update_segments", "tracking_schemas", "TRACKING_TABLES"]
+__all__ = ["SegmentTracker", "cluster_users", "update_segments", "tracking_schemas",
+           "TRACKING_TABLES"]
 
 #: Tables written by :meth:`SegmentTracker.to_run_dir`, in ``RUN_DIR/tracking/<name>.parquet``.
 TRACKING_TABLES = ("snapshots", "assignments", "lifecycle", "transitions", "map")
@@ -265,7 +271,8 @@ def _kmeans(x, k, init, *, random_state, backend, device, n_init=1, max_iter=100
         float(km.inertia_)
 
 
-def _dissolve_small(x, labels, centroids, min_size, *, random_state, backend, device):
+def _dissolve_small(x, labels, centroids, origin, min_size, *, random_state, backend,
+                    device):
     """Remove segments with fewer than ``min_size`` members; Lloyd from the survivors."""
     for _ in range(len(centroids)):
         sizes = np.bincount(labels, minlength=len(centroids))
@@ -273,9 +280,168 @@ def _dissolve_small(x, labels, centroids, min_size, *, random_state, backend, de
         if not small.any() or small.all():
             break
         keep = np.flatnonzero(~small)
+        origin = origin[keep]
         labels, centroids, _ = _kmeans(x, len(keep), centroids[keep], random_state=random_state,
                                        backend=backend, device=device)
-    return labels, centroids
+    return labels, centroids, origin
+
+
+def _k_candidates(n, n_segments, k_max):
+    if n_segments != "auto":
+        return [min(int(n_segments), n)]
+    k_max = k_max if k_max is not None else int(np.clip(round(np.sqrt(n)), 2, 64))
+    return candidate_ks(n, 2, k_max)
+
+
+def _warm_init(x, prev_c, k, min_size, rng, backend):
+    """Warm start: the previous centroids still nearest to >= ``min_size`` rows (the K best
+    supported, kept in their previous order), then greedy k-means++ seeds.
+
+    Returns ``(init (k, dim), origin (k,))``: the previous row of each start, -1 for seeds.
+    """
+    support = np.bincount(_nearest(x, prev_c, backend), minlength=len(prev_c))
+    order = np.argsort(-support, kind="stable")
+    kept = np.sort(order[support[order] >= min_size][:k])
+    init = _dsq_seeds(x, prev_c[kept], k - len(kept), rng)
+    return init, np.concatenate([kept, np.full(k - len(kept), -1)]).astype(np.int64)
+
+
+def cluster_users(user_vectors, previous_centroids=None, *, n_segments="auto", k_max=None,
+                  min_segment_size=5, random_state=0, backend="auto", device=None) -> dict:
+    """Segment users, warm-started from previous centroids, choosing K by silhouette.
+
+    The clustering of one :class:`SegmentTracker` snapshot, usable on its own (e.g. to update
+    an engine's segments after new events, with K free to change). For each candidate K
+    (``n_segments``, or for ``"auto"`` every K of :func:`interestflow.segments.candidate_ks`
+    up to ``k_max``, default ``clip(round(sqrt(n_users)), 2, 64)``):
+
+    * a fresh K-means solution (k-means++, 3 restarts; 10 without previous centroids), and
+    * with ``previous_centroids``: a warm start from the previous centroids still nearest to
+      at least ``min_segment_size`` users (the K best supported, in their previous order)
+      plus greedy k-means++ seeds for the rest; it is kept unless the fresh solution has more than 1%
+      lower inertia (hysteresis: segments do not flip between equally good partitions).
+
+    K is the candidate with the highest mean cosine silhouette (the engine's criterion; ties
+    go to the smaller K), scored on a seeded sample of at most 3,000 users when there are
+    more (then the chosen solution is refined on all users). Segments smaller than
+    ``min_segment_size`` are then dissolved into their nearest neighbours.
+
+    Parameters
+    ----------
+    user_vectors : ndarray, shape (n_users, dim)
+        Unit-scaled user vectors (rows are scaled to unit length if they are not).
+    previous_centroids : ndarray, shape (n_previous, dim), optional
+        Centroids to warm-start from.
+    n_segments : int or "auto", default "auto"
+        A fixed K (capped at ``n_users``) or ``"auto"``.
+    k_max : int, optional
+        Largest K tried by ``"auto"``.
+    min_segment_size : int, default 5
+    random_state : int, default 0
+    backend : str, default "auto"
+        K-means / top-k backend.
+    device : str, optional
+        K-means device.
+
+    Returns
+    -------
+    dict
+        ``labels`` (int64, (n_users,), values ``0..k-1``), ``centroids`` (float32 unit rows,
+        (k, dim)), ``size`` (int64, (k,)), ``resultant`` ((k,), length of each segment's mean
+        of unit vectors: 1 = all members identical), ``init`` ("warm", "fresh", "first",
+        "single" or "empty"), ``silhouette`` (of the chosen K; NaN when K is fixed or 1),
+        ``k``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.repeat(np.eye(3, dtype=np.float32), 10, axis=0)
+    >>> res = cluster_users(x + 0.01, np.eye(3, dtype=np.float32))
+    >>> res["k"], res["init"], res["size"].tolist()
+    (3, 'warm', [10, 10, 10])
+    """
+    from sklearn.metrics import silhouette_score
+
+    check_n_segments(n_segments)
+    if k_max is not None:
+        _check_int("k_max", k_max, 2)
+    min_segment_size = _check_int("min_segment_size", min_segment_size, 1)
+    x = np.asarray(user_vectors)
+    if x.ndim != 2 or x.dtype.kind != "f":
+        raise ValueError(f"user_vectors must be a 2-D float array (n_users, dim), got shape "
+                         f"{x.shape} dtype {x.dtype}")
+    x = _unit(x)
+    n, dim = x.shape
+    warm_from = None
+    if previous_centroids is not None and len(previous_centroids):
+        warm_from = _unit(np.asarray(previous_centroids, dtype=np.float32))
+        if warm_from.ndim != 2 or warm_from.shape[1] != dim:
+            raise ValueError(f"previous_centroids must have shape (n_previous, {dim}), got "
+                             f"{warm_from.shape}")
+    t0 = time.perf_counter()
+    out = {"silhouette": float("nan"), "timings": {"choose_k_s": 0.0, "cluster_s": 0.0}}
+    if n == 0:
+        out.update(labels=np.zeros(0, np.int64), init="empty", k=0,
+                   centroids=np.zeros((0, dim), np.float32), resultant=np.zeros(0),
+                   size=np.zeros(0, np.int64), previous_rows=np.zeros(0, np.int64))
+        return out
+    kw = dict(random_state=random_state, backend=backend, device=device)
+    ks = _k_candidates(n, n_segments, k_max)
+    rng = np.random.RandomState(random_state)
+    sample = x
+    if len(ks) > 1 and n > _K_SAMPLE:
+        sample = x[np.sort(rng.choice(n, size=_K_SAMPLE, replace=False))]
+    best = None  # (score, k, labels, centroids, inertia, init, origin)
+    for k in ks:
+        if k == 1:
+            sol = (np.zeros(len(sample), np.int64), _unit(sample.mean(0, keepdims=True)),
+                   float("nan"), "single", np.full(1, -1, np.int64))
+        else:
+            n_init = _FIRST_N_INIT if warm_from is None else _FRESH_N_INIT
+            sol = _kmeans(sample, k, "k-means++", n_init=n_init, **kw) + ("first",)
+            sol += (np.full(k, -1, np.int64),)
+            if warm_from is not None:
+                init, origin = _warm_init(sample, warm_from, k, min_segment_size, rng, backend)
+                warm = _kmeans(sample, k, init, **kw)
+                # the warm start wins unless the fresh solution is clearly better
+                fresh_wins = sol[2] < warm[2] * (1.0 - _FRESH_GAIN)
+                sol = sol[:3] + ("fresh", sol[4]) if fresh_wins else warm + ("warm", origin)
+        if len(ks) == 1:
+            score = float("nan")
+        elif len(np.unique(sol[0])) < 2:
+            continue
+        else:
+            score = float(silhouette_score(sample, sol[0], metric="cosine"))
+        if best is None or (round(score, 4), -k) > (round(best[0], 4), -best[1]):
+            best = (score, k) + sol
+    if best is None:  # every candidate collapsed to one cluster (identical vectors)
+        best = (float("nan"), 1, np.zeros(len(sample), np.int64),
+                _unit(sample.mean(0, keepdims=True)), float("nan"), "single",
+                np.full(1, -1, np.int64))
+    score, k, labels, cents, _, init, origin = best
+    t1 = time.perf_counter()
+    if k == 1:
+        labels = np.zeros(n, np.int64)
+    else:
+        if sample is not x:  # K was chosen on a sample: cluster everyone from its solution
+            labels, cents, _ = _kmeans(x, k, cents, **kw)
+        labels, cents, origin = _dissolve_small(x, labels, cents, origin, min_segment_size,
+                                                **kw)
+    # drop empty clusters; centroids = means of the members, whose length (the mean
+    # resultant length R) measures how tight the segment is
+    used = np.flatnonzero(np.bincount(labels, minlength=len(cents)))
+    remap = np.full(len(cents), -1, np.int64)
+    remap[used] = np.arange(len(used))
+    labels = remap[labels]
+    size = np.bincount(labels, minlength=len(used))
+    sums = np.zeros((len(used), dim), np.float64)
+    np.add.at(sums, labels, x)
+    means = sums / size[:, None]
+    out.update(labels=labels, centroids=_unit(means), init=init, size=size, k=len(used),
+               resultant=np.linalg.norm(means, axis=1), silhouette=score,
+               previous_rows=origin[used])
+    out["timings"] = {"choose_k_s": t1 - t0, "cluster_s": time.perf_counter() - t1}
+    return out
 
 
 # ------------------------------------------------------------------------------- tracker
@@ -333,19 +499,29 @@ class SegmentTracker:
         The tracking tables (schemas: :func:`tracking_schemas`).
     windows_ : pandas.DataFrame
         One row per snapshot: ``snapshot, window_start, window_end, n_users, n_segments,
-        init`` ("warm", "fresh" or "first"), ``silhouette`` (of the chosen K, NaN if fixed).
+        init, silhouette``. ``init`` says where the kept solution came from: ``"warm"``
+        (previous centroids), ``"fresh"`` (k-means++ beat the warm start by > 1% inertia),
+        ``"first"`` (no previous centroids), ``"single"`` (K = 1), ``"empty"`` (no users).
+        ``silhouette`` is that of the chosen K (NaN when K is fixed or 1).
     paths_ : pandas.DataFrame
         Index ``user_id``, one column per snapshot: each user's segment id (nullable
         ``Int64``; ``<NA>`` when the user is not in that snapshot).
     centroids_ : list of dict of int to ndarray (dim,)
         Per snapshot, unit centroid of each segment id.
+    drift_scores_ : pandas.DataFrame
+        Every matched segment outside a split or merge, drift or not: ``snapshot,
+        segment_id, value`` (``1 - cos`` of its centroid to the previous snapshot) and
+        ``noise`` (the move expected from sampling alone), to calibrate ``drift_threshold``.
     snapshot_users_ : list of pandas.Index
         Per snapshot, the users present (original ids, sorted).
     snapshot_vectors_ : list of ndarray, shape (n_users_t, dim)
         Per snapshot, the unit user vectors, rows in ``snapshot_users_`` order.
     timings_ : dict
-        Seconds per stage (``user_vectors_s``, ``choose_k_s``, ``cluster_s``, ``match_s``,
-        ``labels_s``, ``map_s``, ``total_s``).
+        Seconds per stage, summed over snapshots: ``user_vectors_s`` (window cuts and decayed
+        means), ``choose_k_s`` (candidate K-means solutions and silhouettes), ``cluster_s``
+        (final clustering on all users, small-segment dissolution), ``match_s`` (ids and
+        events), ``labels_s`` (keywords, representative texts), ``map_s`` (2-D projection),
+        ``total_s``.
 
     Examples
     --------
@@ -467,7 +643,7 @@ class SegmentTracker:
                                        "labels_s", "map_s"), 0.0)
         next_id = 0
         prev = None
-        self._drift_log = []
+        self._drift_scores = []
         snaps, events, rows_win = [], [], []
         for t, (s_ns, e_ns) in enumerate(zip(starts, ends)):
             tic = time.perf_counter()
@@ -481,7 +657,7 @@ class SegmentTracker:
                 next_id += len(ids)
                 snap["ids"] = ids
                 if prev is not None:  # after an empty snapshot every segment is new
-                    events += [(t, "appear", [], [int(i)], 1.0, "after an empty snapshot")
+                    events += [(t, "appear", [], [int(i)], 0.0, "after an empty snapshot")
                                for i in ids]
             else:
                 next_id = self._match(prev, snap, next_id, events)
@@ -517,9 +693,12 @@ class SegmentTracker:
                              "affected)")
         if isinstance(user_ids, (str, bytes)):
             raise TypeError("user_ids must be a sequence of ids (one per event), not a string")
-        uid = pd.Series(np.asarray(user_ids, dtype=object) if not isinstance(
-            user_ids, (pd.Series, pd.Index)) else user_ids.to_numpy(dtype=object))
-        if uid.ndim != 1 or len(uid) != n:
+        arr = (user_ids.to_numpy(dtype=object) if isinstance(user_ids, (pd.Series, pd.Index))
+               else np.asarray(user_ids, dtype=object))
+        if arr.ndim != 1:
+            raise ValueError(f"user_ids must be 1-D (one id per event), got shape {arr.shape}")
+        uid = pd.Series(arr)
+        if len(uid) != n:
             raise ValueError(f"user_ids has {len(uid)} entries but event_vectors has {n} rows; "
                              "pass one user id per event")
         nulls = uid.isna().to_numpy()
@@ -610,91 +789,20 @@ class SegmentTracker:
                     row_user=np.cumsum(active)[inv[keep_rows]] - 1)
         return snap
 
-    def _k_candidates(self, n, t):
-        if self.n_segments != "auto":
-            k = int(self.n_segments)
-            if k > n:
-                logger.warning("snapshot %d has %d users, fewer than n_segments=%d: using "
-                               "K=%d", t, n, k, n)
-            return [min(k, n)]
-        k_max = self.k_max if self.k_max is not None else int(np.clip(round(np.sqrt(n)), 2, 64))
-        return candidate_ks(n, 2, k_max)
-
-    def _warm_init(self, x, prev_c, k, rng):
-        """Previous centroids still nearest to >= min_segment_size rows (best first), + D²."""
-        support = np.bincount(_nearest(x, prev_c, self.backend), minlength=len(prev_c))
-        order = np.argsort(-support, kind="stable")
-        kept = order[support[order] >= self.min_segment_size][:k]
-        return _dsq_seeds(x, prev_c[kept], k - len(kept), rng)
-
     def _cluster(self, snap, prev, t):
-        """K choice, warm-started K-means, fresh guard, small-segment dissolution."""
-        from sklearn.metrics import silhouette_score
-
+        """Cluster one snapshot (see :func:`cluster_users`) and keep what matching needs."""
         x = snap["x"]
-        n = len(x)
-        snap["silhouette"] = float("nan")
-        if n == 0:
-            snap.update(labels=np.zeros(0, np.int64), init="empty",
-                        centroids=np.zeros((0, x.shape[1]), np.float32),
-                        resultant=np.zeros(0), size=np.zeros(0, np.int64))
-            return
-        seed = int(self.random_state) + t
-        kw = dict(random_state=seed, backend=self.backend, device=self.device)
         warm_from = prev["centroids"] if prev is not None and len(prev["centroids"]) else None
-        tic = time.perf_counter()
-        ks = self._k_candidates(n, t)
-        rng = np.random.RandomState(seed)
-        sample = x
-        if len(ks) > 1 and n > _K_SAMPLE:
-            sample = x[np.sort(rng.choice(n, size=_K_SAMPLE, replace=False))]
-        best = None  # (score, k, labels, centroids, inertia, init)
-        for k in ks:
-            if k == 1:
-                sol = (np.zeros(len(sample), np.int64), _unit(sample.mean(0, keepdims=True)),
-                       float("nan"), "single")
-            else:
-                n_init = _FIRST_N_INIT if warm_from is None else _FRESH_N_INIT
-                sol = _kmeans(sample, k, "k-means++", n_init=n_init, **kw) + ("first",)
-                if warm_from is not None:
-                    warm = _kmeans(sample, k, self._warm_init(sample, warm_from, k, rng), **kw)
-                    # the warm start wins unless the fresh solution is clearly better
-                    fresh_wins = sol[2] < warm[2] * (1.0 - _FRESH_GAIN)
-                    sol = sol[:3] + ("fresh",) if fresh_wins else warm + ("warm",)
-            if len(ks) == 1:
-                score = float("nan")
-            elif len(np.unique(sol[0])) < 2:
-                continue
-            else:
-                score = float(silhouette_score(sample, sol[0], metric="cosine"))
-            if best is None or (round(score, 4), -k) > (round(best[0], 4), -best[1]):
-                best = (score, k) + sol
-        if best is None:  # every candidate collapsed to one cluster (identical vectors)
-            best = (float("nan"), 1, np.zeros(len(sample), np.int64),
-                    _unit(sample.mean(0, keepdims=True)), float("nan"), "single")
-        score, k, labels, cents, inertia, init = best
-        snap["silhouette"] = score
-        self.timings_["choose_k_s"] += time.perf_counter() - tic
-        tic = time.perf_counter()
-        if k == 1:
-            labels = np.zeros(n, np.int64)
-        else:
-            if sample is not x:  # K was chosen on a sample: cluster everyone from its solution
-                labels, cents, inertia = _kmeans(x, k, cents, **kw)
-            labels, cents = _dissolve_small(x, labels, cents, self.min_segment_size, **kw)
-        # drop empty clusters; centroids = means of the members, whose length (the mean
-        # resultant length R) measures how tight the segment is
-        used = np.flatnonzero(np.bincount(labels, minlength=len(cents)))
-        remap = np.full(len(cents), -1, np.int64)
-        remap[used] = np.arange(len(used))
-        labels = remap[labels]
-        size = np.bincount(labels, minlength=len(used))
-        sums = np.zeros((len(used), x.shape[1]), np.float64)
-        np.add.at(sums, labels, x)
-        means = sums / size[:, None]
-        snap.update(labels=labels, centroids=_unit(means), init=init, size=size,
-                    resultant=np.linalg.norm(means, axis=1))
-        self.timings_["cluster_s"] += time.perf_counter() - tic
+        if len(x) and self.n_segments != "auto" and int(self.n_segments) > len(x):
+            logger.warning("snapshot %d has %d users, fewer than n_segments=%d: using K=%d",
+                           t, len(x), self.n_segments, len(x))
+        res = cluster_users(x, warm_from, n_segments=self.n_segments, k_max=self.k_max,
+                            min_segment_size=self.min_segment_size,
+                            random_state=int(self.random_state) + t, backend=self.backend,
+                            device=self.device)
+        for stage, sec in res.pop("timings").items():
+            self.timings_[stage] += sec
+        snap.update(res)
 
     def _match(self, prev, snap, next_id, events):
         """Assign stable ids to ``snap``'s segments and append lifecycle events."""
@@ -704,7 +812,7 @@ class SegmentTracker:
         kp, kc = len(prev["centroids"]), len(snap["centroids"])
         if kc == 0:
             snap["ids"] = np.zeros(0, np.int64)
-            events += [(t, "vanish", [int(i)], [], 1.0, "empty snapshot") for i in prev["ids"]]
+            events += [(t, "vanish", [int(i)], [], 0.0, "empty snapshot") for i in prev["ids"]]
             return next_id
         cos = np.clip(prev["centroids"] @ snap["centroids"].T, -1.0, 1.0)
         # flows over users present in both snapshots
@@ -763,7 +871,7 @@ class SegmentTracker:
         matched_prev = set(match.values())
         for j in range(kc):
             if j not in match and j not in split_to and j not in merge_to:
-                new_users = len(snap["users"]) and int((snap["labels"] == j).sum() - in_tot[j])
+                new_users = int((snap["labels"] == j).sum() - in_tot[j])
                 found.append((t, "appear", [], [int(ids[j])], float(np.max(score[:, j])),
                               f"segment {ids[j]}: {int((snap['labels'] == j).sum())} users, "
                               f"{new_users} new; best match score {np.max(score[:, j]):.2f}"))
@@ -784,7 +892,7 @@ class SegmentTracker:
                               f"segment {ids[j]}: centroid cosine {cos[i, j]:.3f} to the "
                               f"previous snapshot; sampling noise alone gives 1 - cos ~ "
                               f"{noise:.3f}"))
-            self._drift_log.append((t, int(ids[j]), d, noise))
+            self._drift_scores.append((t, int(ids[j]), d, noise))
         found.sort(key=lambda e: (_EVENT_ORDER[e[1]], e[2], e[3]))
         events += found
         return next_id
@@ -885,6 +993,12 @@ class SegmentTracker:
         self.paths_ = wide
         self.n_snapshots_ = len(snaps)
         self.snapshot_users_ = [users[s["users"]] for s in snaps]
+        dsc = list(zip(*self._drift_scores)) if self._drift_scores else [[]] * 4
+        self.drift_scores_ = pd.DataFrame({"snapshot": np.asarray(dsc[0], np.int32),
+                                           "segment_id": np.asarray(dsc[1], np.int64),
+                                           "value": np.asarray(dsc[2], np.float64),
+                                           "noise": np.asarray(dsc[3], np.float64)})
+        del self._drift_scores
         self.snapshot_vectors_ = [s["x"] for s in snaps]
 
     # ------------------------------------------------------------------------ outputs

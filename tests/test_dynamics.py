@@ -6,10 +6,12 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from sklearn.metrics import adjusted_rand_score
 
 from interestflow.dynamics import (
     TRACKING_TABLES,
     SegmentTracker,
+    cluster_users,
     tracking_schemas,
     update_segments,
 )
@@ -162,8 +164,31 @@ def test_drift_reported_beyond_sampling_noise_only():
     ic = _id_of(tr, 2, "c00")
     assert _events(tr) == [(2, "drift", [ic], [ic])]
     assert tr.lifecycle_.iloc[0]["value"] == pytest.approx(1 - np.cos(0.5), abs=0.02)
+    # the sampling-noise estimate matches the moves of the segments that did not drift
+    ds = tr.drift_scores_
+    assert len(ds) == 6 and set(ds["snapshot"]) == {1, 2}
+    still = ds[ds["segment_id"] != ic]
+    assert ((still["value"] / still["noise"]).between(0.3, 2.0)).all()
+    assert 0.5 < (still["value"] / still["noise"]).mean() < 1.5
     # the same data with a threshold above the move: no event
     assert _fit(s, drift_threshold=0.2).lifecycle_.empty
+
+
+def test_a_window_without_events_ends_every_segment():
+    top = _topics(3)
+    s = _Stream()
+    groups = [_users(g, 10) for g in "abc"]
+    for w in (0, 2):                                    # nothing happens in window 1
+        for g, d in zip(groups, top):
+            s.add(w, g, d)
+    tr = _fit(s)
+    assert tr.windows_["n_users"].tolist() == [30, 0, 30]
+    assert tr.windows_["init"].tolist() == ["first", "empty", "first"]
+    ev = _events(tr)
+    assert ev == [(1, "vanish", [i], []) for i in (0, 1, 2)] + \
+        [(2, "appear", [], [i]) for i in (3, 4, 5)]
+    assert (tr.lifecycle_["value"] == 0.0).all()
+    assert tr.transitions_["n_users"].tolist() == [10] * 6
 
 
 def test_fixed_k_and_sliding_windows():
@@ -376,3 +401,55 @@ def test_update_segments_bad_input():
         update_segments(x, c, [99], previous_labels=y)
     with pytest.raises(TypeError, match="n_iter must be an int"):
         update_segments(x, c, None, n_iter=1.5)
+
+
+# -------------------------------------------------------------------------- cluster_users
+
+def test_cluster_users_warm_start_keeps_the_previous_order_and_finds_a_new_segment():
+    x, y = _blobs(15, 4, seed=2)
+    first = cluster_users(x)
+    assert first["init"] == "first" and first["k"] == 4
+    assert adjusted_rand_score(y, first["labels"]) == 1.0
+    # same users, previous centroids: the warm solution is kept, in the previous order
+    again = cluster_users(x, first["centroids"])
+    assert again["init"] == "warm" and again["labels"].tolist() == first["labels"].tolist()
+    # a fifth group of users arrives: K grows, the four old segments keep their rows
+    assert again["previous_rows"].tolist() == [0, 1, 2, 3]
+    extra = _topics(6, seed=9)[5] + 0.2 * np.random.default_rng(1).standard_normal((15, DIM))
+    grown = cluster_users(np.vstack([x, extra]).astype(np.float32), first["centroids"])
+    assert grown["k"] == 5
+    assert grown["labels"][:60].tolist() == first["labels"].tolist()
+    assert len(set(grown["labels"][60:].tolist())) == 1 and grown["labels"][60] == 4
+    assert grown["previous_rows"].tolist() == [0, 1, 2, 3, -1]
+    assert grown["size"].tolist() == [15] * 5
+    assert np.allclose(np.linalg.norm(grown["centroids"], axis=1), 1.0, atol=1e-5)
+    assert ((grown["resultant"] > 0.5) & (grown["resultant"] <= 1.0)).all()
+
+
+def test_cluster_users_fixed_k_small_segments_and_bad_input():
+    x, _ = _blobs(15, 3, seed=4)
+    fixed = cluster_users(x, n_segments=3)
+    assert fixed["k"] == 3 and np.isnan(fixed["silhouette"])
+    assert cluster_users(x)["silhouette"] > 0.4
+    # two stray users (one interest far from the rest) get a cluster of their own with K=4,
+    # which min_segment_size=5 dissolves into the nearest segments
+    stray = _topics(6, seed=7)[4] + 0.01 * np.random.default_rng(0).standard_normal((2, DIM))
+    xs = np.vstack([x, stray]).astype(np.float32)
+    assert cluster_users(xs, n_segments=4, min_segment_size=2)["size"].tolist().count(2) == 1
+    res = cluster_users(xs, n_segments=4)
+    assert res["k"] == 3 and res["size"].sum() == 47 and res["size"].min() >= 15
+    with pytest.raises(ValueError, match="previous_centroids must have shape"):
+        cluster_users(x, np.ones((2, 3), np.float32))
+    with pytest.raises(ValueError, match="n_segments=0"):
+        cluster_users(x, n_segments=0)
+    with pytest.raises(ValueError, match="2-D float array"):
+        cluster_users(x[0])
+
+
+def test_module_examples_run():
+    import doctest
+
+    from interestflow import dynamics, planted
+
+    for mod in (dynamics, planted):
+        assert doctest.testmod(mod).failed == 0, mod.__name__
