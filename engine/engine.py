@@ -418,6 +418,47 @@ class InterestEngine:
         self.timings_ = {"partial_fit_s": time.perf_counter() - t0}
         return self
 
+    def track(self, events, *, freq="30D", **tracker_params):
+        """Segments over time windows: snapshots, stable ids, lifecycle events, paths.
+
+        Encodes every distinct text once (with this engine's encoder) and runs a
+        :class:`interestflow.dynamics.SegmentTracker` with this engine's ``half_life_days``,
+        ``n_segments`` and ``random_state`` unless given in ``tracker_params``. The engine's own
+        fitted state is not changed (it need not be fitted).
+
+        Parameters
+        ----------
+        events : pandas.DataFrame or pyarrow.Table
+            Columns ``user_id``, ``text``, ``ts`` and optional ``weight`` (as for :meth:`fit`).
+        freq : str, default "30D"
+            Distance between snapshot ends (a pandas frequency).
+        **tracker_params
+            Other :class:`~interestflow.dynamics.SegmentTracker` parameters (``window``,
+            thresholds, ...).
+
+        Returns
+        -------
+        SegmentTracker
+            Fitted; its tables (``snapshots_``, ``assignments_``, ``lifecycle_``,
+            ``transitions_``, ``map_``) can be stored or written with ``to_run_dir``.
+        """
+        from .dynamics import SegmentTracker
+        from .validation import validate_events
+
+        self._check_params()
+        ev = validate_events(events)
+        if len(ev) == 0:
+            raise ValueError("events has no rows; pass at least one event")
+        params = {"half_life_days": float(self.half_life_days), "n_segments": self.n_segments,
+                  "random_state": int(self.random_state), "device": self.device}
+        params.update(tracker_params)
+        params["freq"] = freq
+        tracker = SegmentTracker(**params)
+        vecs, codes = self._encode_unique(ev["text"])
+        tracker.fit(vecs[codes], ev["user_id"].to_numpy(), ev["ts"].to_numpy(np.float64),
+                    weights=ev["weight"].to_numpy(np.float64), texts=ev["text"].tolist())
+        return tracker
+
     def _partial_items(self, ev, it, uvecs, codes, w):
         ids = []
         if "item_id" in ev.columns:
