@@ -9,10 +9,19 @@ from interestflow.cli import demo, main
 from interestflow.synthetic import make_demo_events
 
 
-def test_demo_prints_segments_ari_and_recommendations():
+def test_demo_prints_segments_ari_and_recommendations(tmp_path):
     buf = io.StringIO()
-    assert demo(n_users=120, seed=1, progress=False, out=buf) == 0
+    assert demo(n_users=120, seed=1, progress=False, out=buf, out_dir=tmp_path / "d") == 0
     text = buf.getvalue()
+    # segments over time on the planted scenario, written with a report
+    prec, rec, ari_min = map(float, re.search(
+        r"precision ([0-9.]+), recall ([0-9.]+); segment recovery ARI per snapshot: min "
+        r"([0-9.]+)", text).groups())
+    assert prec >= 0.9 and rec >= 0.9 and ari_min >= 0.9
+    for name in ("users.parquet", "segments.parquet", "recommendations.parquet", "report.html",
+                 "tracking/lifecycle.parquet", "tracking/assignments.parquet", "model/meta.json"):
+        assert (tmp_path / "d" / name).is_file(), name
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # temp dir gone
     assert "segments found:" in text
     ari = float(re.search(r"adjusted Rand index = ([0-9.]+)", text).group(1))
     assert ari > 0.8
