@@ -91,6 +91,12 @@ _FIRST_N_INIT = 10
 # excess over the expectation fluctuates in proportion to it, so small diffuse segments need
 # the relative test (on the planted scenarios stable segments reach 1.6x, planted drifts 3x+).
 _DRIFT_NOISE_RATIO = 2.0
+# Clustering problems up to this many vector elements (n_users * dim) run with one torch
+# intra-op thread and one BLAS thread: their K-means steps and silhouettes take microseconds,
+# so thread start-up and barrier waits dominate, and on a busy CPU each barrier waits for a
+# descheduled thread (measured 20x slower with two threads than with one on a loaded 2-core
+# machine, for 143 users x 384 dims).
+_SINGLE_THREAD_ELEMENTS = 1 << 18
 # Users sampled (seeded) to score candidate K values, as segments.SegmentConfig.sample_size.
 _K_SAMPLE = 3000
 
@@ -286,6 +292,40 @@ def _dissolve_small(x, labels, centroids, origin, min_size, *, random_state, bac
     return labels, centroids, origin
 
 
+class _torch_threads:
+    """Context: ``torch.set_num_threads(n)`` for the calling thread, restored on exit."""
+
+    def __init__(self, n: int | None):
+        self.n = n
+
+    def __enter__(self):
+        if self.n is not None:
+            import torch
+
+            self.old = torch.get_num_threads()
+            if self.n < self.old:
+                torch.set_num_threads(self.n)
+        return self
+
+    def __exit__(self, *exc):
+        if self.n is not None and self.n < self.old:
+            import torch
+
+            torch.set_num_threads(self.old)
+        return False
+
+
+def _blas_threads(n: int | None):
+    """Context limiting BLAS threads (threadpoolctl, a scikit-learn dependency) or a no-op."""
+    import contextlib
+
+    if n is None:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=n, user_api="blas")
+
+
 def _k_candidates(n, n_segments, k_max):
     if n_segments != "auto":
         return [min(int(n_segments), n)]
@@ -318,8 +358,9 @@ def cluster_users(user_vectors, previous_centroids=None, *, n_segments="auto", k
     * a fresh K-means solution (k-means++, 3 restarts; 10 without previous centroids), and
     * with ``previous_centroids``: a warm start from the previous centroids still nearest to
       at least ``min_segment_size`` users (the K best supported, in their previous order)
-      plus greedy k-means++ seeds for the rest; it is kept unless the fresh solution has more than 1%
-      lower inertia (hysteresis: segments do not flip between equally good partitions).
+      plus greedy k-means++ seeds for the rest; it is kept unless the fresh solution has
+      more than 1% lower inertia (hysteresis: segments do not flip between equally good
+      partitions).
 
     K is the candidate with the highest mean cosine silhouette (the engine's criterion; ties
     go to the smaller K), scored on a seeded sample of at most 3,000 users when there are
@@ -360,8 +401,6 @@ def cluster_users(user_vectors, previous_centroids=None, *, n_segments="auto", k
     >>> res["k"], res["init"], res["size"].tolist()
     (3, 'warm', [10, 10, 10])
     """
-    from sklearn.metrics import silhouette_score
-
     check_n_segments(n_segments)
     if k_max is not None:
         _check_int("k_max", k_max, 2)
@@ -378,13 +417,25 @@ def cluster_users(user_vectors, previous_centroids=None, *, n_segments="auto", k
         if warm_from.ndim != 2 or warm_from.shape[1] != dim:
             raise ValueError(f"previous_centroids must have shape (n_previous, {dim}), got "
                              f"{warm_from.shape}")
-    t0 = time.perf_counter()
-    out = {"silhouette": float("nan"), "timings": {"choose_k_s": 0.0, "cluster_s": 0.0}}
     if n == 0:
+        out = {"silhouette": float("nan"), "timings": {"choose_k_s": 0.0, "cluster_s": 0.0}}
         out.update(labels=np.zeros(0, np.int64), init="empty", k=0,
                    centroids=np.zeros((0, dim), np.float32), resultant=np.zeros(0),
                    size=np.zeros(0, np.int64), previous_rows=np.zeros(0, np.int64))
         return out
+    small = n * dim <= _SINGLE_THREAD_ELEMENTS and (device is None or str(device) == "cpu")
+    with _torch_threads(1 if small else None), _blas_threads(1 if small else None):
+        return _cluster_users(x, warm_from, n_segments, k_max, min_segment_size, random_state,
+                              backend, device)
+
+
+def _cluster_users(x, warm_from, n_segments, k_max, min_segment_size, random_state, backend,
+                   device) -> dict:
+    from sklearn.metrics import silhouette_score
+
+    n, dim = x.shape
+    t0 = time.perf_counter()
+    out = {}
     kw = dict(random_state=random_state, backend=backend, device=device)
     ks = _k_candidates(n, n_segments, k_max)
     rng = np.random.RandomState(random_state)
@@ -971,7 +1022,7 @@ class SegmentTracker:
                                           "n_users": np.asarray(tc[3], np.int64)})
 
         tic = time.perf_counter()
-        xy = _project_2d(np.concatenate([s["x"] for s in snaps]))
+        xy = _project_2d([s["x"] for s in snaps])
         self.map_ = pd.DataFrame({"snapshot": t_arr, "user_id": pd.array(uid_str[u_arr],
                                                                          dtype="str"),
                                   "x": xy[:, 0].astype(np.float32),
@@ -1064,26 +1115,43 @@ def _centroid_noise(r_a, n_a, r_b, n_b) -> float:
     return 0.5 * ((1.0 - r_a ** 2) / n_a + (1.0 - r_b ** 2) / n_b) / (r_a * r_b)
 
 
-def _project_2d(x: np.ndarray) -> np.ndarray:
-    """First two principal components of the rows of ``x`` (one projection for all snapshots).
+def _project_2d(blocks: list, chunk: int = 65536) -> np.ndarray:
+    """First two principal components of all rows of ``blocks`` (one projection for all).
 
-    The covariance is (dim, dim), so the cost is linear in the number of rows. Signs are fixed
+    The mean and the (dim, dim) covariance are accumulated in float64 over row chunks, so
+    memory stays at one chunk whatever the number of user-snapshots. Signs are fixed
     (largest loading positive) so refits of the same data give the same map.
+
+    Returns
+    -------
+    ndarray of float32, shape (sum of rows, 2)
     """
-    n, dim = x.shape
+    n = sum(len(b) for b in blocks)
     if n == 0:
         return np.zeros((0, 2), np.float32)
-    x64 = x.astype(np.float64)
-    mu = x64.mean(axis=0)
-    xc = x64 - mu
-    cov = xc.T @ xc / max(n - 1, 1)
-    vals, vecs = np.linalg.eigh(cov)
+    dim = blocks[0].shape[1]
+
+    def chunks():
+        for b in blocks:
+            for i in range(0, len(b), chunk):
+                yield b[i:i + chunk].astype(np.float64)
+
+    total = np.zeros(dim)
+    for c in chunks():
+        total += c.sum(axis=0)
+    mu = total / n
+    cov = np.zeros((dim, dim))
+    for c in chunks():
+        c -= mu
+        cov += c.T @ c
+    with _blas_threads(1 if dim <= 1024 else None):  # milliseconds on one thread
+        _, vecs = np.linalg.eigh(cov / max(n - 1, 1))
     comp = vecs[:, ::-1][:, :2]
     if comp.shape[1] < 2:
         comp = np.pad(comp, ((0, 0), (0, 2 - comp.shape[1])))
     flip = np.sign(comp[np.argmax(np.abs(comp), axis=0), np.arange(2)])
     comp = comp * np.where(flip == 0, 1.0, flip)
-    return (xc @ comp).astype(np.float32)
+    return np.concatenate([(c - mu) @ comp for c in chunks()]).astype(np.float32)
 
 
 def update_segments(user_vectors, previous_centroids, changed_rows=None, *,

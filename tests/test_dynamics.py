@@ -453,3 +453,17 @@ def test_module_examples_run():
 
     for mod in (dynamics, planted):
         assert doctest.testmod(mod).failed == 0, mod.__name__
+
+
+def test_map_is_the_pca_of_all_snapshots_together():
+    from sklearn.decomposition import PCA
+
+    from interestflow.dynamics import _project_2d
+
+    rng = np.random.default_rng(0)
+    a = (rng.standard_normal((500, 10)) * np.arange(1, 11)).astype(np.float32)
+    b = rng.standard_normal((301, 10)).astype(np.float32)
+    got = _project_2d([a, b], chunk=64)                 # chunks cut through both blocks
+    ref = PCA(2).fit_transform(np.vstack([a, b]).astype(np.float64))
+    assert got.shape == (801, 2) and got.dtype == np.float32
+    assert np.allclose(np.abs(got), np.abs(ref), atol=1e-4)
