@@ -7,31 +7,16 @@ import pandas as pd
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from interestflow import Encoder, InterestEngine
+from interestflow import InterestEngine
 from interestflow.synthetic import make_demo_events
 
 
-class CachedEncoder:
-    """Encodes each distinct text once for the whole module (the engines share it), so a
-    text's vector does not depend on the batch it was encoded in and repeated fits are cheap."""
-
-    def __init__(self):
-        self.inner = Encoder(device="cpu")
-        self.cache = {}
-
-    def encode(self, texts, show_progress=None):
-        todo = [t for t in dict.fromkeys(texts) if t not in self.cache]
-        if todo:
-            self.cache.update(zip(todo, self.inner.encode(todo)))
-        return np.stack([self.cache[t] for t in texts])
-
-
 @pytest.fixture(scope="module")
-def split_data():
+def split_data(cached_encoder):
     data = make_demo_events(80, n_topics=4, seed=7)
     ev = data.events.sort_values("ts", kind="stable").reset_index(drop=True)
     cut = ev["ts"].quantile(0.75)
-    return data, ev, ev[ev["ts"] <= cut], ev[ev["ts"] > cut], CachedEncoder()
+    return data, ev, ev[ev["ts"] <= cut], ev[ev["ts"] > cut], cached_encoder
 
 
 def test_partial_fit_equals_full_refit(split_data, tmp_path):
@@ -94,3 +79,18 @@ def test_partial_fit_rejects_bad_input(split_data):
         inc.partial_fit(new.head(0))
     with pytest.raises(RuntimeError, match="not fitted"):
         InterestEngine(encoder=enc).partial_fit(new)
+
+
+def test_partial_fit_segments_agree_with_a_full_refit_on_the_planted_scenario(cached_encoder):
+    from interestflow.planted import make_planted_scenario
+
+    sc = make_planted_scenario(seed=0)
+    ts = pd.to_datetime(sc.events["ts"], utc=True)
+    cut = sc.window_edges[-2]  # the last window arrives as new events
+    old, new = sc.events[ts <= cut], sc.events[ts > cut]
+    assert len(old) and len(new)
+    full = InterestEngine(encoder=cached_encoder).fit(sc.events, sc.items)
+    inc = InterestEngine(encoder=cached_encoder).fit(old, sc.items).partial_fit(new)
+    rows = inc.user_ids_.get_indexer(full.user_ids_)
+    np.testing.assert_allclose(inc.user_vectors_[rows], full.user_vectors_, atol=1e-6)
+    assert adjusted_rand_score(inc.segments_[rows], full.segments_) >= 0.95
