@@ -23,10 +23,11 @@ Notation: ``u = 2**-8`` (bf16 unit roundoff, round to nearest even), ``v = 2**-2
 ``gamma_m(w) = m w / (1 - m w)``, ``d = dim``, ``tau = 2**-126`` (smallest normal fp32/bf16).
 Per row ``x`` and centroid ``c``:
 
-- ``x~ = bf16(x)`` (torch's round-to-nearest-even) and the exact residual ``x_r = x - x~``,
-  kept through its norm, computed in float64 from the bf16 bits actually used. A row with a
-  bf16 subnormal is sent to the exact path (oneDNN's bf16 dot instructions may read
-  subnormals as zero); centroid subnormals are flushed here, so ``c~`` is what oneDNN reads.
+- ``x~ = bf16(x)`` is rounded here (to nearest even, through fp32 for float64 input), with
+  bf16 subnormals flushed to zero so that ``x~`` is exactly what oneDNN reads (its bf16 dot
+  instructions may treat subnormals as zero); the same for the centroids. The residual
+  ``x_r = x - x~`` is kept through its norm; the norms are summed in ``x``'s dtype and
+  turned into upper bounds (times ``1 / (1 - gamma_{2d+2})``, plus an underflow floor).
   The identity ``x.c = x~.c~ + x~.c_r + x_r.c`` and Cauchy-Schwarz give
   ``|x.c - x~.c~| <= ||x~|| ||c_r|| + ||x_r|| ||c||``: rigorous, and about half of the
   textbook ``2 u ||x|| ||c||`` because actual residuals are used.
@@ -38,18 +39,20 @@ Per row ``x`` and centroid ``c``:
   (``tests/test_numba_kmeans.py`` checks this error model against the installed oneDNN.)
 
 So ``E = ||x~|| ||c_r|| + ||x_r|| ||c|| + gamma_d(v) ||x~|| ||c~|| + u/(1-u) |out| +
-(2d + 1) tau`` bounds ``|out - x.c|``, and the bf16 score ``s~_j = ||c_j||^2 - 2 out_j``
-(float64; ``||c_j||^2`` is the same float64 number on both paths, so its own rounding cancels
-out of every comparison) is within ``B_j = 2 E(x, c_j) + 2**-53 (||c_j||^2 + 2 |out_j|)`` of
-``r_j = ||c_j||^2 - 2 x.c_j`` in exact arithmetic. The exact path's score
+(2d + 1) tau`` bounds ``|out - x.c|``, and the bf16 score ``s~_j = ||c_j||^2 - 2 out_j`` is
+within ``B_j = 2 E(x, c_j) + 2**-53 (||c_j||^2 + 2 |out_j|)`` of ``r_j = ||c_j||^2 - 2 x.c_j``
+in exact arithmetic, where ``||c_j||^2`` is one float64 number shared by both paths (its own
+rounding cancels out of every comparison). The exact path's score
 ``f_j = ||c_j||^2 - 2 fl(x.c_j)``, from an fp32 (float64 for float64 input) matmul summed in
 any order, is within
 
     F_j = 2 gamma_d(v') ||x|| ||c_j|| + 4 d tau + 2**-53 (||c_j||^2 + 2.01 ||x|| ||c_j||)
 
 of ``r_j`` (``v' = 2**-24``, or ``2**-53`` for float64). Let ``M_j = (B_j + F_j + A_j)
-(1 + 2**-16)``, where ``A_j = 2**-52 (||c_j||^2 + 2 |out_j|)`` covers the float64 rounding
-of the comparison itself and the slack covers the rounding of the norms and of the bound.
+(1 + 2**-16)``. The level-1 scan runs in float32 (twice the SIMD width): ``A_j`` covers
+rounding ``||c_j||^2`` to float32 and the float32 rounding of ``s~_j``, ``s~_j - M_j`` and
+``s~_b + M_b``, at most ``2**-22 (||c_j||^2 + 2 |out_j|)`` per side (``2**-21`` is used); the
+slack covers the float32 rounding of ``M`` itself and the float64 rounding of the norms.
 
 **Level 1.** With ``b`` the lowest ``s~`` (ties to the lower index), the row is certified when
 ``s~_j - M_j > s~_b + M_b`` for every ``j != b``. Then
@@ -67,7 +70,7 @@ plus ``F_j`` (times the slack), the row is certified with label ``w = argmin_C D
 ``C``, and ``f_j > f_b >= f_w`` for ``j`` outside ``C`` by level 1's inequality.
 
 Rows that pass neither level (exact or fp32-level ties, more than ``_MAX_CANDIDATES``
-overlapping centroids, NaN/inf, bf16 subnormals, overflow) are recomputed on the exact path.
+overlapping centroids, NaN/inf, overflow) are recomputed on the exact path.
 """
 
 from __future__ import annotations
@@ -78,7 +81,7 @@ import numba as nb
 import numpy as np
 import torch
 
-from interestflow.kernels.reference import chunk_rows_for
+from interestflow.kernels.reference import DEFAULT_BLOCK_BYTES, chunk_rows_for
 
 __all__ = ["kmeans_assign_numba", "kmeans_update_numba", "assign_with_stats",
            "CANDIDATE_OPTIONS", "AUTO_BF16_MIN_WORK"]
@@ -86,23 +89,30 @@ __all__ = ["kmeans_assign_numba", "kmeans_update_numba", "assign_with_stats",
 #: Valid values of ``candidates``: "float32" is the exact path in the input's dtype.
 CANDIDATE_OPTIONS = ("auto", "bfloat16", "float32")
 
-#: ``candidates="auto"`` uses bf16 only at or above this many multiply-adds per call
-#: (n * n_clusters * dim), and only for n_clusters >= 32 and dim >= 64: below that the bf16
-#: conversion of the rows and the certificate scan cost about as much as the matmul saves
-#: (measured on a 2-core Zen 4: at n=2048, K=256, d=384 bf16 is only ~1.2x faster).
+#: ``candidates="auto"`` uses bf16 only from this many multiply-adds per call
+#: (n * n_clusters * dim), with n_clusters >= 64, dim >= 64 and n_clusters * dim >= 16384.
+#: Below that the bf16 rounding of the rows and the certificate scan cost as much as the
+#: faster matmul saves. Measured on the 2-core Zen 4 dev machine (AVX512-BF16, no AMX; busy,
+#: so indicative): bf16 over exact was 1.35-1.55x at (n, K, dim) = (2048..200000, 256, 384),
+#: (50000, 128, 128), (50000, 256, 64), (50000, 64, 384), and 0.94-1.03x at (50000, 32, 384),
+#: (50000, 16, 384), (50000, 64, 64).
 AUTO_BF16_MIN_WORK = 1 << 27
-_AUTO_BF16_MIN_CLUSTERS = 32
+_AUTO_BF16_MIN_CLUSTERS = 64
 _AUTO_BF16_MIN_DIM = 64
+_AUTO_BF16_MIN_CLUSTERS_X_DIM = 1 << 14
 #: "auto" gives up on bf16 for the rest of a call when more than this fraction of the rows
-#: seen so far failed the certificate (each failed row costs a full exact row on top of its
-#: bf16 row: at ~0.4 the bf16 pass no longer saves time). The switch depends only on the data,
+#: seen so far passed neither level of the certificate (each such row costs a full exact row
+#: on top of its bf16 row: at ~0.4 the bf16 pass no longer saves time). The switch depends only on the data,
 #: so results stay deterministic; labels are the same either way.
 _AUTO_MAX_FAIL_FRACTION = 0.4
 _AUTO_MIN_ROWS_BEFORE_SWITCH = 4096
 
-#: Bytes of one score block (rows x n_clusters): small enough that the block the matmul
-#: writes is still in cache when the numba scan reads it.
-SCORE_BLOCK_BYTES = 4 * 2**20
+#: Budget of one block of scores (rows x n_clusters) and of rows (rows x dim), as the torch
+#: reference's. Large blocks matter more than cache here: torch and numba each bring their own
+#: OpenMP runtime, and after every parallel region the idle runtime's workers spin for a few
+#: ms (unless OMP_WAIT_POLICY=PASSIVE), so every switch between a torch matmul and a numba
+#: scan costs time; fewer, larger blocks mean fewer switches.
+SCORE_BLOCK_BYTES = DEFAULT_BLOCK_BYTES
 
 #: A row whose bf16 interval overlaps more than this many centroids goes straight to the exact
 #: path (rescoring the overlapping centroids one by one would cost more than its matmul row).
@@ -198,54 +208,78 @@ def _scan_exact(dots, x, rows, c, c_sq, labels, min_sq, bad):
 
 
 @nb.njit(parallel=True, fastmath=_FM, cache=True)
-def _scan_bf16(sc_bits, xb_bits, x, row0, c, c_sq, col_p, col_q, col_r, col_f, coef_xn,
-               beta, gamma_hi, max_cand, labels, min_sq, status):
+def _bf16_rows(x, start, bits, sq_x, sq_t, sq_r):
+    """Round rows ``x[start:start + m]`` to bf16 and measure what the rounding did.
+
+    ``bits[i]`` gets the bf16 bits of row ``start + i`` (round to nearest even, through fp32
+    for float64 input; subnormal results flushed to signed zero, so that the values oneDNN
+    reads are exactly these). ``sq_x``, ``sq_t``, ``sq_r`` get ``||x||^2``, ``||x~||^2`` and
+    ``||x - x~||^2`` summed in ``x``'s dtype (the caller turns them into upper bounds). A
+    NaN/inf row gives non-finite sums.
+    """
+    m, d = bits.shape
+    n_blocks = (m + _ROW_BLOCK - 1) // _ROW_BLOCK
+    for blk in nb.prange(n_blocks):
+        f32 = np.empty(d, np.float32)
+        b32 = f32.view(np.uint32)
+        t32 = np.empty(d, np.uint32)
+        tf = t32.view(np.float32)
+        for i in range(blk * _ROW_BLOCK, min(m, (blk + 1) * _ROW_BLOCK)):
+            row = start + i
+            for q in range(d):
+                f32[q] = np.float32(x[row, q])
+            for q in range(d):
+                b = b32[q]
+                r = (b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) \
+                    >> np.uint32(16)
+                r = r & np.uint32(0x8000) if (r & np.uint32(0x7F80)) == 0 else r
+                bits[i, q] = np.uint16(r)
+                t32[q] = r << np.uint32(16)
+            s0 = x[row, 0] - x[row, 0]  # a zero of x's dtype (NaN for a non-finite row)
+            s1 = s0
+            s2 = s0
+            for q in range(d):
+                xv = x[row, q]
+                tv = tf[q]
+                rv = xv - tv  # exact for float32 input
+                s0 += xv * xv
+                s1 += tv * tv
+                s2 += rv * rv
+            sq_x[i] = s0
+            sq_t[i] = s1
+            sq_r[i] = s2
+
+
+@nb.njit(parallel=True, fastmath=_FM, cache=True)
+def _scan_bf16(sc_bits, x, row0, c, c_sq, c_sq32, p32, q32, r32, a_row, bq_row, beta32,
+               col_p, col_f, xn_row, coef_xn, gamma_hi, max_cand, labels, min_sq, status):
     """Certify the bf16 scores of rows ``row0 + i``; see the module docstring.
 
-    ``sc_bits`` (m, K) and ``xb_bits`` (m, dim) are the bf16 scores and rows as int16 bits.
-    Level 1: the bf16 winner is separated from every other centroid by ``M``. Level 2 (at
-    most ``max_cand`` overlapping candidates): the candidates' float64 distances separate
-    one winner by the exact path's bound ``G``. ``status[i]``: 0 certified at level 1, 1 at
-    level 2, 2 not certified (the caller recomputes the row on the exact path).
+    ``sc_bits`` (m, K): the bf16 scores as int16 bits. Level 1 runs in float32 (its rounding
+    is part of the bound: ``p32``, ``q32``, ``r32``, ``a_row``, ``bq_row``, ``beta32``
+    already include the slack and the float32 allowances). Level 2 (at most ``max_cand``
+    overlapping candidates) rescored in float64 with the exact path's bound ``G``.
+    ``status[i]``: 0 certified at level 1, 1 at level 2, 2 not certified (the caller
+    recomputes the row on the exact path).
     """
     m, k = sc_bits.shape
-    d = x.shape[1]
     slack = 1.0 + 2.0 ** -16
     n_blocks = (m + _ROW_BLOCK - 1) // _ROW_BLOCK
     for blk in nb.prange(n_blocks):
-        ubx = np.empty(d, np.uint32)
-        fbx = ubx.view(np.float32)
         ubs = np.empty(k, np.uint32)
         fbs = ubs.view(np.float32)
-        s = np.empty(k, np.float64)
-        si = s.view(np.int64)
-        t = np.empty(k, np.float64)
+        s = np.empty(k, np.float32)
+        si = s.view(np.int32)
+        t = np.empty(k, np.float32)
         cand_j = np.empty(max_cand, np.int64)
         cand_d = np.empty(max_cand, np.float64)
         for i in range(blk * _ROW_BLOCK, min(m, (blk + 1) * _ROW_BLOCK)):
             row = row0 + i
             status[i] = 2
-            # norms of x, x~ and x - x~ (exact residual); bf16 subnormals are refused
-            # because oneDNN may read them as zero
-            n_sub = 0
-            for q in range(d):
-                bb = np.uint32(np.uint16(xb_bits[i, q]))
-                n_sub += ((bb & np.uint32(0x7F80)) == 0) & ((bb & np.uint32(0x7F)) != 0)
-                ubx[q] = bb << np.uint32(16)
-            xs = 0.0
-            ts = 0.0
-            rs = 0.0
-            for q in range(d):
-                xv = np.float64(x[row, q])
-                tv = np.float64(fbx[q])
-                xs += xv * xv
-                ts += tv * tv
-                rs += (xv - tv) * (xv - tv)
-            if n_sub > 0 or not (np.isfinite(xs) and np.isfinite(ts) and np.isfinite(rs)):
+            a = a_row[i]
+            bq = bq_row[i]
+            if not (np.isfinite(a) and np.isfinite(bq) and np.isfinite(xn_row[i])):
                 continue
-            xn = math.sqrt(xs)
-            a = 2.0 * math.sqrt(rs) + coef_xn * xn
-            bq = 2.0 * math.sqrt(ts)
             n_nonfinite = 0  # bf16 exponent all ones: inf/NaN (overflow)
             for j in range(k):
                 bb = np.uint32(np.uint16(sc_bits[i, j]))
@@ -254,22 +288,25 @@ def _scan_bf16(sc_bits, xb_bits, x, row0, c, c_sq, col_p, col_q, col_r, col_f, c
             if n_nonfinite > 0:
                 continue
             for j in range(k):
-                o = np.float64(fbs[j])
-                sj = c_sq[j] - 2.0 * o
+                o = fbs[j]
+                sj = c_sq32[j] - np.float32(2.0) * o
                 s[j] = sj
-                t[j] = sj - slack * (a * col_p[j] + bq * col_q[j] + beta * abs(o) + col_r[j])
-            # any index is sound here (the check below tests it against every centroid);
-            # the lowest score is the only one that can pass
-            best = _argmin_lowest(si, k)
-            sb = s[best]
-            ob = np.float64(fbs[best])
-            thr = sb + slack * (a * col_p[best] + bq * col_q[best] + beta * abs(ob)
-                                + col_r[best])
+                t[j] = sj - (a * p32[j] + bq * q32[j] + beta32 * abs(o) + r32[j])
+            # lowest score, lowest index among equal scores: one integer min over keys that
+            # order like the floats, with the index in the low 32 bits
+            kmin = np.int64(0x7FFFFFFFFFFFFFFF)
+            for j in range(k):
+                v = si[j]
+                key = (np.int64(v ^ ((v >> 31) & np.int32(0x7FFFFFFF))) << 32) | j
+                kmin = key if key < kmin else kmin
+            best = kmin & np.int64(0xFFFFFFFF)
+            ob = fbs[best]
+            thr = s[best] + (a * p32[best] + bq * q32[best] + beta32 * abs(ob) + r32[best])
             if not np.isfinite(thr):
                 continue
             n_over = 0
             for j in range(k):
-                n_over += t[j] <= thr  # all finite here
+                n_over += t[j] <= thr
             if n_over == 1:
                 labels[row] = best
                 min_sq[row] = _sqdist(x, row, c, best)
@@ -281,7 +318,7 @@ def _scan_bf16(sc_bits, xb_bits, x, row0, c, c_sq, col_p, col_q, col_r, col_f, c
             w = -1
             dw = np.inf
             for j in range(k):
-                if not (t[j] > thr):
+                if t[j] <= thr:
                     dj = _sqdist(x, row, c, j)
                     cand_j[nc] = j
                     cand_d[nc] = dj
@@ -291,6 +328,7 @@ def _scan_bf16(sc_bits, xb_bits, x, row0, c, c_sq, col_p, col_q, col_r, col_f, c
                         w = j
             if w < 0 or not np.isfinite(dw):
                 continue
+            xn = xn_row[i]
             gw = slack * (coef_xn * xn * col_p[w] + col_f[w] + gamma_hi * dw)
             ok = True
             for q in range(nc):
@@ -383,7 +421,8 @@ def _resolve_candidates(candidates, n: int, k: int, d: int) -> str:
     from interestflow.resolve import cpu_has_fast_bf16
 
     big = (float(n) * k * d >= AUTO_BF16_MIN_WORK and k >= _AUTO_BF16_MIN_CLUSTERS
-           and _AUTO_BF16_MIN_DIM <= d <= _MAX_BF16_DIM)
+           and _AUTO_BF16_MIN_DIM <= d <= _MAX_BF16_DIM
+           and k * d >= _AUTO_BF16_MIN_CLUSTERS_X_DIM)
     return "bfloat16" if big and cpu_has_fast_bf16() else "float32"
 
 
@@ -414,10 +453,12 @@ def kmeans_assign_numba(x: torch.Tensor, centroids: torch.Tensor, *, x_sq_norms=
         error bound (module docstring) and recomputed on the exact path when the bound does
         not separate its winner; the labels equal the exact path's on any data.
         ``"auto"``: ``"bfloat16"`` when the CPU has native bf16
-        (:func:`interestflow.resolve.cpu_has_fast_bf16`), ``n_clusters >= 32``,
-        ``dim >= 64`` and ``n * n_clusters * dim >= AUTO_BF16_MIN_WORK``; it also switches to
-        the exact path for the rest of the call once over 40% of the rows have failed the
-        certificate (data the bf16 pass cannot resolve).
+        (:func:`interestflow.resolve.cpu_has_fast_bf16`) and the problem is large enough for
+        the faster matmul to pay for the rounding and the certificate (``n_clusters >= 64``,
+        ``dim >= 64``, ``n_clusters * dim >= 16384``, ``n * n_clusters * dim >=
+        AUTO_BF16_MIN_WORK``; measurements beside that constant); it also switches to the
+        exact path for the rest of the call once over 40% of the rows have needed the exact
+        path (data the bf16 pass cannot resolve).
 
     Returns
     -------
@@ -498,17 +539,22 @@ def assign_with_stats(x: torch.Tensor, centroids: torch.Tensor, *, x_sq_norms=No
                          "squared norm overflows float64); centroids must be finite")
     # one block of scores (rows, K) and one of rows (rows, dim) stay under the budget
     rows = min(n, chunk_rows_for(max(k, d) * x.element_size(), block_bytes=SCORE_BLOCK_BYTES))
-    dots = torch.empty((rows, k), dtype=x.dtype)
-    dots_np = dots.numpy()
+    dots_buf = []  # allocated on first use: the bf16 path rarely needs it
 
-    def exact(row_idx: np.ndarray, x_rows: torch.Tensor) -> None:
-        m = row_idx.shape[0]
-        for s0 in range(0, m, rows):
-            idx = row_idx[s0:s0 + rows]
+    def exact(row_idx: np.ndarray, contiguous: bool) -> None:
+        """Exact path for rows ``row_idx`` (a contiguous range, or gathered), block by block."""
+        if not dots_buf:
+            dots_buf.append(torch.empty((min(rows, row_idx.shape[0]), k), dtype=x.dtype))
+        dots = dots_buf[0]
+        step = dots.shape[0]
+        for s0 in range(0, row_idx.shape[0], step):
+            idx = row_idx[s0:s0 + step]
             mm = idx.shape[0]
-            torch.mm(x_rows[s0:s0 + rows], ct_exact, out=dots[:mm])
+            x_rows = (xt[int(idx[0]):int(idx[0]) + mm] if contiguous
+                      else xt[torch.from_numpy(idx)])
+            torch.mm(x_rows, ct_exact, out=dots[:mm])
             bad = np.empty(mm, np.bool_)
-            _scan_exact(dots_np[:mm], x_np, idx, c_np, c_sq, labels, min_sq, bad)
+            _scan_exact(dots.numpy()[:mm], x_np, idx, c_np, c_sq, labels, min_sq, bad)
             if bad.any():
                 r = int(idx[np.flatnonzero(bad)[0]])
                 raise ValueError(
@@ -517,13 +563,22 @@ def assign_with_stats(x: torch.Tensor, centroids: torch.Tensor, *, x_sq_norms=No
 
     if mode == "bfloat16":
         prep = _bf16_centroids(c_np, c_sq, d, np_dtype)
-        x_b = torch.empty((rows, d), dtype=torch.bfloat16)
-        xb_np = x_b.view(torch.int16).numpy()
+        if prep is None:  # centroids beyond float32 range: the float32 scan cannot hold them
+            mode = stats["mode"] = "float32"
+    if mode == "bfloat16":
+        xb_bits = np.empty((rows, d), np.uint16)
+        x_b = torch.from_numpy(xb_bits.view(np.int16)).view(torch.bfloat16)
         scores = torch.empty((rows, k), dtype=torch.bfloat16)
         scores_np = scores.view(torch.int16).numpy()
+        sq_x, sq_t, sq_r = (np.empty(rows, np_dtype) for _ in range(3))
         status = np.empty(rows, np.uint8)
+        # upper bounds of the norms from their sums in x's dtype (any order, gradual underflow)
+        unit = 2.0 ** -24 if np_dtype == np.float32 else _EPS64
+        inflate = 1.0 / (1.0 - _gamma(2 * d + 2, unit))
+        floor = 2.0 * d * (_TAU if np_dtype == np.float32 else 2.0 ** -1000)
         n_fallback = 0
         n_rescored = 0
+        redo_rows = []  # recomputed after the loop: one switch between thread pools, not many
     seen = 0
     for start in range(0, n, rows):
         stop = min(n, start + rows)
@@ -534,20 +589,27 @@ def assign_with_stats(x: torch.Tensor, centroids: torch.Tensor, *, x_sq_norms=No
             mode = "float32"
             stats["switched_to_exact"] = True
         if mode != "bfloat16":
-            exact(np.arange(start, stop, dtype=np.int64), xt[start:stop])
+            exact(np.arange(start, stop, dtype=np.int64), contiguous=True)
             continue
-        x_b[:m].copy_(xt[start:stop])  # round to nearest even
+        _bf16_rows(x_np, start, xb_bits[:m], sq_x[:m], sq_t[:m], sq_r[:m])
         torch.mm(x_b[:m], prep["cb_t"], out=scores[:m])
-        _scan_bf16(scores_np[:m], xb_np[:m], x_np, start, c_np, c_sq, prep["p"], prep["q"],
-                   prep["r"], prep["f"], prep["coef_xn"], prep["beta"], prep["gamma_hi"],
-                   _MAX_CANDIDATES, labels, min_sq, status[:m])
+        with np.errstate(invalid="ignore", over="ignore"):
+            xn = np.sqrt(sq_x[:m] * inflate + floor)
+            a_row = (_SLACK * (2.0 * np.sqrt(sq_r[:m] * inflate + floor)
+                               + prep["coef_xn"] * xn)).astype(np.float32)
+            bq_row = (_SLACK * 2.0 * np.sqrt(sq_t[:m] * inflate + floor)).astype(np.float32)
+        _scan_bf16(scores_np[:m], x_np, start, c_np, c_sq, prep["c_sq32"], prep["p32"],
+                   prep["q32"], prep["r32"], a_row, bq_row, prep["beta32"], prep["p"],
+                   prep["f"], xn, prep["coef_xn"], prep["gamma_hi"], _MAX_CANDIDATES, labels,
+                   min_sq, status[:m])
         redo = np.flatnonzero(status[:m] == 2)
         n_rescored += int(np.count_nonzero(status[:m] == 1))
         if redo.size:
-            idx = redo + start
-            exact(idx, xt[torch.from_numpy(idx)])
+            redo_rows.append(redo + start)
         n_fallback += redo.size
         seen += m
+    if stats["mode"] == "bfloat16" and redo_rows:
+        exact(np.concatenate(redo_rows), contiguous=False)
     if stats["mode"] == "bfloat16":
         stats["rows_bf16"] = seen
         stats["rows_exact_fallback"] = int(n_fallback)
@@ -556,8 +618,13 @@ def assign_with_stats(x: torch.Tensor, centroids: torch.Tensor, *, x_sq_norms=No
             stats)
 
 
-def _bf16_centroids(c_np: np.ndarray, c_sq: np.ndarray, d: int, np_dtype) -> dict:
-    """bf16 centroids (subnormals flushed) and the per-column terms of the bounds."""
+def _bf16_centroids(c_np: np.ndarray, c_sq: np.ndarray, d: int, np_dtype):
+    """bf16 centroids (subnormals flushed) and the per-column terms of the bounds.
+
+    None when the centroids' squared norms do not fit the float32 level-1 scan.
+    """
+    if not bool((c_sq < 2.0 ** 100).all()):
+        return None
     bits = torch.from_numpy(c_np).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
     bits = bits.copy()
     sub = (bits & 0x7F80) == 0
@@ -568,16 +635,23 @@ def _bf16_centroids(c_np: np.ndarray, c_sq: np.ndarray, d: int, np_dtype) -> dic
     q = (np.sqrt(np.einsum("ij,ij->i", c64 - c_t, c64 - c_t))
          + _gamma(d, 2.0 ** -24) * np.sqrt(np.einsum("ij,ij->i", c_t, c_t)))
     gamma_ex = _gamma(d, 2.0 ** -24 if np_dtype == np.float32 else _EPS64)
+    # underflow of both paths, float64 rounding of both scores and of a float64 comparison
+    r = (8 * d + 2) * _TAU + 4.0 * _EPS64 * c_sq
+    beta = 2.0 * _U_BF16 / (1.0 - _U_BF16) + 8.0 * _EPS64
+    # level 1 runs in float32: ||c||^2 rounded to float32, the rounding of s~ = ||c||^2 - 2 out,
+    # of s~ - M and of s~ + M add at most 2**-22 (||c||^2 + 2 |out|) per side (2**-21 here);
+    # the slack (>> 8 * 2**-24) covers the float32 rounding of M itself
     return {
         "cb_t": torch.from_numpy(bits.view(np.int16)).view(torch.bfloat16).T,
         "p": p,
-        "q": q,
-        # underflow of both paths, float64 rounding of both scores and of the comparison
-        "r": (8 * d + 2) * _TAU + 4.0 * _EPS64 * c_sq,
+        "c_sq32": c_sq.astype(np.float32),
+        "p32": p.astype(np.float32),
+        "q32": q.astype(np.float32),
+        "r32": (_SLACK * (r + 2.0 ** -21 * c_sq)).astype(np.float32),
+        "beta32": np.float32(_SLACK * (beta + 2.0 ** -20)),
         # exact path's bound (level 2), plus |c_sq - ||c||^2| from its float64 sum
         "f": 4 * d * _TAU + (d + 4) * _EPS64 * c_sq,
         "coef_xn": 2.0 * gamma_ex + 2.01 * _EPS64,
-        "beta": 2.0 * _U_BF16 / (1.0 - _U_BF16) + 8.0 * _EPS64,
         # float64 direct distances (d + 3 roundings) and the comparison's rounding
         "gamma_hi": _gamma(d + 6, _EPS64),
     }

@@ -145,11 +145,11 @@ def test_auto_switches_to_exact_when_bf16_cannot_certify(monkeypatch):
     """Tight clusters far from the origin: bf16 rounding exceeds every gap."""
     import interestflow.resolve as resolve
 
-    monkeypatch.setattr(nk, "SCORE_BLOCK_BYTES", 2**16)  # 256 rows per block here
+    monkeypatch.setattr(nk, "SCORE_BLOCK_BYTES", 2**18)  # 256 rows per block here
     g = torch.Generator().manual_seed(2)
-    dim = 64
-    c = 100.0 + 1e-3 * torch.randn(40, dim, generator=g)
-    x = c[torch.randint(0, 40, (9000,), generator=g)] + 1e-4 * torch.randn(9000, dim,
+    dim = 256
+    c = 100.0 + 1e-3 * torch.randn(64, dim, generator=g)
+    x = c[torch.randint(0, 64, (9000,), generator=g)] + 1e-4 * torch.randn(9000, dim,
                                                                         generator=g)
     exact_l, exact_d = kmeans_assign_numba(x, c, candidates="float32")
     l_b, d_b, s_b = assign_with_stats(x, c, candidates="bfloat16")
@@ -169,8 +169,10 @@ def test_auto_choice(monkeypatch):
     monkeypatch.setattr(resolve, "cpu_has_fast_bf16", lambda: True)
     assert nk._resolve_candidates("auto", 200_000, 256, 384) == "bfloat16"
     assert nk._resolve_candidates("auto", 100, 256, 384) == "float32"  # too small
-    assert nk._resolve_candidates("auto", 10**7, 8, 384) == "float32"  # few clusters
+    assert nk._resolve_candidates("auto", 10**7, 32, 384) == "float32"  # few clusters
     assert nk._resolve_candidates("auto", 10**7, 256, 16) == "float32"  # tiny dim
+    assert nk._resolve_candidates("auto", 10**7, 64, 64) == "float32"  # small K * dim
+    assert nk._resolve_candidates("auto", 10**7, 64, 384) == "bfloat16"
     assert nk._resolve_candidates("float32", 10**7, 256, 384) == "float32"
     monkeypatch.setattr(resolve, "cpu_has_fast_bf16", lambda: False)
     assert nk._resolve_candidates("auto", 200_000, 256, 384) == "float32"
