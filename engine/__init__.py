@@ -27,6 +27,9 @@ _LAZY = {
     "user_interests": "interestflow.multi_interest",
     "recommend_multi": "interestflow.multi_interest",
     "write_report": "interestflow.report",
+    "SegmentTracker": "interestflow.dynamics",
+    "cluster_users": "interestflow.dynamics",
+    "make_planted_scenario": "interestflow.planted",
 }
 
 __all__ = ["__version__", *_LAZY]
