@@ -13,9 +13,15 @@ are recorded and checked) and is timed end to end through its public API, once (
 for the median of several). The inertia of every result is recomputed the same way: float64
 distances of the rows to their nearest final center.
 
-    python benchmarks/kmeans.py             # 200k x 384, K=256, 20 iterations -> results/kmeans_cpu.*
+    python benchmarks/kmeans.py             # 200k x 384, K=256, 20 its -> results/kmeans_cpu.*
     python benchmarks/kmeans.py --quick     # 20k x 384, K=64: smoke run, prints only
     python benchmarks/kmeans.py --repeat 3  # quiet machine: median of 3 runs of each method
+
+torch and numba each load their own OpenMP runtime; with the default wait policy the idle
+one's workers spin for a few ms after each parallel region, which slows every switch between
+a torch matmul and a numba kernel. ``OMP_WAIT_POLICY=PASSIVE python benchmarks/kmeans.py``
+measures without that spinning (for every method alike); the policy is recorded with the
+results.
 """
 
 from __future__ import annotations
@@ -223,16 +229,21 @@ def main(argv=None):
     if not all_iters:
         print("WARNING: a method ran fewer iterations than asked; its time is not comparable")
 
-    md = [f"{data_desc}; K = {args.k}; {args.iters} Lloyd iterations from the same initial "
+    policy = os.environ.get("OMP_WAIT_POLICY", "unset (default: spin)")
+    md = [f"OMP_WAIT_POLICY: {policy}; torch threads {torch.get_num_threads()}, numba threads "
+          f"{_numba_threads()}.", "",
+          f"{data_desc}; K = {args.k}; {args.iters} Lloyd iterations from the same initial "
           f"centers ({args.k} distinct rows, seed {args.seed + 1}), tol = 0; "
           f"{'median of %d runs' % args.repeat if args.repeat > 1 else 'one run'} per method, "
           "end to end through each public API (warm JIT). Inertia recomputed the same way for "
           "all: float64 distance of every row to its nearest final center.", "",
-          "| method | time s | s / iteration | iterations | inertia | vs scikit-learn |",
-          "|---|---|---|---|---|---|"]
+          "| method | time s | process CPU s | s / iteration | iterations | inertia | "
+          "vs scikit-learn |",
+          "|---|---|---|---|---|---|---|"]
     for r in rows:
         rel = r["inertia_rel_diff_vs_sklearn"]
-        md.append(f"| {r['method']} | {r['median_s']:.3f} | {r['s_per_iter']:.4f} | "
+        md.append(f"| {r['method']} | {r['median_s']:.3f} | {r['cpu_s']:.2f} | "
+                  f"{r['s_per_iter']:.4f} | "
                   f"{r['n_iter']} | {r['inertia']:.6g} | "
                   f"{'' if rel is None else '%+.4f%%' % (100 * rel)} |")
     md.append("")
@@ -241,8 +252,9 @@ def main(argv=None):
                                            f"{'met' if r['ratio'] <= r['bar'] else 'NOT met'})")
         md.append(f"- interestflow numba / {base}: **{r['ratio']:.3f}**{bar}")
     if num:
-        md.append(f"- numba inertia vs scikit-learn: {100 * num['inertia_rel_diff_vs_sklearn']:+.4f}%"
-                  f" (bar 0.5%: {'met' if inertia_ok else 'NOT met'})")
+        rel = num["inertia_rel_diff_vs_sklearn"]
+        md.append(f"- numba inertia vs scikit-learn: {100 * rel:+.4f}% (bar 0.5%: "
+                  f"{'met' if inertia_ok else 'NOT met'})")
     loop = by.get("numba kernels, bare loop")
     if loop:
         md.append(f"- bare kernel loop: assign {loop['assign_s_per_iter']:.4f} s + update "
@@ -254,7 +266,7 @@ def main(argv=None):
     payload = {"data": data_desc, "n": n, "dim": dim, "k": args.k, "iters": args.iters,
                "repeat": args.repeat, "rows": rows, "ratios": ratios,
                "inertia_within_bar": inertia_ok, "all_ran_all_iterations": all_iters,
-               "numba_threads": _numba_threads()}
+               "numba_threads": _numba_threads(), "omp_wait_policy": policy}
     if not args.no_write:
         jp, mp = write_results("kmeans_cpu", payload, "\n".join(md))
         print(f"wrote {jp} and {mp}")

@@ -102,13 +102,13 @@ _AUTO_BF16_MIN_DIM = 64
 _AUTO_BF16_MIN_CLUSTERS_X_DIM = 1 << 14
 #: "auto" gives up on bf16 for the rest of a call when more than this fraction of the rows
 #: seen so far passed neither level of the certificate (each such row costs a full exact row
-#: on top of its bf16 row: at ~0.4 the bf16 pass no longer saves time). The switch depends only on the data,
-#: so results stay deterministic; labels are the same either way.
+#: on top of its bf16 row: at ~0.4 the bf16 pass no longer saves time). The switch depends
+#: only on the data, so results stay deterministic; labels are the same either way.
 _AUTO_MAX_FAIL_FRACTION = 0.4
 _AUTO_MIN_ROWS_BEFORE_SWITCH = 4096
 
 #: Budget of one block of scores (rows x n_clusters) and of rows (rows x dim), as the torch
-#: reference's. Large blocks matter more than cache here: torch and numba each bring their own
+#: reference's. Large blocks matter more than cache here: torch and numba each load their own
 #: OpenMP runtime, and after every parallel region the idle runtime's workers spin for a few
 #: ms (unless OMP_WAIT_POLICY=PASSIVE), so every switch between a torch matmul and a numba
 #: scan costs time; fewer, larger blocks mean fewer switches.

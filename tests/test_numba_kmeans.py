@@ -317,3 +317,40 @@ def test_update_rejects_bad_input():
         kmeans_update_numba(x, ok, 2, torch.ones(3))
     with pytest.raises(TypeError, match="float32 or float64"):
         kmeans_update_numba(x.to(torch.bfloat16), ok, 2)
+
+
+# ------------------------------------------------------------------------------ in KMeans
+
+
+@pytest.mark.parametrize("force_bf16", [False, True])
+def test_kmeans_numba_backend_matches_sklearn(monkeypatch, force_bf16):
+    from sklearn.cluster import KMeans as SKKMeans
+    from sklearn.metrics import adjusted_rand_score
+
+    import interestflow.resolve as resolve
+    from interestflow import KMeans
+
+    if force_bf16:  # the certified bf16 pass inside the Lloyd loop, whatever this CPU is
+        monkeypatch.setattr(nk, "AUTO_BF16_MIN_WORK", 1)
+        monkeypatch.setattr(nk, "_AUTO_BF16_MIN_CLUSTERS_X_DIM", 1)
+        monkeypatch.setattr(resolve, "cpu_has_fast_bf16", lambda: True)
+    modes = []
+    real = nk.assign_with_stats
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        modes.append(out[2]["mode"])
+        return out
+
+    monkeypatch.setattr(nk, "assign_with_stats", spy)
+    rng = np.random.RandomState(0)
+    centers = rng.randn(64, 64).astype(np.float32) * 2.0
+    X = centers[rng.randint(0, 64, 4000)] + rng.randn(4000, 64).astype(np.float32)
+    init = X[rng.choice(4000, 64, replace=False)]
+    ref = SKKMeans(64, init=init, n_init=1, max_iter=30, tol=0.0, algorithm="lloyd").fit(X)
+    ours = KMeans(64, init=init, n_init=1, max_iter=30, tol=0.0, backend="numba",
+                  device="cpu").fit(X)
+    assert ours.backend_ == "numba"
+    assert modes and set(modes) == {"bfloat16" if force_bf16 else "float32"}
+    assert adjusted_rand_score(ref.labels_, ours.labels_) > 0.99
+    assert abs(ours.inertia_ - ref.inertia_) <= 0.005 * ref.inertia_
