@@ -85,10 +85,10 @@ def make_data(kind: str, n_queries: int, n_keys: int, dim: int, seed: int = 0):
         label = torch.multinomial(sizes, n, replacement=True, generator=g)
         width = torch.empty(n, 1).uniform_(np.log(0.3), np.log(1.0), generator=g).exp()
         x = mu + subs[label] + torch.randn(n, dim, generator=g) * s * width
+        # exact duplicates; distinct rows on both sides so the copy is deterministic
         n_dup = n // 50
-        src = torch.randint(0, n, (n_dup,), generator=g)
-        dst = torch.randint(0, n, (n_dup,), generator=g)
-        x[dst] = x[src]
+        perm = torch.randperm(n, generator=g)
+        x[perm[n_dup:2 * n_dup]] = x[perm[:n_dup]]
     else:
         raise SystemExit(f"--data {kind!r}: pass clustered or random")
     x = torch.nn.functional.normalize(x, dim=1)

@@ -10,7 +10,8 @@ above it are scanned one by one.
 
 Exactness
 ---------
-The matmul only *proposes* ``C = k + m`` candidates per query. The returned scores are the
+The matmul only *proposes* ``C = k + m`` candidates per query (those whose bounds show they
+cannot reach the top-k are dropped unscored). The returned scores are the
 **canonical** scores of the candidates: ``dot(q, key)`` of the original rows (upcast to the
 working dtype, float32 or float64), with products and sums in float64 in one fixed order
 (:func:`_cdot`), times both rows' inverse norms ``1 / max(||row||, 1e-12)`` (the epsilon of
@@ -84,15 +85,19 @@ _AUTO_BF16_MIN_DIM = 64
 
 #: Extra candidates beyond k. bf16 outputs have 8 significant bits and the bf16 margin is
 #: ~0.005-0.007 for unit vectors, so on embedding-like data the k-th and the (k+m)-th scores
-#: must be that far apart. Each uncertified query costs a full fp32 pass (~2.4x its bf16
-#: pass) and each candidate one exact re-score (~0.3-0.6 us): on clustered 384-d data with
-#: 100,000 keys m = 22 / 30 / 40 / 54 left 6.4% / 3.2% / 1.0% / 0.4% of the queries
-#: uncertified, and m = 40 minimises the sum. The fp32 margin is ~3e-5: a few extra suffice.
-_EXTRA_BF16 = 40
+#: must be that far apart. Each uncertified query costs a full fp32 pass (~2x its bf16 pass);
+#: a longer candidate list costs selection time (more heap insertions: ~0.23 / 0.41 ns per
+#: score at k + m = 32 / 74 on one Zen 4 core, against ~4 ns per score for the bf16 matmul)
+#: while re-scoring stays cheap (candidates that cannot reach the top-k are pruned by their
+#: bounds). On clustered 384-d data with 100,000 keys m = 22 / 40 / 64 / 90 left 6.4% / 1.0% /
+#: 0.15% / 0.05% of the queries uncertified; m = 64 keeps the fallback rare at ~10% selection
+#: overhead. The fp32 margin is ~3e-5: a few extra suffice.
+_EXTRA_BF16 = 64
 _EXTRA_FP32 = 6
 
 #: Scores per chunk tested with one vectorised max against the row threshold.
 _CHUNK = 64
+_QUARTER = _CHUNK // 4
 #: Key rows per block (a multiple of _CHUNK) and query rows per matmul.
 _BLOCK_KEYS = 4096
 _BLOCK_QUERIES = 2048
@@ -223,15 +228,23 @@ def _heap_replace(hv, hi, v, idx):
 
 
 @nb.njit(cache=True)
-def _scan_chunk(ch, col0, limit, mask, hv, hi):
+def _scan(ch, col0, limit, mask, hv, hi):
     """Offer every score of ``ch`` (columns ``col0 + t < limit``) to the heap.
 
     Scores arrive as the bits of a float (int16 for bf16, int32 for fp32); ``bits ^ mask`` for
     negative bits makes them order like the floats. Strict ``>``: a later (higher-index) key
     never displaces an equal one.
     """
-    thr = hv[0]
     n = min(ch.shape[0], limit - col0)
+    thr = hv[0]
+    if thr >= 0:
+        # raw bits above a non-negative threshold are non-negative: they are their own key
+        for t in range(n):
+            s = ch[t]
+            if s > thr:
+                _heap_replace(hv, hi, s, col0 + t)
+                thr = hv[0]
+        return
     for t in range(n):
         s = ch[t]
         v = (s ^ mask) if s < 0 else s
@@ -251,22 +264,32 @@ def _chunk_max(ch):
 
 
 @nb.njit(cache=True)
-def _select_row(r2, col0, limit, mask, hv, hi):
-    for c in range(r2.shape[0]):
-        ch = r2[c]
-        thr = hv[0]
-        # For a non-negative threshold the raw bits order like the floats (negative floats
-        # have negative bits), so the vectorised max of the raw chunk decides.
-        if thr >= 0 and _chunk_max(ch) <= thr:
-            continue
-        _scan_chunk(ch, col0 + c * ch.shape[0], limit, mask, hv, hi)
+def _select_row(row, col0, limit, mask, hv, hi):
+    """Offer one row of a score block, ``_CHUNK`` scores at a time.
+
+    For a non-negative threshold the raw bits order like the floats (negative floats have
+    negative bits), so the vectorised max of a raw chunk decides whether any of its scores can
+    enter; a chunk that passes is tested again by quarters before scores are looked at one by
+    one (the reshaped views keep every loop a fixed-width vectorisable one).
+    """
+    n = row.shape[0]
+    chunks = row.reshape((n // _CHUNK, _CHUNK))
+    quarters = row.reshape((n // _QUARTER, _QUARTER))
+    for c in range(chunks.shape[0]):
+        base = col0 + c * _CHUNK
+        if hv[0] < 0:
+            _scan(chunks[c], base, limit, mask, hv, hi)
+        elif _chunk_max(chunks[c]) > hv[0]:
+            for s in range(4 * c, 4 * c + 4):
+                if _chunk_max(quarters[s]) > hv[0]:
+                    _scan(quarters[s], col0 + s * _QUARTER, limit, mask, hv, hi)
 
 
 @nb.njit(parallel=True, cache=True)
-def _select_block(s3, col0, limit, mask, heap_v, heap_i, row0):
-    """Merge the score block ``s3`` (rows, n_chunks, _CHUNK) into rows ``row0 + r`` of the heaps."""
-    for r in nb.prange(s3.shape[0]):
-        _select_row(s3[r], col0, limit, mask, heap_v[row0 + r], heap_i[row0 + r])
+def _select_block(s2, col0, limit, mask, heap_v, heap_i, row0):
+    """Merge the score block ``s2`` (rows, cols) into rows ``row0 + r`` of the heaps."""
+    for r in nb.prange(s2.shape[0]):
+        _select_row(s2[r], col0, limit, mask, heap_v[row0 + r], heap_i[row0 + r])
 
 
 @nb.njit(cache=True)
@@ -317,15 +340,28 @@ def _order_candidates(sc, ix, n):
         _sift(sc, ix, 0, end)
 
 
+@nb.njit(cache=True)
+def _widen(v, to_f32, scale, up):
+    """Move the float64 bound ``v`` outwards past the final rounding to the working dtype and
+    the float64 rounding of the bound's own arithmetic (``scale`` ~ its largest term)."""
+    w = 1e-12 * (abs(v) + scale)
+    if to_f32:
+        w += abs(v) * 2.0 ** -23 + 1e-44
+    return v + w if up else v - w
+
+
 @nb.njit(parallel=True, cache=True)
-def _rescore(q, invq, qrows, qstats, keys, invk, cand, c_hi, all_keys, key_e, key_norm,
-             key_rep_norm, gamma_acc, gamma_canon, tiny, to_f32, k, out_s, out_i, ok, kth):
+def _rescore(q, invq, qrows, qstats, keys, invk, cand, cand_lo, cand_hi, c_hi, all_keys, key_e,
+             key_norm, key_rep_norm, gamma_acc, gamma_canon, tiny, to_f32, k, out_s, out_i, ok,
+             kth):
     """Canonical scores of each query's candidates, its exact top-``k`` and its certificate.
 
-    Query ``i`` is row ``qrows[i]`` of ``q``; its results go to ``out_s[qrows[i]]``. ``c_hi[i]``
-    bounds the matmul accumulator of every key that is not a candidate; ``all_keys`` means
-    every key is a candidate (nothing to certify). ``kth[i]`` is the k-th best canonical score
-    among the candidates (-inf if there is none), a lower bound of the true k-th score.
+    Query ``i`` is row ``qrows[i]`` of ``q``; its results go to ``out_s[qrows[i]]``.
+    ``cand_lo``/``cand_hi`` bound the matmul accumulator of each candidate (from its output),
+    ``c_hi[i]`` that of every key that is not a candidate; ``all_keys`` means every key is a
+    candidate (nothing to certify). A candidate whose upper bound is below the k-th largest
+    lower bound cannot be in the top-k and is not re-scored. ``kth[i]`` is the k-th best
+    canonical score found (-inf if none), a lower bound of the true k-th score.
     """
     m, c_len = cand.shape
     for i in nb.prange(m):
@@ -333,6 +369,7 @@ def _rescore(q, invq, qrows, qstats, keys, invk, cand, c_hi, all_keys, key_e, ke
         qr = q[row]
         nq_star = qstats[i, 1]
         kth[i] = -np.inf
+        ok[i] = False
         if nq_star == 0.0:
             # a zero query scores 0 against every key: ties, so the first k keys
             for t in range(k):
@@ -340,23 +377,37 @@ def _rescore(q, invq, qrows, qstats, keys, invk, cand, c_hi, all_keys, key_e, ke
                 out_i[row, t] = t
             ok[i] = True
             continue
+        e_q = qstats[i, 0]
+        nq_rep = qstats[i, 2]
+        # |canonical - accumulator| <= margin for every key (module docstring)
+        margin = (nq_star * key_e + e_q * key_norm + e_q * key_e
+                  + gamma_acc * nq_rep * key_rep_norm + tiny + gamma_canon * nq_star * key_norm)
+        scale = nq_rep * key_rep_norm + nq_star * key_norm + 1.0
         sc = np.empty(c_len, np.float64)
         ix = np.empty(c_len, np.int64)
+        for t in range(c_len):
+            sc[t] = _widen(cand_lo[i, t] - margin, to_f32, scale, False)
+            ix[t] = t
+        _order_candidates(sc, ix, c_len)
+        low_k = sc[k - 1]  # NaN keeps every candidate below (comparisons are False)
+        n = 0
         good = True
         for t in range(c_len):
             j = cand[i, t]
             if j < 0:
                 good = False
                 break
+            if _widen(cand_hi[i, t] + margin, to_f32, scale, True) < low_k:
+                continue
             v = _cdot(qr, keys[j]) * invq[row] * invk[j]
             if to_f32:
                 v = np.float64(np.float32(v))
-            sc[t] = v
-            ix[t] = j
-        if not good:
-            ok[i] = False
+            sc[n] = v
+            ix[n] = j
+            n += 1
+        if not good or n < k:
             continue
-        _order_candidates(sc, ix, c_len)
+        _order_candidates(sc, ix, n)
         for t in range(k):
             out_s[row, t] = sc[t]
             out_i[row, t] = ix[t]
@@ -364,15 +415,8 @@ def _rescore(q, invq, qrows, qstats, keys, invk, cand, c_hi, all_keys, key_e, ke
         if all_keys:
             ok[i] = True
             continue
-        e_q = qstats[i, 0]
-        nq_rep = qstats[i, 2]
-        u = (c_hi[i] + nq_star * key_e + e_q * key_norm + e_q * key_e
-             + gamma_acc * nq_rep * key_rep_norm + tiny + gamma_canon * nq_star * key_norm)
-        u += 1e-12 * (abs(u) + nq_rep * key_rep_norm + 1.0)
-        if to_f32:
-            u += abs(u) * 2.0 ** -23 + 1e-44
         # NaN anywhere makes this False
-        ok[i] = sc[k - 1] > u
+        ok[i] = sc[k - 1] > _widen(c_hi[i] + margin, to_f32, scale, True)
 
 
 @nb.njit(cache=True)
@@ -389,21 +433,21 @@ def _collect_chunk(ch, col0, limit, mask, thr, lst, cnt):
 
 
 @nb.njit(parallel=True, cache=True)
-def _collect_block(s3, col0, limit, mask, thr, lists, counts, row0):
-    """Append to ``lists[row0 + r]`` every column of ``s3[r]`` scoring ``>= thr[row0 + r]``.
+def _collect_block(s2, col0, limit, mask, thr, lists, counts, row0):
+    """Append to ``lists[row0 + r]`` every column of ``s2[r]`` scoring ``>= thr[row0 + r]``.
 
     ``counts`` keeps counting past the capacity of ``lists`` so the caller can retry.
     """
-    for r in nb.prange(s3.shape[0]):
+    for r in nb.prange(s2.shape[0]):
         i = row0 + r
         th = thr[i]
-        r2 = s3[r]
+        chunks = s2[r].reshape((s2.shape[1] // _CHUNK, _CHUNK))
         cnt = counts[i]
-        for c in range(r2.shape[0]):
-            ch = r2[c]
+        for c in range(chunks.shape[0]):
+            ch = chunks[c]
             if th >= 0 and _chunk_max(ch) < th:
                 continue
-            cnt = _collect_chunk(ch, col0 + c * ch.shape[0], limit, mask, th, lists[i], cnt)
+            cnt = _collect_chunk(ch, col0 + c * _CHUNK, limit, mask, th, lists[i], cnt)
         counts[i] = cnt
 
 
@@ -535,22 +579,28 @@ def _bits_to_float(keys_t, bf16):
     return raw.view(torch.float32).double()
 
 
-def _upper_of_output(c_key, bf16):
-    """Largest accumulator value whose matmul output is at most the value of ``c_key``."""
-    c = _bits_to_float(c_key, bf16)
+def _output_bounds(keys_t, bf16):
+    """Bounds ``(lo, hi)`` of the accumulator that a matmul output (as a heap key) came from.
+
+    fp32 outputs are the accumulator. bf16 outputs are rounded to nearest: the accumulator lies
+    between the midpoints with the neighbouring bf16 numbers (``tau`` more for underflow).
+    """
+    val = _bits_to_float(keys_t, bf16)
     if not bf16:
-        return c
-    nxt = _bits_to_float(torch.clamp(c_key.to(torch.int32) + 1, max=0x7FFF), bf16)
-    # round to nearest: anything up to the midpoint with the next bf16 value rounds to <= c
-    return (c + nxt) * 0.5 + _TAU
+        return val, val
+    k32 = keys_t.to(torch.int32)
+    nxt = _bits_to_float(torch.clamp(k32 + 1, max=0x7FFF), bf16)
+    prv = _bits_to_float(torch.clamp(k32 - 1, min=-0x7FFF), bf16)
+    return (prv + val) * 0.5 - _TAU, (val + nxt) * 0.5 + _TAU
 
 
 class _Blocks:
     """Score blocks of a set of query rows against all keys, one oneDNN matmul at a time.
 
-    Iterating yields ``(s3, col0, row0)``: the scores of query rows ``row0:row0 + rows``
+    Iterating yields ``(s2, col0, row0)``: the scores of query rows ``row0:row0 + rows``
     against keys ``col0:col0 + cols`` as their float bits (int16 for bf16, int32 for fp32),
-    shaped (rows, cols // _CHUNK, _CHUNK); columns past ``n_keys`` score zero rows (padding).
+    shaped (rows, cols), ``cols`` a multiple of ``_CHUNK``; columns past ``n_keys`` score zero
+    rows (padding).
     The buffers are reused: consume each block before asking for the next. After a full
     iteration ``key_max`` holds (max ||e_y||, max ||y*||, max ||y~||) over the keys.
     """
@@ -596,7 +646,7 @@ class _Blocks:
                 rows = min(bq, m - qs)
                 s = score_buf[:rows * cols].view(rows, cols)
                 torch.mm(self.q_t[qs:qs + rows], kb.T, out=s)
-                yield s.view(int_view).numpy().reshape(rows, cols // _CHUNK, _CHUNK), ks, qs
+                yield s.view(int_view).numpy(), ks, qs
         self.key_max = (e_max, star_max, rep_max)
 
 
@@ -615,19 +665,24 @@ def _candidate_pass(p: _Problem, qrows, bf16, out_s, out_i):
         cand = np.broadcast_to(np.arange(p.n_keys, dtype=np.int64), (m, p.n_keys)).copy()
         qstats = np.zeros((m, 3))
         qstats[:, 1] = p.q_star[qrows]
-        _rescore(p.q, p.invq, qrows, qstats, p.keys, p.invk, cand, np.zeros(m), True, 0.0, 0.0,
-                 0.0, 0.0, 0.0, 0.0, p.to_f32, p.k, out_s, out_i, ok, kth)
+        lo = np.full(cand.shape, -np.inf)
+        _rescore(p.q, p.invq, qrows, qstats, p.keys, p.invk, cand, lo, -lo, np.zeros(m), True,
+                 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, p.to_f32, p.k, out_s, out_i, ok, kth)
         return ok, kth
     blocks = _Blocks(p, qrows, bf16)
     heap_v = np.full((m, c_len), np.iinfo(blocks.int_dtype).min, blocks.int_dtype)
     heap_i = np.full((m, c_len), -1, np.int64)
-    for s3, col0, row0 in blocks:
-        _select_block(s3, col0, p.n_keys, blocks.mask, heap_v, heap_i, row0)
-    c_hi = _upper_of_output(torch.from_numpy(heap_v[:, 0].copy()), bf16).numpy()
+    for s2, col0, row0 in blocks:
+        _select_block(s2, col0, p.n_keys, blocks.mask, heap_v, heap_i, row0)
+    # the minimum key is the bits of a NaN, below every real score: a row whose heap kept one
+    # has index -1 there and fails below
+    cand = heap_i
+    lo, hi = (b.numpy() for b in _output_bounds(torch.from_numpy(heap_v), bf16))
+    c_hi = np.ascontiguousarray(hi[:, 0])  # the heap's root is its minimum
     e_max, star_max, rep_max = blocks.key_max
-    _rescore(p.q, p.invq, qrows, blocks.qstats, p.keys, p.invk, heap_i, c_hi, False, e_max,
-             star_max, rep_max, p.gamma_acc, p.gamma_canon, p.tiny, p.to_f32, p.k, out_s, out_i,
-             ok, kth)
+    _rescore(p.q, p.invq, qrows, blocks.qstats, p.keys, p.invk, cand, lo, hi, c_hi, False,
+             e_max, star_max, rep_max, p.gamma_acc, p.gamma_canon, p.tiny, p.to_f32, p.k, out_s,
+             out_i, ok, kth)
     return ok, kth
 
 
@@ -666,8 +721,8 @@ def _collect_pass(p: _Problem, qrows, kth, out_s, out_i):
         counts = np.zeros(len(take), np.int64)
         blocks = _Blocks(p, rows, False)
         thr_t = np.ascontiguousarray(thr[take])
-        for s3, col0, row0 in blocks:
-            _collect_block(s3, col0, p.n_keys, blocks.mask, thr_t, lists, counts, row0)
+        for s2, col0, row0 in blocks:
+            _collect_block(s2, col0, p.n_keys, blocks.mask, thr_t, lists, counts, row0)
         if (counts < p.k).any():
             bad = int(rows[np.argmax(counts < p.k)])
             raise RuntimeError(f"internal error in cosine_topk_numba: query row {bad} collected "
@@ -682,6 +737,7 @@ def _collect_pass(p: _Problem, qrows, kth, out_s, out_i):
 
 
 def _group_rows(c_len):
+    # candidate heap of c_len (score bits + int64 index) per query, plus its results
     return max(1, _STATE_BYTES // (c_len * (4 + 8) + 64))
 
 

@@ -97,7 +97,7 @@ def test_adversarial_near_ties_fall_back_to_the_exact_answer(scale, small_blocks
     g = torch.Generator().manual_seed(4)
     d = 128
     base = torch.nn.functional.normalize(torch.randn(6, d, generator=g), dim=1)
-    near = base.repeat(60, 1) + scale * torch.randn(360, d, generator=g)
+    near = base.repeat(150, 1) + scale * torch.randn(900, d, generator=g)
     keys = torch.cat([near, torch.randn(1500, d, generator=g)])
     keys = keys[torch.randperm(keys.shape[0], generator=g)]
     q = torch.cat([base, base + 0.01 * torch.randn(6, d, generator=g)])
