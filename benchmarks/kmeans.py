@@ -184,25 +184,30 @@ def main(argv=None):
             METHODS[name](small, np.ascontiguousarray(small[:min(args.k, 64)]), 2)
 
     x_t = torch.from_numpy(X)
-    rows = []
-    for name, fn in METHODS.items():
-        if name in args.skip:
-            continue
-        times, cpu, centers, n_iter, extra = [], [], None, None, {}
-        for _ in range(args.repeat):
+    names = [name for name in METHODS if name not in args.skip]
+    times = {name: [] for name in names}
+    cpu = {name: [] for name in names}
+    results = {}
+    # round-robin over the methods, so that a burst of load on a shared machine does not
+    # land on one method's repeats only
+    for _ in range(args.repeat):
+        for name in names:
             t0, c0 = time.perf_counter(), time.process_time()
-            centers, n_iter, extra = fn(X, C0, args.iters)
-            times.append(time.perf_counter() - t0)
-            cpu.append(time.process_time() - c0)
-        row = {"method": name, "median_s": statistics.median(times), "min_s": min(times),
-               "max_s": max(times), "cpu_s": statistics.median(cpu), "repeat": args.repeat,
-               "n_iter": n_iter,
-               "s_per_iter": statistics.median(times) / max(1, n_iter),
+            results[name] = METHODS[name](X, C0, args.iters)
+            times[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    rows = []
+    for name in names:
+        centers, n_iter, extra = results[name]
+        med = statistics.median(times[name])
+        row = {"method": name, "median_s": med, "min_s": min(times[name]),
+               "max_s": max(times[name]), "cpu_s": statistics.median(cpu[name]),
+               "repeat": args.repeat, "n_iter": n_iter, "s_per_iter": med / max(1, n_iter),
                "inertia": inertia_of(x_t, centers), **extra}
         rows.append(row)
-        print(f"{name:26s} {row['median_s']:8.3f} s  (process CPU {row['cpu_s']:.2f} s)  "
-              f"{n_iter} iterations  inertia "
-              f"{row['inertia']:.6g}", flush=True)
+        print(f"{name:26s} {row['median_s']:8.3f} s  (min {row['min_s']:.3f}, max "
+              f"{row['max_s']:.3f}; process CPU {row['cpu_s']:.2f} s)  {n_iter} iterations  "
+              f"inertia {row['inertia']:.6g}", flush=True)
 
     by = {r["method"]: r for r in rows}
     ref_inertia = by.get("scikit-learn lloyd", {}).get("inertia")
@@ -237,12 +242,13 @@ def main(argv=None):
           f"{'median of %d runs' % args.repeat if args.repeat > 1 else 'one run'} per method, "
           "end to end through each public API (warm JIT). Inertia recomputed the same way for "
           "all: float64 distance of every row to its nearest final center.", "",
-          "| method | time s | process CPU s | s / iteration | iterations | inertia | "
+          "| method | time s (min-max) | process CPU s | s / iteration | iterations | inertia | "
           "vs scikit-learn |",
           "|---|---|---|---|---|---|---|"]
     for r in rows:
         rel = r["inertia_rel_diff_vs_sklearn"]
-        md.append(f"| {r['method']} | {r['median_s']:.3f} | {r['cpu_s']:.2f} | "
+        md.append(f"| {r['method']} | {r['median_s']:.3f} ({r['min_s']:.2f}-{r['max_s']:.2f}) | "
+                  f"{r['cpu_s']:.2f} | "
                   f"{r['s_per_iter']:.4f} | "
                   f"{r['n_iter']} | {r['inertia']:.6g} | "
                   f"{'' if rel is None else '%+.4f%%' % (100 * rel)} |")
