@@ -24,7 +24,8 @@ are distinct rows of one draw):
   case for any pruning; here the top scores are ~0.2).
 
 Each method: one warm-up call on a small slice (JIT compile / thread start-up), then
-``--repeat`` timed calls on the full problem (median, min-max; wall clock). Peak extra memory:
+``--repeat`` timed calls on the full problem (median, min-max; wall clock), the methods taking
+turns call by call so that changes in the machine's load hit all of them. Peak extra memory:
 the process's peak RSS during the timed calls minus its RSS after the data and the warm-up
 (``/proc/self/clear_refs`` resets the peak). Accuracy: recall@10 and the largest score
 difference against (b), and against a float64 reference on ``--check`` sampled queries;
@@ -32,8 +33,8 @@ recall both plain (shared indices / k) and tie-aware (a returned key counts when
 score reaches the reference's k-th score: with exact duplicate keys several index sets are
 equally correct and the plain figure depends on each method's tie-breaking).
 
-Bars (issue 4) for (a): recall >= 0.999 (tie-aware) and score error < 1e-4 (vs torch), time <= 1.2x (b)
-and <= 1.0x (c), peak extra < 512 MB; the aim is 0.5x (c).
+Bars (issue 4) for (a): recall >= 0.999 (tie-aware) and score error < 1e-4 (vs torch),
+time <= 1.2x (b) and <= 1.0x (c), peak extra < 512 MB; the aim is 0.5x (c).
 
     python benchmarks/cosine_topk.py                          # results/cosine_topk_cpu.*
     python benchmarks/cosine_topk.py --data clustered,random  # both sets, same files
@@ -45,6 +46,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -54,7 +56,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _harness import timeit, write_results  # noqa: E402
+from _harness import write_results  # noqa: E402
 
 METHODS = ("numba", "torch", "faiss")
 BARS = {"recall": 0.999, "score_err": 1e-4, "vs_torch": 1.2, "vs_faiss": 1.0,
@@ -144,7 +146,12 @@ def _status_kb(field: str) -> int:
 
 
 def worker(args) -> None:
-    """One method in this process: warm-up, timed repeats, peak memory; writes JSON + arrays."""
+    """One method in this process, driven over stdin/stdout by the parent.
+
+    Prepares the data and warms up, prints ``ready``; then each ``run`` line times one call
+    (wall and process CPU seconds) and ``done`` writes the last result, the peak memory and
+    the stats to ``--out`` and exits.
+    """
     import torch
 
     q, keys = make_data(args.data, args.n_queries, args.n_keys, args.dim)
@@ -161,17 +168,21 @@ def worker(args) -> None:
         peak_method = "VmHWM after clear_refs"
     except OSError:
         peak_method = "VmHWM since process start (clear_refs not permitted)"
-    result = {}
-
-    def once():
-        result["out"] = run(q, keys, args.k, stats)
-
-    timing = timeit(once, warmup=0, repeat=args.repeat)
+    print(json.dumps({"ready": True}), flush=True)
+    out = None
+    for line in sys.stdin:
+        if line.strip() == "run":
+            w0, c0 = time.perf_counter(), time.process_time()
+            out = run(q, keys, args.k, stats)
+            print(json.dumps({"wall_s": time.perf_counter() - w0,
+                              "cpu_s": time.process_time() - c0}), flush=True)
+        elif line.strip() == "done":
+            break
     peak = _status_kb("VmHWM")
-    s, i = result["out"]
+    s, i = out
     np.save(Path(args.out) / f"{args.worker}_scores.npy", np.asarray(s, np.float32))
     np.save(Path(args.out) / f"{args.worker}_indices.npy", np.asarray(i, np.int64))
-    info = {"timing": timing, "peak_extra_mb": (peak - rss0) / 1024, "rss_before_mb": rss0 / 1024,
+    info = {"peak_extra_mb": (peak - rss0) / 1024, "rss_before_mb": rss0 / 1024,
             "peak_method": peak_method, "torch_threads": torch.get_num_threads(), "stats": stats}
     (Path(args.out) / f"{args.worker}.json").write_text(json.dumps(info, default=str))
 
@@ -216,22 +227,50 @@ def float64_check(q, keys, k, sample, outs):
             for m, (s, i) in outs.items()}
 
 
+def _timing(times: list[float]) -> dict:
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
+            "repeat": len(times), "all_s": times}
+
+
 def run_dataset(args, kind: str) -> dict:
+    """All methods on one data set: their processes take turns, one call at a time.
+
+    Interleaving the repeats (numba, torch, faiss, then the next round in rotated order) makes
+    a change in the machine's load hit every method alike, where timing each method's repeats
+    back to back would hand a quiet minute to one of them.
+    """
     with tempfile.TemporaryDirectory() as tmp:
-        infos, outs = {}, {}
+        procs = {}
         for m in METHODS:
             cmd = [sys.executable, os.path.abspath(__file__), "--worker", m, "--out", tmp,
                    "--data", kind, "--n-queries", str(args.n_queries), "--n-keys",
-                   str(args.n_keys), "--dim", str(args.dim), "--k", str(args.k),
-                   "--repeat", str(args.repeat)]
-            t0 = time.perf_counter()
-            subprocess.run(cmd, check=True)
+                   str(args.n_keys), "--dim", str(args.dim), "--k", str(args.k)]
+            procs[m] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        text=True)
+            # warm-ups one after another, so that none is slowed by another
+            if not json.loads(procs[m].stdout.readline()).get("ready"):
+                raise SystemExit(f"worker {m} did not start")
+        walls = {m: [] for m in METHODS}
+        cpus = {m: [] for m in METHODS}
+        for r in range(args.repeat):
+            for m in METHODS[r % len(METHODS):] + METHODS[:r % len(METHODS)]:
+                procs[m].stdin.write("run\n")
+                procs[m].stdin.flush()
+                res = json.loads(procs[m].stdout.readline())
+                walls[m].append(res["wall_s"])
+                cpus[m].append(res["cpu_s"])
+                print(f"[{kind}] round {r + 1}: {m} {res['wall_s']:.3f} s", flush=True)
+        infos, outs = {}, {}
+        for m in METHODS:
+            procs[m].stdin.write("done\n")
+            procs[m].stdin.flush()
+            if procs[m].wait() != 0:
+                raise SystemExit(f"worker {m} failed")
             infos[m] = json.loads((Path(tmp) / f"{m}.json").read_text())
-            infos[m]["process_wall_s"] = time.perf_counter() - t0
+            infos[m]["timing"] = _timing(walls[m])
+            infos[m]["cpu_s_median"] = statistics.median(cpus[m])
             outs[m] = (np.load(Path(tmp) / f"{m}_scores.npy"),
                        np.load(Path(tmp) / f"{m}_indices.npy"))
-            print(f"[{kind}] {m}: median {infos[m]['timing']['median_s']:.3f} s, peak extra "
-                  f"{infos[m]['peak_extra_mb']:.0f} MB", flush=True)
     import torch
 
     q, keys = make_data(kind, args.n_queries, args.n_keys, args.dim)
@@ -273,7 +312,9 @@ def markdown(args, results, load) -> str:
     lines = [
         f"{args.n_queries:,} queries x {args.n_keys:,} keys x {args.dim}, k = {args.k}, float32; "
         f"median of {args.repeat} timed calls after a small warm-up, each method in its own "
-        f"process. Time ratios are against the same run's torch loop and FAISS `IndexFlatIP`. "
+        "process, the methods taking turns call by call. Time ratios are against the same "
+        "run's torch loop and FAISS `IndexFlatIP`; CPU s = the process's CPU seconds per call "
+        "(spinning OpenMP threads count too). "
         f"Recall@{args.k} and max |score difference| against the torch loop (all queries) and "
         f"against float64 ({args.check} sampled queries). Peak extra = peak RSS during the timed "
         f"calls minus RSS after data + warm-up. Load average (1 min) before / after: "
@@ -286,14 +327,15 @@ def markdown(args, results, load) -> str:
     ]
     for res in results:
         lines += ["", f"## data: {res['data']}", "",
-                  "| method | median s (min-max) | vs torch | vs FAISS | recall vs torch "
+                  "| method | median s (min-max) | CPU s | vs torch | vs FAISS | recall vs torch "
                   "(tie-aware) | max err vs torch | recall vs fp64 (tie-aware) | max err vs "
                   "fp64 | peak extra MB |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for m, r in res["methods"].items():
             tm = r["timing"]
             lines.append(
                 f"| {m} | {tm['median_s']:.2f} ({tm['min_s']:.2f}-{tm['max_s']:.2f}) | "
+                f"{r['cpu_s_median']:.2f} | "
                 f"{r['ratio_vs_torch']:.2f}x | {r['ratio_vs_faiss']:.2f}x | "
                 f"{r['recall_vs_torch']:.5f} ({r['tie_recall_vs_torch']:.5f}) | "
                 f"{r['max_score_err_vs_torch']:.1e} | {r['recall_vs_float64']:.5f} "

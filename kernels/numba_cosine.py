@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from concurrent.futures import ThreadPoolExecutor
 
 import numba as nb
 import numpy as np
@@ -98,11 +99,13 @@ _EXTRA_FP32 = 6
 #: Scores per chunk tested with one vectorised max against the row threshold.
 _CHUNK = 64
 _QUARTER = _CHUNK // 4
-#: Key rows per block (a multiple of _CHUNK) and query rows per matmul.
+#: Key rows per matmul (a multiple of _CHUNK) and at most this many query rows per matmul.
 _BLOCK_KEYS = 4096
-_BLOCK_QUERIES = 2048
+_BLOCK_QUERIES = 1024
 #: Budget for the running candidate lists of one group of queries (heap keys + int64 indices).
 _STATE_BYTES = 64 * 2**20
+#: Budget for the matmul copy of the keys (bf16 or fp32), prepared once per super-block.
+_KEY_REP_BYTES = 256 * 2**20
 
 _NORM_EPS = 1e-12  # torch.nn.functional.normalize's default eps
 _U_BF16 = 2.0 ** -8
@@ -146,12 +149,12 @@ def _cdot(a, b):
     return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
 
 
-@nb.njit(parallel=True, cache=True)
-def _inverse_norms(x, normalized, inv, norm, bad):
-    """``inv[i] = 1 / max(||x_i||, eps)`` (1 when ``normalized``) and ``norm[i] = ||x_i||``, in
-    float64; ``bad[i]`` flags rows holding NaN or infinity."""
-    n, d = x.shape
-    for i in nb.prange(n):
+@nb.njit(nogil=True, cache=True)
+def _inverse_norms(x, normalized, inv, norm, bad, lo, hi):
+    """Rows ``lo:hi``: ``inv[i] = 1 / max(||x_i||, eps)`` (1 when ``normalized``) and
+    ``norm[i] = ||x_i||``, in float64; ``bad[i]`` flags rows holding NaN or infinity."""
+    d = x.shape[1]
+    for i in range(lo, hi):
         row = x[i]
         ok = True
         for j in range(d):
@@ -163,21 +166,20 @@ def _inverse_norms(x, normalized, inv, norm, bad):
         inv[i] = 1.0 if normalized else 1.0 / max(nrm, _NORM_EPS)
 
 
-@nb.njit(parallel=True, cache=True)
-def _prepare_rows(x, inv, rows, row0, rep32, rep16, to_bf16, stats):
-    """Matmul representation of rows ``x[rows[row0 + i]]`` and their residual norms.
+@nb.njit(nogil=True, cache=True)
+def _prepare_rows(x, inv, rows, row0, rep32, rep16, to_bf16, stats, lo, hi):
+    """Matmul representation of rows ``x[rows[row0 + i]]``, ``lo <= i < hi``, and its residual.
 
-    ``rep32[i] = fl32(x * inv)``; with ``to_bf16`` it is then rounded to bf16 (round to
-    nearest even, subnormals flushed to zero), written as bits to ``rep16[i]`` and as a value
-    back to ``rep32[i]``. ``stats[i] = (||rep - x*||, ||x*||, ||rep||)`` in float64.
-    Rows of ``rep32``/``rep16`` past the prepared count are left alone (callers zero them).
+    ``rep32[i] = fl32(x * inv)``, or with ``to_bf16`` that value rounded to bf16 (round to
+    nearest even, subnormals flushed to zero) written as bits to ``rep16[i]`` (``rep32`` is
+    then not used). ``stats[i] = (||rep - x*||, ||x*||, ||rep||)`` in float64.
     """
-    m = stats.shape[0]
     d = x.shape[1]
-    for i in nb.prange(m):
+    scratch = np.empty(d, np.float32)
+    for i in range(lo, hi):
         src = x[rows[row0 + i]]
         s = inv[rows[row0 + i]]
-        out = rep32[i]
+        out = scratch if to_bf16 else rep32[i]
         for j in range(d):
             out[j] = np.float32(np.float64(src[j]) * s)
         if to_bf16:
@@ -285,10 +287,10 @@ def _select_row(row, col0, limit, mask, hv, hi):
                     _scan(quarters[s], col0 + s * _QUARTER, limit, mask, hv, hi)
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(nogil=True, cache=True)
 def _select_block(s2, col0, limit, mask, heap_v, heap_i, row0):
     """Merge the score block ``s2`` (rows, cols) into rows ``row0 + r`` of the heaps."""
-    for r in nb.prange(s2.shape[0]):
+    for r in range(s2.shape[0]):
         _select_row(s2[r], col0, limit, mask, heap_v[row0 + r], heap_i[row0 + r])
 
 
@@ -350,10 +352,10 @@ def _widen(v, to_f32, scale, up):
     return v + w if up else v - w
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(nogil=True, cache=True)
 def _rescore(q, invq, qrows, qstats, keys, invk, cand, cand_lo, cand_hi, c_hi, all_keys, key_e,
              key_norm, key_rep_norm, gamma_acc, gamma_canon, tiny, to_f32, k, out_s, out_i, ok,
-             kth):
+             kth, lo, hi):
     """Canonical scores of each query's candidates, its exact top-``k`` and its certificate.
 
     Query ``i`` is row ``qrows[i]`` of ``q``; its results go to ``out_s[qrows[i]]``.
@@ -361,10 +363,13 @@ def _rescore(q, invq, qrows, qstats, keys, invk, cand, cand_lo, cand_hi, c_hi, a
     ``c_hi[i]`` that of every key that is not a candidate; ``all_keys`` means every key is a
     candidate (nothing to certify). A candidate whose upper bound is below the k-th largest
     lower bound cannot be in the top-k and is not re-scored. ``kth[i]`` is the k-th best
-    canonical score found (-inf if none), a lower bound of the true k-th score.
+    canonical score found (-inf if none), a lower bound of the true k-th score. Rows
+    ``lo <= i < hi``.
     """
-    m, c_len = cand.shape
-    for i in nb.prange(m):
+    c_len = cand.shape[1]
+    sc = np.empty(c_len, np.float64)
+    ix = np.empty(c_len, np.int64)
+    for i in range(lo, hi):
         row = qrows[i]
         qr = q[row]
         nq_star = qstats[i, 1]
@@ -383,8 +388,6 @@ def _rescore(q, invq, qrows, qstats, keys, invk, cand, cand_lo, cand_hi, c_hi, a
         margin = (nq_star * key_e + e_q * key_norm + e_q * key_e
                   + gamma_acc * nq_rep * key_rep_norm + tiny + gamma_canon * nq_star * key_norm)
         scale = nq_rep * key_rep_norm + nq_star * key_norm + 1.0
-        sc = np.empty(c_len, np.float64)
-        ix = np.empty(c_len, np.int64)
         for t in range(c_len):
             sc[t] = _widen(cand_lo[i, t] - margin, to_f32, scale, False)
             ix[t] = t
@@ -432,13 +435,13 @@ def _collect_chunk(ch, col0, limit, mask, thr, lst, cnt):
     return cnt
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(nogil=True, cache=True)
 def _collect_block(s2, col0, limit, mask, thr, lists, counts, row0):
     """Append to ``lists[row0 + r]`` every column of ``s2[r]`` scoring ``>= thr[row0 + r]``.
 
     ``counts`` keeps counting past the capacity of ``lists`` so the caller can retry.
     """
-    for r in nb.prange(s2.shape[0]):
+    for r in range(s2.shape[0]):
         i = row0 + r
         th = thr[i]
         chunks = s2[r].reshape((s2.shape[1] // _CHUNK, _CHUNK))
@@ -451,10 +454,11 @@ def _collect_block(s2, col0, limit, mask, thr, lists, counts, row0):
         counts[i] = cnt
 
 
-@nb.njit(parallel=True, cache=True)
-def _rescore_lists(q, invq, qrows, keys, invk, lists, counts, to_f32, k, out_s, out_i):
-    """Exact top-``k`` of query ``qrows[i]`` among the keys ``lists[i, :counts[i]]``."""
-    for i in nb.prange(lists.shape[0]):
+@nb.njit(nogil=True, cache=True)
+def _rescore_lists(q, invq, qrows, keys, invk, lists, counts, to_f32, k, out_s, out_i, lo, hi):
+    """Exact top-``k`` of query ``qrows[i]`` among the keys ``lists[i, :counts[i]]``, for
+    ``lo <= i < hi``."""
+    for i in range(lo, hi):
         row = qrows[i]
         n = counts[i]
         sc = np.empty(n, np.float64)
@@ -508,15 +512,51 @@ def _validate(queries, keys, k, normalized, candidates):
     return int(k)
 
 
-def _inverse_norms_checked(name, x, normalized):
+class _Workers:
+    """Plain threads that run whole tasks: single-threaded matmuls and serial numba kernels.
+
+    Why not numba ``prange`` next to torch's own threads: torch (its bundled libgomp) and
+    numba's ``omp`` layer (the system libgomp) are two OpenMP runtimes, and after every parallel
+    region each runtime's idle threads spin for milliseconds. Alternating a torch matmul with a
+    numba parallel scan left each running beside the other's spinning threads: 3.4 s against
+    1.9 s for the same 4,000 x 100,000 x 384 bf16 pass on 2 cores. These threads instead block
+    when idle, each one runs its own matmul with torch's intra-op threads set to 1 (a
+    per-thread OpenMP setting; the caller's own setting is restored on exit) and the numba
+    kernels release the GIL. The number of threads is the caller's ``torch.get_num_threads()``.
+    """
+
+    def __init__(self):
+        self.n = max(1, torch.get_num_threads())
+        self._pool = None
+        if self.n > 1:
+            self._pool = ThreadPoolExecutor(self.n, initializer=torch.set_num_threads,
+                                            initargs=(1,))
+
+    def map(self, fn, items):
+        if self._pool is None:
+            return [fn(x) for x in items]
+        return list(self._pool.map(fn, items))
+
+    def ranges(self, kernel, n_items, *args):
+        """``kernel(*args, lo, hi)`` over ``[0, n_items)`` split into a few ranges per thread."""
+        step = max(1, -(-n_items // (4 * self.n)))
+        self.map(lambda lo: kernel(*args, lo, min(n_items, lo + step)), range(0, n_items, step))
+
+    def close(self):
+        if self._pool is not None:
+            self._pool.shutdown()
+            # the workers' set_num_threads(1) also changed torch's default for new threads
+            torch.set_num_threads(self.n)
+
+
+def _inverse_norms_checked(workers, name, x, normalized):
     inv = np.empty(x.shape[0], np.float64)
     norm = np.empty(x.shape[0], np.float64)
     bad = np.zeros(x.shape[0], np.bool_)
-    if x.shape[0]:
-        _inverse_norms(x, normalized, inv, norm, bad)
-        if bad.any():
-            row = int(np.argmax(bad))
-            raise ValueError(f"{name} row {row} contains NaN or infinity; pass finite values")
+    workers.ranges(_inverse_norms, x.shape[0], x, normalized, inv, norm, bad)
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise ValueError(f"{name} row {row} contains NaN or infinity; pass finite values")
     return inv, norm * inv  # ||x*||: 1 (0 for a zero row) unless normalized
 
 
@@ -543,16 +583,25 @@ def use_bf16_candidates(n_queries: int, n_keys: int, dim: int, k: int) -> tuple[
     return True, "CPU with native bf16 dot instructions and a large problem"
 
 
+def _working_array(t, work_dtype):
+    """``t`` as a C-contiguous numpy array of the working dtype (no copy when it already is)."""
+    a = t.detach()
+    if a.dtype != work_dtype:
+        a = a.to(work_dtype)  # float16/bfloat16 -> float32 is exact
+    return np.ascontiguousarray(a.numpy())
+
+
 class _Problem:
     """Inputs in the working dtype, their inverse norms and constants shared by the passes."""
 
-    def __init__(self, queries, keys, k, normalized):
+    def __init__(self, workers, queries, keys, k, normalized):
         work = torch.float64 if torch.float64 in (queries.dtype, keys.dtype) else torch.float32
+        self.workers = workers
         self.to_f32 = work == torch.float32
         self.q = _working_array(queries, work)
         self.keys = _working_array(keys, work)
-        self.invq, self.q_star = _inverse_norms_checked("queries", self.q, normalized)
-        self.invk, k_star = _inverse_norms_checked("keys", self.keys, normalized)
+        self.invq, self.q_star = _inverse_norms_checked(workers, "queries", self.q, normalized)
+        self.invk, k_star = _inverse_norms_checked(workers, "keys", self.keys, normalized)
         self.key_star_max = float(k_star.max())
         self.k = k
         self.dim = self.q.shape[1]
@@ -560,14 +609,37 @@ class _Problem:
         self.gamma_canon = _gamma(self.dim + 2, _EPS64)
         self.gamma_acc = _gamma(self.dim, _EPS32)
         self.tiny = (2 * self.dim + 1) * _TAU
+        self._key_cache = {}
+        self.key_max = {}
 
+    def key_blocks(self, bf16):
+        """Yield ``(col0, padded_rows, rep)``: the keys' matmul copy, one super-block of at most
+        ``_KEY_REP_BYTES`` at a time (kept for the next pass when one block holds them all).
 
-def _working_array(t, work_dtype):
-    """``t`` as a C-contiguous numpy array of the working dtype (no copy when it already is)."""
-    a = t.detach()
-    if a.dtype != work_dtype:
-        a = a.to(work_dtype)  # float16/bfloat16 -> float32 is exact
-    return np.ascontiguousarray(a.numpy())
+        After a full iteration ``key_max[bf16]`` = (max ||e_y||, max ||y*||, max ||y~||).
+        """
+        if bf16 in self._key_cache:
+            yield from self._key_cache[bf16]
+            return
+        d = self.dim
+        super_rows = max(_BLOCK_KEYS, _KEY_REP_BYTES // (d * (2 if bf16 else 4)) // _BLOCK_KEYS
+                         * _BLOCK_KEYS)
+        key_rows = np.arange(self.n_keys, dtype=np.int64)
+        maxima = np.zeros(3)
+        for ks0 in range(0, self.n_keys, super_rows):
+            nv = min(super_rows, self.n_keys - ks0)
+            padded = -(-nv // _CHUNK) * _CHUNK  # zero rows pad to whole chunks
+            k32 = np.zeros((0, d) if bf16 else (padded, d), np.float32)
+            k16 = np.zeros((padded, d) if bf16 else (0, d), np.uint16)
+            kstats = np.empty((nv, 3), np.float64)
+            self.workers.ranges(_prepare_rows, nv, self.keys, self.invk, key_rows, ks0, k32, k16,
+                                bf16, kstats)
+            maxima = np.maximum(maxima, kstats.max(axis=0))
+            rep = torch.from_numpy(k16).view(torch.bfloat16) if bf16 else torch.from_numpy(k32)
+            if nv == self.n_keys:
+                self._key_cache[bf16] = [(ks0, padded, rep)]
+            yield ks0, padded, rep
+        self.key_max[bf16] = tuple(float(v) for v in maxima)
 
 
 def _bits_to_float(keys_t, bf16):
@@ -594,67 +666,62 @@ def _output_bounds(keys_t, bf16):
     return (prv + val) * 0.5 - _TAU, (val + nxt) * 0.5 + _TAU
 
 
-class _Blocks:
-    """Score blocks of a set of query rows against all keys, one oneDNN matmul at a time.
+class _Scores:
+    """Score blocks of some query rows against every key, with the rows' residual statistics.
 
-    Iterating yields ``(s2, col0, row0)``: the scores of query rows ``row0:row0 + rows``
-    against keys ``col0:col0 + cols`` as their float bits (int16 for bf16, int32 for fp32),
-    shaped (rows, cols), ``cols`` a multiple of ``_CHUNK``; columns past ``n_keys`` score zero
-    rows (padding).
-    The buffers are reused: consume each block before asking for the next. After a full
-    iteration ``key_max`` holds (max ||e_y||, max ||y*||, max ||y~||) over the keys.
+    :meth:`run` calls ``consume(s2, col0, row0)`` in a worker thread for every block: the
+    scores of query rows ``row0:row0 + rows`` (of ``qrows``) against keys
+    ``col0:col0 + cols`` as their float bits (int16 for bf16, int32 for fp32), shaped
+    (rows, cols) with ``cols`` a multiple of ``_CHUNK`` (columns past ``n_keys`` are zero
+    padding). Each task owns a range of query rows, so ``consume`` may write those rows' state
+    without locks.
     """
 
     def __init__(self, p: _Problem, qrows, bf16):
         m, d = len(qrows), p.dim
         self.p, self.bf16, self.m = p, bf16, m
-        q32 = np.empty((m, d), np.float32)
+        q32 = np.empty((0, d) if bf16 else (m, d), np.float32)
         q16 = np.empty((m, d) if bf16 else (0, d), np.uint16)
         self.qstats = np.empty((m, 3), np.float64)
-        if m:
-            _prepare_rows(p.q, p.invq, qrows, 0, q32, q16, bf16, self.qstats)
+        p.workers.ranges(_prepare_rows, m, p.q, p.invq, qrows, 0, q32, q16, bf16, self.qstats)
         self.q_t = torch.from_numpy(q16).view(torch.bfloat16) if bf16 else torch.from_numpy(q32)
         self.int_dtype = np.int16 if bf16 else np.int32
         self.mask = self.int_dtype(0x7FFF) if bf16 else self.int_dtype(0x7FFFFFFF)
-        self.key_max = (0.0, 0.0, 0.0)
 
-    def __iter__(self):
-        p, bf16, m, d = self.p, self.bf16, self.m, self.p.dim
-        n_keys = p.n_keys
-        bk = min(_BLOCK_KEYS, -(-n_keys // _CHUNK) * _CHUNK)
-        bq = max(1, min(_BLOCK_QUERIES, m))
-        k32 = np.empty((bk, d), np.float32)
-        k16 = np.empty((bk, d) if bf16 else (0, d), np.uint16)
-        kstats = np.empty((bk, 3), np.float64)
-        k_t = torch.from_numpy(k16).view(torch.bfloat16) if bf16 else torch.from_numpy(k32)
-        score_buf = torch.empty(bq * bk, dtype=torch.bfloat16 if bf16 else torch.float32)
-        int_view = torch.int16 if bf16 else torch.int32
-        key_rows = np.arange(n_keys, dtype=np.int64)
-        e_max = star_max = rep_max = 0.0
-        for ks in range(0, n_keys, bk):
-            nv = min(bk, n_keys - ks)
-            cols = -(-nv // _CHUNK) * _CHUNK  # zero rows pad the block to whole chunks
-            _prepare_rows(p.keys, p.invk, key_rows, ks, k32, k16, bf16, kstats[:nv])
-            if cols > nv:
-                k32[nv:cols] = 0.0
-                k16[nv:cols] = 0
-            e_max = max(e_max, float(kstats[:nv, 0].max()))
-            star_max = max(star_max, float(kstats[:nv, 1].max()))
-            rep_max = max(rep_max, float(kstats[:nv, 2].max()))
-            kb = k_t[:cols]
-            for qs in range(0, m, bq):
+    def run(self, consume):
+        m, q_t, workers = self.m, self.q_t, self.p.workers
+        int_view = torch.int16 if self.bf16 else torch.int32
+        # a few tasks per thread so that they end together; at most _BLOCK_QUERIES rows per
+        # matmul and at least 32 (below that the matmul is inefficient)
+        bq = max(32, min(_BLOCK_QUERIES, -(-m // (2 * workers.n))))
+        for ks0, padded, k_t in self.p.key_blocks(self.bf16):
+
+            def task(qs, ks0=ks0, padded=padded, k_t=k_t):
                 rows = min(bq, m - qs)
-                s = score_buf[:rows * cols].view(rows, cols)
-                torch.mm(self.q_t[qs:qs + rows], kb.T, out=s)
-                yield s.view(int_view).numpy(), ks, qs
-        self.key_max = (e_max, star_max, rep_max)
+                buf = torch.empty(rows * min(_BLOCK_KEYS, padded), dtype=k_t.dtype)
+                for kb in range(0, padded, _BLOCK_KEYS):
+                    cols = min(_BLOCK_KEYS, padded - kb)
+                    s = buf[:rows * cols].view(rows, cols)
+                    torch.mm(q_t[qs:qs + rows], k_t[kb:kb + cols].T, out=s)
+                    consume(s.view(int_view).numpy(), ks0 + kb, qs)
+
+            workers.map(task, range(0, m, bq))
+
+
+def _margin(p: _Problem, qstats, key_max):
+    """Per query: bound on |canonical score - matmul accumulator| over all keys (float64)."""
+    e_max, star_max, rep_max = key_max
+    e_q, q_star, q_rep = qstats[:, 0], qstats[:, 1], qstats[:, 2]
+    return (q_star * e_max + e_q * star_max + e_q * e_max + p.gamma_acc * q_rep * rep_max
+            + p.tiny + p.gamma_canon * q_star * star_max)
 
 
 def _candidate_pass(p: _Problem, qrows, bf16, out_s, out_i):
     """Top-k of query rows ``qrows`` from a top-(k + m) candidate pass with its certificate.
 
-    Writes the rows' results and returns ``(ok, kth)``: whether each row is certified exact,
-    and its k-th best canonical score among the candidates (a lower bound of the true one).
+    Writes the rows' results and returns ``(ok, kth, qstats)``: whether each row is certified
+    exact, its k-th best canonical score among the candidates (a lower bound of the true one)
+    and its residual statistics in the pass's precision.
     """
     m = len(qrows)
     c_len = min(p.k + (_EXTRA_BF16 if bf16 else _EXTRA_FP32), p.n_keys)
@@ -666,50 +733,61 @@ def _candidate_pass(p: _Problem, qrows, bf16, out_s, out_i):
         qstats = np.zeros((m, 3))
         qstats[:, 1] = p.q_star[qrows]
         lo = np.full(cand.shape, -np.inf)
-        _rescore(p.q, p.invq, qrows, qstats, p.keys, p.invk, cand, lo, -lo, np.zeros(m), True,
-                 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, p.to_f32, p.k, out_s, out_i, ok, kth)
-        return ok, kth
-    blocks = _Blocks(p, qrows, bf16)
-    heap_v = np.full((m, c_len), np.iinfo(blocks.int_dtype).min, blocks.int_dtype)
+        p.workers.ranges(_rescore, m, p.q, p.invq, qrows, qstats, p.keys, p.invk, cand, lo, -lo,
+                         np.zeros(m), True, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, p.to_f32, p.k, out_s,
+                         out_i, ok, kth)
+        return ok, kth, qstats
+    scores = _Scores(p, qrows, bf16)
+    heap_v = np.full((m, c_len), np.iinfo(scores.int_dtype).min, scores.int_dtype)
     heap_i = np.full((m, c_len), -1, np.int64)
-    for s2, col0, row0 in blocks:
-        _select_block(s2, col0, p.n_keys, blocks.mask, heap_v, heap_i, row0)
+    scores.run(lambda s2, col0, row0: _select_block(s2, col0, p.n_keys, scores.mask, heap_v,
+                                                    heap_i, row0))
     # the minimum key is the bits of a NaN, below every real score: a row whose heap kept one
     # has index -1 there and fails below
-    cand = heap_i
     lo, hi = (b.numpy() for b in _output_bounds(torch.from_numpy(heap_v), bf16))
     c_hi = np.ascontiguousarray(hi[:, 0])  # the heap's root is its minimum
-    e_max, star_max, rep_max = blocks.key_max
-    _rescore(p.q, p.invq, qrows, blocks.qstats, p.keys, p.invk, cand, lo, hi, c_hi, False,
-             e_max, star_max, rep_max, p.gamma_acc, p.gamma_canon, p.tiny, p.to_f32, p.k, out_s,
-             out_i, ok, kth)
-    return ok, kth
+    e_max, star_max, rep_max = p.key_max[bf16]
+    p.workers.ranges(_rescore, m, p.q, p.invq, qrows, scores.qstats, p.keys, p.invk, heap_i, lo,
+                     hi, c_hi, False, e_max, star_max, rep_max, p.gamma_acc, p.gamma_canon,
+                     p.tiny, p.to_f32, p.k, out_s, out_i, ok, kth)
+    return ok, kth, scores.qstats
 
 
-def _collect_pass(p: _Problem, qrows, kth, out_s, out_i):
+def _round_down_keys(v, bf16):
+    """Order keys (int16 / int32) of the largest bf16 / fp32 numbers <= ``v`` (float64)."""
+    v = np.where(np.isnan(v), -np.inf, v)
+    with np.errstate(over="ignore"):
+        f = v.astype(np.float32)  # beyond the float32 range: +-inf
+    up = f.astype(np.float64) > v
+    f[up] = np.nextafter(f[up], np.float32(-np.inf))
+    raw = f.view(np.int32).astype(np.int64)
+    if bf16:
+        # drop the low 16 bits toward -inf: truncation for a positive number; for a negative
+        # one (negative int16 pattern) one more unit of magnitude, i.e. pattern + 1
+        low = raw & 0xFFFF
+        raw = raw >> 16  # arithmetic shift: the signed 16-bit pattern
+        raw = np.where((raw < 0) & (low != 0), raw + 1, raw)
+        return np.where(raw < 0, raw ^ 0x7FFF, raw).astype(np.int16)
+    return np.where(raw < 0, raw ^ 0x7FFFFFFF, raw).astype(np.int32)
+
+
+def _collect_pass(p: _Problem, qrows, kth, qstats, bf16, out_s, out_i):
     """Exact top-k of query rows ``qrows`` given ``kth``, a lower bound of each true k-th score.
 
-    A key of the true top-k has a canonical score >= kth, hence an fp32 matmul score >= tau
-    (kth minus the fp32 error bound, which needs no per-key statistics: a float32 copy of a
-    float64 value is within 2**-24 relative). One fp32 pass collects every key scoring
-    >= tau and all of them are re-scored canonically: exact by construction, and cheap unless
-    many keys tie with the k-th (then it approaches a scan of every key for that query).
+    A key of the true top-k has a canonical score >= kth, so its matmul accumulator is at least
+    ``kth - margin`` and its output (rounding is monotone) at least that number rounded down.
+    One more pass over the keys in the candidate pass's precision (reusing its copy of the
+    keys) collects every key scoring that much, and all of them are re-scored canonically:
+    exact by construction, and cheap unless many keys tie with the k-th (then it approaches a
+    scan of every key for that query).
     """
     m = len(qrows)
-    rel = _EPS32 + 2 * _EPS64  # ||x~ - x*|| <= rel ||x*|| for a float32 copy
-    q_star = p.q_star[qrows]
-    y_star = p.key_star_max
-    err = ((q_star * (rel * y_star) + (rel * q_star) * y_star + (rel * q_star) * (rel * y_star))
-           + p.gamma_acc * (1 + rel) ** 2 * q_star * y_star + p.tiny)
+    q_star, q_rep = qstats[:, 1], qstats[:, 2]
+    star_max, rep_max = p.key_max[bf16][1:]
     with np.errstate(invalid="ignore", over="ignore"):
-        tau = (kth - np.abs(kth) * 2.0 ** -23 - 1e-44 - p.gamma_canon * q_star * y_star - err
-               - 1e-12 * (np.abs(kth) + q_star * y_star + 1.0))
-    tau = np.where(np.isnan(tau), -np.inf, tau)
-    tau32 = tau.astype(np.float32)
-    up = tau32.astype(np.float64) > tau
-    tau32[up] = np.nextafter(tau32[up], np.float32(-np.inf))  # round toward -inf
-    raw = tau32.view(np.int32)
-    thr = np.where(raw < 0, raw ^ np.int32(0x7FFFFFFF), raw).astype(np.int32)
+        tau = kth - np.abs(kth) * 2.0 ** -23 - 1e-44 - _margin(p, qstats, p.key_max[bf16])
+        tau -= 1e-12 * (np.abs(tau) + q_rep * rep_max + q_star * star_max + 1.0)
+    thr = _round_down_keys(tau, bf16)
 
     cap = max(256, 4 * p.k)
     pending = np.arange(m)
@@ -719,17 +797,17 @@ def _collect_pass(p: _Problem, qrows, kth, out_s, out_i):
         rows = qrows[take]
         lists = np.empty((len(take), cap), np.int64)
         counts = np.zeros(len(take), np.int64)
-        blocks = _Blocks(p, rows, False)
         thr_t = np.ascontiguousarray(thr[take])
-        for s2, col0, row0 in blocks:
-            _collect_block(s2, col0, p.n_keys, blocks.mask, thr_t, lists, counts, row0)
+        scores = _Scores(p, rows, bf16)
+        scores.run(lambda s2, col0, row0: _collect_block(s2, col0, p.n_keys, scores.mask, thr_t,
+                                                         lists, counts, row0))
         if (counts < p.k).any():
             bad = int(rows[np.argmax(counts < p.k)])
             raise RuntimeError(f"internal error in cosine_topk_numba: query row {bad} collected "
                                f"fewer than k={p.k} keys above its certified lower bound")
         fits = counts <= cap
-        _rescore_lists(p.q, p.invq, rows[fits], p.keys, p.invk, lists[fits], counts[fits],
-                       p.to_f32, p.k, out_s, out_i)
+        p.workers.ranges(_rescore_lists, int(fits.sum()), p.q, p.invq, rows[fits], p.keys,
+                         p.invk, lists[fits], counts[fits], p.to_f32, p.k, out_s, out_i)
         # rows with more keys near their k-th score than the capacity: again, with room
         pending = np.concatenate([take[~fits], pending[len(take):]])
         if (~fits).any():
@@ -749,27 +827,24 @@ def _topk(queries, keys, k, *, normalized=False, candidates="auto", stats=None):
         bf16, reason = use_bf16_candidates(n_q, n_keys, dim, k)
     else:
         bf16, reason = candidates == "bfloat16", "requested"
-    p = _Problem(queries, keys, k, normalized)
-    out_s = np.empty((n_q, k), np.float32 if p.to_f32 else np.float64)
-    out_i = np.empty((n_q, k), np.int64)
-    n_failed = 0
-    prev_threads = nb.get_num_threads()
-    # numba's and torch's thread pools take turns (matmul, then scan): size both alike so
-    # that neither oversubscribes the cores the caller gave torch.
-    nb.set_num_threads(max(1, min(torch.get_num_threads(), nb.config.NUMBA_NUM_THREADS)))
+    workers = _Workers()
     try:
+        p = _Problem(workers, queries, keys, k, normalized)
+        out_s = np.empty((n_q, k), np.float32 if p.to_f32 else np.float64)
+        out_i = np.empty((n_q, k), np.int64)
+        n_failed = 0
         group = _group_rows(k + max(_EXTRA_BF16, _EXTRA_FP32))
         for g0 in range(0, n_q, group):
             rows = np.arange(g0, min(n_q, g0 + group), dtype=np.int64)
-            ok, kth = _candidate_pass(p, rows, bf16, out_s, out_i)
+            ok, kth, qstats = _candidate_pass(p, rows, bf16, out_s, out_i)
             if not ok.all():
                 n_failed += int((~ok).sum())
-                _collect_pass(p, rows[~ok], kth[~ok], out_s, out_i)
+                _collect_pass(p, rows[~ok], kth[~ok], qstats[~ok], bf16, out_s, out_i)
     finally:
-        nb.set_num_threads(prev_threads)
+        workers.close()
     if stats is not None:
         stats.update(candidates="bfloat16" if bf16 else "float32", reason=reason,
-                     n_queries=n_q, n_uncertified=n_failed)
+                     n_queries=n_q, n_uncertified=n_failed, threads=workers.n)
     return torch.from_numpy(out_s), torch.from_numpy(out_i)
 
 

@@ -32,6 +32,7 @@ def small_blocks(monkeypatch):
     monkeypatch.setattr(nc, "_BLOCK_KEYS", 128)
     monkeypatch.setattr(nc, "_BLOCK_QUERIES", 48)
     monkeypatch.setattr(nc, "_STATE_BYTES", 60 * 1000)
+    monkeypatch.setattr(nc, "_KEY_REP_BYTES", 1000)  # key super-blocks of _BLOCK_KEYS rows
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -53,6 +54,22 @@ def test_bf16_candidates_equal_exact_path(dtype, small_blocks):
     assert st16["candidates"] == "bfloat16" and st32["candidates"] == "float32"
     assert torch.equal(s16, s32) and torch.equal(i16, i32)
     assert_topk_matches(q, keys, 7, s16, i16, dtype)
+
+
+@pytest.mark.parametrize("candidates", ("float32", "bfloat16"))
+def test_same_result_with_any_thread_count(candidates, small_blocks):
+    q, keys = _data(200, 900, 40, torch.float32, seed=8)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        s1, i1, st1 = _topk(q, keys, 9, candidates)
+        assert torch.get_num_threads() == 1 and st1["threads"] == 1
+        torch.set_num_threads(3)
+        s3, i3, st3 = _topk(q, keys, 9, candidates)
+        assert torch.get_num_threads() == 3 and st3["threads"] == 3
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(s1, s3) and torch.equal(i1, i3)
 
 
 def test_exact_ties_go_to_lower_index(small_blocks):
