@@ -1,4 +1,4 @@
-"""Command line: ``interestflow demo`` and ``interestflow run``."""
+"""Command line: ``interestflow demo``, ``run``, ``report`` and ``score``."""
 
 from __future__ import annotations
 
@@ -60,6 +60,34 @@ def _build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--max-map-points", type=int, default=2000,
                     help="users drawn per snapshot on the map; above it a deterministic "
                          "sample is drawn (default 2000)")
+
+    sc = sub.add_parser("score", help="score every user of a (large) event table with a saved "
+                        "model, in chunks of bounded memory; resumable after a kill")
+    sc.add_argument("--events", required=True,
+                    help="events: Parquet file, folder or glob (CSV/JSONL too)")
+    sc.add_argument("--model-dir", required=True, help="saved InterestEngine directory")
+    sc.add_argument("--out", required=True, help="output folder (new, or this job's folder to "
+                    "resume it)")
+    sc.add_argument("--items", default=None, help="items to recommend instead of the model's: "
+                    "item_id and a vector column or text")
+    sc.add_argument("--k", type=int, default=10, help="recommendations per user (default 10)")
+    sc.add_argument("--chunk-users", type=int, default=None,
+                    help="users per chunk (default 50000, or from --max-memory)")
+    sc.add_argument("--max-memory", default=None,
+                    help="memory budget of one scoring process, e.g. 2GB; sets --chunk-users")
+    sc.add_argument("--vector-col", default=None,
+                    help="column of precomputed vectors (events and/or items)")
+    sc.add_argument("--index", default="auto", choices=("auto", "exact", "ivf"),
+                    help="item retrieval (default auto)")
+    sc.add_argument("--now", default=None, help="reference time of the decay: unix seconds or "
+                    "ISO 8601 (default: the latest event)")
+    sc.add_argument("--dask", default=None, metavar="ADDR|local[:N]",
+                    help="run chunks on Dask: a scheduler address or local[:N] worker processes")
+    for col, std in (("user", "user_id"), ("text", "text"), ("ts", "ts"), ("item", "item_id"),
+                     ("weight", "weight")):
+        sc.add_argument(f"--{col}-col", default=None,
+                        help=f"name of the column holding {std} (default {std})")
+    sc.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p
 
 
@@ -73,6 +101,8 @@ def main(argv=None) -> int:
                         out_dir=args.out)
         if args.command == "report":
             return report(args)
+        if args.command == "score":
+            return score(args)
         return run(args)
     except (ValueError, TypeError, FileNotFoundError) as exc:
         print(f"interestflow: error: {exc}", file=sys.stderr)
@@ -275,6 +305,28 @@ def report(args) -> int:
     path = write_report(args.run_dir, args.output, title=args.title,
                         max_map_points=args.max_map_points)
     print(f"report written to {path}")
+    return 0
+
+
+def score(args) -> int:
+    """``interestflow score ...``: :func:`interestflow.batch.score`; prints the JSON summary."""
+    from .batch import score as batch_score
+
+    now = args.now
+    if now is not None:
+        try:
+            now = float(now)
+        except ValueError:
+            pass  # an ISO 8601 time, parsed by batch.score
+    column_map = {std: getattr(args, f"{col}_col") for col, std in
+                  (("user", "user_id"), ("text", "text"), ("ts", "ts"), ("item", "item_id"),
+                   ("weight", "weight")) if getattr(args, f"{col}_col")}
+    summary = batch_score(args.events, args.model_dir, args.out, items=args.items, k=args.k,
+                          chunk_users=args.chunk_users, max_memory=args.max_memory,
+                          vector_col=args.vector_col, index=args.index, now=now,
+                          dask=args.dask, progress=False if args.no_progress else None,
+                          column_map=column_map or None)
+    print(json.dumps(summary, indent=2, ensure_ascii=False))
     return 0
 
 
