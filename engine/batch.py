@@ -474,7 +474,7 @@ def _build_catalogue(model: dict, items, vector_col, column_map, show) -> dict:
         ids = pd.Index(id_arr.to_pandas())
         null = id_arr.is_null().to_numpy(zero_copy_only=False)
         if _id_kind(id_arr.type) == "str":
-            null |= (ids.astype(str).str.len() == 0).to_numpy()
+            null |= np.asarray(ids.astype(str).str.len() == 0)
         if null.any():
             raise ValueError(f"items column {id_col!r}: missing item id at row "
                              f"{int(np.argmax(null))}; expected a non-null id. "
