@@ -42,7 +42,6 @@ loads the model state, catalogue and encoder once and keeps them for its later c
 
 from __future__ import annotations
 
-import datetime as _dt
 import glob
 import hashlib
 import json
@@ -55,7 +54,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -1199,6 +1198,87 @@ def _check_columns(schema_names, column_map, vector_col) -> dict:
     return cols
 
 
+def _stage(out, st, marker, man_path, manifest, model, items, vector_col, cmap, show, cols,
+           dataset, files, fmt, user_kind, index_kind, mem, chunk_users, k, now_s) -> dict:
+    """Catalogue, index, user count and the staging pass; returns the staging record."""
+    from tqdm.auto import tqdm
+
+    timings = {}
+    # a cut-off staging pass is redone from scratch (its spills are partial); chunks
+    # recorded against it would be too
+    shutil.rmtree(st, ignore_errors=True)
+    manifest["chunks"] = {}
+    manifest["staging"] = None
+    _write_json_atomic(man_path, manifest)
+    st.mkdir(parents=True)
+    t = time.perf_counter()
+    cat = _build_catalogue(model, items, vector_col, cmap, show)
+    _save_catalogue(cat, st / "catalogue")
+    _build_index(index_kind, cat["vectors"], cat["ids"], st / "index")
+    timings["catalogue_s"] = time.perf_counter() - t
+    if "item_id" in cols:
+        ev_kind = _id_kind(dataset.schema.field(cols["item_id"]).type)
+        cat_kind = "int" if _is_int_index(cat["ids"]) else "str"
+        if ev_kind in ("str", "int") and ev_kind != cat_kind:
+            raise ValueError(f"events column {cols['item_id']!r} holds {ev_kind} ids but the "
+                             f"catalogue's item ids are {cat_kind}s "
+                             f"(first: {cat['ids'][0]!r}); store both with one type")
+        if ev_kind not in ("str", "int", "null"):
+            raise ValueError(f"events column {cols['item_id']!r} has type "
+                             f"{dataset.schema.field(cols['item_id']).type}; expected "
+                             "string or integer ids")
+    t = time.perf_counter()
+    counted = _count_users(dataset, cols["user_id"], show)
+    timings["count_users_s"] = time.perf_counter() - t
+    n_users = max(1, counted["users"])
+    if mem is not None:
+        bpr = _bytes_per_row(dataset, files, fmt, set(cols.values()), counted["rows"])
+        per_chunk = _chunk_users_for_memory(
+            mem, n_items=len(cat["ids"]), dim=model["dim"], n_seg=len(model["centroids"]),
+            k=int(k), rows_per_user=counted["rows"] / n_users, bytes_per_row=bpr,
+            has_text="text" in cols, has_vector="vector" in cols)
+        buffer_bytes = int(min(_STAGING_BUFFER_BYTES, max(16 * 2**20, mem // 4)))
+    else:
+        per_chunk = int(chunk_users) if chunk_users is not None else DEFAULT_CHUNK_USERS
+        buffer_bytes = _STAGING_BUFFER_BYTES
+    n_buckets = max(1, math.ceil(n_users / per_chunk))
+    logger.info("score: %s%d users (%d rows) -> %d chunk(s) of about %d users",
+                "" if counted["exact"] else "about ", n_users, counted["rows"], n_buckets,
+                per_chunk)
+    t = time.perf_counter()
+    stager = _Stager(st, n_buckets, cols, user_kind, model["dim"], cat["ids"], now_s,
+                     buffer_bytes, files)
+    total = _dataset_rows(dataset)
+    src_cols = list(dict.fromkeys(cols.values()))
+    with tqdm(total=total, unit="rows", desc="stage events", disable=not show) as bar:
+        for fi, frag in enumerate(dataset.get_fragments()):
+            file_row = 0
+            for batch in frag.to_batches(columns=src_cols, batch_size=_READ_BATCH_ROWS):
+                stager.add(batch, fi, file_row)
+                file_row += batch.num_rows
+                bar.update(batch.num_rows)
+    stager.flush()
+    timings["staging_s"] = time.perf_counter() - t
+    if stager.accepted == 0:
+        raise ValueError(f"events: none of the {stager.rows} rows is usable; rejected by "
+                         f"reason: {stager.by_reason}; first: {stager.examples[:3]}")
+    ref = float(stager.max_ts) if now_s is None else float(now_s)
+    staged = {"n_buckets": n_buckets, "chunk_users": per_chunk,
+              "users_estimate": counted["users"], "users_exact": counted["exact"],
+              "rows": stager.rows, "accepted": stager.accepted,
+              "rejected": stager.rejected_rows, "rejected_by_reason": stager.by_reason,
+              "rejected_examples": stager.examples, "reference_time": ref,
+              "user_kind": user_kind, "columns": cols,
+              "catalogue": {"items": int(len(cat["ids"])), "source": cat["source"]},
+              "bucket_rows_max": int(stager.bucket_rows.max()),
+              "timings_s": dict(timings)}
+    _write_json_atomic(marker, staged)
+    manifest["staging"] = {k_: staged[k_] for k_ in ("n_buckets", "chunk_users", "rows",
+                                                    "accepted", "rejected",
+                                                    "reference_time")}
+    _write_json_atomic(man_path, manifest)
+    return staged
+
 def score(events, model_dir, out, *, items=None, k: int = 10, chunk_users=None,
           max_memory=None, vector_col=None, index="auto", now=None, dask=None, progress=None,
           column_map=None) -> dict:
@@ -1269,10 +1349,9 @@ def score(events, model_dir, out, *, items=None, k: int = 10, chunk_users=None,
     Examples
     --------
     >>> from interestflow.batch import score                                # doctest: +SKIP
-    >>> summary = score("events/", "model/", "scores/", k=20, chunk_users=100_000)
+    >>> summary = score("events/", "model/", "scores/", k=20, chunk_users=100_000)  # doctest: +SKIP
     >>> summary["users"], summary["rejected"]["total"]                      # doctest: +SKIP
     """
-    import pyarrow as pa
     from tqdm.auto import tqdm
 
     t_start = time.perf_counter()
@@ -1308,7 +1387,6 @@ def score(events, model_dir, out, *, items=None, k: int = 10, chunk_users=None,
     items_files = resolve_inputs(items, "items")[0] if items is not None else None
     model = _read_model(model_dir)
     cmap = dict(column_map or {})
-    id_col = cmap.get("user_id", "user_id")
     dataset = _dataset(files, fmt, string_cols=[cmap.get(c, c) for c in
                                                 ("user_id", "item_id", "text")])
     cols = _check_columns(dataset.schema.names, cmap, vector_col)
@@ -1359,80 +1437,18 @@ def score(events, model_dir, out, *, items=None, k: int = 10, chunk_users=None,
     marker = st / "_COMPLETE.json"
     staged = json.loads(marker.read_text()) if marker.is_file() else None
     if staged is None:
-        # a cut-off staging pass is redone from scratch (its spills are partial); chunks
-        # recorded against it would be too
-        shutil.rmtree(st, ignore_errors=True)
-        manifest["chunks"] = {}
-        manifest["staging"] = None
-        _write_json_atomic(man_path, manifest)
-        st.mkdir(parents=True)
-        t = time.perf_counter()
-        cat = _build_catalogue(model, items, vector_col, cmap, show)
-        _save_catalogue(cat, st / "catalogue")
-        _build_index(index_kind, cat["vectors"], cat["ids"], st / "index")
-        timings["catalogue_s"] = time.perf_counter() - t
-        if "item_id" in cols:
-            ev_kind = _id_kind(dataset.schema.field(cols["item_id"]).type)
-            cat_kind = "int" if _is_int_index(cat["ids"]) else "str"
-            if ev_kind in ("str", "int") and ev_kind != cat_kind:
-                raise ValueError(f"events column {cols['item_id']!r} holds {ev_kind} ids but the "
-                                 f"catalogue's item ids are {cat_kind}s "
-                                 f"(first: {cat['ids'][0]!r}); store both with one type")
-            if ev_kind not in ("str", "int", "null"):
-                raise ValueError(f"events column {cols['item_id']!r} has type "
-                                 f"{dataset.schema.field(cols['item_id']).type}; expected "
-                                 "string or integer ids")
-        t = time.perf_counter()
-        counted = _count_users(dataset, cols["user_id"], show)
-        timings["count_users_s"] = time.perf_counter() - t
-        n_users = max(1, counted["users"])
-        if mem is not None:
-            bpr = _bytes_per_row(dataset, files, fmt, set(cols.values()), counted["rows"])
-            per_chunk = _chunk_users_for_memory(
-                mem, n_items=len(cat["ids"]), dim=model["dim"], n_seg=len(model["centroids"]),
-                k=int(k), rows_per_user=counted["rows"] / n_users, bytes_per_row=bpr,
-                has_text="text" in cols, has_vector="vector" in cols)
-            buffer_bytes = int(min(_STAGING_BUFFER_BYTES, max(16 * 2**20, mem // 4)))
-        else:
-            per_chunk = int(chunk_users) if chunk_users is not None else DEFAULT_CHUNK_USERS
-            buffer_bytes = _STAGING_BUFFER_BYTES
-        n_buckets = max(1, math.ceil(n_users / per_chunk))
-        logger.info("score: %s%d users (%d rows) -> %d chunk(s) of about %d users",
-                    "" if counted["exact"] else "about ", n_users, counted["rows"], n_buckets,
-                    per_chunk)
-        t = time.perf_counter()
-        stager = _Stager(st, n_buckets, cols, user_kind, model["dim"], cat["ids"], now_s,
-                         buffer_bytes, files)
-        total = _dataset_rows(dataset)
-        src_cols = list(dict.fromkeys(cols.values()))
-        with tqdm(total=total, unit="rows", desc="stage events", disable=not show) as bar:
-            for fi, frag in enumerate(dataset.get_fragments()):
-                file_row = 0
-                for batch in frag.to_batches(columns=src_cols, batch_size=_READ_BATCH_ROWS):
-                    stager.add(batch, fi, file_row)
-                    file_row += batch.num_rows
-                    bar.update(batch.num_rows)
-        stager.flush()
-        timings["staging_s"] = time.perf_counter() - t
-        if stager.accepted == 0:
-            raise ValueError(f"events: none of the {stager.rows} rows is usable; rejected by "
-                             f"reason: {stager.by_reason}; first: {stager.examples[:3]}")
-        ref = float(stager.max_ts) if now_s is None else float(now_s)
-        staged = {"n_buckets": n_buckets, "chunk_users": per_chunk,
-                  "users_estimate": counted["users"], "users_exact": counted["exact"],
-                  "rows": stager.rows, "accepted": stager.accepted,
-                  "rejected": stager.rejected_rows, "rejected_by_reason": stager.by_reason,
-                  "rejected_examples": stager.examples, "reference_time": ref,
-                  "user_kind": user_kind, "columns": cols,
-                  "catalogue": {"items": int(len(cat["ids"])), "source": cat["source"]},
-                  "bucket_rows_max": int(stager.bucket_rows.max()),
-                  "timings_s": dict(timings)}
-        _write_json_atomic(marker, staged)
-        manifest["staging"] = {k_: staged[k_] for k_ in ("n_buckets", "chunk_users", "rows",
-                                                        "accepted", "rejected",
-                                                        "reference_time")}
-        _write_json_atomic(man_path, manifest)
-        del cat, stager
+        try:
+            staged = _stage(out, st, marker, man_path, manifest, model, items, vector_col,
+                            cmap, show, cols, dataset, files, fmt, user_kind, index_kind, mem,
+                            chunk_users, k, now_s)
+        except Exception:
+            # nothing of this job is usable before staging completes: leave no manifest
+            # behind, so that a corrected command can start afresh in the same out
+            shutil.rmtree(st, ignore_errors=True)
+            man_path.unlink(missing_ok=True)
+            if not any(out.iterdir()):
+                out.rmdir()
+            raise
     n_buckets = int(staged["n_buckets"])
     scols = staged["columns"]
     job = _Job(out=str(out), model_dir=model["dir"], save_id=model["save_id"], k=int(k),

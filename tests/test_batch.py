@@ -394,3 +394,15 @@ def test_text_events_are_encoded_with_the_models_encoder(cached_encoder, tmp_pat
     # the same default encoder rebuilt from the saved model (texts batched differently)
     assert (V * E).sum(1).min() > 0.999
     assert (users["segment"].to_numpy() == eng.segments_[eng.user_rows(users["user_id"])]).all()
+
+
+def test_a_job_failing_before_staging_completes_leaves_nothing_behind(tiny, tmp_path):
+    pd.DataFrame({"user_id": ["a", "b"], "ts": ["never", "nope"],
+                  "item_id": [tiny["eng"].item_ids_[0]] * 2}).to_parquet(tmp_path / "bad.parquet")
+    with pytest.raises(ValueError, match="none of the 2 rows is usable.*unparseable ts"):
+        score(tmp_path / "bad.parquet", tiny["model"], tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+    # the corrected job (other input, other k) then runs in the same out
+    s = score(tiny["root"] / "events.parquet", tiny["model"], tmp_path / "out", k=2,
+              vector_col="vec", progress=False)
+    assert s["users"] == 300 and s["recommendations"] == 600
