@@ -1,12 +1,14 @@
-"""numba CPU cosine top-k: blocked oneDNN matmuls, a parallel running selection, certified bf16.
+"""numba CPU cosine top-k: blocked oneDNN matmuls, a running selection, certified bf16.
 
-:func:`cosine_topk_numba` never holds the ``(n_queries, n_keys)`` score matrix. It walks the
-keys in blocks; each block of keys is normalised once and multiplied (``torch.mm``, i.e.
-oneDNN) with each block of queries, and a parallel numba scan (``prange`` over query rows)
-merges the score block into every row's running top-``C`` (a small min-heap). A score block
-row is split into chunks of ``_CHUNK`` scores whose maximum is tested against the row's
-threshold (the heap minimum) with one vectorised compare; only the rare chunks holding a score
-above it are scanned one by one.
+:func:`cosine_topk_numba` never holds the ``(n_queries, n_keys)`` score matrix. The keys are
+normalised once into the matmul's precision (bf16 or fp32; one super-block of at most
+``_KEY_REP_BYTES`` at a time), then worker threads each take a block of query rows and walk the
+keys: a single-threaded ``torch.mm`` (oneDNN) scores ``_BLOCK_KEYS`` keys at a time and a
+serial numba scan merges the score block into every row's running top-``C`` (a small
+min-heap). A score row is split into chunks of ``_CHUNK`` scores whose maximum is tested
+against the row's threshold (the heap minimum) with one vectorised compare; only the rare
+chunks holding a score above it are looked at more closely. Threads rather than numba
+``prange``: see :class:`_Workers`.
 
 Exactness
 ---------
@@ -18,9 +20,10 @@ working dtype, float32 or float64), with products and sums in float64 in one fix
 ``torch.nn.functional.normalize``; 1 when ``normalized=True``), rounded once to the working
 dtype. The top-``k`` is the ``k`` best canonical scores, ties to the lower key index. A query's
 candidate list is accepted only with a certificate (below). A query that fails it is redone by
-one *collection* pass in fp32: its k-th canonical score among the candidates is a lower bound
-of the true k-th score, so every key whose fp32 matmul score can reach that bound (minus the
-fp32 error bound) is collected and re-scored canonically, which is exact by construction.
+one *collection* pass in the same precision (reusing the keys' copy): its k-th canonical score
+among the candidates is a lower bound of the true k-th score, so every key whose matmul output
+can come from a score reaching that bound (the same error bounds, run backwards) is collected
+and re-scored canonically, which is exact by construction.
 So the result does not depend on ``candidates``, on block sizes or on thread counts:
 ``candidates="bfloat16"`` returns exactly what ``candidates="float32"`` returns, on any data;
 only the time differs.
@@ -51,8 +54,11 @@ Every key that is not a candidate has a matmul output ``<= c``, the C-th candida
 of the terms above, widened by a relative ``2**-23`` for the final float32 rounding and a
 ``1e-12`` slack for the float64 arithmetic of the bound itself). If the k-th canonical score
 among the candidates is strictly greater than ``U``, no other key can enter the top-``k`` or
-tie with its last member, and the candidates' top-``k`` is the exact one. For unit vectors the
-bf16 margin is about ``0.005``; the fp32 margin about ``3e-5``. Non-finite values fail the
+tie with its last member, and the candidates' top-``k`` is the exact one. Symmetrically, a
+candidate whose upper bound is below the k-th largest lower bound of the candidates (bf16
+outputs round to nearest, so each also bounds its score from below) cannot be in the top-k and
+is not re-scored. For unit vectors the bf16 margin is about ``0.005``; the fp32 margin about
+``3e-5``. Non-finite values fail the
 certificate (inputs are rejected when they hold NaN or infinity).
 
 This module imports numba at import time; :mod:`interestflow.kernels` imports it only when the
@@ -754,8 +760,12 @@ def _candidate_pass(p: _Problem, qrows, bf16, out_s, out_i):
 
 
 def _round_down_keys(v, bf16):
-    """Order keys (int16 / int32) of the largest bf16 / fp32 numbers <= ``v`` (float64)."""
+    """Order keys (int16 / int32) of the largest bf16 / fp32 numbers <= ``v`` (float64).
+
+    ``-inf`` and NaN give the smallest key, which admits every output, NaN ones included.
+    """
     v = np.where(np.isnan(v), -np.inf, v)
+    lowest = np.iinfo(np.int16 if bf16 else np.int32).min
     with np.errstate(over="ignore"):
         f = v.astype(np.float32)  # beyond the float32 range: +-inf
     up = f.astype(np.float64) > v
@@ -767,8 +777,10 @@ def _round_down_keys(v, bf16):
         low = raw & 0xFFFF
         raw = raw >> 16  # arithmetic shift: the signed 16-bit pattern
         raw = np.where((raw < 0) & (low != 0), raw + 1, raw)
-        return np.where(raw < 0, raw ^ 0x7FFF, raw).astype(np.int16)
-    return np.where(raw < 0, raw ^ 0x7FFFFFFF, raw).astype(np.int32)
+        keys = np.where(raw < 0, raw ^ 0x7FFF, raw)
+    else:
+        keys = np.where(raw < 0, raw ^ 0x7FFFFFFF, raw)
+    return np.where(v == -np.inf, lowest, keys).astype(np.int16 if bf16 else np.int32)
 
 
 def _collect_pass(p: _Problem, qrows, kth, qstats, bf16, out_s, out_i):
@@ -893,11 +905,15 @@ def cosine_topk_numba(queries: torch.Tensor, keys: torch.Tensor, k: int, *,
 
     Notes
     -----
-    Memory beyond the inputs and outputs: float32 copies of float16/bfloat16 inputs, one key
-    block and one score block (a few tens of MB) and ``(k + m) * 10`` bytes per query. A query
-    whose candidates cannot be certified in either precision (many keys tied with its k-th
-    score, e.g. duplicated keys straddling the k-th place) is scored against every key: correct
-    but ``O(n_keys * dim)`` for that query.
+    Memory beyond the inputs and outputs: float32 copies of float16/bfloat16 inputs, the keys'
+    bf16 (or fp32) copy up to ``_KEY_REP_BYTES`` (77 MB for 100,000 x 384 in bf16), one score
+    block per thread and ``(k + m) * 10`` bytes per query: about 200 MB in all for 20,000
+    queries x 100,000 keys x 384. A query whose candidates fail the certificate costs one
+    more pass over the keys; one with many keys tied at its k-th score (duplicated keys
+    straddling the k-th place) also re-scores all of those keys exactly.
+
+    Threads: ``torch.get_num_threads()`` worker threads, each running single-threaded
+    matmuls; torch's setting is restored on return.
 
     Examples
     --------
