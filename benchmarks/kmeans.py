@@ -184,6 +184,7 @@ def main(argv=None):
             METHODS[name](small, np.ascontiguousarray(small[:min(args.k, 64)]), 2)
 
     x_t = torch.from_numpy(X)
+    load_before = _loadavg()
     names = [name for name in METHODS if name not in args.skip]
     times = {name: [] for name in names}
     cpu = {name: [] for name in names}
@@ -196,6 +197,7 @@ def main(argv=None):
             results[name] = METHODS[name](X, C0, args.iters)
             times[name].append(time.perf_counter() - t0)
             cpu[name].append(time.process_time() - c0)
+    load_after = _loadavg()
     rows = []
     for name in names:
         centers, n_iter, extra = results[name]
@@ -236,7 +238,9 @@ def main(argv=None):
 
     policy = os.environ.get("OMP_WAIT_POLICY", "unset (default: spin)")
     md = [f"OMP_WAIT_POLICY: {policy}; torch threads {torch.get_num_threads()}, numba threads "
-          f"{_numba_threads()}.", "",
+          f"{_numba_threads()}; 1-minute load average {load_before} before, {load_after} after "
+          f"(other processes share these {os.cpu_count()} cores when it exceeds the run's own "
+          "~2).", "",
           f"{data_desc}; K = {args.k}; {args.iters} Lloyd iterations from the same initial "
           f"centers ({args.k} distinct rows, seed {args.seed + 1}), tol = 0; "
           f"{'median of %d runs' % args.repeat if args.repeat > 1 else 'one run'} per method, "
@@ -272,11 +276,19 @@ def main(argv=None):
     payload = {"data": data_desc, "n": n, "dim": dim, "k": args.k, "iters": args.iters,
                "repeat": args.repeat, "rows": rows, "ratios": ratios,
                "inertia_within_bar": inertia_ok, "all_ran_all_iterations": all_iters,
-               "numba_threads": _numba_threads(), "omp_wait_policy": policy}
+               "numba_threads": _numba_threads(), "omp_wait_policy": policy,
+               "load_avg_before_after": [load_before, load_after]}
     if not args.no_write:
         jp, mp = write_results("kmeans_cpu", payload, "\n".join(md))
         print(f"wrote {jp} and {mp}")
     return payload
+
+
+def _loadavg():
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
 
 
 def _numba_threads():
