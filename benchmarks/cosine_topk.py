@@ -344,7 +344,7 @@ def markdown(args, results, load) -> str:
         st = res["methods"]["numba"]["stats"]
         lines += ["", f"numba: candidates={st.get('candidates')} ({st.get('reason')}); "
                       f"{st.get('n_uncertified')} of {st.get('n_queries')} queries failed the "
-                      "certificate and were redone by the exact fp32 collection pass.", "",
+                      "certificate and were redone by the exact collection pass.", "",
                   "Bars: " + "; ".join(f"{k}: {'yes' if v else 'NO'}"
                                        for k, v in res["bars"].items())]
     return "\n".join(lines)
