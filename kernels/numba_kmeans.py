@@ -76,6 +76,8 @@ overlapping centroids, NaN/inf, overflow) are recomputed on the exact path.
 from __future__ import annotations
 
 import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numba as nb
 import numpy as np
@@ -107,14 +109,13 @@ _AUTO_BF16_MIN_CLUSTERS_X_DIM = 1 << 14
 _AUTO_MAX_FAIL_FRACTION = 0.4
 _AUTO_MIN_ROWS_BEFORE_SWITCH = 4096
 
-#: Budget of one block of scores (rows x n_clusters) and of rows (rows x dim). Two effects
-#: pull apart: a block's rows, bf16 copy and scores should stay in the L3 cache between the
-#: rounding pass, the matmul and the scan (small blocks), while torch and numba each load
-#: their own OpenMP runtime, whose idle workers spin for a few ms after each parallel region
-#: unless OMP_WAIT_POLICY=PASSIVE, so every switch between them costs time (large blocks).
-#: Measured at 200,000 x 384, K=256 on the 2-core Zen 4 (32 MiB L3), bf16 assign per call:
-#: 8 MiB 0.16 s, 16 MiB 0.15 s, 32 MiB 0.18 s, 64 MiB 0.18 s (PASSIVE: 0.15, 0.15, 0.16).
-SCORE_BLOCK_BYTES = 16 * 2**20
+#: Budget of one task's block of scores (rows x n_clusters) and of rows (rows x dim): each
+#: worker thread rounds its rows to bf16, multiplies and scans them while they are in its
+#: cache. Measured at 200,000 x 384, K=256 on the 2-core Zen 4 (1 MiB L2 per core, 32 MiB
+#: L3): see the report in benchmarks/results/kmeans_cpu.md.
+TASK_BLOCK_BYTES = 2 * 2**20
+#: Tasks per group: "auto" decides whether to stay on bf16 between groups of this fixed size.
+_TASKS_PER_GROUP = 16
 
 #: A row whose bf16 interval overlaps more than this many centroids goes straight to the exact
 #: path (rescoring the overlapping centroids one by one would cost more than its matmul row).
@@ -147,7 +148,6 @@ _FM = {"reassoc", "contract"}
 
 _MASK63 = np.int64(0x7FFFFFFFFFFFFFFF)
 
-_ROW_BLOCK = 64  # rows per prange task where a task needs scratch buffers
 
 
 @nb.njit(fastmath=_FM, cache=True)
@@ -183,202 +183,192 @@ def _argmin_lowest(si, k):
     return best
 
 
-@nb.njit(parallel=True, fastmath=_FM, cache=True)
+@nb.njit(nogil=True, fastmath=_FM, cache=True)
 def _scan_exact(dots, x, rows, c, c_sq, labels, min_sq, bad):
     """Exact path: label of ``x[rows[i]]`` from ``dots[i] = x[rows[i]] @ c.T`` + its distance.
 
-    Scores ``c_sq[j] - 2 dots[i, j]`` in float64; the strict ``<`` keeps the lower index on
-    ties. ``bad[i]`` is set when the row's best score or distance is not finite.
+    Scores ``c_sq[j] - 2 dots[i, j]`` in float64; ties keep the lower index. ``bad[i]`` is
+    set when the row's scores or distance are not finite.
     """
     m, k = dots.shape
-    n_blocks = (m + _ROW_BLOCK - 1) // _ROW_BLOCK
-    for blk in nb.prange(n_blocks):
-        s = np.empty(k, np.float64)
-        si = s.view(np.int64)
-        for i in range(blk * _ROW_BLOCK, min(m, (blk + 1) * _ROW_BLOCK)):
-            row = rows[i]
-            n_bad = 0
-            for j in range(k):
-                sj = c_sq[j] - 2.0 * np.float64(dots[i, j])
-                s[j] = sj
-                n_bad += not (abs(sj) < np.inf)
-            best = _argmin_lowest(si, k)
-            acc = _sqdist(x, row, c, best)
-            labels[row] = best
-            min_sq[row] = acc
-            bad[i] = n_bad > 0 or not np.isfinite(acc)
+    s = np.empty(k, np.float64)
+    si = s.view(np.int64)
+    for i in range(m):
+        row = rows[i]
+        n_bad = 0
+        for j in range(k):
+            sj = c_sq[j] - 2.0 * np.float64(dots[i, j])
+            s[j] = sj
+            n_bad += not (abs(sj) < np.inf)
+        best = _argmin_lowest(si, k)
+        acc = _sqdist(x, row, c, best)
+        labels[row] = best
+        min_sq[row] = acc
+        bad[i] = n_bad > 0 or not np.isfinite(acc)
 
 
-@nb.njit(parallel=True, fastmath=_FM, cache=True)
-def _bf16_rows(x, start, bits, sq_x, sq_t, sq_r):
-    """Round rows ``x[start:start + m]`` to bf16 and measure what the rounding did.
+@nb.njit(nogil=True, fastmath=_FM, cache=True)
+def _bf16_rows(x, lo, hi, bits, sq_x, sq_t, sq_r):
+    """Round rows ``x[lo:hi]`` to bf16 and measure what the rounding did.
 
-    ``bits[i]`` gets the bf16 bits of row ``start + i`` (round to nearest even, through fp32
-    for float64 input; subnormal results flushed to signed zero, so that the values oneDNN
-    reads are exactly these). ``sq_x``, ``sq_t``, ``sq_r`` get ``||x||^2``, ``||x~||^2`` and
-    ``||x - x~||^2`` summed in ``x``'s dtype (the caller turns them into upper bounds). A
-    NaN/inf row gives non-finite sums.
+    ``bits[i]`` gets the bf16 bits of row ``lo + i`` (round to nearest even, through fp32 for
+    float64 input; subnormal results flushed to signed zero, so that the values oneDNN reads
+    are exactly these). ``sq_x``, ``sq_t``, ``sq_r`` get ``||x||^2``, ``||x~||^2`` and
+    ``||x - x~||^2`` summed in ``x``'s dtype (turned into upper bounds by the scan). A NaN/inf
+    row gives non-finite sums.
     """
-    m, d = bits.shape
-    n_blocks = (m + _ROW_BLOCK - 1) // _ROW_BLOCK
-    for blk in nb.prange(n_blocks):
-        f32 = np.empty(d, np.float32)
-        b32 = f32.view(np.uint32)
-        t32 = np.empty(d, np.uint32)
-        tf = t32.view(np.float32)
-        for i in range(blk * _ROW_BLOCK, min(m, (blk + 1) * _ROW_BLOCK)):
-            row = start + i
-            for q in range(d):
-                f32[q] = np.float32(x[row, q])
-            for q in range(d):
-                b = b32[q]
-                r = (b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) \
-                    >> np.uint32(16)
-                r = r & np.uint32(0x8000) if (r & np.uint32(0x7F80)) == 0 else r
-                bits[i, q] = np.uint16(r)
-                t32[q] = r << np.uint32(16)
-            s0 = x[row, 0] - x[row, 0]  # a zero of x's dtype (NaN for a non-finite row)
-            s1 = s0
-            s2 = s0
-            for q in range(d):
-                xv = x[row, q]
-                tv = tf[q]
-                rv = xv - tv  # exact for float32 input
-                s0 += xv * xv
-                s1 += tv * tv
-                s2 += rv * rv
-            sq_x[i] = s0
-            sq_t[i] = s1
-            sq_r[i] = s2
+    d = x.shape[1]
+    f32 = np.empty(d, np.float32)
+    b32 = f32.view(np.uint32)
+    t32 = np.empty(d, np.uint32)
+    tf = t32.view(np.float32)
+    for i in range(hi - lo):
+        row = lo + i
+        for q in range(d):
+            f32[q] = np.float32(x[row, q])
+        for q in range(d):
+            b = b32[q]
+            r = (b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
+            r = r & np.uint32(0x8000) if (r & np.uint32(0x7F80)) == 0 else r
+            bits[i, q] = np.uint16(r)
+            t32[q] = r << np.uint32(16)
+        s0 = x[row, 0] - x[row, 0]  # a zero of x's dtype (NaN for a non-finite row)
+        s1 = s0
+        s2 = s0
+        for q in range(d):
+            xv = x[row, q]
+            tv = tf[q]
+            rv = xv - tv  # exact for float32 input
+            s0 += xv * xv
+            s1 += tv * tv
+            s2 += rv * rv
+        sq_x[i] = s0
+        sq_t[i] = s1
+        sq_r[i] = s2
 
 
-@nb.njit(parallel=True, fastmath=_FM, cache=True)
-def _scan_bf16(sc_bits, x, row0, c, c_sq, c_sq32, p32, q32, r32, a_row, bq_row, beta32,
-               col_p, col_f, xn_row, coef_xn, gamma_hi, max_cand, labels, min_sq, status):
-    """Certify the bf16 scores of rows ``row0 + i``; see the module docstring.
+@nb.njit(nogil=True, fastmath=_FM, cache=True)
+def _scan_bf16(sc_bits, x, lo, c, c_sq32, p32, q32, r32, sq_x, sq_t, sq_r, inflate, floor,
+               beta32, col_p, col_f, coef_xn, gamma_hi, max_cand, labels, min_sq, status):
+    """Certify the bf16 scores of rows ``lo + i``; see the module docstring.
 
-    ``sc_bits`` (m, K): the bf16 scores as int16 bits. Level 1 runs in float32 (its rounding
-    is part of the bound: ``p32``, ``q32``, ``r32``, ``a_row``, ``bq_row``, ``beta32``
-    already include the slack and the float32 allowances). Level 2 (at most ``max_cand``
-    overlapping candidates) rescored in float64 with the exact path's bound ``G``.
+    ``sc_bits`` (m, K): the bf16 scores as int16 bits; ``sq_*`` the sums of
+    :func:`_bf16_rows`, made upper bounds here (``* inflate + floor``). Level 1 runs in float32
+    (its rounding is part of the bound: ``p32``, ``q32``, ``r32``, ``beta32`` include the
+    float32 allowances, ``r32`` and ``beta32`` the slack). Level 2 (at most ``max_cand``
+    overlapping candidates) rescores in float64 against the exact path's bound ``G``.
     ``status[i]``: 0 certified at level 1, 1 at level 2, 2 not certified (the caller
     recomputes the row on the exact path).
     """
     m, k = sc_bits.shape
     slack = 1.0 + 2.0 ** -16
-    n_blocks = (m + _ROW_BLOCK - 1) // _ROW_BLOCK
-    for blk in nb.prange(n_blocks):
-        ubs = np.empty(k, np.uint32)
-        fbs = ubs.view(np.float32)
-        s = np.empty(k, np.float32)
-        si = s.view(np.int32)
-        t = np.empty(k, np.float32)
-        cand_j = np.empty(max_cand, np.int64)
-        cand_d = np.empty(max_cand, np.float64)
-        for i in range(blk * _ROW_BLOCK, min(m, (blk + 1) * _ROW_BLOCK)):
-            row = row0 + i
-            status[i] = 2
-            a = a_row[i]
-            bq = bq_row[i]
-            if not (np.isfinite(a) and np.isfinite(bq) and np.isfinite(xn_row[i])):
-                continue
-            n_nonfinite = 0  # bf16 exponent all ones: inf/NaN (overflow)
-            for j in range(k):
-                bb = np.uint32(np.uint16(sc_bits[i, j]))
-                n_nonfinite += (bb & np.uint32(0x7F80)) == np.uint32(0x7F80)
-                ubs[j] = bb << np.uint32(16)
-            if n_nonfinite > 0:
-                continue
-            for j in range(k):
-                o = fbs[j]
-                sj = c_sq32[j] - np.float32(2.0) * o
-                s[j] = sj
-                t[j] = sj - (a * p32[j] + bq * q32[j] + beta32 * abs(o) + r32[j])
-            # lowest score, lowest index among equal scores: one integer min over keys that
-            # order like the floats, with the index in the low 32 bits
-            kmin = np.int64(0x7FFFFFFFFFFFFFFF)
-            for j in range(k):
-                v = si[j]
-                key = (np.int64(v ^ ((v >> 31) & np.int32(0x7FFFFFFF))) << 32) | j
-                kmin = key if key < kmin else kmin
-            best = kmin & np.int64(0xFFFFFFFF)
-            ob = fbs[best]
-            thr = s[best] + (a * p32[best] + bq * q32[best] + beta32 * abs(ob) + r32[best])
-            if not np.isfinite(thr):
-                continue
-            n_over = 0
-            for j in range(k):
-                n_over += t[j] <= thr
-            if n_over == 1:
-                labels[row] = best
-                min_sq[row] = _sqdist(x, row, c, best)
-                status[i] = 0
-                continue
-            if n_over > max_cand:
-                continue
-            nc = 0
-            w = -1
-            dw = np.inf
-            for j in range(k):
-                if t[j] <= thr:
-                    dj = _sqdist(x, row, c, j)
-                    cand_j[nc] = j
-                    cand_d[nc] = dj
-                    nc += 1
-                    if dj < dw:  # ascending j, strict: ties keep the lower index
-                        dw = dj
-                        w = j
-            if w < 0 or not np.isfinite(dw):
-                continue
-            xn = xn_row[i]
-            gw = slack * (coef_xn * xn * col_p[w] + col_f[w] + gamma_hi * dw)
-            ok = True
-            for q in range(nc):
-                j = cand_j[q]
-                if j != w:
-                    gj = slack * (coef_xn * xn * col_p[j] + col_f[j] + gamma_hi * cand_d[q])
-                    if not (cand_d[q] - gj > dw + gw):
-                        ok = False
-            if ok:
-                labels[row] = w
-                min_sq[row] = dw
-                status[i] = 1
+    ubs = np.empty(k, np.uint32)
+    fbs = ubs.view(np.float32)
+    s = np.empty(k, np.float32)
+    si = s.view(np.int32)
+    t = np.empty(k, np.float32)
+    cand_j = np.empty(max_cand, np.int64)
+    cand_d = np.empty(max_cand, np.float64)
+    for i in range(m):
+        row = lo + i
+        status[i] = 2
+        xn = math.sqrt(np.float64(sq_x[i]) * inflate + floor)
+        a64 = slack * (2.0 * math.sqrt(np.float64(sq_r[i]) * inflate + floor) + coef_xn * xn)
+        bq64 = slack * 2.0 * math.sqrt(np.float64(sq_t[i]) * inflate + floor)
+        if not (np.isfinite(a64) and np.isfinite(bq64) and a64 < 1e30 and bq64 < 1e30):
+            continue
+        a = np.float32(a64)
+        bq = np.float32(bq64)
+        n_nonfinite = 0  # bf16 exponent all ones: inf/NaN (overflow)
+        for j in range(k):
+            bb = np.uint32(np.uint16(sc_bits[i, j]))
+            n_nonfinite += (bb & np.uint32(0x7F80)) == np.uint32(0x7F80)
+            ubs[j] = bb << np.uint32(16)
+        if n_nonfinite > 0:
+            continue
+        for j in range(k):
+            o = fbs[j]
+            sj = c_sq32[j] - np.float32(2.0) * o
+            s[j] = sj
+            t[j] = sj - (a * p32[j] + bq * q32[j] + beta32 * abs(o) + r32[j])
+        # lowest score, lowest index among equal scores: one integer min over keys that
+        # order like the floats, with the index in the low 32 bits
+        kmin = np.int64(0x7FFFFFFFFFFFFFFF)
+        for j in range(k):
+            v = si[j]
+            key = (np.int64(v ^ ((v >> 31) & np.int32(0x7FFFFFFF))) << 32) | j
+            kmin = key if key < kmin else kmin
+        best = kmin & np.int64(0xFFFFFFFF)
+        ob = fbs[best]
+        thr = s[best] + (a * p32[best] + bq * q32[best] + beta32 * abs(ob) + r32[best])
+        if not np.isfinite(thr):
+            continue
+        n_over = 0
+        for j in range(k):
+            n_over += t[j] <= thr
+        if n_over == 1:
+            labels[row] = best
+            min_sq[row] = _sqdist(x, row, c, best)
+            status[i] = 0
+            continue
+        if n_over > max_cand:
+            continue
+        nc = 0
+        w = -1
+        dw = np.inf
+        for j in range(k):
+            if t[j] <= thr:
+                dj = _sqdist(x, row, c, j)
+                cand_j[nc] = j
+                cand_d[nc] = dj
+                nc += 1
+                if dj < dw:  # ascending j, strict: ties keep the lower index
+                    dw = dj
+                    w = j
+        if w < 0 or not np.isfinite(dw):
+            continue
+        gw = slack * (coef_xn * xn * col_p[w] + col_f[w] + gamma_hi * dw)
+        ok = True
+        for q in range(nc):
+            j = cand_j[q]
+            if j != w:
+                gj = slack * (coef_xn * xn * col_p[j] + col_f[j] + gamma_hi * cand_d[q])
+                if not (cand_d[q] - gj > dw + gw):
+                    ok = False
+        if ok:
+            labels[row] = w
+            min_sq[row] = dw
+            status[i] = 1
 
 
-@nb.njit(parallel=True, fastmath=_FM, cache=True)
-def _partial_sums(x, labels, w, weighted, parts, part_counts, bad_rows):
-    """Part ``p`` of a fixed split of the rows adds its rows into ``parts[p]`` (float64).
+@nb.njit(nogil=True, fastmath=_FM, cache=True)
+def _partial_sums(x, labels, w, weighted, lo, hi, acc, cnt):
+    """Add rows ``lo:hi`` (times their weights) in row order into ``acc`` / ``cnt`` (float64).
 
-    ``bad_rows[p]`` is the first row of part ``p`` whose label is out of range, else -1.
+    Returns the first row whose label is out of range, else -1.
     """
-    n, d = x.shape
-    n_parts, n_clusters, _ = parts.shape
-    step = (n + n_parts - 1) // n_parts
-    for p in nb.prange(n_parts):
-        acc = parts[p]
-        cnt = part_counts[p]
-        bad_rows[p] = -1
-        for i in range(p * step, min(n, (p + 1) * step)):
-            lab = labels[i]
-            if lab < 0 or lab >= n_clusters:
-                bad_rows[p] = i
-                break
-            if weighted:
-                wi = w[i]
-                for j in range(d):
-                    acc[lab, j] += wi * np.float64(x[i, j])
-                cnt[lab] += wi
-            else:
-                for j in range(d):
-                    acc[lab, j] += np.float64(x[i, j])
-                cnt[lab] += 1.0
+    n_clusters, d = acc.shape
+    for i in range(lo, hi):
+        lab = labels[i]
+        if lab < 0 or lab >= n_clusters:
+            return i
+        if weighted:
+            wi = w[i]
+            for j in range(d):
+                acc[lab, j] += wi * np.float64(x[i, j])
+            cnt[lab] += wi
+        else:
+            for j in range(d):
+                acc[lab, j] += np.float64(x[i, j])
+            cnt[lab] += 1.0
+    return -1
 
 
-@nb.njit(parallel=True, cache=True)
-def _reduce_parts(parts, part_counts, sums, counts):
-    """sums = parts[0] + parts[1] + ... in that order (fixed, whatever the threads)."""
-    n_parts, n_clusters, d = parts.shape
-    for k in nb.prange(n_clusters):
+@nb.njit(nogil=True, cache=True)
+def _reduce_parts(parts, part_counts, lo, hi, sums, counts):
+    """sums[k] = parts[0, k] + parts[1, k] + ... in that order, for clusters lo:hi."""
+    n_parts, _, d = parts.shape
+    for k in range(lo, hi):
         for j in range(d):
             acc = 0.0
             for p in range(n_parts):
@@ -388,6 +378,54 @@ def _reduce_parts(parts, part_counts, sums, counts):
         for p in range(n_parts):
             cnt += part_counts[p, k]
         counts[k] = cnt
+
+
+class _Workers:
+    """Plain threads running whole tasks: a single-threaded ``torch.mm`` and serial numba code.
+
+    Why not numba ``prange`` beside torch's own threads: torch (its bundled libgomp) and numba's
+    ``omp`` layer (the system libgomp) are two OpenMP runtimes, and after each parallel region
+    a runtime's idle threads spin for milliseconds. Alternating a torch matmul with a numba
+    parallel scan left each beside the other's spinning threads: on the busy 2-core dev machine
+    a 20-iteration K-means took 3.2-3.6 s against 1.0 s with ``OMP_WAIT_POLICY=PASSIVE``.
+    These threads block when idle; each sets its own OpenMP thread count to 1 (a per-thread
+    setting) and the numba kernels release the GIL. As many threads as the caller's
+    ``torch.get_num_threads()``; torch's default is restored on exit. Results never depend on
+    which thread runs which task (tasks write disjoint rows, sums are reduced in a fixed order).
+    (``numba_cosine`` uses the same scheme; the two could share one helper.)
+    """
+
+    def __init__(self):
+        self.n = max(1, torch.get_num_threads())
+        self._pool = None
+        self._local = threading.local()
+
+    def __enter__(self):
+        if self.n > 1:
+            self._pool = ThreadPoolExecutor(self.n, initializer=torch.set_num_threads,
+                                            initargs=(1,))
+        return self
+
+    def __exit__(self, *exc):
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+            torch.set_num_threads(self.n)  # the workers' setting also moved torch's default
+        return False
+
+    def map(self, fn, items):
+        items = list(items)
+        if self._pool is None or len(items) <= 1:
+            return [fn(item) for item in items]
+        return list(self._pool.map(fn, items))
+
+    def scratch(self, name, shape, dtype):
+        """A buffer of this thread's own, reused across its tasks in one call."""
+        buf = getattr(self._local, name, None)
+        if buf is None or buf.shape[0] < shape[0]:
+            buf = np.empty(shape, dtype)
+            setattr(self._local, name, buf)
+        return buf[:shape[0]]
 
 
 # --------------------------------------------------------------------------- validation
@@ -435,8 +473,10 @@ def kmeans_assign_numba(x: torch.Tensor, centroids: torch.Tensor, *, x_sq_norms=
                         candidates: str = "auto"):
     """Nearest centroid of every row of ``x`` and the exact squared distance to it.
 
-    Rows are processed in blocks of at most ``SCORE_BLOCK_BYTES`` of scores; each block is one
-    ``torch.mm`` (oneDNN) and one parallel numba scan. Ties go to the lower centroid index.
+    Rows are processed in blocks of at most ``TASK_BLOCK_BYTES`` of scores, one block per task
+    on ``torch.get_num_threads()`` worker threads: a single-threaded ``torch.mm`` (oneDNN) and
+    serial numba passes per block (see :class:`_Workers` for why not ``prange``). Ties go to
+    the lower centroid index.
 
     Parameters
     ----------
@@ -531,7 +571,6 @@ def assign_with_stats(x: torch.Tensor, centroids: torch.Tensor, *, x_sq_norms=No
 
     x_np = _np(x)
     c_np = _np(centroids)
-    xt = torch.from_numpy(x_np)
     ct_exact = torch.from_numpy(c_np).T  # (d, K) view: BLAS takes the transpose for free
     c64 = c_np.astype(np.float64)
     c_sq = np.einsum("ij,ij->i", c64, c64)
@@ -539,83 +578,83 @@ def assign_with_stats(x: torch.Tensor, centroids: torch.Tensor, *, x_sq_norms=No
     if bad_c.size:
         raise ValueError(f"centroids row {int(bad_c[0])} is not finite (NaN/inf, or its "
                          "squared norm overflows float64); centroids must be finite")
-    # one block of scores (rows, K) and one of rows (rows, dim) stay under the budget
-    rows = min(n, chunk_rows_for(max(k, d) * x.element_size(), block_bytes=SCORE_BLOCK_BYTES))
-    dots_buf = []  # allocated on first use: the bf16 path rarely needs it
+    workers = _Workers()
+    # one task: a block of rows whose scores (rows, K) and rows (rows, dim) fit TASK_BLOCK_BYTES
+    task_rows = min(n, chunk_rows_for(max(k, d) * 4, block_bytes=TASK_BLOCK_BYTES))
 
-    def exact(row_idx: np.ndarray, contiguous: bool) -> None:
-        """Exact path for rows ``row_idx`` (a contiguous range, or gathered), block by block."""
-        if not dots_buf:
-            dots_buf.append(torch.empty((min(rows, row_idx.shape[0]), k), dtype=x.dtype))
-        dots = dots_buf[0]
-        step = dots.shape[0]
-        for s0 in range(0, row_idx.shape[0], step):
-            idx = row_idx[s0:s0 + step]
-            mm = idx.shape[0]
-            x_rows = (xt[int(idx[0]):int(idx[0]) + mm] if contiguous
-                      else xt[torch.from_numpy(idx)])
-            torch.mm(x_rows, ct_exact, out=dots[:mm])
-            bad = np.empty(mm, np.bool_)
-            _scan_exact(dots.numpy()[:mm], x_np, idx, c_np, c_sq, labels, min_sq, bad)
-            if bad.any():
-                r = int(idx[np.flatnonzero(bad)[0]])
-                raise ValueError(
-                    f"x row {r}: its squared distances to the centroids are not finite; x must "
-                    f"be finite and small enough for its distances not to overflow {x.dtype}")
+    def exact_task(idx: np.ndarray) -> int:
+        """Exact path for the rows ``idx`` (ascending); returns a non-finite row or -1."""
+        m = idx.shape[0]
+        dots = workers.scratch("dots", (m, k), np_dtype)
+        first = int(idx[0])
+        x_rows = x_np[first:first + m] if int(idx[-1]) - first + 1 == m else x_np[idx]
+        torch.mm(torch.from_numpy(x_rows), ct_exact, out=torch.from_numpy(dots))
+        bad = workers.scratch("bad", (m,), np.bool_)
+        _scan_exact(dots, x_np, idx, c_np, c_sq, labels, min_sq, bad)
+        return int(idx[np.argmax(bad)]) if bad.any() else -1
+
+    def exact(idx: np.ndarray) -> None:
+        tasks = [idx[s0:s0 + task_rows] for s0 in range(0, idx.shape[0], task_rows)]
+        bad = [r for r in workers.map(exact_task, tasks) if r >= 0]
+        if bad:
+            raise ValueError(
+                f"x row {min(bad)}: its squared distances to the centroids are not finite; x "
+                f"must be finite and small enough for its distances not to overflow {x.dtype}")
 
     if mode == "bfloat16":
         prep = _bf16_centroids(c_np, c_sq, d, np_dtype)
         if prep is None:  # centroids beyond float32 range: the float32 scan cannot hold them
             mode = stats["mode"] = "float32"
     if mode == "bfloat16":
-        xb_bits = np.empty((rows, d), np.uint16)
-        x_b = torch.from_numpy(xb_bits.view(np.int16)).view(torch.bfloat16)
-        scores = torch.empty((rows, k), dtype=torch.bfloat16)
-        scores_np = scores.view(torch.int16).numpy()
-        sq_x, sq_t, sq_r = (np.empty(rows, np_dtype) for _ in range(3))
-        status = np.empty(rows, np.uint8)
         # upper bounds of the norms from their sums in x's dtype (any order, gradual underflow)
         unit = 2.0 ** -24 if np_dtype == np.float32 else _EPS64
         inflate = 1.0 / (1.0 - _gamma(2 * d + 2, unit))
         floor = 2.0 * d * (_TAU if np_dtype == np.float32 else 2.0 ** -1000)
-        n_fallback = 0
-        n_rescored = 0
-        redo_rows = []  # recomputed after the loop: one switch between thread pools, not many
-    seen = 0
-    for start in range(0, n, rows):
-        stop = min(n, start + rows)
-        m = stop - start
-        if (mode == "bfloat16" and candidates == "auto"
-                and seen >= _AUTO_MIN_ROWS_BEFORE_SWITCH
-                and n_fallback > _AUTO_MAX_FAIL_FRACTION * seen):
-            mode = "float32"
-            stats["switched_to_exact"] = True
-        if mode != "bfloat16":
-            exact(np.arange(start, stop, dtype=np.int64), contiguous=True)
-            continue
-        _bf16_rows(x_np, start, xb_bits[:m], sq_x[:m], sq_t[:m], sq_r[:m])
-        torch.mm(x_b[:m], prep["cb_t"], out=scores[:m])
-        with np.errstate(invalid="ignore", over="ignore"):
-            xn = np.sqrt(sq_x[:m] * inflate + floor)
-            a_row = (_SLACK * (2.0 * np.sqrt(sq_r[:m] * inflate + floor)
-                               + prep["coef_xn"] * xn)).astype(np.float32)
-            bq_row = (_SLACK * 2.0 * np.sqrt(sq_t[:m] * inflate + floor)).astype(np.float32)
-        _scan_bf16(scores_np[:m], x_np, start, c_np, c_sq, prep["c_sq32"], prep["p32"],
-                   prep["q32"], prep["r32"], a_row, bq_row, prep["beta32"], prep["p"],
-                   prep["f"], xn, prep["coef_xn"], prep["gamma_hi"], _MAX_CANDIDATES, labels,
-                   min_sq, status[:m])
-        redo = np.flatnonzero(status[:m] == 2)
-        n_rescored += int(np.count_nonzero(status[:m] == 1))
-        if redo.size:
-            redo_rows.append(redo + start)
-        n_fallback += redo.size
-        seen += m
-    if stats["mode"] == "bfloat16" and redo_rows:
-        exact(np.concatenate(redo_rows), contiguous=False)
+
+        def bf16_task(lo: int):
+            hi = min(n, lo + task_rows)
+            m = hi - lo
+            bits = workers.scratch("bits", (m, d), np.uint16)
+            sq_x = workers.scratch("sq_x", (m,), np_dtype)
+            sq_t = workers.scratch("sq_t", (m,), np_dtype)
+            sq_r = workers.scratch("sq_r", (m,), np_dtype)
+            _bf16_rows(x_np, lo, hi, bits, sq_x, sq_t, sq_r)
+            scores = workers.scratch("scores", (m, k), np.int16)
+            torch.mm(torch.from_numpy(bits.view(np.int16)).view(torch.bfloat16), prep["cb_t"],
+                     out=torch.from_numpy(scores).view(torch.bfloat16))
+            status = workers.scratch("status", (m,), np.uint8)
+            _scan_bf16(scores, x_np, lo, c_np, prep["c_sq32"], prep["p32"], prep["q32"],
+                       prep["r32"], sq_x, sq_t, sq_r, inflate, floor, prep["beta32"], prep["p"],
+                       prep["f"], prep["coef_xn"], prep["gamma_hi"], _MAX_CANDIDATES, labels,
+                       min_sq, status)
+            return lo + np.flatnonzero(status == 2), int(np.count_nonzero(status == 1))
+
+    n_fallback = n_rescored = seen = 0
+    redo_rows = []
+    group = task_rows * _TASKS_PER_GROUP
+    with workers:
+        for start in range(0, n, group):
+            stop = min(n, start + group)
+            # checked per group of a fixed size: the switch depends on the data only
+            if (mode == "bfloat16" and candidates == "auto"
+                    and seen >= _AUTO_MIN_ROWS_BEFORE_SWITCH
+                    and n_fallback > _AUTO_MAX_FAIL_FRACTION * seen):
+                mode = "float32"
+                stats["switched_to_exact"] = True
+            if mode != "bfloat16":
+                exact(np.arange(start, stop, dtype=np.int64))
+                continue
+            for redo, rescored in workers.map(bf16_task, range(start, stop, task_rows)):
+                if redo.size:
+                    redo_rows.append(redo)
+                n_fallback += redo.size
+                n_rescored += rescored
+            seen += stop - start
+        if redo_rows:
+            exact(np.concatenate(redo_rows))
     if stats["mode"] == "bfloat16":
-        stats["rows_bf16"] = seen
-        stats["rows_exact_fallback"] = int(n_fallback)
-        stats["rows_rescored"] = n_rescored
+        stats.update(rows_bf16=seen, rows_exact_fallback=int(n_fallback),
+                     rows_rescored=n_rescored)
     return (torch.from_numpy(labels), torch.from_numpy(min_sq.astype(np_dtype, copy=False)),
             stats)
 
@@ -663,9 +702,10 @@ def kmeans_update_numba(x: torch.Tensor, labels: torch.Tensor, n_clusters: int,
                         sample_weight=None):
     """Per-cluster (weighted) sums of rows and total weights, deterministically.
 
-    The rows are split into at most 8 parts fixed by the shapes; in parallel, each part adds
-    its rows (times their weights) in row order into its own float64 block, and the blocks are
-    added in part order. The result is bit-identical whatever the thread count or scheduling.
+    The rows are split into at most 8 parts fixed by the shapes; worker threads (as in
+    :func:`kmeans_assign_numba`) each add a part's rows (times their weights) in row order into
+    the part's own float64 block, and the blocks are then added in part order. The result is
+    bit-identical whatever the thread count or scheduling.
 
     Parameters
     ----------
@@ -743,14 +783,23 @@ def kmeans_update_numba(x: torch.Tensor, labels: torch.Tensor, n_clusters: int,
                          _UPDATE_BUDGET_BYTES // max(1, n_clusters * d * 8)))
     parts = np.zeros((n_parts, n_clusters, d), np.float64)
     part_counts = np.zeros((n_parts, n_clusters), np.float64)
-    bad_rows = np.empty(n_parts, np.int64)
-    _partial_sums(_np(x), _np(labels), w, weighted, parts, part_counts, bad_rows)
-    bad = bad_rows[bad_rows >= 0]
-    if bad.size:
-        r = int(bad.min())
-        raise ValueError(f"labels[{r}]={int(labels[r])} is outside [0, n_clusters={n_clusters})")
+    x_np, lab_np = _np(x), _np(labels)
+    step = -(-n // n_parts)
     sums = np.empty((n_clusters, d), np.float64)
     counts = np.empty(n_clusters, np.float64)
-    _reduce_parts(parts, part_counts, sums, counts)
+    with _Workers() as workers:
+        bad = workers.map(
+            lambda p: _partial_sums(x_np, lab_np, w, weighted, p * step,
+                                    min(n, (p + 1) * step), parts[p], part_counts[p]),
+            range(n_parts))
+        bad = [r for r in bad if r >= 0]
+        if bad:
+            r = min(bad)
+            raise ValueError(f"labels[{r}]={int(labels[r])} is outside "
+                             f"[0, n_clusters={n_clusters})")
+        k_step = max(1, -(-n_clusters // (4 * workers.n)))
+        workers.map(lambda lo: _reduce_parts(parts, part_counts, lo,
+                                             min(n_clusters, lo + k_step), sums, counts),
+                    range(0, n_clusters, k_step))
     dtype = x.dtype
     return torch.from_numpy(sums).to(dtype), torch.from_numpy(counts).to(dtype)

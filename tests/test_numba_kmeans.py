@@ -145,7 +145,7 @@ def test_auto_switches_to_exact_when_bf16_cannot_certify(monkeypatch):
     """Tight clusters far from the origin: bf16 rounding exceeds every gap."""
     import interestflow.resolve as resolve
 
-    monkeypatch.setattr(nk, "SCORE_BLOCK_BYTES", 2**18)  # 256 rows per block here
+    monkeypatch.setattr(nk, "TASK_BLOCK_BYTES", 2**18)  # 256 rows per task, 4096 per group
     g = torch.Generator().manual_seed(2)
     dim = 256
     c = 100.0 + 1e-3 * torch.randn(64, dim, generator=g)
@@ -159,7 +159,7 @@ def test_auto_switches_to_exact_when_bf16_cannot_certify(monkeypatch):
     monkeypatch.setattr(resolve, "cpu_has_fast_bf16", lambda: True)
     l_a, d_a, s_a = assign_with_stats(x, c, candidates="auto")
     assert s_a["mode"] == "bfloat16" and s_a["switched_to_exact"]
-    assert s_a["rows_bf16"] == 4096  # 16 blocks of 256 rows, then the exact path
+    assert s_a["rows_bf16"] == 4096  # one group of 16 tasks of 256 rows, then the exact path
     assert torch.equal(l_a, exact_l) and torch.equal(d_a, exact_d)
 
 
@@ -228,38 +228,38 @@ def test_update_empty_clusters_and_exact_counts():
     assert sums.tolist() == [[15.0, 18.0, 21.0], [0.0] * 3, [0.0, 0.5, 1.0], [0.0] * 3]
 
 
-def test_update_is_bit_identical_across_runs_and_thread_counts():
-    import numba
+def _with_threads(n, fn):
+    """``fn()`` with torch's thread count (the kernels' worker count) set to ``n``."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(n)
+        return fn()
+    finally:
+        torch.set_num_threads(before)
 
+
+def test_update_is_bit_identical_across_runs_and_thread_counts():
     g = torch.Generator().manual_seed(9)
     x = torch.randn(20_000, 37, generator=g) * 1e3
     labels = torch.randint(0, 7, (20_000,), generator=g)
     w = torch.rand(20_000, generator=g)
     first = kmeans_update_numba(x, labels, 7, w)
-    again = kmeans_update_numba(x, labels, 7, w)
-    before = numba.get_num_threads()
-    try:
-        numba.set_num_threads(1)
-        single = kmeans_update_numba(x, labels, 7, w)
-    finally:
-        numba.set_num_threads(before)
-    for other in (again, single):
+    others = [kmeans_update_numba(x, labels, 7, w)]
+    others += [_with_threads(t, lambda: kmeans_update_numba(x, labels, 7, w)) for t in (1, 3)]
+    for other in others:
         assert torch.equal(first[0], other[0]) and torch.equal(first[1], other[1])
 
 
-def test_assign_is_bit_identical_across_thread_counts():
-    import numba
-
+@pytest.mark.parametrize("mode", MODES)
+def test_assign_is_bit_identical_across_thread_counts(mode, monkeypatch):
+    monkeypatch.setattr(nk, "TASK_BLOCK_BYTES", 2**16)  # many tasks per thread
     x, c = _data(3000, 40, 64, torch.float32, seed=6)
-    runs = []
-    before = numba.get_num_threads()
-    try:
-        for threads in (1, before):
-            numba.set_num_threads(threads)
-            runs.append(kmeans_assign_numba(x, c, candidates="bfloat16"))
-    finally:
-        numba.set_num_threads(before)
-    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+    before = torch.get_num_threads()
+    runs = [_with_threads(t, lambda: kmeans_assign_numba(x, c, candidates=mode))
+            for t in (1, 3, before)]
+    assert torch.get_num_threads() == before  # the workers leave torch's setting as it was
+    for other in runs[1:]:
+        assert torch.equal(runs[0][0], other[0]) and torch.equal(runs[0][1], other[1])
 
 
 # ------------------------------------------------------------------------------ bad input
