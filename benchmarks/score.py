@@ -8,8 +8,8 @@ same job runs on a 2-worker LocalCluster (``--dask local:2``) at ``--dask-size``
 Measured per run: wall time of the whole command (process start, catalogue, counting,
 staging, chunks, summary), users/s end to end and in the chunk phase, the per-stage sums from
 the job's summary, and peak memory: the scoring process's own peak RSS (its ``ru_maxrss``,
-reported in the job's summary) and the peak of the summed RSS of its process tree (the Dask workers included),
-sampled every 0.2 s. Bars: peak RSS at the largest size <= 1.2x the peak at the smallest
+reported in the job's summary) and the peak of the summed RSS of its process tree (the Dask
+workers included), sampled every 0.2 s. Bars: peak RSS at the largest size <= 1.2x the peak at the smallest
 (memory set by the chunk size, not by the number of users); the Dask run's output has as many
 users and rows as the single-process run's.
 
