@@ -28,6 +28,6 @@ def test_readme_starts_with_the_two_commands():
     text = README.read_text()
     cmds = re.findall(r"```bash\n(.*?)\n```", text, flags=re.S)
     assert "interestflow demo" in cmds[0] and "pip install" in cmds[0]
-    assert "pytest" in cmds[1] and ".[test,faiss]" in cmds[1]
+    assert "pytest" in cmds[1] and ".[test,faiss,distributed]" in cmds[1]
     ci = (README.parent / ".ci" / "run").read_text()
     assert cmds[0] in ci and cmds[1] in ci
