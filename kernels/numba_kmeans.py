@@ -110,9 +110,10 @@ _AUTO_MAX_FAIL_FRACTION = 0.4
 _AUTO_MIN_ROWS_BEFORE_SWITCH = 4096
 
 #: Budget of one task's block of scores (rows x n_clusters) and of rows (rows x dim): each
-#: worker thread rounds its rows to bf16, multiplies and scans them while they are in its
-#: cache. Measured at 200,000 x 384, K=256 on the 2-core Zen 4 (1 MiB L2 per core, 32 MiB
-#: L3): see the report in benchmarks/results/kmeans_cpu.md.
+#: worker thread rounds its rows to bf16, multiplies and scans them while they are still in
+#: its cache (1365 rows at K=256, dim=384). At 200,000 x 384, K=256 on the busy 2-core Zen 4
+#: (1 MiB L2 per core, 32 MiB L3) 0.5 to 4 MiB were within the noise of one another and 8 MiB
+#: slower.
 TASK_BLOCK_BYTES = 2 * 2**20
 #: Tasks per group: "auto" decides whether to stay on bf16 between groups of this fixed size.
 _TASKS_PER_GROUP = 16
