@@ -7,23 +7,26 @@ number of users, sets the peak memory, and it survives being killed at any momen
 How it works
 ------------
 1. **Catalogue.** The items to recommend (the model's items, or ``items=``: its vector column,
-   else its encoded texts) are written once, L2-normalised, to ``OUT/_staging/catalogue``.
+   else its encoded texts) are indexed once by :class:`interestflow.retrieval.ItemIndex`
+   (``index=``), saved to ``OUT/_staging/index`` with their ids and unit vectors.
 2. **Count.** A first read of the events' user id column only hashes every user id (a fixed
    seeded hash, the same in every process and run) and counts distinct users with a bounded
-   k-minimum-values sketch (exact up to 16,384 users). The number of chunks ``B`` follows from
-   that count and ``chunk_users`` (or ``max_memory``).
-3. **Staging.** A second, streaming read of the needed columns validates every row, rejects bad
-   ones with a reason (counted in the summary and listed in ``OUT/rejected.parquet``), and
-   spills the good ones to ``OUT/_staging/bNNNNN/`` (bucket = hash(user_id) mod B) through an
-   in-memory buffer of bounded size: no file stays open and all of a user's events land in one
-   bucket. A marker written last (``_staging/_COMPLETE.json``, with the reference time: ``now``
-   or the latest valid ``ts``) makes a finished staging pass reusable; an unfinished one is
-   redone from scratch.
+   k-minimum-values sketch (exact up to 16,384 users), one task per input file, the sketches
+   merged by the driver. The number of chunks ``B`` follows from that count and
+   ``chunk_users`` (or ``max_memory``); the rows per file number the input's rows.
+3. **Staging.** A second, streaming read of the needed columns, again one task per input file,
+   validates every row, rejects bad ones with a reason (counted in the summary and listed in
+   ``OUT/rejected.parquet``), and spills the good ones to ``OUT/_staging/bNNNNN/`` (bucket =
+   hash(user_id) mod B) through an in-memory buffer of bounded size: no file stays open and
+   all of a user's events land in one bucket. A marker written last
+   (``_staging/_COMPLETE.json``, with the reference time: ``now`` or the latest valid ``ts``)
+   makes a finished staging pass reusable; an unfinished one is redone from scratch.
 4. **Chunks.** Each bucket is scored on its own: events -> vectors (the ``vector_col`` value,
    else the encoded text, else the vector of the event's catalogue item) -> time-decayed user
    means (:func:`~interestflow.interests.decayed_user_means`, the model's half-life) -> unit user
    vectors -> nearest model centroid and soft segment features (the model's temperature) ->
-   top-k catalogue items by cosine, leaving out items the user's events mention. The two part
+   top-k catalogue items by cosine (``ItemIndex.search``), leaving out items the user's events
+   mention. The two part
    files ``users/part-NNNNN.parquet`` and ``recommendations/part-NNNNN.parquet`` are written
    atomically (temp file + rename); then the chunk is recorded in ``manifest.json`` (rewritten
    atomically by the one driver process).
@@ -36,12 +39,15 @@ identical to an uninterrupted run. The manifest holds a fingerprint of the job (
 sizes and modification times, parameters, the model's save id): a different job refuses to
 resume into the same ``out``.
 
-With ``dask=`` the chunks run as Dask tasks (:mod:`interestflow.distributed`); every process
-loads the model state, catalogue and encoder once and keeps them for its later chunks.
+With ``dask=`` the file and chunk tasks run on Dask (:mod:`interestflow.distributed`); every
+process loads the model state, index and encoder once and keeps them for its later chunks.
+Chunks sort their events by (user, input row), so the output does not depend on which
+process staged or scored what, nor in which order.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
@@ -512,76 +518,27 @@ def _build_catalogue(model: dict, items, vector_col, column_map, show) -> dict:
     return {"ids": ids, "vectors": np.ascontiguousarray(_unit(vecs)), "source": source}
 
 
-def _save_catalogue(cat: dict, folder: Path) -> None:
-    from safetensors.numpy import save_file
+def _build_index(kind: str, vectors: np.ndarray, ids: pd.Index, folder: Path) -> dict:
+    """Fit the retrieval index over the catalogue once (driver) and save it for the chunk
+    processes; it also holds the catalogue's ids and unit vectors. Returns what was built."""
+    from .retrieval import ItemIndex
 
-    from .persistence import _write_ids
-
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file({"vectors": cat["vectors"]}, str(folder / "vectors.safetensors"))
-    _write_ids(cat["ids"], folder / "ids.parquet")
-
-
-def _load_catalogue(folder: Path) -> dict:
-    from safetensors.numpy import load_file
-
-    from .persistence import _read_ids
-
-    return {"vectors": load_file(str(folder / "vectors.safetensors"))["vectors"],
-            "ids": _read_ids(folder / "ids.parquet")}
+    index = ItemIndex(kind=kind, random_state=0).fit(vectors, item_ids=ids)
+    index.save(folder)
+    return {"requested": kind, "kind": index.kind_, "reason": index.reason_,
+            "nlist": index.nlist_, "nprobe": index.nprobe_, "save_id": _index_id(folder)}
 
 
-# --------------------------------------------------------------------------- retrieval
-class _ExactIndex:
-    """Exact cosine top-k over the catalogue through :func:`interestflow.kernels.cosine_topk`
-    with exclusions applied after a deeper search (the ItemIndex interface)."""
-
-    def __init__(self, vectors: np.ndarray):
-        self.vectors = vectors  # unit rows
-        self.n_items_ = len(vectors)
-
-    def search(self, queries, k, *, exclude=None):
-        from .kernels import cosine_topk
-
-        n = len(queries)
-        k = min(int(k), self.n_items_)
-        indptr = None if exclude is None else np.asarray(exclude[0], np.int64)
-        depth = k if indptr is None or n == 0 else min(
-            self.n_items_, k + int(np.diff(indptr).max(initial=0)))
-        if n == 0:
-            return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
-        s, r = cosine_topk(np.ascontiguousarray(queries, np.float32), self.vectors, depth,
-                           normalized=True)
-        s, r = np.asarray(s, np.float32), np.asarray(r, np.int64)
-        if indptr is None or depth == k and not len(exclude[1]):
-            return s[:, :k], r[:, :k]
-        indices = np.asarray(exclude[1], np.int64)
-        owner = np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr))
-        banned = np.unique(owner * self.n_items_ + indices)
-        hit = np.isin(np.arange(n, dtype=np.int64)[:, None] * self.n_items_ + r, banned)
-        order = np.argsort(hit, axis=1, kind="stable")[:, :k]  # kept rows first, in order
-        s = np.take_along_axis(s, order, axis=1)
-        r = np.take_along_axis(r, order, axis=1)
-        gone = np.take_along_axis(hit, order, axis=1)
-        s[gone], r[gone] = -np.inf, -1
-        return s, r
+def _index_id(folder: Path) -> str:
+    """Save id of the index in ``folder``: part of the per-process cache keys, so that a
+    long-lived worker never serves an earlier job's catalogue from the same out."""
+    return json.loads((folder / "meta.json").read_text())["save_id"]
 
 
-def _build_index(kind: str, vectors: np.ndarray, ids, folder: Path) -> None:
-    """Fit the retrieval index once (driver) and save it for the chunk processes."""
-    folder.mkdir(parents=True, exist_ok=True)
-    if kind == "ivf":
-        raise ValueError("index='ivf' needs interestflow.retrieval.ItemIndex, which this "
-                         "installation does not provide; pass index='exact'")
-    # exact: the catalogue vectors themselves are the index
-    (folder / "kind").write_text("exact")
+def _load_index(folder: Path):
+    from .retrieval import ItemIndex
 
-
-def _load_index(folder: Path, catalogue: dict):
-    kind = (folder / "kind").read_text().strip()
-    if kind == "exact":
-        return _ExactIndex(catalogue["vectors"])
-    raise ValueError(f"unknown index kind {kind!r} in {folder}")
+    return ItemIndex.load(folder)
 
 
 # --------------------------------------------------------------------------- job spec
@@ -600,6 +557,7 @@ class _Job:
     has_weight: bool
     has_item: bool
     user_kind: str
+    index_id: str
 
 
 def _staging(out: Path) -> Path:
@@ -613,7 +571,7 @@ _LOADS = {"count": 0}
 
 def _resources(job: _Job) -> dict:
     """Model state, catalogue, index and (lazily) encoder, loaded once per process."""
-    key = (job.out, job.model_dir, job.save_id)
+    key = (job.out, job.model_dir, job.save_id, job.index_id)
     res = _RESOURCES.get(key)
     if res is None:
         model = _read_model(job.model_dir)
@@ -622,8 +580,9 @@ def _resources(job: _Job) -> dict:
                              f"(save id {model['save_id']} != {job.save_id}); restart the job "
                              "with a new out")
         st = _staging(Path(job.out))
-        cat = _load_catalogue(st / "catalogue")
-        res = {"model": model, "catalogue": cat, "index": _load_index(st / "index", cat),
+        index = _load_index(st / "index")
+        cat = {"ids": index.item_ids_, "vectors": index.vectors_}  # unit rows
+        res = {"model": model, "catalogue": cat, "index": index,
                "encoder": None}
         _RESOURCES.clear()  # one job per process at a time: drop an earlier job's arrays
         _RESOURCES[key] = res
@@ -703,17 +662,22 @@ def _first(reason: np.ndarray, mask: np.ndarray, code: int) -> None:
 
 # --------------------------------------------------------------------------- staging pass
 class _Stager:
-    """Pass 2 of the staging: validate, reject with reasons, spill rows per bucket."""
+    """Staging of one input file: validate, reject with reasons, spill rows per bucket.
+
+    Spills are named ``bNNNNN/fFFFFF-sSSSSSS.parquet`` (file, flush), so the stagers of
+    different files (Dask tasks) never write the same file.
+    """
 
     def __init__(self, st: Path, n_buckets: int, cols: dict, user_kind: str, dim: int,
-                 catalogue_ids: pd.Index, now_s, buffer_bytes: int, files: list[Path]):
+                 catalogue_ids: pd.Index, now_s, buffer_bytes: int, file_index: int,
+                 file_name: str, row0: int):
         import pyarrow as pa
 
         self.st, self.B, self.cols, self.dim = st, n_buckets, cols, dim
         self.cat_index = catalogue_ids
         self.now_s = now_s
         self.buffer_bytes = buffer_bytes
-        self.files = [str(f) for f in files]
+        self.file_index, self.file_name, self.row0 = file_index, file_name, row0
         self.buffers: list[list] = [[] for _ in range(n_buckets)]
         self.buffered = 0
         self.rejected: list = []
@@ -740,13 +704,14 @@ class _Stager:
                                         ("file_row", pa.int64()), ("reason", pa.string()),
                                         ("user_id", pa.string())])
 
-    def add(self, batch, file_index: int, file_row0: int) -> None:
+    def add(self, batch) -> None:
         import pyarrow as pa
         import pyarrow.compute as pc
 
         n = batch.num_rows
         c = self.cols
-        rows = np.arange(self.rows, self.rows + n, dtype=np.int64)
+        file_row0 = self.rows
+        rows = np.arange(self.row0 + file_row0, self.row0 + file_row0 + n, dtype=np.int64)
         self.rows += n
         reason = np.zeros(n, np.int8)
         uid = _id_array(batch.column(c["user_id"]))
@@ -805,7 +770,7 @@ class _Stager:
 
         bad = reason != 0
         if bad.any():
-            self._reject(rows[bad], reason[bad], uid.filter(pa.array(bad)), file_index,
+            self._reject(rows[bad], reason[bad], uid.filter(pa.array(bad)),
                          file_row0 + np.flatnonzero(bad))
         good = ~bad
         ng = int(good.sum())
@@ -837,7 +802,7 @@ class _Stager:
         if self.buffered >= self.buffer_bytes:
             self.flush()
 
-    def _reject(self, rows, codes, uid, file_index, file_rows) -> None:
+    def _reject(self, rows, codes, uid, file_rows) -> None:
         import pyarrow as pa
 
         reasons = np.array([REJECT_REASONS[int(x)] for x in codes], dtype=object)
@@ -845,7 +810,7 @@ class _Stager:
             self.by_reason[str(r)] = self.by_reason.get(str(r), 0) + int(cnt)
         uid_s = pa.array(uid.to_pandas().astype("string"), pa.string()) if len(uid) else \
             pa.array([], pa.string())
-        fname = self.files[file_index]
+        fname = self.file_name
         t = pa.table({"row": pa.array(rows, pa.int64()),
                       "file": pa.array([fname] * len(rows), pa.string()),
                       "file_row": pa.array(np.asarray(file_rows, np.int64)),
@@ -868,50 +833,112 @@ class _Stager:
             if not parts:
                 continue
             folder = self.st / f"b{b:05d}"
-            folder.mkdir(exist_ok=True)
-            pq.write_table(pa.concat_tables(parts), folder / f"s{seq:06d}.parquet")
+            folder.mkdir(parents=True, exist_ok=True)
+            pq.write_table(pa.concat_tables(parts), folder / f"f{self.file_index:05d}-"
+                           f"s{seq:06d}.parquet")
             self.buffers[b] = []
         if self.rejected:
             folder = self.st / "rejected"
-            folder.mkdir(exist_ok=True)
-            pq.write_table(pa.concat_tables(self.rejected), folder / f"s{seq:06d}.parquet")
+            folder.mkdir(parents=True, exist_ok=True)
+            pq.write_table(pa.concat_tables(self.rejected),
+                           folder / f"f{self.file_index:05d}-s{seq:06d}.parquet")
             self.rejected = []
         self.flushes += 1
         self.buffered = 0
 
 
-def _count_users(dataset, user_col, show) -> dict:
-    """Rows and distinct users (k-minimum-values sketch over the id hashes; exact up to
-    _SKETCH_K users) reading only the user id column."""
-    from tqdm.auto import tqdm
+@dataclass(frozen=True)
+class _Input:
+    """The events input as the file tasks of the count and staging passes need it."""
 
+    files: tuple
+    fmt: str
+    string_cols: tuple
+    cols: tuple  # ((standard name, source column), ...)
+
+    def dataset(self, fi: int):
+        return _dataset([Path(self.files[fi])], self.fmt, self.string_cols)
+
+
+def _count_file(inp: _Input, fi: int) -> dict:
+    """Rows of file ``fi`` and the k-minimum-values sketch of its user id hashes (the
+    ``_SKETCH_K`` smallest distinct hashes), reading only the user id column."""
+    user_col = dict(inp.cols)["user_id"]
     kept = np.zeros(0, np.uint64)
     rows = 0
-    total = _dataset_rows(dataset)
-    with tqdm(total=total, unit="rows", desc="count users", disable=not show) as bar:
-        for batch in _iter_batches(dataset, [user_col]):
-            uid = _id_array(batch.column(0))
-            vals = uid.drop_null().to_numpy(zero_copy_only=False)
-            if len(vals):
-                h = np.unique(_hash_ids(vals))
-                kept = np.union1d(kept, h[:_SKETCH_K])[:_SKETCH_K]
-            rows += batch.num_rows
-            bar.update(batch.num_rows)
+    for batch in _iter_batches(inp.dataset(fi), [user_col]):
+        uid = _id_array(batch.column(0))
+        vals = uid.drop_null().to_numpy(zero_copy_only=False)
+        if len(vals):
+            h = np.unique(_hash_ids(vals))
+            kept = np.union1d(kept, h[:_SKETCH_K])[:_SKETCH_K]
+        rows += batch.num_rows
+    return {"rows": rows, "sketch": kept}
+
+
+def _merge_sketches(sketches) -> np.ndarray:
+    """The sketch of a union of files: the ``_SKETCH_K`` smallest distinct hashes of their
+    sketches (order-independent, so tasks may finish in any order)."""
+    kept = np.zeros(0, np.uint64)
+    for sk in sketches:
+        kept = np.union1d(kept, sk)[:_SKETCH_K]
+    return kept
+
+
+def _sketch_count(kept: np.ndarray) -> tuple[int, bool]:
+    """(distinct users, exact?) from a sketch: exact below ``_SKETCH_K`` hashes, else the
+    k-minimum-values estimate (the K-th smallest of n uniform hashes sits near K/n of the
+    range; relative error about 1/sqrt(K) = 0.8%)."""
     if len(kept) < _SKETCH_K:
-        users = len(kept)
-    else:  # the K-th smallest of n uniform hashes sits near K/n of the range
-        users = int(round((_SKETCH_K - 1) / (float(kept[-1]) / 2.0**64)))
-    return {"rows": rows, "users": users, "exact": len(kept) < _SKETCH_K}
+        return len(kept), True
+    return int(round((_SKETCH_K - 1) / (float(kept[-1]) / 2.0**64))), False
 
 
-def _dataset_rows(dataset):
-    """Row count from Parquet footers (None for text formats: they would need a read)."""
-    try:
-        if dataset.format.default_extname != "parquet":
-            return None
-        return sum(f.metadata.num_rows for f in dataset.get_fragments())
-    except Exception:  # noqa: BLE001 - only a progress-bar total
-        return None
+@dataclass(frozen=True)
+class _StageSpec:
+    """What a staging task needs besides its file."""
+
+    inp: _Input
+    out: str
+    n_buckets: int
+    user_kind: str
+    dim: int
+    now_s: float | None
+    buffer_bytes: int
+    index_id: str
+
+
+_CATALOGUE_IDS: dict = {}
+
+
+def _catalogue_ids(out: str, index_id: str) -> pd.Index:
+    """The catalogue's item ids (saved with the index), once per process and job."""
+    ids = _CATALOGUE_IDS.get((out, index_id))
+    if ids is None:
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(_staging(Path(out)) / "index" / "ids.parquet")
+        ids = pd.Index(table.column("id").to_pandas()).rename(None)
+        _CATALOGUE_IDS.clear()
+        _CATALOGUE_IDS[(out, index_id)] = ids
+    return ids
+
+
+def _stage_file(spec: _StageSpec, fi: int, row0: int) -> dict:
+    """Stage file ``fi`` (its rows numbered from ``row0``); returns its counts."""
+    inp = spec.inp
+    stager = _Stager(_staging(Path(spec.out)), spec.n_buckets, dict(inp.cols), spec.user_kind,
+                     spec.dim, _catalogue_ids(spec.out, spec.index_id), spec.now_s,
+                     spec.buffer_bytes, fi, inp.files[fi], row0)
+    src_cols = list(dict.fromkeys(c for _, c in inp.cols))
+    for frag in inp.dataset(fi).get_fragments():
+        for batch in frag.to_batches(columns=src_cols, batch_size=_READ_BATCH_ROWS):
+            stager.add(batch)
+    stager.flush()
+    return {"file": fi, "rows": stager.rows, "accepted": stager.accepted,
+            "rejected": stager.rejected_rows, "by_reason": stager.by_reason,
+            "examples": stager.examples, "max_ts": float(stager.max_ts),
+            "bucket_rows_max": int(stager.bucket_rows.max()), "pid": os.getpid()}
 
 
 def _bytes_per_row(dataset, files, fmt, columns, rows) -> float:
@@ -944,10 +971,12 @@ def _chunk_users_for_memory(max_memory: int, *, n_items: int, dim: int, n_seg: i
     per_row = 3 * bytes_per_row + 24 + (2 * dim * 4 if has_vector else 0)
     per_user = rows_per_user * per_row + 3 * dim * 4 + 3 * n_seg * 4 \
         + (k + rows_per_user) * 48
-    room = max_memory - fixed
+    # 15% headroom: allocator caches and the moment-to-moment mix of buffers (measured
+    # peaks at max_memory=1.8GB: 1.42-1.86 GB)
+    room = max_memory / 1.15 - fixed
     users = int(room // per_user) if room > 0 else 0
     if users < 100:
-        need = fixed + 100 * per_user
+        need = 1.15 * (fixed + 100 * per_user)
         raise ValueError(
             f"max_memory={max_memory} bytes is too small: about {fixed / 2**20:.0f} MiB go to "
             f"the process, the {n_items} catalogue vectors and buffers, and each user needs "
@@ -982,7 +1011,7 @@ def score_chunk(job: _Job, b: int) -> dict:
     out = Path(job.out)
     t = time.perf_counter()
     folder = _staging(out) / f"b{b:05d}"
-    files = sorted(folder.glob("s*.parquet")) if folder.is_dir() else []
+    files = sorted(folder.glob("f*.parquet")) if folder.is_dir() else []
     if files:
         table = pa.concat_tables([pq.read_table(f) for f in files])
         # deterministic order whatever the spill order: by user, then input row
@@ -1039,22 +1068,27 @@ def score_chunk(job: _Job, b: int) -> dict:
         n_users = len(user_ids)
         means = np.empty((n_users, dim), np.float32)
         log2w = np.empty(n_users)
+        gather = np.empty((min(n_rows, max(_GATHER_ROWS, int(np.diff(offsets).max()))), dim),
+                          np.float32)
         u0 = 0
         while u0 < n_users:
             # users [u0, u1) with at most _GATHER_ROWS rows (or one user, however many)
             u1 = int(np.searchsorted(offsets, offsets[u0] + _GATHER_ROWS, side="right")) - 1
             u1 = min(max(u1, u0 + 1), n_users)
             r0, r1 = int(offsets[u0]), int(offsets[u1])
-            block = np.empty((r1 - r0, dim), np.float32)
+            block = gather[: r1 - r0]
             sl = slice(r0, r1)
-            if job.has_vector:
-                m = src_vec[sl]
-                block[m] = ev_vectors[vec_pos[sl][m]]
-            if job.has_text:
-                m = src_text[sl]
-                block[m] = text_vectors[text_pos[sl][m]]
             m = src_item[sl]
-            block[m] = cat["vectors"][item_row[sl][m]]
+            if m.all():  # one source (the usual case): a plain take, half the copies
+                np.take(cat["vectors"], item_row[sl], axis=0, out=block)
+            else:
+                block[m] = cat["vectors"][item_row[sl][m]]
+                if job.has_vector:
+                    m = src_vec[sl]
+                    block[m] = ev_vectors[vec_pos[sl][m]]
+                if job.has_text:
+                    m = src_text[sl]
+                    block[m] = text_vectors[text_pos[sl][m]]
             mu, lw = decayed_user_means(block, offsets[u0:u1 + 1] - r0, ts[sl], w[sl],
                                         half_life_days=model["half_life_days"],
                                         now=job.reference_time)
@@ -1137,6 +1171,25 @@ def _py(x):
 
 
 # --------------------------------------------------------------------------- driver
+class _LocalRunner:
+    """Runs tasks one after the other in this process (the Dask runner's interface)."""
+
+    def map(self, fn, arg_tuples, on_done) -> None:
+        for args in arg_tuples:
+            on_done(args, fn(*args))
+
+
+@contextlib.contextmanager
+def _runner(dask_spec):
+    if dask_spec is None:
+        yield _LocalRunner()
+        return
+    from .distributed import session
+
+    with session(dask_spec) as runner:
+        yield runner
+
+
 def _fingerprint(files, fmt, items_files, model, params) -> dict:
     return {"events": {"format": fmt, "files": _file_stamp(files)},
             "items": None if items_files is None else _file_stamp(items_files),
@@ -1198,9 +1251,11 @@ def _check_columns(schema_names, column_map, vector_col) -> dict:
     return cols
 
 
-def _stage(out, st, marker, man_path, manifest, model, items, vector_col, cmap, show, cols,
-           dataset, files, fmt, user_kind, index_kind, mem, chunk_users, k, now_s) -> dict:
-    """Catalogue, index, user count and the staging pass; returns the staging record."""
+def _stage(runner, out, st, marker, man_path, manifest, model, items, vector_col, cmap, show,
+           cols, dataset, dataset_string_cols, files, fmt, user_kind, index_kind, mem,
+           chunk_users, k, now_s) -> dict:
+    """Catalogue and index (here), then the count and staging passes as one task per input
+    file (``runner``: in this process, or Dask tasks); returns the staging record."""
     from tqdm.auto import tqdm
 
     timings = {}
@@ -1213,8 +1268,7 @@ def _stage(out, st, marker, man_path, manifest, model, items, vector_col, cmap, 
     st.mkdir(parents=True)
     t = time.perf_counter()
     cat = _build_catalogue(model, items, vector_col, cmap, show)
-    _save_catalogue(cat, st / "catalogue")
-    _build_index(index_kind, cat["vectors"], cat["ids"], st / "index")
+    built_index = _build_index(index_kind, cat["vectors"], cat["ids"], st / "index")
     timings["catalogue_s"] = time.perf_counter() - t
     if "item_id" in cols:
         ev_kind = _id_kind(dataset.schema.field(cols["item_id"]).type)
@@ -1227,8 +1281,21 @@ def _stage(out, st, marker, man_path, manifest, model, items, vector_col, cmap, 
             raise ValueError(f"events column {cols['item_id']!r} has type "
                              f"{dataset.schema.field(cols['item_id']).type}; expected "
                              "string or integer ids")
+    inp = _Input(files=tuple(str(f) for f in files), fmt=fmt,
+                 string_cols=tuple(dataset_string_cols), cols=tuple(cols.items()))
     t = time.perf_counter()
-    counted = _count_users(dataset, cols["user_id"], show)
+    file_rows = np.zeros(len(files), np.int64)
+    sketch = [np.zeros(0, np.uint64)]
+
+    def counted_file(args, r):
+        file_rows[args[1]] = r["rows"]
+        sketch[0] = _merge_sketches([sketch[0], r["sketch"]])
+        bar.update(1)
+
+    with tqdm(total=len(files), unit="files", desc="count users", disable=not show) as bar:
+        runner.map(_count_file, [(inp, fi) for fi in range(len(files))], counted_file)
+    users, exact = _sketch_count(sketch[0])
+    counted = {"rows": int(file_rows.sum()), "users": users, "exact": exact}
     timings["count_users_s"] = time.perf_counter() - t
     n_users = max(1, counted["users"])
     if mem is not None:
@@ -1242,35 +1309,42 @@ def _stage(out, st, marker, man_path, manifest, model, items, vector_col, cmap, 
         per_chunk = int(chunk_users) if chunk_users is not None else DEFAULT_CHUNK_USERS
         buffer_bytes = _STAGING_BUFFER_BYTES
     n_buckets = max(1, math.ceil(n_users / per_chunk))
-    logger.info("score: %s%d users (%d rows) -> %d chunk(s) of about %d users",
-                "" if counted["exact"] else "about ", n_users, counted["rows"], n_buckets,
-                per_chunk)
+    logger.info("score: %s%d users (%d rows in %d file(s)) -> %d chunk(s) of about %d users",
+                "" if counted["exact"] else "about ", n_users, counted["rows"], len(files),
+                n_buckets, per_chunk)
     t = time.perf_counter()
-    stager = _Stager(st, n_buckets, cols, user_kind, model["dim"], cat["ids"], now_s,
-                     buffer_bytes, files)
-    total = _dataset_rows(dataset)
-    src_cols = list(dict.fromkeys(cols.values()))
-    with tqdm(total=total, unit="rows", desc="stage events", disable=not show) as bar:
-        for fi, frag in enumerate(dataset.get_fragments()):
-            file_row = 0
-            for batch in frag.to_batches(columns=src_cols, batch_size=_READ_BATCH_ROWS):
-                stager.add(batch, fi, file_row)
-                file_row += batch.num_rows
-                bar.update(batch.num_rows)
-    stager.flush()
+    spec = _StageSpec(inp=inp, out=str(out), n_buckets=n_buckets, user_kind=user_kind,
+                      dim=model["dim"], now_s=now_s, buffer_bytes=buffer_bytes,
+                      index_id=built_index["save_id"])
+    row0 = np.concatenate([[0], np.cumsum(file_rows)[:-1]])
+    results = []
+    with tqdm(total=counted["rows"], unit="rows", desc="stage events",
+              disable=not show) as bar:
+        runner.map(_stage_file, [(spec, fi, int(row0[fi])) for fi in range(len(files))],
+                   lambda args, r: (results.append(r), bar.update(r["rows"])))
+    by_reason: dict = {}
+    for r in results:
+        for reason, c in r["by_reason"].items():
+            by_reason[reason] = by_reason.get(reason, 0) + c
+    accepted = sum(r["accepted"] for r in results)
+    rejected = sum(r["rejected"] for r in results)
+    examples = sorted((e for r in results for e in r["examples"]),
+                      key=lambda e: e["row"])[:_MAX_EXAMPLES]
+    max_ts = max(r["max_ts"] for r in results)
     timings["staging_s"] = time.perf_counter() - t
-    if stager.accepted == 0:
-        raise ValueError(f"events: none of the {stager.rows} rows is usable; rejected by "
-                         f"reason: {stager.by_reason}; first: {stager.examples[:3]}")
-    ref = float(stager.max_ts) if now_s is None else float(now_s)
+    if accepted == 0:
+        raise ValueError(f"events: none of the {counted['rows']} rows is usable; rejected by "
+                         f"reason: {by_reason}; first: {examples[:3]}")
+    ref = float(max_ts) if now_s is None else float(now_s)
     staged = {"n_buckets": n_buckets, "chunk_users": per_chunk,
               "users_estimate": counted["users"], "users_exact": counted["exact"],
-              "rows": stager.rows, "accepted": stager.accepted,
-              "rejected": stager.rejected_rows, "rejected_by_reason": stager.by_reason,
-              "rejected_examples": stager.examples, "reference_time": ref,
+              "rows": counted["rows"], "accepted": accepted,
+              "rejected": rejected, "rejected_by_reason": by_reason,
+              "rejected_examples": examples, "reference_time": ref,
               "user_kind": user_kind, "columns": cols,
               "catalogue": {"items": int(len(cat["ids"])), "source": cat["source"]},
-              "bucket_rows_max": int(stager.bucket_rows.max()),
+              "index": built_index,
+              "bucket_rows_max": max(r["bucket_rows_max"] for r in results),
               "timings_s": dict(timings)}
     _write_json_atomic(marker, staged)
     manifest["staging"] = {k_: staged[k_] for k_ in ("n_buckets", "chunk_users", "rows",
@@ -1312,12 +1386,16 @@ def score(events, model_dir, out, *, items=None, k: int = 10, chunk_users=None,
         chunks). Default: from ``max_memory`` if given, else :data:`DEFAULT_CHUNK_USERS`.
     max_memory : int or str, optional
         Memory budget of one scoring process (each Dask worker), e.g. ``"2GB"``; sets
-        ``chunk_users`` from an estimate of the per-user cost. Not with ``chunk_users``.
+        ``chunk_users`` from an estimate of the fixed cost (the process, catalogue, buffers)
+        and the per-user cost, with 15% headroom: a target, not a hard limit. Not with
+        ``chunk_users``.
     vector_col : str, optional
         Column of precomputed event vectors (list of ``dim`` numbers): such events are not
         encoded. Also read from ``items`` when the items table has it.
     index : {"auto", "exact", "ivf"}, default "auto"
-        Retrieval over the catalogue; ``"exact"`` is exact cosine top-k.
+        Kind of :class:`~interestflow.retrieval.ItemIndex` over the catalogue: ``"exact"``
+        cosine top-k, ``"ivf"`` FAISS IVF (candidates re-scored exactly), ``"auto"`` IVF from
+        ``AUTO_IVF_MIN_ITEMS`` items when faiss is installed. Built once per job.
     now : float, str or datetime, optional
         Reference time of the decay; default the latest valid event time. Events after it are
         rejected.
@@ -1387,17 +1465,16 @@ def score(events, model_dir, out, *, items=None, k: int = 10, chunk_users=None,
     items_files = resolve_inputs(items, "items")[0] if items is not None else None
     model = _read_model(model_dir)
     cmap = dict(column_map or {})
-    dataset = _dataset(files, fmt, string_cols=[cmap.get(c, c) for c in
-                                                ("user_id", "item_id", "text")])
+    string_cols = [cmap.get(c, c) for c in ("user_id", "item_id", "text")]
+    dataset = _dataset(files, fmt, string_cols=string_cols)
     cols = _check_columns(dataset.schema.names, cmap, vector_col)
     user_kind = _id_kind(dataset.schema.field(cols["user_id"]).type)
     if user_kind not in ("str", "int"):
         raise ValueError(f"events column {cols['user_id']!r} has type "
                          f"{dataset.schema.field(cols['user_id']).type}; expected string or "
                          "integer ids")
-    index_kind = "exact" if index == "auto" else index  # see _build_index
     params = {"k": int(k), "chunk_users": None if chunk_users is None else int(chunk_users),
-              "max_memory": mem, "vector_col": vector_col, "index": index_kind,
+              "max_memory": mem, "vector_col": vector_col, "index": index,
               "now": now_s, "column_map": {c: cmap[c] for c in sorted(cmap)},
               "default_chunk_users": DEFAULT_CHUNK_USERS}
     fp = _fingerprint(files, fmt, items_files, model, params)
@@ -1436,58 +1513,55 @@ def score(events, model_dir, out, *, items=None, k: int = 10, chunk_users=None,
     st = _staging(out)
     marker = st / "_COMPLETE.json"
     staged = json.loads(marker.read_text()) if marker.is_file() else None
-    if staged is None:
-        try:
-            staged = _stage(out, st, marker, man_path, manifest, model, items, vector_col,
-                            cmap, show, cols, dataset, files, fmt, user_kind, index_kind, mem,
-                            chunk_users, k, now_s)
-        except Exception:
-            # nothing of this job is usable before staging completes: leave no manifest
-            # behind, so that a corrected command can start afresh in the same out
-            shutil.rmtree(st, ignore_errors=True)
-            man_path.unlink(missing_ok=True)
-            if not any(out.iterdir()):
-                out.rmdir()
-            raise
-    n_buckets = int(staged["n_buckets"])
-    scols = staged["columns"]
-    job = _Job(out=str(out), model_dir=model["dir"], save_id=model["save_id"], k=int(k),
-               n_buckets=n_buckets, reference_time=float(staged["reference_time"]),
-               has_text="text" in scols, has_vector="vector" in scols,
-               has_weight="weight" in scols, has_item="item_id" in scols,
-               user_kind=staged["user_kind"])
-    done_before = {int(b) for b in manifest["chunks"]}
-    pending = [b for b in range(n_buckets) if b not in done_before]
-    if done_before:
-        logger.info("score: resuming %s: %d of %d chunks already done", out, len(done_before),
-                    n_buckets)
-
-    est_total = int(staged["users_estimate"])
-    done_users = sum(int(s["users"]) for s in manifest["chunks"].values())
     workers: dict = {}
-    t = time.perf_counter()
-    with tqdm(total=max(est_total, done_users), initial=done_users, unit="users",
-              desc="score users", disable=not show, dynamic_ncols=True) as bar:
-        def done(b, stats):
-            _on_chunk_done(manifest, man_path, b, stats)
-            wk = workers.setdefault(str(stats.get("pid")), {"chunks": 0, "resource_loads": 0})
-            wk["chunks"] += 1
-            wk["resource_loads"] = max(wk["resource_loads"], int(stats["resource_loads"]))
-            if bar.n + stats["users"] > bar.total:
-                bar.total = bar.n + stats["users"]
-            bar.update(stats["users"])
-            bar.set_postfix(chunks=f"{len(manifest['chunks'])}/{n_buckets}", refresh=False)
+    with _runner(dask_spec) as runner:
+        if staged is None:
+            try:
+                staged = _stage(runner, out, st, marker, man_path, manifest, model, items,
+                                vector_col, cmap, show, cols, dataset, string_cols, files, fmt,
+                                user_kind, index, mem, chunk_users, k, now_s)
+            except Exception:
+                # nothing of this job is usable before staging completes: leave no manifest
+                # behind, so that a corrected command can start afresh in the same out
+                shutil.rmtree(st, ignore_errors=True)
+                man_path.unlink(missing_ok=True)
+                if not any(out.iterdir()):
+                    out.rmdir()
+                raise
+        n_buckets = int(staged["n_buckets"])
+        scols = staged["columns"]
+        job = _Job(out=str(out), model_dir=model["dir"], save_id=model["save_id"], k=int(k),
+                   n_buckets=n_buckets, reference_time=float(staged["reference_time"]),
+                   has_text="text" in scols, has_vector="vector" in scols,
+                   has_weight="weight" in scols, has_item="item_id" in scols,
+                   user_kind=staged["user_kind"], index_id=staged["index"]["save_id"])
+        done_before = {int(b) for b in manifest["chunks"]}
+        pending = [b for b in range(n_buckets) if b not in done_before]
+        if done_before:
+            logger.info("score: resuming %s: %d of %d chunks already done", out,
+                        len(done_before), n_buckets)
+        est_total = int(staged["users_estimate"])
+        done_users = sum(int(s["users"]) for s in manifest["chunks"].values())
+        t = time.perf_counter()
+        with tqdm(total=max(est_total, done_users), initial=done_users, unit="users",
+                  desc="score users", disable=not show, dynamic_ncols=True) as bar:
+            def done(args, stats):
+                b = args[1]
+                _on_chunk_done(manifest, man_path, b, stats)
+                wk = workers.setdefault(str(stats.get("pid")),
+                                        {"chunks": 0, "resource_loads": 0})
+                wk["chunks"] += 1
+                wk["resource_loads"] = max(wk["resource_loads"], int(stats["resource_loads"]))
+                if bar.n + stats["users"] > bar.total:
+                    bar.total = bar.n + stats["users"]
+                bar.update(stats["users"])
+                bar.set_postfix(chunks=f"{len(manifest['chunks'])}/{n_buckets}",
+                                refresh=False)
 
-        if dask_spec is None:
-            for b in pending:
-                done(b, score_chunk(job, b))
-        else:
-            from .distributed import run_chunks
-
-            run_chunks(dask_spec, job, pending, done)
+            runner.map(score_chunk, [(job, b) for b in pending], done)
     timings["chunks_wall_s"] = time.perf_counter() - t
     missing = [b for b in range(n_buckets) if str(b) not in manifest["chunks"]]
-    if missing:  # run_chunks raises on a failed task; this guards the bookkeeping itself
+    if missing:  # a failed task raises in runner.map; this guards the bookkeeping itself
         raise RuntimeError(f"chunks {missing[:10]} were not recorded as done")
 
     summary = _finish(out, manifest, man_path, staged, job, timings, t_start,
@@ -1505,7 +1579,7 @@ def _finish(out: Path, manifest, man_path, staged, job, timings, t_start, pendin
     for sub in ("users", "recommendations"):  # temp files of attempts cut off by a crash
         for p in (out / sub).glob(".part-*.tmp"):
             p.unlink(missing_ok=True)
-    rej_files = sorted((st / "rejected").glob("s*.parquet")) if (st / "rejected").is_dir() \
+    rej_files = sorted((st / "rejected").glob("f*.parquet")) if (st / "rejected").is_dir() \
         else []
     tmp = out / ".rejected.parquet.tmp"
     schema = pa.schema([("row", pa.int64()), ("file", pa.string()), ("file_row", pa.int64()),
@@ -1550,7 +1624,7 @@ def _finish(out: Path, manifest, man_path, staged, job, timings, t_start, pendin
                    "chunk_users": staged["chunk_users"]},
         "reference_time": job.reference_time,
         "catalogue": staged["catalogue"],
-        "index": manifest["fingerprint"]["params"]["index"],
+        "index": staged["index"],
         "dask": dask,
         "workers": workers,
         "timings_s": timings_s,

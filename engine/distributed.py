@@ -1,12 +1,13 @@
 """Batch scoring chunks as Dask tasks (``interestflow score --dask ...``).
 
-:func:`interestflow.batch.score` stages the events into hashed user buckets on disk first; each
-bucket is then one task, :func:`interestflow.batch.score_chunk`, which reads its staged events,
-scores them and writes its two part files atomically. Tasks carry only a small job
-description (paths and parameters); every worker process loads the model state, catalogue,
-index and encoder on its first task and keeps them for the next ones
-(:func:`interestflow.batch._resources`). The driver (this process) is the only writer of the
-manifest: it records each chunk as its task finishes.
+:func:`interestflow.batch.score` runs three kinds of tasks here: counting the users of one input
+file, staging one input file into the hashed user buckets on disk (both file-parallel), then
+scoring one bucket (:func:`interestflow.batch.score_chunk`), which reads its staged events,
+scores them and writes its two part files atomically. The catalogue's index is built once by
+the driver before. Tasks carry only a small description (paths and parameters); every worker
+process loads the model state, index and encoder on its first chunk and keeps them for the
+next ones (:func:`interestflow.batch._resources`). The driver (this process) is the only
+writer of the manifest: it records each chunk as its task finishes.
 
 A task is idempotent (same input files, same output bytes), so a task that is retried after
 its worker died, or that ran twice, does no harm: the job completes with every chunk written
@@ -19,13 +20,14 @@ array and no model crosses that way, and nothing is stored with pickle.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["parse_dask", "run_chunks"]
+__all__ = ["parse_dask", "session"]
 
 #: Times a failing chunk task is retried (on top of Dask's own rescheduling of tasks whose
 #: worker died, bounded by ``distributed.scheduler.allowed-failures``).
@@ -84,44 +86,36 @@ def _connect(spec):
     return distributed.Client(value), None
 
 
-def _task(job, b: int) -> dict:
-    from .batch import score_chunk
+class _DaskRunner:
+    """Runs tasks on a Dask cluster; ``on_done`` in this process, in completion order."""
 
-    return score_chunk(job, b)
+    def __init__(self, client):
+        self.client = client
 
+    def map(self, fn, arg_tuples, on_done) -> None:
+        """``fn(*args)`` for every tuple as one task (retried up to :data:`TASK_RETRIES`);
+        ``on_done(args, result)`` as each finishes.
 
-def run_chunks(spec, job, buckets, on_done) -> None:
-    """Run ``score_chunk(job, b)`` for every bucket as a Dask task; ``on_done(b, stats)`` in
-    this process as each finishes (in completion order).
-
-    Parameters
-    ----------
-    spec : tuple
-        From :func:`parse_dask`.
-    job : interestflow.batch._Job
-        The staged job.
-    buckets : list of int
-        Chunks still to do.
-    on_done : callable
-        Called with ``(bucket, stats)`` per finished chunk.
-
-    Raises
-    ------
-    Exception
-        The first chunk error that persisted through the retries (the chunks recorded before
-        it stay recorded: rerunning the job resumes).
-    """
-    distributed = _import_distributed()
-    client, cluster = _connect(spec)
-    try:
-        logger.info("score: %d chunk(s) on Dask %s (%d worker(s))", len(buckets),
-                    client.scheduler.address, len(client.scheduler_info()["workers"]))
+        Raises the first task error that persisted through the retries (what was recorded
+        before it stays recorded: rerunning the job resumes)."""
+        distributed = _import_distributed()
         futures = {}
-        for b in buckets:
+        for args in arg_tuples:
             # pure=False: a fresh key per submission, so a rerun never reuses a stale result
-            futures[client.submit(_task, job, b, retries=TASK_RETRIES, pure=False)] = b
+            futures[self.client.submit(fn, *args, retries=TASK_RETRIES, pure=False)] = args
         for fut in distributed.as_completed(futures):
             on_done(futures[fut], fut.result())
+
+
+@contextlib.contextmanager
+def session(spec):
+    """A runner on the Dask cluster of ``spec`` (from :func:`parse_dask`) for the ``with``
+    block; a LocalCluster it started is closed at the end."""
+    client, cluster = _connect(spec)
+    try:
+        logger.info("score: Dask %s with %d worker(s)", client.scheduler.address,
+                    len(client.scheduler_info()["workers"]))
+        yield _DaskRunner(client)
     finally:
         client.close()
         if cluster is not None:

@@ -5,6 +5,7 @@ mid-run."""
 import os
 import signal
 
+import numpy as np
 import pytest
 
 from interestflow import batch
@@ -19,9 +20,12 @@ from test_batch import assert_same_output, fit_tiny_model, scoring_events  # noq
 def job(tmp_path_factory):
     root = tmp_path_factory.mktemp("dist")
     eng, _ = fit_tiny_model(root / "model")
-    scoring_events(eng, 240, seed=1).to_parquet(root / "events.parquet")
+    ev = scoring_events(eng, 240, seed=1)
+    (root / "events").mkdir()
+    for i, part in enumerate(np.array_split(np.arange(len(ev)), 3)):  # staged file-parallel
+        ev.iloc[part].to_parquet(root / "events" / f"part-{i}.parquet")
     kw = dict(k=4, chunk_users=20, vector_col="vec", progress=False)
-    ref = batch.score(root / "events.parquet", root / "model", root / "single", **kw)
+    ref = batch.score(root / "events", root / "model", root / "single", **kw)
     return {"root": root, "kw": kw, "ref": ref}
 
 
@@ -75,7 +79,7 @@ def test_worker_killed_mid_run_loses_and_duplicates_nothing(job, tmp_path, monke
 
     monkeypatch.setattr(dist, "_connect", connect_and_slow_down)
     monkeypatch.setattr(batch, "_on_chunk_done", on_done)
-    s = batch.score(root / "events.parquet", root / "model", tmp_path / "out", dask="local:2",
+    s = batch.score(root / "events", root / "model", tmp_path / "out", dask="local:2",
                     **job["kw"])
     assert seen["cluster"] == "LocalCluster" and len(seen["pids"]) == 2
     total = job["ref"]["chunks"]["total"]
