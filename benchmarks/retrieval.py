@@ -46,7 +46,8 @@ one is built, to bound memory):
 
 Rule check (``--rule-sizes``, ``--rule-data``): the default ``nlist``/``nprobe`` on smaller
 catalogues of each synthetic variant and, with ``--real``, on the real MiniLM embeddings
-above (encoded here with the packaged model, or read from ``--real-cache``), with recall at
+above (encoded here with the packaged model, or read from ``--real-cache``; the whole set
+and random quarters and halves of it), with recall at
 ``nprobe / 2``, ``nprobe`` and ``2 nprobe`` and the exact and IVF queries/s (this is the
 evidence for ``AUTO_IVF_MIN_ITEMS``).
 
@@ -392,9 +393,13 @@ def rule_check(args) -> list:
         for o in np.unique(owners[owners != ""]):
             v = vec[owners == o].astype(np.float64).mean(0)
             users.append(v / np.linalg.norm(v))
-        cases.append(rule_case("real MiniLM", vec[~held],
-                               {"users": np.asarray(users, np.float32), "items": vec[held]},
-                               args.k))
+        pool = vec[~held]
+        queries = {"users": np.asarray(users, np.float32), "items": vec[held]}
+        # the whole set and random quarters / halves of it: how nprobe must grow with nlist
+        for frac in (0.25, 0.5, 1.0):
+            n = int(len(pool) * frac)
+            rows = np.sort(rng.choice(len(pool), n, replace=False)) if frac < 1 else slice(None)
+            cases.append(rule_case("real MiniLM", pool[rows], queries, args.k))
     return cases
 
 
