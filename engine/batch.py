@@ -58,7 +58,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,19 +150,10 @@ def parse_memory(value) -> int:
 
 def _write_json_atomic(path: Path, obj) -> None:
     """Write JSON to a temp file beside ``path``, fsync, rename over it."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=1, ensure_ascii=False, default=_json_default)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    from .io import atomic_open
+
+    with atomic_open(path, "w") as fh:
+        json.dump(obj, fh, indent=1, ensure_ascii=False, default=_json_default)
 
 
 def _json_default(x):

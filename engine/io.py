@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -153,13 +154,40 @@ def write_parquet(df, path) -> Path:
         raise TypeError(f"df must be a pandas DataFrame or a pyarrow Table, got "
                         f"{type(df).__name__}")
     path = Path(os.fspath(path))
+    with atomic_open(path, "wb") as f:
+        pq.write_table(table, f)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_open(path, mode: str = "wb", *, encoding=None, file_mode=None):
+    """Open a temporary file beside ``path``; on success fsync it and rename it to ``path``.
+
+    A crash or an exception leaves either the old ``path`` or the new one, never a partial
+    file (the temporary file is removed on error). Missing parent directories are created.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    mode : {"wb", "w"}, default "wb"
+    encoding : str, optional
+        Text mode only (default UTF-8).
+    file_mode : int, optional
+        Permissions of the final file (``mkstemp`` makes it owner-only, e.g. 0o644 to share).
+    """
+    if mode not in ("wb", "w"):
+        raise ValueError(f"mode={mode!r} is not supported; pass 'wb' or 'w'")
+    path = Path(os.fspath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            pq.write_table(table, f)
-            f.flush()
-            os.fsync(f.fileno())
+        kw = {"encoding": encoding or "utf-8"} if mode == "w" else {}
+        with os.fdopen(fd, mode, **kw) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        if file_mode is not None:
+            os.chmod(tmp, file_mode)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -167,4 +195,3 @@ def write_parquet(df, path) -> Path:
         except FileNotFoundError:
             pass
         raise
-    return path

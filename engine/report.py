@@ -34,7 +34,6 @@ import html
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -242,7 +241,6 @@ def _load_tracking(run_dir: Path) -> _Tracking:
     mp = mp.assign(user_id=mp["user_id"].astype(str))
 
     order = sorted(int(s) for s in snaps["snapshot"].unique())
-    known = set(order)
     for rel, df, first in ((asg_rel, asg, 0), (life_rel, life, 0), (tr_rel, trans, 1),
                            (map_rel, mp, 0)):
         s = df["snapshot"].to_numpy()
@@ -1059,17 +1057,9 @@ def write_report(run_dir, out_path=None, *, title: str | None = None,
     text = render_report(run_dir, title=title, max_map_points=max_map_points)
     out = Path(os.fspath(out_path)) if out_path is not None else \
         Path(os.fspath(run_dir)) / "report.html"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a report is for sharing
-        os.replace(tmp, out)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    from .io import atomic_open
+
+    # mkstemp makes the file owner-only; a report is for sharing
+    with atomic_open(out, "w", file_mode=0o644) as f:
+        f.write(text)
     return out
