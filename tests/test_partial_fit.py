@@ -26,7 +26,6 @@ def test_partial_fit_equals_full_refit(split_data, tmp_path):
         "item_id": ["zz_new_item"], "weight": [2.0]})], ignore_index=True)
     full = InterestEngine(encoder=enc).fit(pd.concat([old, new], ignore_index=True), data.items)
     inc = InterestEngine(encoder=enc).fit(old, data.items)
-    seen_texts = set(enc.cache)
     calls = []
     real = enc.encode
     enc.encode = lambda texts, show_progress=None: calls.append(list(texts)) or real(texts)
