@@ -218,9 +218,14 @@ def tie_recall(ref_s, got_s) -> float:
 
 
 def timed(fn):
-    t0 = time.perf_counter()
+    """(result, wall seconds); the process CPU seconds of the call go to ``timed.cpu``."""
+    t0, c0 = time.perf_counter(), time.process_time()
     out = fn()
+    timed.cpu = time.process_time() - c0
     return out, time.perf_counter() - t0
+
+
+timed.cpu = 0.0
 
 
 def peak_rss_mb() -> float:
@@ -259,58 +264,76 @@ def main_run(args) -> dict:
     k = args.k
     rows = {}
 
-    # exact: ground truth on the subset, timed there
-    index, t_fit = timed(lambda: ItemIndex("exact", device="cpu").fit(items))
-    index.search(sub[:64], k)  # JIT compile / thread start-up
-    (ex_s, ex_i), t_exact = timed(lambda: index.search(sub, k))
-    (exi_s, exi_i), _ = timed(lambda: index.search(item_q, k))
-    exact_qps = len(sub) / t_exact
-    rows["exact"] = {"queries_timed": len(sub), "search_s": t_exact, "qps": exact_qps,
-                     "build_s": t_fit, "all_queries_s": t_exact * len(users) / len(sub),
-                     "extrapolated": True, "recall_at_k": 1.0, "tie_recall_at_k": 1.0}
-    print(f"exact: {exact_qps:.0f} q/s on {len(sub):,} user queries", flush=True)
-    index = None
-    gc.collect()
+    def row(n_timed, wall, cpu, build, extrapolated, **extra):
+        return {"queries_timed": n_timed, "search_s": wall, "cpu_s": cpu, "qps": n_timed / wall,
+                "cpu_ms_per_query": 1e3 * cpu / n_timed, "build_s": build,
+                "all_queries_s": wall * len(users) / n_timed, "extrapolated": extrapolated,
+                **extra}
 
-    # IVF, default nlist / nprobe, CPU batched scan (the default), all queries
-    index, t_build = timed(lambda: ItemIndex("ivf", device="cpu").fit(items))
-    print(f"ivf: built in {t_build:.1f} s (nlist={index.nlist_}, nprobe={index.nprobe_}, "
-          f"scan={index.scan_!r})", flush=True)
-    index.search(users[:256], k)  # warm-up (numba compile or cache load)
-    (iv_s, iv_i), t_ivf = timed(lambda: index.search(users, k))
-    (ivi_s, ivi_i), _ = timed(lambda: index.search(item_q, k))
-    rows["ivf"] = {"queries_timed": len(users), "search_s": t_ivf, "qps": len(users) / t_ivf,
-                   "build_s": t_build, "all_queries_s": t_ivf, "extrapolated": False,
-                   "nlist": index.nlist_, "nprobe": index.nprobe_, "scan": index.scan_,
-                   "recall_at_k": recall(ex_i, iv_i[:len(sub)]),
-                   "tie_recall_at_k": tie_recall(ex_s, iv_s[:len(sub)]),
-                   "item_queries_recall_at_k": recall(exi_i, ivi_i),
-                   "item_queries_tie_recall_at_k": tie_recall(exi_s, ivi_s)}
-    print(f"ivf: {rows['ivf']['qps']:.0f} q/s, recall {rows['ivf']['recall_at_k']:.4f}",
-          flush=True)
+    # exact: the ground truth on the subset
+    exact, t_fit = timed(lambda: ItemIndex("exact", device="cpu").fit(items))
+    exact.search(sub[:64], k)  # JIT compile / thread start-up
+    (ex_s, ex_i), _ = timed(lambda: exact.search(sub, k))
+    (exi_s, exi_i), _ = timed(lambda: exact.search(item_q, k))
+
+    # IVF, default nlist / nprobe, default CPU scan
+    ivf, t_build = timed(lambda: ItemIndex("ivf", device="cpu").fit(items))
+    print(f"ivf: built in {t_build:.1f} s (nlist={ivf.nlist_}, nprobe={ivf.nprobe_}, "
+          f"scan={ivf.scan_!r})", flush=True)
+    ivf.search(users[:256], k)  # warm-up (numba compile or cache load)
+    # paired timings on the subset, alternating, so that both see the same machine load
+    paired = {"exact": [], "ivf": []}
+    for _ in range(args.pairs):
+        for name, index in (("exact", exact), ("ivf", ivf)):
+            _, wall = timed(lambda: index.search(sub, k))
+            paired[name].append((wall, timed.cpu))
+    med = {name: sorted(v)[len(v) // 2] for name, v in paired.items()}
+    rows["exact"] = row(len(sub), *med["exact"], t_fit, True, recall_at_k=1.0,
+                        tie_recall_at_k=1.0, paired_runs=paired["exact"])
+    exact_qps = rows["exact"]["qps"]
+    print(f"exact: {exact_qps:.0f} q/s on {len(sub):,} user queries (median of "
+          f"{args.pairs})", flush=True)
+    exact = None
+    gc.collect()
+    (iv_s, iv_i), t_ivf = timed(lambda: ivf.search(users, k))
+    cpu_ivf = timed.cpu
+    (ivi_s, ivi_i), _ = timed(lambda: ivf.search(item_q, k))
+    rows["ivf"] = row(len(users), t_ivf, cpu_ivf, t_build, False,
+                      nlist=ivf.nlist_, nprobe=ivf.nprobe_, scan=ivf.scan_,
+                      recall_at_k=recall(ex_i, iv_i[:len(sub)]),
+                      tie_recall_at_k=tie_recall(ex_s, iv_s[:len(sub)]),
+                      item_queries_recall_at_k=recall(exi_i, ivi_i),
+                      item_queries_tie_recall_at_k=tie_recall(exi_s, ivi_s),
+                      paired_runs=paired["ivf"],
+                      paired_speedup=med["exact"][0] / med["ivf"][0],
+                      paired_cpu_speedup=med["exact"][1] / med["ivf"][1])
+    print(f"ivf: {rows['ivf']['qps']:.0f} q/s on all queries, recall "
+          f"{rows['ivf']['recall_at_k']:.4f}; paired on the subset: "
+          f"{rows['ivf']['paired_speedup']:.1f}x exact (CPU time "
+          f"{rows['ivf']['paired_cpu_speedup']:.1f}x)", flush=True)
     sweep = []
-    default = index.nprobe_
+    default = ivf.nprobe_
     for p in sorted({max(1, default // 4), max(1, default // 2), default, default * 2}):
-        if p > index.nlist_:
+        if p > ivf.nlist_:
             continue
-        (s, i), t = ivf_at(index, p, sub, k)
-        (si, ii), _ = ivf_at(index, p, item_q, k)
-        sweep.append({"nprobe": p, "qps": len(sub) / t, "recall_at_k": recall(ex_i, i),
-                      "tie_recall_at_k": tie_recall(ex_s, s),
+        (s, i), t = ivf_at(ivf, p, sub, k)
+        cpu = timed.cpu
+        (si, ii), _ = ivf_at(ivf, p, item_q, k)
+        sweep.append({"nprobe": p, "qps": len(sub) / t, "cpu_ms_per_query": 1e3 * cpu / len(sub),
+                      "recall_at_k": recall(ex_i, i), "tie_recall_at_k": tie_recall(ex_s, s),
                       "item_queries_recall_at_k": recall(exi_i, ii)})
         print(f"  nprobe={p}: {sweep[-1]['qps']:.0f} q/s, recall {sweep[-1]['recall_at_k']:.4f}"
               f" (items {sweep[-1]['item_queries_recall_at_k']:.4f})", flush=True)
 
     # the same index searched by FAISS's own (per query) scan, on the subset
-    index.scan_ = "faiss"
-    index.search(sub[:256], k)
-    (fs_s, fs_i), t_fs = timed(lambda: index.search(sub, k))
-    rows["ivf, scan='faiss'"] = {
-        "queries_timed": len(sub), "search_s": t_fs, "qps": len(sub) / t_fs,
-        "build_s": t_build, "all_queries_s": t_fs * len(users) / len(sub), "extrapolated": True,
-        "recall_at_k": recall(ex_i, fs_i), "tie_recall_at_k": tie_recall(ex_s, fs_s)}
+    ivf.scan_ = "faiss"
+    ivf.search(sub[:256], k)
+    (fs_s, fs_i), t_fs = timed(lambda: ivf.search(sub, k))
+    rows["ivf, scan='faiss'"] = row(len(sub), t_fs, timed.cpu, t_build, True,
+                                    recall_at_k=recall(ex_i, fs_i),
+                                    tie_recall_at_k=tie_recall(ex_s, fs_s))
     print(f"ivf scan='faiss': {len(sub) / t_fs:.0f} q/s", flush=True)
-    index = None
+    ivf = None
     gc.collect()
 
     # FAISS brute force reference (float32 scores: tie-aware with a 1e-6 slack)
@@ -322,14 +345,13 @@ def main_run(args) -> dict:
     index, t_flat_add = timed(flat)
     index.search(sub[:64], k)
     (fl_s, fl_i), t_flat = timed(lambda: index.search(sub, k))
-    rows["faiss IndexFlatIP"] = {
-        "queries_timed": len(sub), "search_s": t_flat, "qps": len(sub) / t_flat,
-        "build_s": t_flat_add, "all_queries_s": t_flat * len(users) / len(sub),
-        "extrapolated": True, "recall_at_k": recall(ex_i, fl_i),
-        "tie_recall_at_k": float(np.mean(fl_s >= ex_s[:, -1:] - 1e-6))}
+    rows["faiss IndexFlatIP"] = row(len(sub), t_flat, timed.cpu, t_flat_add, True,
+                                    recall_at_k=recall(ex_i, fl_i),
+                                    tie_recall_at_k=float(np.mean(fl_s >= ex_s[:, -1:] - 1e-6)))
     index = None
     for r in rows.values():
         r["speedup_vs_exact"] = r["qps"] / exact_qps
+        r["cpu_speedup_vs_exact"] = rows["exact"]["cpu_ms_per_query"] / r["cpu_ms_per_query"]
     iv = rows["ivf"]
     bars = {"IVF recall@10 >= 0.95 (default nlist/nprobe)":
             iv["recall_at_k"] >= BARS["recall_at_10"],
@@ -351,6 +373,7 @@ def rule_case(name, items, queries_by_kind, k):
     index = ItemIndex("exact", device="cpu").fit(items)
     index.search(allq[:64], k)
     _, t_exact = timed(lambda: index.search(allq, k))
+    c_exact = timed.cpu
     truth = {q: index.search(v, k) for q, v in queries_by_kind.items()}
     index = None
     index, t_build = timed(lambda: ItemIndex("ivf", device="cpu").fit(items))
@@ -358,6 +381,7 @@ def rule_case(name, items, queries_by_kind, k):
     _, t_ivf = timed(lambda: index.search(allq, k))
     out = {"case": name, "n_items": len(items), "nlist": index.nlist_, "nprobe": index.nprobe_,
            "build_s": t_build, "exact_qps": len(allq) / t_exact, "ivf_qps": len(allq) / t_ivf,
+           "cpu_speedup": c_exact / timed.cpu,
            "n_queries": {q: len(v) for q, v in queries_by_kind.items()}, "by_nprobe": []}
     default = index.nprobe_
     for p in sorted({max(1, default // 2), default, min(index.nlist_, 2 * default)}):
@@ -428,27 +452,36 @@ def markdown(args, res, load) -> str:
             "two scan every item per query). Recall@10 against the exact path on those "
             f"{args.exact_queries:,} queries (tie-aware: a returned row counts when its exact "
             "score reaches the exact 10th score; the data hold 2% exact duplicates). One "
-            "timed run each, after a warm-up call.",
+            "timed run each after a warm-up call, except the paired subset timings below.",
             "",
-            "| method | queries timed | search s | queries/s | vs exact | build s | "
-            f"all {args.n_queries:,} queries s | recall@10 | tie-aware |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "| method | queries timed | search s | queries/s | vs exact | CPU ms / query | "
+            f"vs exact (CPU) | build s | all {args.n_queries:,} queries s | recall@10 | "
+            "tie-aware |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for name, row in r.items():
             ext = " (extrapolated)" if row["extrapolated"] else ""
             lines.append(
                 f"| {name} | {row['queries_timed']:,} | {row['search_s']:.1f} | "
-                f"{row['qps']:.0f} | {row['speedup_vs_exact']:.1f}x | {row['build_s']:.1f} | "
-                f"{row['all_queries_s']:.0f}{ext} | {row['recall_at_k']:.4f} | "
-                f"{row['tie_recall_at_k']:.4f} |")
-        lines += ["", f"Item-like queries ({args.exact_queries:,} fresh item draws), IVF: "
+                f"{row['qps']:.0f} | {row['speedup_vs_exact']:.1f}x | "
+                f"{row['cpu_ms_per_query']:.2f} | {row['cpu_speedup_vs_exact']:.1f}x | "
+                f"{row['build_s']:.1f} | {row['all_queries_s']:.0f}{ext} | "
+                f"{row['recall_at_k']:.4f} | {row['tie_recall_at_k']:.4f} |")
+        lines += ["", f"Exact: median of {args.pairs} runs on the subset, alternating with "
+                  f"{args.pairs} IVF runs on the same queries; paired IVF / exact speed-up on "
+                  f"the subset: {iv['paired_speedup']:.1f}x wall, {iv['paired_cpu_speedup']:.1f}x "
+                  "process CPU time (CPU time is less sensitive to other processes on a shared "
+                  "machine). CPU ms / query: process CPU time (both threads) per query.",
+                  "", f"Item-like queries ({args.exact_queries:,} fresh item draws), IVF: "
                   f"recall@10 {iv['item_queries_recall_at_k']:.4f} (tie-aware "
                   f"{iv['item_queries_tie_recall_at_k']:.4f}).", "",
                   "nprobe sweep of the IVF index on the subset:", "",
-                  "| nprobe | queries/s | recall@10 users | tie-aware | recall@10 items |",
-                  "|---:|---:|---:|---:|---:|"]
+                  "| nprobe | queries/s | CPU ms / query | recall@10 users | tie-aware | "
+                  "recall@10 items |",
+                  "|---:|---:|---:|---:|---:|---:|"]
         for s in m["sweep"]:
-            lines.append(f"| {s['nprobe']} | {s['qps']:.0f} | {s['recall_at_k']:.4f} | "
-                         f"{s['tie_recall_at_k']:.4f} | {s['item_queries_recall_at_k']:.4f} |")
+            lines.append(f"| {s['nprobe']} | {s['qps']:.0f} | {s['cpu_ms_per_query']:.2f} | "
+                         f"{s['recall_at_k']:.4f} | {s['tie_recall_at_k']:.4f} | "
+                         f"{s['item_queries_recall_at_k']:.4f} |")
         lines += ["", "Bars: " + "; ".join(f"{k}: {'yes' if v else 'NO'}"
                                           for k, v in m["bars"].items())]
     if res.get("rule"):
@@ -458,8 +491,9 @@ def markdown(args, res, load) -> str:
                   f"their review sentence vectors, and {args.rule_queries:,} held-out texts); "
                   "recall@10 against the exact path; queries/s over both query sets.", "",
                   "| data | items | nlist | nprobe | recall users | recall items | "
-                  "users / items at nprobe/2 | at 2 nprobe | exact q/s | IVF q/s | IVF build s |",
-                  "|---|---:|---:|---:|---:|---:|---|---|---:|---:|---:|"]
+                  "users / items at nprobe/2 | at 2 nprobe | exact q/s | IVF q/s | IVF / exact "
+                  "CPU time | IVF build s |",
+                  "|---|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|"]
         for c in res["rule"]:
             by = {r["nprobe"]: r for r in c["by_nprobe"]}
             d = by[c["nprobe"]]
@@ -474,7 +508,7 @@ def markdown(args, res, load) -> str:
             lines.append(f"| {c['case']} | {c['n_items']:,} | {c['nlist']} | {c['nprobe']} | "
                          f"{d['users']['recall_at_k']:.4f} | {d['items']['recall_at_k']:.4f} | "
                          f"{pair(lo)} | {pair(hi)} | {c['exact_qps']:.0f} | "
-                         f"{c['ivf_qps']:.0f} | {c['build_s']:.1f} |")
+                         f"{c['ivf_qps']:.0f} | {c['cpu_speedup']:.1f}x | {c['build_s']:.1f} |")
     return "\n".join(lines)
 
 
@@ -485,6 +519,8 @@ def main(argv=None) -> None:
     ap.add_argument("--n-queries", type=int, default=100_000)
     ap.add_argument("--exact-queries", type=int, default=5000,
                     help="queries the exact path and IndexFlatIP are timed on (and recall uses)")
+    ap.add_argument("--pairs", type=int, default=3,
+                    help="alternating exact / IVF timings on the subset (median)")
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--rule-sizes", default="30000,100000,300000",

@@ -94,8 +94,6 @@ QUERY_CHUNK = 16_384
 #: Most (query, candidate) pairs held per chunk; a chunk whose queries exclude many items
 #: (deep over-fetch) gets fewer queries.
 CHUNK_PAIRS = 1 << 22
-#: Most (query, candidate) pairs re-scored at once (float64 gather: 8 * dim bytes each).
-RESCORE_PAIRS = 1 << 14
 #: GPU FAISS selects at most this many results per query; deeper over-fetches use a CPU copy.
 GPU_MAX_K = 2048
 #: Valid values of ``ItemIndex(scan=...)``.
@@ -362,9 +360,10 @@ class ItemIndex(BaseEstimator):
     scan : {"auto", "batched", "faiss"}, default="auto"
         How an IVF index is searched. ``"faiss"``: FAISS's own ``index.search`` (per query,
         it streams every probed list from memory). ``"batched"`` (CPU only): the same probed
-        lists (FAISS's quantizer) and the same inverted lists (zero-copy views of the FAISS
-        index), scanned list by list with one matrix product per list for all the queries of
-        a block that probe it, so each list is read once per block instead of once per query.
+        lists (the ``nprobe`` centroids of highest inner product with the query) and the same
+        inverted lists (zero-copy views of the FAISS index), scanned list by list with one
+        matrix product per list for all the queries of a block that probe it, so each list is
+        read once per block instead of once per query.
         On a 2-core CPU the per-query scan is bound by memory bandwidth and was slower than
         the exact path at ``nprobe`` values that reach recall 0.95; the batched scan is
         compute-bound (``benchmarks/retrieval.py`` measures both). ``"auto"``: ``"faiss"``
@@ -394,7 +393,9 @@ class ItemIndex(BaseEstimator):
     -----
     Memory: the exact kind holds the float32 unit rows (``4 * n_items * dim`` bytes); IVF
     holds them twice (once inside FAISS's inverted lists, once here for exact re-scoring).
-    A search holds at most :data:`CHUNK_PAIRS` (query, candidate) pairs at a time.
+    A search works on at most :data:`QUERY_CHUNK` queries and :data:`CHUNK_PAIRS` (query,
+    candidate) pairs at a time (the batched IVF scan also holds ``24 * nprobe`` bytes per
+    query of the chunk).
 
     Examples
     --------
@@ -566,8 +567,8 @@ class ItemIndex(BaseEstimator):
     def set_nprobe(self, nprobe) -> "ItemIndex":
         """Change how many inverted lists a fitted IVF index scans per query (no rebuild).
 
-        More lists: higher recall, slower search. The ``nprobe`` parameter is updated too, so
-        :meth:`save` keeps the new value.
+        More lists: higher recall, slower search. :meth:`save` keeps the new value (the
+        ``nprobe`` parameter, used by the next :meth:`fit`, is left as it is).
 
         Parameters
         ----------
@@ -584,7 +585,7 @@ class ItemIndex(BaseEstimator):
         if nprobe > self.nlist_:
             raise ValueError(f"nprobe={nprobe} exceeds nlist={self.nlist_}; pass nprobe <= "
                              f"{self.nlist_}")
-        self.nprobe = self.nprobe_ = nprobe
+        self.nprobe_ = nprobe
         self.index_.nprobe = nprobe
         if self._cpu_index is not None:
             self._cpu_index.nprobe = nprobe
@@ -717,6 +718,7 @@ class ItemIndex(BaseEstimator):
         n = len(qn)
         heap_s = np.full((n, depth), -np.inf, np.float32)
         heap_i = np.full((n, depth), -1, np.int64)
+        max_size = max(v[0].shape[0] for v in lists if v is not None)
         torch_threads = torch.get_num_threads()
         threads = max(1, min(torch_threads, n))
         all_lists = np.arange(nlist, dtype=np.int64)
@@ -737,14 +739,21 @@ class ItemIndex(BaseEstimator):
             bounds_l = np.searchsorted(flat[order], np.arange(nlist + 1))
             qrows_all = order // nprobe
             mine_s, mine_i = heap_s[lo:hi], heap_i[lo:hi]
+            # reused buffers: a fresh tensor per list would be a fresh mmap + page faults
+            most_rows = int(np.diff(bounds_l).max())
+            qbuf = torch.empty((most_rows, self.dim_))
+            sbuf = torch.empty(most_rows * max_size)
+            qrows_t = torch.from_numpy(qrows_all)
             for lst in range(nlist):
                 a, b = bounds_l[lst], bounds_l[lst + 1]
                 if a == b or lists[lst] is None:
                     continue
                 vecs, ids = lists[lst]
-                qrows = qrows_all[a:b]
-                scores = (qt[torch.from_numpy(qrows)] @ vecs.T).numpy()
-                heap_rows(scores, qrows, ids, mine_s, mine_i)
+                rows_q = qbuf[:b - a]
+                torch.index_select(qt, 0, qrows_t[a:b], out=rows_q)
+                scores = sbuf[:(b - a) * vecs.shape[0]].view(b - a, vecs.shape[0])
+                torch.mm(rows_q, vecs.T, out=scores)
+                heap_rows(scores.numpy(), qrows_all[a:b], ids, mine_s, mine_i)
 
         cuts = np.linspace(0, n, threads + 1).astype(np.int64)
         shares = [(int(cuts[t]), int(cuts[t + 1])) for t in range(threads) if cuts[t + 1] > cuts[t]]
