@@ -30,6 +30,8 @@ _LAZY = {
     "SegmentTracker": "interestflow.dynamics",
     "cluster_users": "interestflow.dynamics",
     "make_planted_scenario": "interestflow.planted",
+    "ItemIndex": "interestflow.retrieval",
+    "score": "interestflow.batch",
 }
 
 __all__ = ["__version__", *_LAZY]
