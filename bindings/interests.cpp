@@ -439,6 +439,13 @@ void grouped_decayed_mean(const float* vectors, int64_t n_rows, int64_t dim,
       out_log2_weight_sum, n_threads);
 }
 
+void validate_grouped(int64_t n_rows, const int64_t* offsets, int64_t n_users,
+                      const double* ts, const double* weights, const double* ref) {
+  validate(n_rows, offsets, n_users, ts, weights, ref);
+}
+
+std::string format_number(double v) { return num(v); }
+
 void grouped_decayed_mean(const uint16_t* vectors_f16, int64_t n_rows, int64_t dim,
                           const int64_t* offsets, int64_t n_users, const double* ts,
                           const double* weights, const double* ref, double half_life,

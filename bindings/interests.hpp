@@ -5,6 +5,15 @@
 
 namespace interestflow {
 
+// Checks shared by every kernel over user-grouped rows: offsets start at 0, never decrease
+// and end at n_rows; weights finite and >= 0; ts and ref finite.  Throws
+// std::invalid_argument naming the row or user.
+void validate_grouped(int64_t n_rows, const int64_t* offsets, int64_t n_users,
+                      const double* ts, const double* weights, const double* ref);
+
+// A double printed with 17 significant digits (for error messages).
+std::string format_number(double v);
+
 // Rows of `vectors` (n_rows x dim, row-major) are grouped by user: user u owns rows
 // [offsets[u], offsets[u+1]).  Row i of user u gets weight
 //     weights[i] * 2^(-(ref[u] - ts[i]) / half_life)

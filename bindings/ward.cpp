@@ -44,12 +44,7 @@ constexpr int64_t kLane = 8;
 // Below this many vector elements, starting threads costs more than the work.
 constexpr int64_t kParallelMinElems = int64_t{1} << 15;
 
-std::string num(double v) {
-  std::ostringstream s;
-  s.precision(17);
-  s << v;
-  return s.str();
-}
+std::string num(double v) { return format_number(v); }
 
 // Squared Euclidean distances from event a to events b0 .. b0 + kLane - 1.  xt is the user's
 // events transposed, dim x stride doubles (column b = event b).  Every sum runs over j in order
@@ -409,39 +404,7 @@ void validate(int64_t n_rows, const int64_t* offsets, int64_t n_users, const dou
     throw std::invalid_argument("max_interests must be >= 0 (0: no limit), got " +
                                 std::to_string(max_interests));
   }
-  if (offsets[0] != 0) {
-    throw std::invalid_argument("offsets[0] must be 0, got " + std::to_string(offsets[0]));
-  }
-  for (int64_t u = 0; u < n_users; ++u) {
-    if (offsets[u + 1] < offsets[u]) {
-      throw std::invalid_argument(
-          "offsets must be non-decreasing, but offsets[" + std::to_string(u + 1) +
-          "]=" + std::to_string(offsets[u + 1]) + " < offsets[" + std::to_string(u) +
-          "]=" + std::to_string(offsets[u]) + " (user " + std::to_string(u) + ")");
-    }
-  }
-  if (offsets[n_users] != n_rows) {
-    throw std::invalid_argument("offsets[-1] must equal the number of vector rows (" +
-                                std::to_string(n_rows) + "), got " +
-                                std::to_string(offsets[n_users]));
-  }
-  for (int64_t i = 0; i < n_rows; ++i) {
-    const double w = weights[i];
-    if (!(w >= 0.0) || !std::isfinite(w)) {
-      throw std::invalid_argument("weights must be finite and >= 0, got " + num(w) +
-                                  " at row " + std::to_string(i));
-    }
-    if (!std::isfinite(ts[i])) {
-      throw std::invalid_argument("ts must be finite, got " + num(ts[i]) + " at row " +
-                                  std::to_string(i));
-    }
-  }
-  for (int64_t u = 0; u < n_users; ++u) {
-    if (!std::isfinite(ref[u])) {
-      throw std::invalid_argument("ref must be finite, got " + num(ref[u]) + " for user " +
-                                  std::to_string(u));
-    }
-  }
+  validate_grouped(n_rows, offsets, n_users, ts, weights, ref);
 }
 
 inline double to_double(float v) { return v; }
