@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .interests import _check_inputs
+from .recommend import _vectors
 
 __all__ = ["DEFAULT_THRESHOLD", "DEFAULT_MAX_EVENTS", "MAX_EVENTS_LIMIT", "UserInterests",
            "user_interests", "recommend_multi"]
@@ -346,23 +347,6 @@ def _reference(vectors, offsets, ts, weights, ref_per_user, half_life_s, thresho
 
 
 # --------------------------------------------------------------------------- recommend
-def _float_matrix(name, x, dim=None):
-    x = np.asarray(x)
-    if x.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (n, dim), got shape {x.shape}")
-    if dim is not None and x.shape[1] != dim:
-        raise ValueError(f"{name} must have {dim} columns (the interest vectors' dim), got "
-                         f"{x.shape[1]}")
-    if not np.issubdtype(x.dtype, np.floating):
-        raise TypeError(f"{name} must be a float array, got dtype {x.dtype}")
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    bad = ~np.isfinite(x).all(axis=1)
-    if bad.any():
-        raise ValueError(f"{name} has NaN/inf at row {int(np.argmax(bad))} "
-                         f"({int(bad.sum())} rows); vectors must be finite")
-    return x
-
-
 def _csr_offsets(name, x, n_rows_total, n_groups):
     x = np.asarray(x)
     if x.ndim != 1 or x.shape[0] != n_groups + 1:
@@ -455,9 +439,9 @@ def recommend_multi(interest_vectors, interest_importance, interest_offsets, ite
     >>> rows.tolist()
     [[0, 1, 2, 4]]
     """
-    iv = _float_matrix("interest_vectors", interest_vectors)
+    iv = _vectors("interest_vectors", interest_vectors)
     n_interests, dim = iv.shape
-    items = _float_matrix("item_vectors", item_vectors, dim)
+    items = _vectors("item_vectors", item_vectors, dim=dim)
     n_items = items.shape[0]
     imp = np.asarray(interest_importance)
     if imp.ndim != 1 or imp.shape[0] != n_interests:

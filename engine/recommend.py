@@ -195,12 +195,16 @@ def _number(name, value, *, low=None, low_open=False, high=None, allow_inf=False
 
 
 # --------------------------------------------------------------------------- arrays
-def _vectors(name, x, rows=None):
+def _vectors(name, x, rows=None, dim=None):
+    """Finite float32 C-contiguous (n, dim) matrix; raises naming ``name`` and the bad row."""
     x = np.asarray(x)
     if x.ndim != 2:
         raise ValueError(f"{name} must be 2-D (n, dim), got shape {x.shape}")
     if rows is not None and x.shape[0] != rows:
         raise ValueError(f"{name} has {x.shape[0]} rows, expected {rows}")
+    if dim is not None and x.shape[1] != dim:
+        raise ValueError(f"{name} must have {dim} columns (the other vectors' dim), got "
+                         f"{x.shape[1]}")
     if not np.issubdtype(x.dtype, np.floating):
         raise TypeError(f"{name} must be a float array, got dtype {x.dtype}")
     x = np.ascontiguousarray(x, dtype=np.float32)
