@@ -40,9 +40,16 @@ void check_len(const char* name, size_t got, int64_t want, const char* what) {
   }
 }
 
-nb::tuple grouped_decayed_mean(AnyMat vectors, Vec<int64_t> offsets, Vec<double> ts,
-                               Vec<double> weights, Vec<double> ref, double half_life,
-                               int n_threads) {
+// Shapes and dtype shared by every kernel over user-grouped rows (float32 or float16
+// C-contiguous vectors, n_users + 1 offsets, one ts/weight per row, one ref per user).
+struct Grouped {
+  bool is_f32;
+  int64_t n_rows, dim, n_users;
+};
+
+Grouped check_grouped(const AnyMat& vectors, const Vec<int64_t>& offsets,
+                      const Vec<double>& ts, const Vec<double>& weights,
+                      const Vec<double>& ref) {
   const nb::dlpack::dtype dt = vectors.dtype();
   const bool is_f32 = dt == nb::dtype<float>();
   const bool is_f16 =
@@ -64,6 +71,15 @@ nb::tuple grouped_decayed_mean(AnyMat vectors, Vec<int64_t> offsets, Vec<double>
   check_len("ts", ts.shape(0), n_rows, "one per vector row");
   check_len("weights", weights.shape(0), n_rows, "one per vector row");
   check_len("ref", ref.shape(0), n_users, "one per user, len(offsets) - 1");
+  return {is_f32, n_rows, dim, n_users};
+}
+
+nb::tuple grouped_decayed_mean(AnyMat vectors, Vec<int64_t> offsets, Vec<double> ts,
+                               Vec<double> weights, Vec<double> ref, double half_life,
+                               int n_threads) {
+  const Grouped g = check_grouped(vectors, offsets, ts, weights, ref);
+  const bool is_f32 = g.is_f32;
+  const int64_t n_rows = g.n_rows, dim = g.dim, n_users = g.n_users;
 
   const size_t n_out = static_cast<size_t>(n_users) * static_cast<size_t>(dim);
   std::unique_ptr<float[]> mean(new float[n_out > 0 ? n_out : 1]);
@@ -105,27 +121,9 @@ nb::tuple ward_interests(AnyMat vectors, Vec<int64_t> offsets, Vec<double> ts,
                          Vec<double> weights, Vec<double> ref, double half_life,
                          double threshold, int64_t max_events, int64_t max_interests,
                          int n_threads) {
-  const nb::dlpack::dtype dt = vectors.dtype();
-  const bool is_f32 = dt == nb::dtype<float>();
-  const bool is_f16 =
-      dt.code == static_cast<uint8_t>(nb::dlpack::dtype_code::Float) && dt.bits == 16 &&
-      dt.lanes == 1;
-  if (!is_f32 && !is_f16) {
-    throw nb::type_error(("vectors must be float32 or float16, got " + dtype_name(dt)).c_str());
-  }
-  const int64_t n_rows = static_cast<int64_t>(vectors.shape(0));
-  const int64_t dim = static_cast<int64_t>(vectors.shape(1));
-  if (n_rows > 0 && dim > 0 &&
-      !(vectors.stride(1) == 1 && (n_rows == 1 || vectors.stride(0) == dim))) {
-    throw std::invalid_argument("vectors must be C-contiguous (use np.ascontiguousarray)");
-  }
-  if (offsets.shape(0) < 1) {
-    throw std::invalid_argument("offsets must have n_users + 1 >= 1 entries, got 0");
-  }
-  const int64_t n_users = static_cast<int64_t>(offsets.shape(0)) - 1;
-  check_len("ts", ts.shape(0), n_rows, "one per vector row");
-  check_len("weights", weights.shape(0), n_rows, "one per vector row");
-  check_len("ref", ref.shape(0), n_users, "one per user, len(offsets) - 1");
+  const Grouped g = check_grouped(vectors, offsets, ts, weights, ref);
+  const bool is_f32 = g.is_f32;
+  const int64_t n_rows = g.n_rows, dim = g.dim, n_users = g.n_users;
 
   interestflow::WardInterests r;
   {
