@@ -241,6 +241,142 @@ def test_ivf_exclusion(ivf_data):
     assert (i >= 0).all() and np.isfinite(s).all()
 
 
+@pytest.fixture(scope="module")
+def ivf96_data():
+    """dim 96 (where candidates='auto' may pick bf16): the same index scanned both ways."""
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(7)
+    x = clustered(12_400, 96, 400, rng)
+    items, queries = x[:12_000], x[12_000:]
+    f32 = ItemIndex("ivf", device="cpu", random_state=0, candidates="float32").fit(items)
+    b16 = ItemIndex("ivf", device="cpu", random_state=0, candidates="bfloat16").fit(items)
+    exact = ItemIndex("exact", device="cpu").fit(items)
+    return items, queries, f32, b16, exact
+
+
+def test_bf16_candidates_agree_with_float32_scan(ivf96_data):
+    """bf16 products only propose candidates (BF16_EXTRA more of them): after exact re-scoring
+    the top-k is the float32 scan's on all but rare near-ties, and every score is exact."""
+    items, queries, f32, b16, exact = ivf96_data
+    assert (f32.candidates_, b16.candidates_) == ("float32", "bfloat16")
+    assert (b16.nlist_, b16.nprobe_) == (f32.nlist_, f32.nprobe_)
+    b16.set_nprobe(8)
+    f32.set_nprobe(8)
+    try:
+        s, i = b16.search(queries, 10)
+        fs, fi = f32.search(queries, 10)
+        assert b16._batched_scan(_unit(queries), 10).shape == (len(queries),
+                                                                 10 + retrieval.BF16_EXTRA)
+    finally:
+        b16.set_nprobe(default_nprobe(b16.nlist_))
+        f32.set_nprobe(default_nprobe(f32.nlist_))
+    assert _recall(fi, i) >= 0.995
+    v, q = items.astype(np.float64), _unit(queries).astype(np.float64)
+    want = np.einsum("qkd,qd->qk", v[i], q).astype(np.float32)
+    np.testing.assert_allclose(s, want, rtol=0, atol=1e-7)
+    assert (np.diff(s, axis=1) <= 0).all()
+    same = i == fi
+    np.testing.assert_array_equal(s[same], fs[same])
+    # with the default nprobe, as good as float32 against the exact top-10
+    ei = exact.search(queries, 10)[1]
+    assert _recall(ei, b16.search(queries, 10)[1]) >= _recall(ei, f32.search(queries, 10)[1]) - 0.005
+
+
+def test_bf16_lists_are_padded_copies(ivf96_data):
+    import torch
+
+    _, _, f32, b16, _ = ivf96_data
+    b16.search(np.ones((1, 96), np.float32), 3)
+    f32.search(np.ones((1, 96), np.float32), 3)
+    _, lists16 = b16._list_views()
+    _, lists32 = f32._list_views()
+    for l16, l32 in zip(lists16, lists32):
+        assert (l16 is None) == (l32 is None)
+        if l16 is None:
+            continue
+        (v16, ids16), (v32, ids32) = l16, l32
+        assert v16.dtype == torch.bfloat16 and v32.dtype == torch.float32
+        n = len(ids32)
+        assert v16.shape[0] % retrieval.SCAN_PAD == 0 and n <= v16.shape[0] < n + retrieval.SCAN_PAD
+        np.testing.assert_array_equal(ids16, ids32)
+        np.testing.assert_array_equal(v16[:n].float().numpy(), v32.bfloat16().float().numpy())
+        assert not v16[n:].any()
+
+
+def test_candidates_auto_choice(monkeypatch):
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(8)
+    for dim, fast, want in [(96, True, "bfloat16"), (96, False, "float32"),
+                            (retrieval.AUTO_BF16_MIN_DIM - 1, True, "float32")]:
+        monkeypatch.setattr(retrieval, "cpu_has_fast_bf16", lambda fast=fast: fast)
+        ix = ItemIndex("ivf", nlist=4, device="cpu").fit(
+            rng.standard_normal((400, dim)).astype(np.float32))
+        assert ix.candidates_ == want
+    ix = ItemIndex("ivf", nlist=4, device="cpu", scan="faiss").fit(
+        rng.standard_normal((400, 96)).astype(np.float32))
+    assert ix.candidates_ is None
+    assert ItemIndex("exact", device="cpu").fit(np.eye(3, dtype=np.float32)).candidates_ is None
+
+
+def test_heap_kernels_keep_the_best_scores():
+    """heap_rows / heap_rows_bf16 (int16 bit patterns, padding not read) vs a sort."""
+    import torch
+
+    from interestflow.kernels import numba_ivf
+
+    rng = np.random.default_rng(9)
+    n_q, depth = 7, 5
+    for bf16 in (False, True):
+        heap_s = np.full((n_q, depth), -np.inf, np.float32)
+        heap_i = np.full((n_q, depth), -1, np.int64)
+        seen = {q: [] for q in range(n_q)}
+        for block in range(6):
+            # as in a scan: a query meets a list's items once
+            r, c = int(rng.integers(1, n_q + 1)), int(rng.integers(1, 70))
+            qrows = rng.choice(n_q, r, replace=False).astype(np.int64)
+            ids = rng.choice(10_000, c, replace=False).astype(np.int64) + 100_000 * block
+            vals = torch.from_numpy(rng.uniform(-1, 1, (r, c)).astype(np.float32))
+            if bf16:
+                vals = vals.bfloat16()
+                padded = torch.full((r + 3, c + 5), 7.0, dtype=torch.bfloat16)  # never read
+                padded[:r, :c] = vals
+                numba_ivf.heap_rows_bf16(padded.view(torch.int16).numpy(), r, c, qrows, ids,
+                                         heap_s, heap_i)
+                vals = vals.float()
+            else:
+                numba_ivf.heap_rows(vals.numpy(), qrows, ids, heap_s, heap_i)
+            for a, q in enumerate(qrows):
+                seen[q] += list(zip(vals[a].tolist(), ids.tolist()))
+        for q in range(n_q):
+            best = sorted(seen[q], reverse=True)[:depth]
+            got = sorted(zip(heap_s[q].tolist(), heap_i[q].tolist()), reverse=True)
+            assert [v for v, _ in got] == [v for v, _ in best]
+            value_of = {i: v for v, i in seen[q]}
+            assert all(value_of[i] == v for v, i in got if i >= 0)
+
+
+def test_rescore_is_the_float64_sum_in_order():
+    """Four sums side by side give the bits of one sum after another, for any width."""
+    from interestflow.kernels import numba_ivf
+
+    rng = np.random.default_rng(10)
+    q = rng.standard_normal((6, 37)).astype(np.float32)
+    v = rng.standard_normal((50, 37)).astype(np.float32)
+    for width in (1, 3, 4, 5, 9):
+        rows = rng.integers(-1, 50, (6, width)).astype(np.int64)
+        out = np.empty(rows.shape, np.float32)
+        numba_ivf.rescore(q, v, rows, out)
+        want = np.full(rows.shape, -np.inf, np.float32)
+        for a in range(6):
+            for b in range(width):
+                if rows[a, b] >= 0:
+                    acc = 0.0
+                    for d in range(37):
+                        acc += float(q[a, d]) * float(v[rows[a, b], d])
+                    want[a, b] = np.float32(acc)
+        np.testing.assert_array_equal(out.view(np.int32), want.view(np.int32))
+
+
 def test_ivf_k_above_reachable_items_pads():
     pytest.importorskip("faiss")
     rng = np.random.default_rng(2)
@@ -356,6 +492,7 @@ def _fitted():
     ({"backend": "cuda"}, ValueError, "backend='cuda'"),
     ({"random_state": -1}, ValueError, "random_state=-1"),
     ({"kind": "ivf", "scan": "fast"}, ValueError, "scan='fast'"),
+    ({"kind": "ivf", "candidates": "fp8"}, ValueError, "candidates='fp8'"),
 ])
 def test_bad_params(params, err, match):
     if params.get("kind") == "ivf":
