@@ -3,8 +3,8 @@
 - :func:`heap_rows`: push a block of float32 scores (rows = queries, columns = items of one
   inverted list) into each query's running top-``depth`` min-heap.
 - :func:`heap_rows_bf16`: the same for a block of bfloat16 scores given as their raw 16-bit
-  patterns (numba has no bfloat16 type; a bf16 number is the top half of a float32, so each
-  row is widened into a float32 buffer exactly before the heap pass).
+  patterns (numba has no bfloat16 type); chunks that cannot enter the heap are skipped by an
+  integer comparison of the bits, the others widened exactly to float32.
 - :func:`rescore`: the canonical float64 dot products of chosen (query, item) pairs.
 
 All three are serial and release the GIL: the caller runs one per worker thread, each on its
@@ -54,16 +54,57 @@ def heap_rows(scores, qrows, ids, heap_s, heap_i):
         _push_row(scores[i], scores.shape[1], qrows[i], ids, heap_s, heap_i)
 
 
+#: bf16 scores per chunk whose maximum is tested against the heap threshold at once.
+_CHUNK = 32
+
+
+@nb.njit(nogil=True, cache=True, inline="always")
+def _bf16_key(bits):
+    """int32 key of a bf16 bit pattern (int16), increasing with the bf16 value (-0 < +0)."""
+    x = np.int32(bits)
+    return x ^ ((x >> 15) & 0x7FFF)
+
+
 @nb.njit(nogil=True, cache=True)
 def heap_rows_bf16(bits, n_rows, n_cols, qrows, ids, heap_s, heap_i):
     """:func:`heap_rows` for bfloat16 scores given as int16 bit patterns ``bits`` (at least
-    (n_rows, n_cols); rows and columns beyond those are padding and are not read)."""
-    buf = np.empty(n_cols, np.uint32)
-    vals = buf.view(np.float32)
+    (n_rows, n_cols); rows and columns beyond those are padding and are not read).
+
+    Most scores of a scan fall below the heap's threshold: each chunk of :data:`_CHUNK`
+    scores is first reduced to its largest integer key (a vectorised pass over the raw bits)
+    and only a chunk whose key beats the threshold's is widened to float32 (exactly: a bf16
+    number is the top half of a float32) and pushed.
+    """
+    f32 = np.empty(_CHUNK, np.float32)
+    u32 = f32.view(np.uint32)
+    low_f = np.empty(1, np.float32)
+    low_u = low_f.view(np.uint32)
     for i in range(n_rows):
-        for j in range(n_cols):
-            buf[j] = np.uint32(np.uint16(bits[i, j])) << 16  # exact bf16 -> float32
-        _push_row(vals, n_cols, qrows[i], ids, heap_s, heap_i)
+        q = qrows[i]
+        low_f[0] = heap_s[q, 0]  # heap values are bf16 numbers (or -inf): exact in 16 bits
+        low_key = _bf16_key(np.int16(low_u[0] >> 16))
+        row = bits[i]
+        for c0 in range(0, n_cols, _CHUNK):
+            c1 = min(n_cols, c0 + _CHUNK)
+            if low_key >= 0:
+                # with a non-negative threshold only positive scores can pass, and for those
+                # the raw bits order like the values: one int16 maximum per chunk
+                top = np.int16(-32768)
+                if c0 + _CHUNK <= row.shape[0]:
+                    # a whole chunk, padding included (a constant trip count vectorises; the
+                    # padding only makes the test pass more often, it is never pushed)
+                    for j in range(_CHUNK):
+                        top = max(top, row[c0 + j])
+                else:
+                    for j in range(c0, c1):
+                        top = max(top, row[j])
+                if top <= low_key:
+                    continue
+            for j in range(c0, c1):
+                u32[j - c0] = np.uint32(np.uint16(row[j])) << 16
+            _push_row(f32, c1 - c0, q, ids[c0:c1], heap_s, heap_i)
+            low_f[0] = heap_s[q, 0]
+            low_key = _bf16_key(np.int16(low_u[0] >> 16))
 
 
 @nb.njit(nogil=True, cache=True)
