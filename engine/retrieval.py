@@ -15,12 +15,13 @@ seen). Two kinds:
     trained on a seeded sample of the items; on the GPU through faiss-gpu when it is installed
     and the device is CUDA, else on the CPU. Exclusion by over-fetching in the same way.
     On the CPU the index is searched list by list (``scan="batched"``): the queries of a
-    block that probe a list are multiplied with it in one matrix product, so each list is
-    read once per block; FAISS's own search (``scan="faiss"``, the GPU default) streams every
-    probed list from memory once per query, which on a 2-core CPU was no faster than the
-    exact path at the ``nprobe`` that reaches recall 0.95 (``benchmarks/retrieval.py``). The
-    candidates' scores are recomputed exactly (below) and decide the final order, so every
-    returned score is an exact cosine and only recall is approximate.
+    block that probe a list are multiplied with it in one matrix product (bf16 on CPUs with
+    native bf16 dot products, see ``candidates``), so each list is read once per block;
+    FAISS's own search (``scan="faiss"``, the GPU default) streams every probed list from
+    memory once per query, which on a 2-core CPU was slower than the exact path
+    (``benchmarks/retrieval.py``). The candidates' scores are recomputed exactly (below) and
+    decide the final order, so every returned score is an exact cosine and only recall is
+    approximate.
 ``"auto"``
     ``"exact"`` below :data:`AUTO_IVF_MIN_ITEMS` items, ``"ivf"`` from there when faiss is
     installed (exact otherwise); one INFO line on the ``interestflow.retrieval`` logger says
@@ -80,11 +81,12 @@ __all__ = ["ItemIndex", "KINDS", "default_nlist", "default_nprobe", "AUTO_IVF_MI
 KINDS = ("auto", "exact", "ivf")
 
 #: ``kind="auto"`` builds an IVF index from this many items (when faiss is installed).
-#: Measured on the 2-core CPU (``benchmarks/retrieval.py`` rule check, default nlist/nprobe,
-#: user-like queries): IVF search was slower than exact at 30,000 items, about 3x faster at
-#: 100,000 (recall@10 0.97), 3.5-4.5x at 300,000 (0.98) and 6-8x at 1,000,000 (0.99).
-#: Below this size the exact path stays exact at a cost within about 3x, and no index is
-#: trained.
+#: Measured on 2-core CPUs (``benchmarks/retrieval.py`` rule check, default nlist/nprobe,
+#: user-like queries; 1,000 queries per case): on an AMX Xeon, where both paths use bf16
+#: products, IVF search was 1.4x the exact path at 30,000 items, 1.5x at 100,000 (recall@10
+#: 0.97), 2.1x at 300,000 (0.98) and 5.8x at 1,000,000 (0.99, 100,000 queries); on a Zen 4
+#: EPYC without AMX (float32 IVF scan) about 3x at 100,000. Below this size the exact path
+#: stays exact at a cost within about 2x, and no index is trained.
 AUTO_IVF_MIN_ITEMS = 200_000
 
 #: FAISS's guideline is 39 to 256 training points per centroid: fewer leaves centroids poorly
