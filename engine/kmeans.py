@@ -15,6 +15,7 @@ own k-means started from this class's initial centers), ``"auto"``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import numbers
 import warnings
@@ -646,6 +647,14 @@ def _run(backend, Xc, x_sq, w, centers, *, max_iter, tol, seed):
     else:
         choice = BackendChoice(backend, "")
         assign, update = _assign_fn(choice), _update_fn(choice)
+        if backend == "numba" and Xc.is_contiguous():
+            # round the rows to bf16 once for every iteration (Xc does not change here)
+            from interestflow.kernels import backend_module
+
+            numba_kmeans = backend_module("numba", "kmeans")
+            rows = numba_kmeans.prepare_bf16_rows(Xc, centers.shape[0])
+            if rows is not None:
+                assign = functools.partial(numba_kmeans.kmeans_assign_numba, rows=rows)
     return _lloyd(Xc, x_sq, w, centers, max_iter=max_iter, tol=tol, assign=assign,
                   update=update)
 

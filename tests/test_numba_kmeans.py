@@ -354,3 +354,73 @@ def test_kmeans_numba_backend_matches_sklearn(monkeypatch, force_bf16):
     assert modes and set(modes) == {"bfloat16" if force_bf16 else "float32"}
     assert adjusted_rand_score(ref.labels_, ours.labels_) > 0.99
     assert abs(ours.inertia_ - ref.inertia_) <= 0.005 * ref.inertia_
+
+
+# ------------------------------------------------------------------------------ prepared rows
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_prepared_bf16_rows_give_the_same_results(dtype):
+    """rows=prepare_bf16_rows(x) only saves the rounding: labels, distances and stats equal
+    a call that rounds the rows itself, for a few centroid sets (the Lloyd loop's use)."""
+    x, c = _data(3001, 70, 96, dtype, seed=11)
+    rows = nk.prepare_bf16_rows(x, 70, candidates="bfloat16")
+    assert isinstance(rows, nk.BF16Rows) and rows.bits.shape == (3001, 96)
+    for seed in range(3):
+        c = c + 0.1 * _data(1, 70, 96, dtype, seed=seed)[1]
+        got = assign_with_stats(x, c, candidates="bfloat16", rows=rows)
+        want = assign_with_stats(x, c, candidates="bfloat16")
+        assert got[2]["mode"] == "bfloat16" and got[2] == want[2]
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+        assert torch.equal(got[0], kmeans_assign_numba(x, c, candidates="float32")[0])
+
+
+def test_prepared_bf16_rows_are_checked_against_x():
+    x, c = _data(500, 64, 64, torch.float32, seed=12)
+    rows = nk.prepare_bf16_rows(x, 64, candidates="bfloat16")
+    other = x.clone()
+    with pytest.raises(ValueError, match="another x"):
+        kmeans_assign_numba(other, c, candidates="bfloat16", rows=rows)
+    with pytest.raises(ValueError, match="another x"):
+        kmeans_assign_numba(x[:400], c, candidates="bfloat16", rows=rows)
+    x.mul_(2.0)  # an in-place change: the prepared rounding is stale
+    with pytest.raises(ValueError, match="modified in place"):
+        kmeans_assign_numba(x, c, candidates="bfloat16", rows=rows)
+    with pytest.raises(TypeError, match="rows must be a BF16Rows"):
+        kmeans_assign_numba(x, c, rows=object())
+    with pytest.raises(ValueError, match="C-contiguous"):
+        nk.prepare_bf16_rows(x.T, 64, candidates="bfloat16")
+
+
+def test_prepare_bf16_rows_is_none_when_the_assignment_would_not_use_bf16(monkeypatch):
+    x, _ = _data(100, 8, 16, torch.float32)
+    assert nk.prepare_bf16_rows(x, 8, candidates="float32") is None
+    assert nk.prepare_bf16_rows(x, 8) is None  # "auto": far too small for bf16
+    assert nk.prepare_bf16_rows(x[:0], 8, candidates="bfloat16") is None
+
+
+def test_kmeans_numba_fit_prepares_the_rows_once(monkeypatch):
+    """The Lloyd loop rounds the rows once per run, and the fit equals one without it."""
+    import interestflow.resolve as resolve
+    from interestflow import KMeans
+
+    monkeypatch.setattr(nk, "AUTO_BF16_MIN_WORK", 1)
+    monkeypatch.setattr(nk, "_AUTO_BF16_MIN_CLUSTERS_X_DIM", 1)
+    monkeypatch.setattr(resolve, "cpu_has_fast_bf16", lambda: True)
+    rng = np.random.RandomState(1)
+    X = (rng.randn(64, 64) * 2.0)[rng.randint(0, 64, 3000)] + rng.randn(3000, 64)
+    X = X.astype(np.float32)
+    init = X[rng.choice(3000, 64, replace=False)]
+    calls = []
+    real = nk.prepare_bf16_rows
+    monkeypatch.setattr(nk, "prepare_bf16_rows",
+                        lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    ours = KMeans(64, init=init, n_init=1, max_iter=20, tol=0.0, backend="numba",
+                  device="cpu").fit(X)
+    assert len(calls) == 1
+    monkeypatch.setattr(nk, "prepare_bf16_rows", lambda *a, **kw: None)
+    plain = KMeans(64, init=init, n_init=1, max_iter=20, tol=0.0, backend="numba",
+                   device="cpu").fit(X)
+    np.testing.assert_array_equal(ours.labels_, plain.labels_)
+    np.testing.assert_array_equal(ours.cluster_centers_, plain.cluster_centers_)
+    assert ours.inertia_ == plain.inertia_ and ours.n_iter_ == plain.n_iter_
