@@ -117,7 +117,8 @@ default="k-means++"
         per-feature variance of ``X`` (weighted by ``sample_weight``).
     backend : {"auto", "torch", "numba", "triton", "cuml", "faiss"}, default="auto"
         ``"torch"``: the torch reference ops (CPU or CUDA). ``"numba"``: CPU kernels (a bf16
-        candidate pass with a certified exact re-check where the CPU has fast bf16).
+        candidate pass with a certified exact re-check where the CPU has fast bf16; the rows
+        are rounded to bf16 once per run, ``2 * n_samples * n_features`` bytes while fitting).
         ``"triton"``: fused GPU kernels (float32). ``"cuml"``: cuML's KMeans on CUDA data
         (through DLPack). ``"faiss"``: this Lloyd loop with FAISS's brute-force k-NN as the
         assignment (``faiss.knn_gpu`` on CUDA tensors with faiss-gpu; float32). ``"auto"``: cuML, else Triton on
