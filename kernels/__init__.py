@@ -19,6 +19,24 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
+
+if __name__ == "kernels":  # pragma: no cover - exercised in a subprocess by the tests
+    # This folder was imported as a top-level package because the root of an interestflow
+    # checkout is on sys.path (``python -m`` / ``python -c`` / a notebook started there). Its
+    # name would then shadow the PyPI package ``kernels`` that transformers imports (and
+    # loading the encoder would fail); hand the name over to that package when installed.
+    import importlib.machinery
+    import importlib.util
+    import os
+
+    _root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    _spec = importlib.machinery.PathFinder.find_spec(
+        "kernels", [p for p in sys.path if os.path.abspath(p or os.curdir) != _root])
+    if _spec is not None and _spec.loader is not None:
+        _real = importlib.util.module_from_spec(_spec)
+        sys.modules["kernels"] = _real  # what ``import kernels`` returns once this file ran
+        _spec.loader.exec_module(_real)
 
 import numpy as np
 import torch

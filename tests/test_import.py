@@ -40,3 +40,27 @@ def test_unknown_attribute():
         assert "NoSuchThing" in str(exc)
     else:
         raise AssertionError("expected AttributeError")
+
+
+def test_checkout_root_on_sys_path_does_not_shadow_the_pypi_kernels_package():
+    """From the root of a checkout (``python -c``, ``python -m``), the folder ``kernels/``
+    would shadow the PyPI package ``kernels`` that transformers imports: it hands the name
+    over, and ``interestflow.kernels`` still works beside it."""
+    import importlib.metadata
+    from pathlib import Path
+
+    import pytest
+
+    try:
+        importlib.metadata.distribution("kernels")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("the PyPI package 'kernels' is not installed: nothing to shadow")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-c",
+         "import kernels, interestflow.kernels as ik\n"
+         "print(kernels.__file__)\n"
+         "print(ik.__name__, callable(ik.cosine_topk))\n"],
+        cwd=root, check=True, capture_output=True, text=True).stdout.split("\n")
+    assert Path(out[0]).resolve().parent != (root / "kernels").resolve()
+    assert out[1] == "interestflow.kernels True"
