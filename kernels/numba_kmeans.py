@@ -566,8 +566,9 @@ def kmeans_assign_numba(x: torch.Tensor, centroids: torch.Tensor, *, x_sq_norms=
         exact path for the rest of the call once over 40% of the rows have needed the exact
         path (data the bf16 pass cannot resolve).
     rows : BF16Rows, optional
-        ``prepare_bf16_rows(x)``: the bf16 rounding of these same rows, made once for many
-        calls (a Lloyd loop) instead of in every call. Results are identical either way.
+        ``prepare_bf16_rows(x, n_clusters)``: the bf16 rounding of these same rows, made once
+        for many calls (a Lloyd loop) instead of in every call. Results are identical either
+        way.
 
     Returns
     -------
