@@ -516,7 +516,8 @@ def _build_index(kind: str, vectors: np.ndarray, ids: pd.Index, folder: Path) ->
     index = ItemIndex(kind=kind, random_state=0).fit(vectors, item_ids=ids)
     index.save(folder)
     return {"requested": kind, "kind": index.kind_, "reason": index.reason_,
-            "nlist": index.nlist_, "nprobe": index.nprobe_, "save_id": _index_id(folder)}
+            "nlist": index.nlist_, "nprobe": index.nprobe_, "candidates": index.candidates_,
+            "save_id": _index_id(folder)}
 
 
 def _index_id(folder: Path) -> str:
@@ -953,10 +954,17 @@ def _bytes_per_row(dataset, files, fmt, columns, rows) -> float:
 
 def _chunk_users_for_memory(max_memory: int, *, n_items: int, dim: int, n_seg: int, k: int,
                             rows_per_user: float, bytes_per_row: float, has_text: bool,
-                            has_vector: bool) -> int:
+                            has_vector: bool, index: dict | None = None) -> int:
     """Users per chunk so that one scoring process stays under ``max_memory`` (an estimate:
-    see the benchmark for measured peaks)."""
-    fixed = (_rss_bytes() + 2 * n_items * dim * 4 + _RUNTIME_MARGIN_BYTES
+    see the benchmark for measured peaks). ``index``: what :func:`_build_index` built."""
+    from .retrieval import SCAN_PAD
+
+    # the catalogue twice (the index's unit rows and FAISS's lists, or the exact kind's
+    # copy), plus the bf16 copy of the lists that a bf16 IVF scan makes (padded per list)
+    index_bytes = 2 * n_items * dim * 4
+    if index and index.get("candidates") == "bfloat16":
+        index_bytes += 2 * dim * (n_items + index["nlist"] * SCAN_PAD)
+    fixed = (_rss_bytes() + index_bytes + _RUNTIME_MARGIN_BYTES
              + 2 * _GATHER_ROWS * dim * 4 + (_ENCODER_BYTES if has_text else 0))
     per_row = 3 * bytes_per_row + 24 + (2 * dim * 4 if has_vector else 0)
     per_user = rows_per_user * per_row + 3 * dim * 4 + 3 * n_seg * 4 \
@@ -1293,7 +1301,7 @@ def _stage(runner, out, st, marker, man_path, manifest, model, items, vector_col
         per_chunk = _chunk_users_for_memory(
             mem, n_items=len(cat["ids"]), dim=model["dim"], n_seg=len(model["centroids"]),
             k=int(k), rows_per_user=counted["rows"] / n_users, bytes_per_row=bpr,
-            has_text="text" in cols, has_vector="vector" in cols)
+            has_text="text" in cols, has_vector="vector" in cols, index=built_index)
         buffer_bytes = int(min(_STAGING_BUFFER_BYTES, max(16 * 2**20, mem // 4)))
     else:
         per_chunk = int(chunk_users) if chunk_users is not None else DEFAULT_CHUNK_USERS

@@ -424,3 +424,23 @@ def test_ivf_index_kind_is_used_and_its_scores_are_exact_cosines(tiny, tmp_path)
     cos = (U * eng.item_vectors_[eng.item_ids_.get_indexer(recs["item_id"])]).sum(1)
     np.testing.assert_allclose(recs["score"], cos, atol=1e-5)
     assert (recs.groupby("user_id")["score"].diff().dropna() <= 0).all()
+
+
+def test_memory_estimate_counts_the_bf16_ivf_copy(monkeypatch):
+    """max_memory -> chunk_users: a bf16 IVF scan's copy of the lists is part of the fixed
+    cost, so the chunk gets fewer users by exactly that many bytes' worth."""
+    from interestflow import batch
+    from interestflow.retrieval import SCAN_PAD
+
+    monkeypatch.setattr(batch, "_rss_bytes", lambda: 300 * 2**20)
+    args = dict(n_items=1_000_000, dim=384, n_seg=32, k=10, rows_per_user=20.0,
+                bytes_per_row=64.0, has_text=False, has_vector=False)
+    mem = 6 * 2**30
+    ivf32 = {"kind": "ivf", "nlist": 4096, "candidates": "float32"}
+    ivf16 = dict(ivf32, candidates="bfloat16")
+    base = batch._chunk_users_for_memory(mem, **args)
+    assert batch._chunk_users_for_memory(mem, **args, index=ivf32) == base
+    fewer = base - batch._chunk_users_for_memory(mem, **args, index=ivf16)
+    extra = 2 * 384 * (1_000_000 + 4096 * SCAN_PAD)
+    per_user = 20 * (3 * 64 + 24) + 3 * 384 * 4 + 3 * 32 * 4 + (10 + 20) * 48
+    assert abs(fewer - extra / per_user) <= 1
