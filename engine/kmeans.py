@@ -389,6 +389,7 @@ default="k-means++"
             init_centers = self._prepare_init(n_features, dtype, device) - x_mean
 
         best = None
+        rows = _bf16_rows(backend, Xc, self.n_clusters)  # shared by the n_init runs
         for _ in range(n_init):
             if init_is_array:
                 centers0 = init_centers
@@ -406,7 +407,7 @@ default="k-means++"
                 centers0 = Xc[torch.from_numpy(seeds).to(device)]
             run = _run(backend, Xc, x_sq, w, centers0, max_iter=max_iter, tol=tol,
                        seed=(int(random_state.randint(np.iinfo(np.int32).max))
-                             if backend == "cuml" else 0))
+                             if backend == "cuml" else 0), bf16_rows=rows)
             if best is None or run[1] < best[1]:
                 best = run
         labels, inertia, centers, n_iter = best
@@ -634,8 +635,20 @@ def _weighted_inertia(Xc, w, centers, labels):
     return total
 
 
-def _run(backend, Xc, x_sq, w, centers, *, max_iter, tol, seed):
-    """One run of ``backend`` from ``centers``: (labels, inertia, centers, n_iter)."""
+def _bf16_rows(backend, Xc, n_clusters):
+    """The numba backend's bf16 rounding of ``Xc``, made once per fit (``Xc`` does not change
+    while fitting); None for other backends or when the assignments would not use bf16."""
+    if backend != "numba" or not Xc.is_contiguous():
+        return None
+    from interestflow.kernels import backend_module
+
+    return backend_module("numba", "kmeans").prepare_bf16_rows(Xc, n_clusters)
+
+
+def _run(backend, Xc, x_sq, w, centers, *, max_iter, tol, seed, bf16_rows=None):
+    """One run of ``backend`` from ``centers``: (labels, inertia, centers, n_iter).
+
+    ``bf16_rows``: :func:`_bf16_rows` of ``Xc`` for the numba backend."""
     if backend == "cuml":
         return _cuml_run(Xc, w, centers, max_iter=max_iter, tol=tol, seed=seed)
     from interestflow.kernels import _assign_fn, _update_fn
@@ -648,14 +661,8 @@ def _run(backend, Xc, x_sq, w, centers, *, max_iter, tol, seed):
     else:
         choice = BackendChoice(backend, "")
         assign, update = _assign_fn(choice), _update_fn(choice)
-        if backend == "numba" and Xc.is_contiguous():
-            # round the rows to bf16 once for every iteration (Xc does not change here)
-            from interestflow.kernels import backend_module
-
-            numba_kmeans = backend_module("numba", "kmeans")
-            rows = numba_kmeans.prepare_bf16_rows(Xc, centers.shape[0])
-            if rows is not None:
-                assign = functools.partial(numba_kmeans.kmeans_assign_numba, rows=rows)
+        if bf16_rows is not None:
+            assign = functools.partial(assign, rows=bf16_rows)
     return _lloyd(Xc, x_sq, w, centers, max_iter=max_iter, tol=tol, assign=assign,
                   update=update)
 

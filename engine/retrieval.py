@@ -136,7 +136,8 @@ SCAN_PAD = 64
 SCAN_ROWS = 512
 
 FORMAT = "interestflow.ItemIndex"
-FORMAT_VERSION = 1
+#: 2: ``params`` hold ``candidates`` and ``candidates_`` is saved (1: neither).
+FORMAT_VERSION = 2
 
 
 # --------------------------------------------------------------------------- parameter rules
@@ -640,8 +641,8 @@ class ItemIndex(BaseEstimator):
                 # equal chunks (no small tail chunk: the batched IVF scan's cost per chunk
                 # has a part that does not shrink with it)
                 b = a + -(-(n_q - a) // -(-(n_q - a) // chunk))
-                while b - a > 1 and (b - a) * self._depth(k, n_ex[order[b - 1]]) > CHUNK_PAIRS:
-                    b = a + max(1, CHUNK_PAIRS // self._depth(k, n_ex[order[b - 1]]))
+                while b - a > 1 and (b - a) * self._width(k, n_ex[order[b - 1]]) > CHUNK_PAIRS:
+                    b = a + max(1, CHUNK_PAIRS // self._width(k, n_ex[order[b - 1]]))
                 sel = order[a:b]
                 depth = self._depth(k, n_ex[sel[-1]])
                 cand = self._candidates(qn[sel], depth)
@@ -657,6 +658,11 @@ class ItemIndex(BaseEstimator):
 
     def _depth(self, k: int, n_excluded) -> int:
         return int(min(self.n_items_, k + int(n_excluded)))
+
+    def _width(self, k: int, n_excluded) -> int:
+        """Candidates per query that a search holds: the depth, plus the bf16 scan's extra."""
+        extra = BF16_EXTRA if self.candidates_ == "bfloat16" else 0
+        return min(self.n_items_, self._depth(k, n_excluded) + extra)
 
     def _candidates(self, qn: np.ndarray, depth: int) -> np.ndarray:
         """(n, depth) candidate rows (-1 where none) from the kernel or FAISS."""
@@ -730,7 +736,7 @@ class ItemIndex(BaseEstimator):
 
         bf16 = self.candidates_ == "bfloat16"
         if bf16:
-            depth = min(self.n_items_, depth + BF16_EXTRA)
+            depth = min(self.n_items_, depth + BF16_EXTRA)  # = self._width(...)
         centroids, lists = self._list_views()
         nprobe, nlist, dim = self.nprobe_, self.nlist_, self.dim_
         n = len(qn)
@@ -757,8 +763,9 @@ class ItemIndex(BaseEstimator):
             np.floor_divide(qrows_all, nprobe, out=qrows_all)
             mine_s, mine_i = heap_s[lo:hi], heap_i[lo:hi]
             q_scan = qt.to(scan_dtype) if bf16 else qt
-            # reused buffers: a fresh tensor per list would be a fresh mmap + page faults;
-            # zeros, so that the padding rows of a bf16 product hold finite values
+            # reused buffers: a fresh tensor per list would be a fresh mmap + page faults.
+            # The padding rows of a bf16 product hold zeros or earlier query rows (finite;
+            # their scores are never read)
             qbuf = torch.zeros((SCAN_ROWS, dim), dtype=scan_dtype)
             sbuf = torch.empty(SCAN_ROWS * max_cols, dtype=scan_dtype)
             qrows_t = torch.from_numpy(qrows_all)
@@ -900,6 +907,7 @@ class ItemIndex(BaseEstimator):
             "interestflow_version": __version__, "params": self.get_params(),
             "kind_": self.kind_, "reason_": self.reason_, "n_items_": int(self.n_items_),
             "dim_": int(self.dim_), "nlist_": self.nlist_, "nprobe_": self.nprobe_,
+            "candidates_": self.candidates_,
             "has_ids": self.item_ids_ is not None, "faiss_file": faiss_name,
         }
         if not isinstance(meta["params"]["device"], (str, type(None))):
@@ -996,6 +1004,11 @@ class ItemIndex(BaseEstimator):
             index.nprobe = self.nprobe_
             self.index_ = index
             self._set_scan()
+            # keep the scan precision the saved index searched with (format 1 scanned in
+            # float32), whatever this CPU would pick: the loaded index returns the same rows
+            saved = meta.get("candidates_") if meta.get("format_version", 1) >= 2 else "float32"
+            if self.scan_ == "batched" and self.candidates == "auto" and saved is not None:
+                self.candidates_ = saved
         else:
             self._prepare_exact(dev)
         return self

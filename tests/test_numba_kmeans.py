@@ -400,7 +400,7 @@ def test_prepare_bf16_rows_is_none_when_the_assignment_would_not_use_bf16(monkey
 
 
 def test_kmeans_numba_fit_prepares_the_rows_once(monkeypatch):
-    """The Lloyd loop rounds the rows once per run, and the fit equals one without it."""
+    """A fit rounds the rows once (shared by its n_init runs) and equals a fit without it."""
     import interestflow.resolve as resolve
     from interestflow import KMeans
 
@@ -410,17 +410,16 @@ def test_kmeans_numba_fit_prepares_the_rows_once(monkeypatch):
     rng = np.random.RandomState(1)
     X = (rng.randn(64, 64) * 2.0)[rng.randint(0, 64, 3000)] + rng.randn(3000, 64)
     X = X.astype(np.float32)
-    init = X[rng.choice(3000, 64, replace=False)]
     calls = []
     real = nk.prepare_bf16_rows
     monkeypatch.setattr(nk, "prepare_bf16_rows",
                         lambda *a, **kw: calls.append(1) or real(*a, **kw))
-    ours = KMeans(64, init=init, n_init=1, max_iter=20, tol=0.0, backend="numba",
-                  device="cpu").fit(X)
+    ours = KMeans(64, n_init=3, max_iter=20, tol=0.0, backend="numba", device="cpu",
+                  random_state=0).fit(X)
     assert len(calls) == 1
     monkeypatch.setattr(nk, "prepare_bf16_rows", lambda *a, **kw: None)
-    plain = KMeans(64, init=init, n_init=1, max_iter=20, tol=0.0, backend="numba",
-                   device="cpu").fit(X)
+    plain = KMeans(64, n_init=3, max_iter=20, tol=0.0, backend="numba", device="cpu",
+                   random_state=0).fit(X)
     np.testing.assert_array_equal(ours.labels_, plain.labels_)
     np.testing.assert_array_equal(ours.cluster_centers_, plain.cluster_centers_)
     assert ours.inertia_ == plain.inertia_ and ours.n_iter_ == plain.n_iter_

@@ -331,12 +331,18 @@ def test_heap_kernels_keep_the_best_scores():
         heap_s = np.full((n_q, depth), -np.inf, np.float32)
         heap_i = np.full((n_q, depth), -1, np.int64)
         seen = {q: [] for q in range(n_q)}
-        for block in range(6):
+        for block in range(12):
             # as in a scan: a query meets a list's items once
             r, c = int(rng.integers(1, n_q + 1)), int(rng.integers(1, 70))
             qrows = rng.choice(n_q, r, replace=False).astype(np.int64)
             ids = rng.choice(10_000, c, replace=False).astype(np.int64) + 100_000 * block
-            vals = torch.from_numpy(rng.uniform(-1, 1, (r, c)).astype(np.float32))
+            vals = rng.uniform(-1, 1, (r, c)).astype(np.float32)
+            if block % 3 == 1:  # exact ties, signed zeros, infinities, all-negative rows
+                vals = rng.choice(np.array([0.0, -0.0, 0.5, -0.5, -np.inf, np.inf, 1e-40,
+                                            -3e38], np.float32), (r, c))
+            elif block % 3 == 2:
+                vals = -np.abs(vals)
+            vals = torch.from_numpy(vals)
             if bf16:
                 vals = vals.bfloat16()
                 padded = torch.full((r + 3, c + 5), 7.0, dtype=torch.bfloat16)  # never read
@@ -376,6 +382,80 @@ def test_rescore_is_the_float64_sum_in_order():
                         acc += float(q[a, d]) * float(v[rows[a, b], d])
                     want[a, b] = np.float32(acc)
         np.testing.assert_array_equal(out.view(np.int32), want.view(np.int32))
+
+
+def test_bf16_scan_with_exclusion_and_many_queries_per_list(ivf96_data):
+    """bf16 scan with excluded items (deeper fetch, BF16_EXTRA on top) and lists probed by
+    more queries than one product takes (SCAN_ROWS): same rows as the float32 scan on all but
+    near-ties, never an excluded item."""
+    assert retrieval.SCAN_ROWS % retrieval.SCAN_PAD == 0  # the padded row blocks fit qbuf
+    items, queries, f32, b16, exact = ivf96_data
+    rng = np.random.default_rng(13)
+    q = np.concatenate([queries] * 3)  # 1,200 queries over 8 probes of few lists
+    _, top = exact.search(q, 20)
+    parts = [np.unique(np.concatenate([t[rng.random(20) < 0.4],
+                                       rng.choice(12_000, 3, replace=False)])) for t in top]
+    ex = (np.concatenate([[0], np.cumsum([len(p) for p in parts])]), np.concatenate(parts))
+    b16.set_nprobe(b16.nlist_)  # every list probed by all 1,200 queries (> SCAN_ROWS)
+    f32.set_nprobe(f32.nlist_)
+    try:
+        s, i = b16.search(q, 10, exclude=ex)
+        fs, fi = f32.search(q, 10, exclude=ex)
+    finally:
+        b16.set_nprobe(default_nprobe(b16.nlist_))
+        f32.set_nprobe(default_nprobe(f32.nlist_))
+    for r in range(len(q)):
+        assert not np.isin(i[r], parts[r]).any()
+    # nprobe = nlist scans everything: both are exact up to bf16 near-ties at the edge
+    ei = exact.search(q, 10, exclude=ex)[1]
+    assert _recall(ei, fi) == 1.0
+    assert _recall(ei, i) >= 0.999
+    same = i == fi
+    np.testing.assert_array_equal(s[same], fs[same])
+
+
+def test_threaded_rescore_equals_one_thread(monkeypatch):
+    import torch
+
+    rng = np.random.default_rng(14)
+    items = _unit(rng.standard_normal((3000, 40)))
+    index = ItemIndex("exact", device="cpu").fit(items)
+    qn = _unit(rng.standard_normal((5000, 40)))
+    rows = rng.integers(-1, 3000, (5000, 13))
+    many = index._rescore(qn, rows)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    one = index._rescore(qn, rows)
+    np.testing.assert_array_equal(many.view(np.int32), one.view(np.int32))
+
+
+@pytest.mark.parametrize("saved_fast,loaded_fast", [(False, True), (True, False)])
+def test_load_keeps_the_saved_scan_precision(tmp_path, monkeypatch, saved_fast, loaded_fast):
+    """candidates='auto' is decided where the index is fitted; a load on another CPU keeps
+    it, so the loaded index returns the saved one's rows. A format-1 save (no candidates_)
+    scanned in float32 and loads that way."""
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(15)
+    items = clustered(3000, 96, 60, rng)
+    queries = clustered(200, 96, 60, np.random.default_rng(16))
+    monkeypatch.setattr(retrieval, "cpu_has_fast_bf16", lambda: saved_fast)
+    index = ItemIndex("ivf", device="cpu", random_state=1).fit(items)
+    want = "bfloat16" if saved_fast else "float32"
+    assert index.candidates_ == want
+    before = index.search(queries, 10)
+    index.save(tmp_path / "ix")
+    monkeypatch.setattr(retrieval, "cpu_has_fast_bf16", lambda: loaded_fast)
+    loaded = ItemIndex.load(tmp_path / "ix")
+    assert loaded.candidates_ == want
+    after = loaded.search(queries, 10)
+    np.testing.assert_array_equal(before[1], after[1])
+    np.testing.assert_array_equal(before[0], after[0])
+    # an index saved before the format had candidates: float32 scan, whatever the CPU
+    meta = json.loads((tmp_path / "ix" / "meta.json").read_text())
+    assert meta["format_version"] == 2 and meta["candidates_"] == want
+    del meta["candidates_"], meta["params"]["candidates"]
+    meta["format_version"] = 1
+    (tmp_path / "ix" / "meta.json").write_text(json.dumps(meta))
+    assert ItemIndex.load(tmp_path / "ix").candidates_ == "float32"
 
 
 def test_ivf_k_above_reachable_items_pads():
