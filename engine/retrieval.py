@@ -304,6 +304,32 @@ def _faiss_has_gpu(faiss) -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
+def _in_threads(work, n: int, threads: int) -> None:
+    """Run ``work(lo, hi)`` over ``threads`` contiguous shares of ``range(n)`` (at least one).
+
+    Each worker thread runs single-threaded torch ops (torch's intra-op setting is per
+    thread: small products run better side by side than each split in two) and numba kernels
+    that release the GIL; shares write disjoint rows, so results do not depend on threads."""
+    import torch
+
+    threads = max(1, min(int(threads), n))
+    cuts = np.linspace(0, n, threads + 1).astype(np.int64)
+    shares = [(int(cuts[t]), int(cuts[t + 1])) for t in range(threads) if cuts[t + 1] > cuts[t]]
+    if len(shares) <= 1:
+        work(0, n)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    torch_threads = torch.get_num_threads()
+    try:
+        with ThreadPoolExecutor(len(shares), initializer=torch.set_num_threads,
+                                initargs=(1,)) as pool:
+            list(pool.map(lambda b: work(*b), shares))
+    finally:
+        # the workers' set_num_threads(1) also changed torch's default for new threads
+        torch.set_num_threads(torch_threads)
+
+
 def _pad(n: int) -> int:
     """``n`` rounded up to a multiple of :data:`SCAN_PAD`."""
     return -(-n // SCAN_PAD) * SCAN_PAD
@@ -743,12 +769,10 @@ class ItemIndex(BaseEstimator):
         heap_s = np.full((n, depth), -np.inf, np.float32)
         heap_i = np.full((n, depth), -1, np.int64)
         max_cols = max(v[0].shape[0] for v in lists if v is not None)
-        torch_threads = torch.get_num_threads()
-        threads = max(1, min(torch_threads, n))
+        threads = min(torch.get_num_threads(), n)
         scan_dtype = torch.bfloat16 if bf16 else torch.float32
 
-        def work(bounds):
-            lo, hi = bounds
+        def work(lo, hi):
             m = hi - lo
             qt = torch.from_numpy(qn[lo:hi])
             step = max(1, (1 << 24) // nlist)  # (queries x centroids) scores per product
@@ -788,22 +812,7 @@ class ItemIndex(BaseEstimator):
                         numba_ivf.heap_rows(scores.numpy(), qrows_all[a:b], ids, mine_s,
                                             mine_i)
 
-        cuts = np.linspace(0, n, threads + 1).astype(np.int64)
-        shares = [(int(cuts[t]), int(cuts[t + 1])) for t in range(threads) if cuts[t + 1] > cuts[t]]
-        if len(shares) == 1:
-            work(shares[0])
-        else:
-            from concurrent.futures import ThreadPoolExecutor
-
-            # one single-threaded matmul per worker thread (torch's intra-op setting is per
-            # thread): small products run better side by side than each split in two
-            try:
-                with ThreadPoolExecutor(len(shares), initializer=torch.set_num_threads,
-                                        initargs=(1,)) as pool:
-                    list(pool.map(work, shares))
-            finally:
-                # the workers' set_num_threads(1) also changed torch's default for new threads
-                torch.set_num_threads(torch_threads)
+        _in_threads(work, n, threads)
         return heap_i
 
     def _cpu_copy(self):
@@ -860,17 +869,9 @@ class ItemIndex(BaseEstimator):
         out = np.empty(rows.shape, np.float32)
         rows = np.ascontiguousarray(rows)
         # random reads of item rows and float64 sums: split the queries over the threads
-        threads = max(1, min(torch.get_num_threads(), len(rows) // RESCORE_MIN_ROWS))
-        cuts = np.linspace(0, len(rows), threads + 1).astype(np.int64)
-        if threads == 1:
-            numba_ivf.rescore(qn, self.vectors_, rows, out)
-        else:
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(threads) as pool:
-                list(pool.map(lambda t: numba_ivf.rescore(
-                    qn[cuts[t]:cuts[t + 1]], self.vectors_, rows[cuts[t]:cuts[t + 1]],
-                    out[cuts[t]:cuts[t + 1]]), range(threads)))
+        _in_threads(lambda lo, hi: numba_ivf.rescore(qn[lo:hi], self.vectors_, rows[lo:hi],
+                                                     out[lo:hi]),
+                    len(rows), min(torch.get_num_threads(), len(rows) // RESCORE_MIN_ROWS))
         return out
 
     # ------------------------------------------------------------------ persistence
