@@ -957,13 +957,13 @@ def _chunk_users_for_memory(max_memory: int, *, n_items: int, dim: int, n_seg: i
                             has_vector: bool, index: dict | None = None) -> int:
     """Users per chunk so that one scoring process stays under ``max_memory`` (an estimate:
     see the benchmark for measured peaks). ``index``: what :func:`_build_index` built."""
-    from .retrieval import SCAN_PAD
+    from .retrieval import bf16_scan_bytes
 
     # the catalogue twice (the index's unit rows and FAISS's lists, or the exact kind's
     # copy), plus the bf16 copy of the lists that a bf16 IVF scan makes (padded per list)
     index_bytes = 2 * n_items * dim * 4
     if index and index.get("candidates") == "bfloat16":
-        index_bytes += 2 * dim * (n_items + index["nlist"] * SCAN_PAD)
+        index_bytes += bf16_scan_bytes(n_items, dim, index["nlist"])
     fixed = (_rss_bytes() + index_bytes + _RUNTIME_MARGIN_BYTES
              + 2 * _GATHER_ROWS * dim * 4 + (_ENCODER_BYTES if has_text else 0))
     per_row = 3 * bytes_per_row + 24 + (2 * dim * 4 if has_vector else 0)

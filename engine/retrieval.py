@@ -330,6 +330,12 @@ def _in_threads(work, n: int, threads: int) -> None:
         torch.set_num_threads(torch_threads)
 
 
+def bf16_scan_bytes(n_items: int, dim: int, nlist: int) -> int:
+    """Upper bound of the bf16 batched scan's copy of an IVF index's lists, in bytes (each
+    list padded to a multiple of :data:`SCAN_PAD` rows)."""
+    return 2 * dim * (n_items + nlist * SCAN_PAD)
+
+
 def _pad(n: int) -> int:
     """``n`` rounded up to a multiple of :data:`SCAN_PAD`."""
     return -(-n // SCAN_PAD) * SCAN_PAD
@@ -666,9 +672,13 @@ class ItemIndex(BaseEstimator):
             while a < n_q:
                 # equal chunks (no small tail chunk: the batched IVF scan's cost per chunk
                 # has a part that does not shrink with it)
-                b = a + -(-(n_q - a) // -(-(n_q - a) // chunk))
-                while b - a > 1 and (b - a) * self._width(k, n_ex[order[b - 1]]) > CHUNK_PAIRS:
-                    b = a + max(1, CHUNK_PAIRS // self._width(k, n_ex[order[b - 1]]))
+                left = n_q - a
+                b = a + -(-left // -(-left // chunk))  # ceil(left / number of chunks)
+                while b - a > 1:  # bound the candidates held (the deepest query decides)
+                    width = self._width(self._depth(k, n_ex[order[b - 1]]))
+                    if (b - a) * width <= CHUNK_PAIRS:
+                        break
+                    b = a + max(1, CHUNK_PAIRS // width)
                 sel = order[a:b]
                 depth = self._depth(k, n_ex[sel[-1]])
                 cand = self._candidates(qn[sel], depth)
@@ -685,10 +695,10 @@ class ItemIndex(BaseEstimator):
     def _depth(self, k: int, n_excluded) -> int:
         return int(min(self.n_items_, k + int(n_excluded)))
 
-    def _width(self, k: int, n_excluded) -> int:
-        """Candidates per query that a search holds: the depth, plus the bf16 scan's extra."""
+    def _width(self, depth: int) -> int:
+        """Candidates per query held by a fetch of ``depth``: the bf16 scan adds its extra."""
         extra = BF16_EXTRA if self.candidates_ == "bfloat16" else 0
-        return min(self.n_items_, self._depth(k, n_excluded) + extra)
+        return min(self.n_items_, depth + extra)
 
     def _candidates(self, qn: np.ndarray, depth: int) -> np.ndarray:
         """(n, depth) candidate rows (-1 where none) from the kernel or FAISS."""
@@ -761,8 +771,7 @@ class ItemIndex(BaseEstimator):
         from interestflow.kernels import numba_ivf
 
         bf16 = self.candidates_ == "bfloat16"
-        if bf16:
-            depth = min(self.n_items_, depth + BF16_EXTRA)  # = self._width(...)
+        depth = self._width(depth)
         centroids, lists = self._list_views()
         nprobe, nlist, dim = self.nprobe_, self.nlist_, self.dim_
         n = len(qn)

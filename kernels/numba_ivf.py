@@ -70,10 +70,11 @@ def heap_rows_bf16(bits, n_rows, n_cols, qrows, ids, heap_s, heap_i):
     """:func:`heap_rows` for bfloat16 scores given as int16 bit patterns ``bits`` (at least
     (n_rows, n_cols); rows and columns beyond those are padding and are not read).
 
-    Most scores of a scan fall below the heap's threshold: each chunk of :data:`_CHUNK`
-    scores is first reduced to its largest integer key (a vectorised pass over the raw bits)
-    and only a chunk whose key beats the threshold's is widened to float32 (exactly: a bf16
-    number is the top half of a float32) and pushed.
+    Most scores of a scan fall below the heap's threshold: once the threshold is
+    non-negative, each chunk of :data:`_CHUNK` scores is first reduced to its largest raw
+    int16 pattern (a vectorised pass; for positive numbers the bits order like the values)
+    and only a chunk that beats the threshold's pattern is widened to float32 (exactly: a
+    bf16 number is the top half of a float32) and pushed.
     """
     f32 = np.empty(_CHUNK, np.float32)
     u32 = f32.view(np.uint32)
@@ -113,8 +114,9 @@ def rescore(q, vectors, rows, out):
     products and the sum in float64 in index order; ``-inf`` where ``rows[i, j] < 0``.
 
     Four candidates of a row are summed side by side: each sum keeps its own order (the
-    result is the same to the bit), but the four chains of dependent additions overlap, which
-    is ~3x faster than one sum after another (a float64 add waits for the previous one).
+    result is the same to the bit), but the four chains of dependent additions overlap (a
+    float64 add waits for the previous one): 1.46x faster than one sum after another on
+    20,000 x 26 random rows of a 1M x 384 catalogue (the rest is memory reads).
     """
     dim = q.shape[1]
     width = rows.shape[1]
