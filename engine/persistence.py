@@ -394,13 +394,16 @@ def open_saved(path, cls=None) -> SavedModel:
     if version > FORMAT_VERSION:
         _fail(meta_path, f"has format_version {version}; this interestflow reads up to "
                          f"{FORMAT_VERSION}: upgrade interestflow")
-    kinds = {"save_id": str, "params": dict, "n_segments_": int, "reference_time_": (int, float),
-             "n_events_": int, "recommender_config": dict}
-    for key, kind in kinds.items():
+    if version == 1 and "save_id" not in meta:  # the earliest saves had none
+        meta = dict(meta, save_id=None)
+    expected = {"save_id": ((str, type(None)) if version == 1 else str, "a str"),
+                "params": (dict, "a mapping"), "n_segments_": (int, "an int"),
+                "reference_time_": ((int, float), "a number"), "n_events_": (int, "an int"),
+                "recommender_config": (dict, "a mapping")}
+    for key, (kind, what) in expected.items():
         value = meta.get(key)
         if key not in meta or isinstance(value, bool) or not isinstance(value, kind):
-            _fail(meta_path, f"entry {key!r} is missing or not a "
-                             f"{getattr(kind, '__name__', 'number')}; {_RESAVE}")
+            _fail(meta_path, f"entry {key!r} is missing or not {what}; {_RESAVE}")
     if meta["n_segments_"] < 0 or meta["n_events_"] < 0 or \
             not math.isfinite(meta["reference_time_"]):
         _fail(meta_path, f"n_segments_={meta['n_segments_']}, n_events_={meta['n_events_']}, "

@@ -138,6 +138,13 @@ def test_format_1_save_loads_with_a_warning(saved, copy, caplog):
     assert "format_version 1" in caplog.text and "cannot be detected" in caplog.text
     users = list(eng.user_ids_[:3])
     pd.testing.assert_frame_equal(again.recommend(users, k=3), eng.recommend(users, k=3))
+    # the earliest format-1 saves carried no save_id in either file
+    from safetensors.numpy import load_file, save_file
+
+    save_file(load_file(str(copy / "arrays.safetensors")), str(copy / "arrays.safetensors"))
+    _edit_meta(copy, lambda m: m.pop("save_id"))
+    again = InterestEngine.load(copy, encoder=eng.encoder)
+    pd.testing.assert_frame_equal(again.recommend(users, k=3), eng.recommend(users, k=3))
 
 
 def test_out_of_range_index_values_are_refused(copy):
@@ -174,7 +181,8 @@ def test_missing_files_and_entries_are_named(copy):
     (copy / "ids_items.parquet").unlink()
     assert _load_error(copy).startswith(f"{copy / 'ids_items.parquet'}: missing")
     _edit_meta(copy, lambda m: m.pop("params"))
-    assert _load_error(copy).startswith(f"{copy / 'meta.json'}: entry 'params' is missing")
+    assert _load_error(copy).startswith(f"{copy / 'meta.json'}: entry 'params' is missing or "
+                                        "not a mapping")
     (copy / "meta.json").unlink()
     msg = _load_error(copy)
     assert msg.startswith(f"{copy / 'meta.json'}: missing") and \
