@@ -162,14 +162,14 @@ def _shape_problem(shapes: dict, dtypes: dict, n_users: int, n_items: int,
     """What is wrong with the arrays' shapes and dtypes (None: nothing), against the id
     tables' lengths and the number of segments; see _SHAPES. ``dtypes`` holds safetensors
     dtype names or numpy dtypes."""
-    from .recommend import COMPONENTS, Recommender
+    from .recommend import COMPONENTS
 
     kinds = {k: _kind(d) if isinstance(d, str) else
              {"f": "f", "i": "i", "u": "i", "b": "b"}.get(np.dtype(d).kind)
              for k, d in dtypes.items()}
-
-    required = set(_ARRAYS) | {"item_from_items"} | {
-        _REC_PREFIX + n.rstrip("_") for n in Recommender._STATE}
+    # every recommender array is required (save refuses one missing from _SHAPES)
+    required = set(_ARRAYS) | {"item_from_items"} | {k for k in _SHAPES
+                                                     if k.startswith(_REC_PREFIX)}
     missing = sorted(required - set(shapes))
     if missing:
         return f"holds no array(s) {missing}"

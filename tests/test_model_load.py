@@ -117,6 +117,19 @@ def test_shapes_are_checked_against_ids_and_meta(copy, caplog):
     msg = _load_error(copy)
     assert msg.startswith(f"{copy / 'meta.json'}: n_segments_ is 5 but arrays.safetensors "
                           "holds 3 segment centroids")
+    _edit_meta(copy, lambda m: m.update(n_segments_=3))
+    from safetensors.numpy import load_file, save_file
+
+    arrays = copy / "arrays.safetensors"
+    t = load_file(str(arrays))
+    n_items = len(t["item_vectors_"])
+    t["recommender.popularity"] = t["recommender.popularity"][:-1].copy()
+    save_file(t, str(arrays), metadata={"save_id": json.loads(
+        (copy / "meta.json").read_text())["save_id"]})
+    assert _load_error(copy) == (
+        f"{arrays}: array 'recommender.popularity' has shape ({n_items - 1},): axis 0 is "
+        f"{n_items - 1} but rows in ids_items.parquet is {n_items}; restore the folder as it "
+        "was saved, or fit and save the engine again")
 
 
 def test_duplicate_or_null_ids_are_refused(copy):
