@@ -17,6 +17,7 @@ _LAZY = {
     "Encoder": "interestflow.encoder",
     "KMeans": "interestflow.kmeans",
     "InterestEngine": "interestflow.engine",
+    "ModelLoadError": "interestflow.persistence",
     "decayed_user_means": "interestflow.interests",
     "Recommender": "interestflow.recommend",
     "RecommendConfig": "interestflow.recommend",

@@ -361,32 +361,23 @@ def _hash_ids(values) -> np.ndarray:
 
 # --------------------------------------------------------------------------- model, catalogue
 def _read_model(model_dir) -> dict:
-    """What scoring needs from a saved InterestEngine, without loading its user arrays."""
-    from safetensors import safe_open
+    """What scoring needs from a saved InterestEngine, without loading its user arrays.
+
+    The folder is checked as InterestEngine.load checks it (persistence.open_saved):
+    ModelLoadError names the file at fault."""
+    from .persistence import open_saved
 
     if not isinstance(model_dir, (str, os.PathLike)):
         raise TypeError(f"model_dir must be a path to a saved InterestEngine, got "
                         f"{type(model_dir).__name__}")
-    path = Path(model_dir).resolve()
-    meta_path = path / "meta.json"
-    if not meta_path.is_file():
-        raise ValueError(f"model_dir={str(model_dir)!r} does not hold a saved InterestEngine "
-                         "(meta.json is missing); save one with InterestEngine.save(dir) or "
-                         "`interestflow run`")
-    meta = json.loads(meta_path.read_text())
-    if meta.get("format") != "interestflow.InterestEngine":
-        raise ValueError(f"{meta_path} is not an interestflow.InterestEngine save")
-    with safe_open(str(path / "arrays.safetensors"), framework="numpy") as fh:
-        if (fh.metadata() or {}).get("save_id") != meta.get("save_id"):
-            raise ValueError(f"{path}: arrays.safetensors and meta.json come from different "
-                             "saves (an interrupted overwrite?); save the engine again")
-        centroids = fh.get_tensor("segment_centroids_")
-    params = meta["params"]
-    return {"dir": str(path), "save_id": meta["save_id"], "meta": meta,
+    saved = open_saved(Path(model_dir).resolve())
+    centroids = saved.tensor("segment_centroids_")
+    params = saved.meta["params"]
+    return {"dir": str(saved.path), "save_id": saved.meta["save_id"], "meta": saved.meta,
             "half_life_days": float(params["half_life_days"]),
             "temperature": float(params["segment_temperature"]),
             "centroids": np.ascontiguousarray(centroids, np.float32),
-            "dim": int(centroids.shape[1])}
+            "dim": saved.dim}
 
 
 def _model_encoder(model: dict):

@@ -1084,6 +1084,9 @@ class SegmentTracker:
     def to_run_dir(self, path):
         """Write the tables to ``path/tracking/<name>.parquet`` (atomic writes).
 
+        ``path`` is then a run directory that ``interestflow report path`` (or
+        :func:`interestflow.report.write_report`) draws; other files in it are kept.
+
         Returns
         -------
         pathlib.Path

@@ -93,6 +93,34 @@ def _read_json(path: Path) -> dict | list | None:
         raise ValueError(f"cannot read {path}: {exc}") from exc
 
 
+#: Weight files Encoder loads (safetensors: no code runs on load) and pickle files it refuses.
+_SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+def _check_weights(model_dir: Path, model) -> None:
+    """Refuse a model folder without safetensors weights, before anything reads its files.
+
+    A ``pytorch_model.bin`` is a pickle: unpickling a file can run code, so it is never
+    loaded (torch's ``weights_only`` loader would refuse most of them anyway, with an
+    ``UnpicklingError`` that does not say what to do).
+    """
+    if any((model_dir / name).is_file() for name in _SAFE_WEIGHTS):
+        return
+    pickles = sorted(p.name for p in model_dir.iterdir()
+                     if p.is_file() and p.name.endswith(_PICKLE_SUFFIXES))
+    if pickles:
+        raise ValueError(
+            f"model={str(model)!r}: {model_dir / pickles[0]} holds the weights as a pickle and "
+            f"{model_dir} has no model.safetensors; pickled weights are not loaded, for safety "
+            "(unpickling can run arbitrary code). Convert them once, in an environment where "
+            "you trust the file: transformers.AutoModel.from_pretrained(dir).save_pretrained("
+            "dir, safe_serialization=True) writes model.safetensors (transformers >= 5 writes "
+            "safetensors without the argument)")
+    raise ValueError(f"model={str(model)!r}: {model_dir} has no weights (model.safetensors); "
+                     "pass a Hugging Face model directory with safetensors weights")
+
+
 def _sentence_transformers_layout(root: Path) -> tuple[Path, Path | None, list[str]]:
     """Find the Hugging Face model folder and the pooling config of a sentence-transformers dir.
 
@@ -316,6 +344,7 @@ class Encoder:
             raise ValueError(
                 f"model={str(model)!r}: {model_dir} has no config.json; pass a Hugging Face "
                 "model directory (config.json, tokenizer files and weights)")
+        _check_weights(model_dir, model)
         if ignored:
             logger.warning(
                 "%s: modules.json lists %s, which Encoder does not apply; its vectors will differ "
@@ -356,8 +385,8 @@ class Encoder:
                              f"({limit} tokens); pass max_length <= {limit}")
 
         net = AutoModel.from_pretrained(model_dir, local_files_only=True,
-                                        trust_remote_code=False, attn_implementation="sdpa",
-                                        dtype=self.dtype)
+                                        trust_remote_code=False, use_safetensors=True,
+                                        attn_implementation="sdpa", dtype=self.dtype)
         net.eval().requires_grad_(False).to(self.device)
 
         self.model_path = root

@@ -712,14 +712,28 @@ class InterestEngine:
 
     # ------------------------------------------------------------- persistence
     def save(self, path) -> Path:
-        """Save to a directory: ``arrays.safetensors``, ``ids_*.parquet``, ``meta.json``."""
+        """Save to a directory: ``arrays.safetensors``, ``ids_*.parquet``, ``meta.json`` (which
+        records the SHA-256 of the other three). Files are written beside the target and
+        moved in: an interrupted save leaves no half-written file, and :meth:`load` refuses
+        a folder that mixes files of two saves."""
         from .persistence import save_engine
         self._check_fitted()
         return save_engine(self, Path(path))
 
     @classmethod
     def load(cls, path, *, encoder=None) -> "InterestEngine":
-        """Load an engine saved by :meth:`save`; it recommends exactly what the saved one did."""
+        """Load an engine saved by :meth:`save`; it recommends exactly what the saved one did.
+
+        The folder is checked before anything is built from it: the saved parameters (as
+        :meth:`fit` checks them), every array's shape against the id tables, unique non-null
+        ids, and the SHA-256 of each data file recorded at save time.
+
+        Raises
+        ------
+        interestflow.ModelLoadError
+            (a ``ValueError``) A file is missing, unreadable, inconsistent with the others or
+            changed since the save; the message starts with its path.
+        """
         from .persistence import load_engine
         return load_engine(cls, Path(path), encoder=encoder)
 

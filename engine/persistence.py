@@ -2,20 +2,35 @@
 
 Nothing is pickled: every array goes through safetensors, ids through Arrow (their dtype is
 kept), and settings/labels through JSON.
+
+Every load goes through :func:`open_saved`, which checks a saved folder before anything is
+built from it (``InterestEngine.load`` and batch scoring's model reader alike): the meta data
+and the parameters (validated as ``fit`` validates them), the shape of every array against
+the id tables and the meta data, and, from format 2 on, the SHA-256 of each data file
+recorded at save time, which catches edits that keep the shapes (shuffled id rows) and
+truncation. Any problem raises :class:`ModelLoadError` naming the file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import math
 import os
 import tempfile
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-FORMAT_VERSION = 1
+logger = logging.getLogger(__name__)
+
+#: 2: meta.json records the SHA-256 of the data files. Format-1 saves (no hashes) still load,
+#: with every other check and a warning that their integrity cannot be verified.
+FORMAT_VERSION = 2
 _ARRAYS = ("user_vectors_", "user_log2_weight_", "item_vectors_", "segments_",
            "segment_centroids_", "segment_soft_")
 #: State that only partial_fit needs; a save without it loads but cannot partial_fit.
@@ -23,7 +38,65 @@ _INCREMENTAL = ("user_mean_", "item_event_sum_", "item_event_weight_")
 #: multi_interest=True only.
 _INTERESTS = ("interest_offsets_", "interest_vectors_", "interest_importance_", "interest_sizes_")
 _INTER_PREFIX = "interactions."
+_INTER_KEYS = ("user", "item", "ts", "weight")
 _REC_PREFIX = "recommender."
+#: The files whose bytes meta.json's "sha256" covers (meta.json itself holds the hashes).
+_DATA_FILES = ("arrays.safetensors", "ids_users.parquet", "ids_items.parquet")
+_RESAVE = "restore the folder as it was saved, or fit and save the engine again"
+
+# Expected shape of every array, in symbols: U users (ids_users.parquet), I items
+# (ids_items.parquet), K segments (meta.json n_segments_), D the vector dimension
+# (user_vectors_), C recommender components; M interests, N interactions, S/T/R the
+# recommender's seen/seed/neighbour entries (free, but equal within their group).
+# kind: "f" floating, "i" integer, "b" bool.
+_SHAPES = {
+    "user_vectors_": (("U", "D"), "f"), "user_log2_weight_": (("U",), "f"),
+    "item_vectors_": (("I", "D"), "f"), "segments_": (("U",), "i"),
+    "segment_centroids_": (("K", "D"), "f"), "segment_soft_": (("U", "K"), "f"),
+    "item_from_items": (("I",), "b"),
+    "user_mean_": (("U", "D"), "f"), "item_event_sum_": (("I", "D"), "f"),
+    "item_event_weight_": (("I",), "f"),
+    "interest_offsets_": (("U+1",), "i"), "interest_vectors_": (("M", "D"), "f"),
+    "interest_importance_": (("M",), "f"), "interest_sizes_": (("M",), "i"),
+    "interactions.user": (("N",), "i"), "interactions.item": (("N",), "i"),
+    "interactions.ts": (("N",), "f"), "interactions.weight": (("N",), "f"),
+    "recommender.user_vectors": (("U", "D"), "f"), "recommender.item_vectors": (("I", "D"), "f"),
+    "recommender.user_segment_weights": (("U", "K"), "f"),
+    "recommender.seen_indptr": (("U+1",), "i"), "recommender.seen_indices": (("S",), "i"),
+    "recommender.popularity": (("I",), "f"), "recommender.segment_popularity": (("K", "I"), "f"),
+    "recommender.seed_indptr": (("U+1",), "i"), "recommender.seed_indices": (("T",), "i"),
+    "recommender.seed_weights": (("T",), "f"),
+    "recommender.knn_indptr": (("I+1",), "i"), "recommender.knn_indices": (("R",), "i"),
+    "recommender.knn_weights": (("R",), "f"), "recommender.weights": (("C",), "f"),
+}
+_KIND_NAMES = {"f": "floating-point", "i": "integer", "b": "bool"}
+
+
+def _kind(dtype: str) -> str | None:
+    """"f", "i" or "b" of a safetensors dtype name ("F32", "I64", "BOOL", ...)."""
+    if dtype == "BOOL":
+        return "b"
+    return {"F": "f", "B": "f", "I": "i", "U": "i"}.get(dtype[:1])
+
+
+class ModelLoadError(ValueError):
+    """A saved InterestEngine folder that cannot be loaded: a file is missing, unreadable,
+    inconsistent with the others, or was changed after the save. The message starts with the
+    path of the file at fault."""
+
+
+def _fail(file: Path, msg: str, exc: BaseException | None = None):
+    detail = f" ({type(exc).__name__}: {exc})" if exc is not None else ""
+    raise ModelLoadError(f"{file}: {msg}{detail}") from exc
+
+
+def _sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in 4 MiB blocks (memory does not grow with the file)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _write_ids(index: pd.Index, path: Path):
@@ -33,8 +106,45 @@ def _write_ids(index: pd.Index, path: Path):
 
 
 def _read_ids(path: Path) -> pd.Index:
+    """The ids saved in ``path``; ModelLoadError naming the file when it is missing or
+    unreadable, or holds a null or duplicate id (each row is one user or item)."""
     import pyarrow.parquet as pq
-    return pd.Index(pq.read_table(path).column("id").to_pandas()).rename(None)
+
+    if not path.is_file():
+        _fail(path, f"missing; {_RESAVE}")
+    try:
+        column = pq.read_table(path).column("id")
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except KeyError as exc:
+        _fail(path, "has no 'id' column", exc)
+    except Exception as exc:  # pyarrow's errors differ by cause; name the file
+        _fail(path, f"cannot be read as Parquet; {_RESAVE}", exc)
+    ids = pd.Index(column.to_pandas()).rename(None)
+    null = np.asarray(ids.isna())
+    if null.any():
+        _fail(path, f"row {int(np.argmax(null))} holds a null id ({int(null.sum())} rows "
+                    f"affected); {_RESAVE}")
+    dup = np.asarray(ids.duplicated())
+    if dup.any():
+        j = int(np.argmax(dup))
+        first = int(np.argmax(np.asarray(ids == ids[j])))
+        _fail(path, f"id {ids[j]!r} is at rows {first} and {j}; each id must appear once. "
+                    f"{_RESAVE}")
+    return ids
+
+
+def _parquet_rows(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    if not path.is_file():
+        _fail(path, f"missing; {_RESAVE}")
+    try:
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        _fail(path, f"cannot be read as Parquet; {_RESAVE}", exc)
 
 
 def encoder_spec(encoder) -> dict | None:
@@ -45,6 +155,54 @@ def encoder_spec(encoder) -> dict | None:
             "dtype": str(getattr(encoder, "dtype", "")),
             "max_length": int(getattr(encoder, "max_length", 256)),
             "pooling": getattr(encoder, "pooling", None)}
+
+
+def _shape_problem(shapes: dict, dtypes: dict, n_users: int, n_items: int,
+                   n_segments: int) -> str | None:
+    """What is wrong with the arrays' shapes and dtypes (None: nothing), against the id
+    tables' lengths and the number of segments; see _SHAPES. ``dtypes`` holds safetensors
+    dtype names or numpy dtypes."""
+    from .recommend import COMPONENTS
+
+    kinds = {k: _kind(d) if isinstance(d, str) else
+             {"f": "f", "i": "i", "u": "i", "b": "b"}.get(np.dtype(d).kind)
+             for k, d in dtypes.items()}
+    # every recommender array is required (save refuses one missing from _SHAPES)
+    required = set(_ARRAYS) | {"item_from_items"} | {k for k in _SHAPES
+                                                     if k.startswith(_REC_PREFIX)}
+    missing = sorted(required - set(shapes))
+    if missing:
+        return f"holds no array(s) {missing}"
+    unknown = sorted(set(shapes) - set(_SHAPES))
+    if unknown:
+        return f"holds unexpected array(s) {unknown} (saved by a newer interestflow?)"
+    for group in (_INCREMENTAL, _INTERESTS, tuple(_INTER_PREFIX + k for k in _INTER_KEYS)):
+        have = [n for n in group if n in shapes]
+        if have and len(have) != len(group):
+            return f"holds {have} but not {sorted(set(group) - set(have))}; they come together"
+    if len(shapes["user_vectors_"]) != 2:
+        return f"user_vectors_ has shape {tuple(shapes['user_vectors_'])}; expected 2-D"
+    sizes = {"U": n_users, "I": n_items, "K": n_segments, "D": int(shapes["user_vectors_"][1]),
+             "C": len(COMPONENTS), "U+1": n_users + 1, "I+1": n_items + 1}
+    where = {"U": "rows in ids_users.parquet", "I": "rows in ids_items.parquet",
+             "K": "n_segments_ in meta.json", "D": "the dimension of user_vectors_",
+             "C": "recommender components", "U+1": "rows in ids_users.parquet + 1",
+             "I+1": "rows in ids_items.parquet + 1"}
+    for name in sorted(shapes):
+        dims, kind = _SHAPES[name]
+        if kinds[name] != kind:
+            return f"array {name!r} has dtype {dtypes[name]}; expected {_KIND_NAMES[kind]}"
+        shape = tuple(int(x) for x in shapes[name])
+        if len(shape) != len(dims):
+            return f"array {name!r} has shape {shape}; expected {len(dims)}-D {dims}"
+        for axis, (sym, got) in enumerate(zip(dims, shape)):
+            if sym not in sizes:  # a free size (interests, interactions, ...): first one sets it
+                sizes[sym] = got
+                where[sym] = f"axis {axis} of {name!r}"
+            elif got != sizes[sym]:
+                return (f"array {name!r} has shape {shape}: axis {axis} is {got} but "
+                        f"{where[sym]} is {sizes[sym]}")
+    return None
 
 
 def save_engine(engine, path: Path) -> Path:
@@ -62,6 +220,14 @@ def save_engine(engine, path: Path) -> Path:
         tensors[_INTER_PREFIX + key] = np.ascontiguousarray(arr)
     for key, arr in engine.recommender_.state_dict().items():
         tensors[_REC_PREFIX + key] = np.ascontiguousarray(arr)
+    # never write a folder that load would refuse
+    problem = _shape_problem({k: v.shape for k, v in tensors.items()},
+                             {k: v.dtype for k, v in tensors.items()},
+                             len(engine.user_ids_), len(engine.item_ids_),
+                             int(engine.n_segments_))
+    if problem:
+        raise ValueError(f"cannot save this InterestEngine: its state is inconsistent "
+                         f"(arrays.safetensors would hold: {problem})")
     # the same id goes into the arrays file and meta.json: load() refuses a mix of two saves
     save_id = uuid.uuid4().hex
     meta = {
@@ -85,35 +251,237 @@ def save_engine(engine, path: Path) -> Path:
         save_file(tensors, str(tmp / "arrays.safetensors"), metadata={"save_id": save_id})
         _write_ids(engine.user_ids_, tmp / "ids_users.parquet")
         _write_ids(engine.item_ids_, tmp / "ids_items.parquet")
+        # hashes of the exact bytes that are moved in below (a rename keeps the bytes)
+        meta["sha256"] = {name: _sha256(tmp / name) for name in _DATA_FILES}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        for name in ("arrays.safetensors", "ids_users.parquet", "ids_items.parquet", "meta.json"):
+        for name in _DATA_FILES + ("meta.json",):
             os.replace(tmp / name, path / name)
     return path
 
 
-def load_engine(cls, path: Path, *, encoder=None):
-    from safetensors.numpy import load_file
+@dataclass
+class SavedModel:
+    """A checked saved-engine folder (from :func:`open_saved`); arrays are read on demand.
 
-    from .recommend import Recommender
+    ``meta`` is meta.json with ``segment_keywords_`` and ``silhouette_by_k_`` keyed by int;
+    ``shapes`` maps every array in arrays.safetensors to its shape.
+    """
 
-    meta_path = path / "meta.json"
-    if not meta_path.is_file():
-        raise ValueError(f"path={str(path)!r} does not hold a saved InterestEngine "
-                         "(meta.json is missing)")
-    meta = json.loads(meta_path.read_text())
-    if meta.get("format") != "interestflow.InterestEngine":
-        raise ValueError(f"{meta_path} is not an interestflow.InterestEngine save")
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(f"{meta_path} has format_version {meta['format_version']}; this "
-                         f"interestflow reads up to {FORMAT_VERSION}: upgrade interestflow")
+    path: Path
+    meta: dict
+    shapes: dict
+    n_users: int
+    n_items: int
+    dim: int
+
+    @property
+    def arrays_path(self) -> Path:
+        return self.path / "arrays.safetensors"
+
+    def tensor(self, name: str) -> np.ndarray:
+        """One array, read alone (the others stay on disk)."""
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(self.arrays_path), framework="numpy") as fh:
+                return fh.get_tensor(name)
+        except (MemoryError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            _fail(self.arrays_path, f"cannot read array {name!r}; {_RESAVE}", exc)
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        """Every array, with its values checked where a bad value would index out of range."""
+        from safetensors.numpy import load_file
+
+        try:
+            t = load_file(str(self.arrays_path))
+        except (MemoryError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            _fail(self.arrays_path, f"cannot be read as safetensors; {_RESAVE}", exc)
+        problem = _value_problem(t, self.n_users, self.n_items, int(self.meta["n_segments_"]))
+        if problem:
+            _fail(self.arrays_path, f"{problem}; {_RESAVE}")
+        return t
+
+    def ids(self, which: str) -> pd.Index:
+        """``"users"`` or ``"items"``: the ids, checked non-null and unique."""
+        path = self.path / f"ids_{which}.parquet"
+        ids = _read_ids(path)
+        expected = self.n_users if which == "users" else self.n_items
+        if len(ids) != expected:  # the file changed since open_saved
+            _fail(path, f"has {len(ids)} rows, had {expected} when the folder was checked")
+        return ids
+
+
+def _value_problem(t: dict, n_users: int, n_items: int, n_segments: int) -> str | None:
+    """Index arrays whose values point outside their table (shapes were checked before)."""
+    def out_of(name, lo, hi):
+        a = t[name]
+        bad = (a < lo) | (a >= hi)
+        if bad.any():
+            i = int(np.argmax(bad))
+            return (f"array {name!r} entry {i} is {a[i]}; expected {lo} <= value < {hi} "
+                    f"({int(bad.sum())} entries affected)")
+        return None
+
+    def csr(ptr_name, n_entries, idx_name=None, hi=None):
+        p = t[ptr_name]
+        if len(p) and (p[0] != 0 or p[-1] != n_entries or (np.diff(p) < 0).any()):
+            return (f"array {ptr_name!r} is not a valid offset array (it must start at 0, "
+                    f"never decrease and end at {n_entries})")
+        return out_of(idx_name, 0, hi) if idx_name else None
+
+    checks = [lambda: out_of("segments_", -1, n_segments)]
+    for part in ("seen", "seed", "knn"):
+        ptr, idx = f"{_REC_PREFIX}{part}_indptr", f"{_REC_PREFIX}{part}_indices"
+        checks.append(lambda ptr=ptr, idx=idx: csr(ptr, len(t[idx]), idx, n_items))
+    if "interest_offsets_" in t:
+        checks.append(lambda: csr("interest_offsets_", len(t["interest_vectors_"])))
+    if _INTER_PREFIX + "user" in t:
+        checks.append(lambda: out_of(_INTER_PREFIX + "user", 0, n_users))
+        checks.append(lambda: out_of(_INTER_PREFIX + "item", 0, n_items))
+    for check in checks:
+        problem = check()
+        if problem:
+            return problem
+    return None
+
+
+def _int_keyed(meta_path: Path, meta: dict, key: str, convert) -> dict:
+    value = meta.get(key)
+    if not isinstance(value, dict):
+        _fail(meta_path, f"entry {key!r} must be a mapping, got {type(value).__name__}; "
+                         f"{_RESAVE}")
+    try:
+        return {int(k): convert(v) for k, v in value.items()}
+    except (TypeError, ValueError) as exc:
+        _fail(meta_path, f"entry {key!r} is malformed; {_RESAVE}", exc)
+
+
+def open_saved(path, cls=None) -> SavedModel:
+    """Check a saved InterestEngine folder and return what is needed to read it.
+
+    Reads meta.json, validates the saved parameters as ``fit`` does (``cls`` is the engine
+    class, default :class:`~interestflow.InterestEngine`), checks that the arrays file and the
+    meta data come from the same save, the SHA-256 of every data file against the one
+    recorded at save time (format 2), and every array's shape and dtype against the id
+    tables and ``n_segments_``. Arrays are not loaded (only the safetensors header and the
+    Parquet footers are read, plus one streaming pass over each file for its hash).
+
+    Raises
+    ------
+    ModelLoadError
+        Naming the file at fault and what is wrong with it.
+    """
     from safetensors import safe_open
 
-    with safe_open(str(path / "arrays.safetensors"), framework="numpy") as fh:
-        arrays_id = (fh.metadata() or {}).get("save_id")
-    if arrays_id != meta.get("save_id"):
-        raise ValueError(f"{path}: arrays.safetensors and meta.json come from different saves "
-                         "(an interrupted overwrite?); save the engine again")
-    tensors = load_file(str(path / "arrays.safetensors"))
+    path = Path(os.fspath(path))
+    meta_path = path / "meta.json"
+    if not meta_path.is_file():
+        _fail(meta_path, f"missing: {str(path)!r} does not hold a saved InterestEngine; save one "
+                         "with InterestEngine.save(dir) or `interestflow run`")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        _fail(meta_path, f"is not valid JSON; {_RESAVE}", exc)
+    if not isinstance(meta, dict) or meta.get("format") != "interestflow.InterestEngine":
+        _fail(meta_path, "is not an interestflow.InterestEngine save")
+    version = meta.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        _fail(meta_path, f"format_version={version!r} is not a positive int; {_RESAVE}")
+    if version > FORMAT_VERSION:
+        _fail(meta_path, f"has format_version {version}; this interestflow reads up to "
+                         f"{FORMAT_VERSION}: upgrade interestflow")
+    if version == 1 and "save_id" not in meta:  # the earliest saves had none
+        meta = dict(meta, save_id=None)
+    expected = {"save_id": ((str, type(None)) if version == 1 else str, "a str"),
+                "params": (dict, "a mapping"), "n_segments_": (int, "an int"),
+                "reference_time_": ((int, float), "a number"), "n_events_": (int, "an int"),
+                "recommender_config": (dict, "a mapping")}
+    for key, (kind, what) in expected.items():
+        value = meta.get(key)
+        if key not in meta or isinstance(value, bool) or not isinstance(value, kind):
+            _fail(meta_path, f"entry {key!r} is missing or not {what}; {_RESAVE}")
+    if meta["n_segments_"] < 0 or meta["n_events_"] < 0 or \
+            not math.isfinite(meta["reference_time_"]):
+        _fail(meta_path, f"n_segments_={meta['n_segments_']}, n_events_={meta['n_events_']}, "
+                         f"reference_time_={meta['reference_time_']}: expected counts >= 0 "
+                         f"and a finite time; {_RESAVE}")
+    if cls is None:
+        from .engine import InterestEngine as cls
+    try:
+        # the checks fit() runs on the same parameters (encoder checked by the caller)
+        cls(**meta["params"])._check_params()
+    except (TypeError, ValueError) as exc:
+        raise ModelLoadError(f"{meta_path}: saved parameters are invalid: {exc}") from exc
+    meta = dict(meta)
+    meta["segment_keywords_"] = _int_keyed(meta_path, meta, "segment_keywords_",
+                                           lambda v: [(str(w), float(s)) for w, s in v])
+    meta["silhouette_by_k_"] = _int_keyed(meta_path, meta, "silhouette_by_k_", lambda v: v)
+    if meta.get("encoder") is not None and not isinstance(meta["encoder"], dict):
+        _fail(meta_path, f"entry 'encoder' must be a mapping or null; {_RESAVE}")
+
+    arrays_path = path / "arrays.safetensors"
+    if not arrays_path.is_file():
+        _fail(arrays_path, f"missing; {_RESAVE}")
+    try:
+        with safe_open(str(arrays_path), framework="numpy") as fh:
+            save_id = (fh.metadata() or {}).get("save_id")
+            shapes, dtypes = {}, {}
+            for key in fh.keys():
+                sl = fh.get_slice(key)
+                shapes[key], dtypes[key] = tuple(sl.get_shape()), sl.get_dtype()
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # SafetensorError and friends
+        _fail(arrays_path, f"cannot be read as safetensors (truncated or damaged?); {_RESAVE}",
+              exc)
+    if save_id != meta["save_id"]:
+        raise ModelLoadError(f"{path}: arrays.safetensors and meta.json come from different "
+                             "saves (an interrupted overwrite?); save the engine again")
+    if version >= 2:
+        recorded = meta.get("sha256")
+        if not isinstance(recorded, dict) or set(recorded) != set(_DATA_FILES):
+            _fail(meta_path, f"entry 'sha256' must map {list(_DATA_FILES)} to their SHA-256; "
+                             f"{_RESAVE}")
+        for name in _DATA_FILES:
+            if not (path / name).is_file():
+                _fail(path / name, f"missing; {_RESAVE}")
+            if _sha256(path / name) != recorded[name]:
+                _fail(path / name, "content differs from the save (its SHA-256 is not the one "
+                                   "recorded in meta.json): the file was edited, truncated or "
+                                   f"copied from another save; {_RESAVE}")
+    else:
+        logger.warning("%s: format_version 1 save (interestflow < 0.2) has no content hashes; "
+                       "shapes and parameters are checked, but edits that keep the shapes "
+                       "(e.g. reordered id rows) cannot be detected; save it again to add them",
+                       path)
+    n_users = _parquet_rows(path / "ids_users.parquet")
+    n_items = _parquet_rows(path / "ids_items.parquet")
+    # the three anchors first, each blamed on its own file; then every array against them
+    for file, n, key, what in ((path / "ids_users.parquet", n_users, "user_vectors_", "users"),
+                               (path / "ids_items.parquet", n_items, "item_vectors_", "items"),
+                               (meta_path, meta["n_segments_"], "segment_centroids_",
+                                "segment centroids")):
+        shape = shapes.get(key)
+        if shape is not None and len(shape) == 2 and shape[0] != n:
+            has = f"n_segments_ is {n}" if file == meta_path else f"has {n} rows"
+            _fail(file, f"{has} but arrays.safetensors holds {shape[0]} {what} ({key} has "
+                        f"shape {tuple(shape)}); {_RESAVE}")
+    problem = _shape_problem(shapes, dtypes, n_users, n_items, meta["n_segments_"])
+    if problem:
+        _fail(arrays_path, f"{problem}; {_RESAVE}")
+    return SavedModel(path, meta, shapes, n_users, n_items, int(shapes["user_vectors_"][1]))
+
+
+def load_engine(cls, path: Path, *, encoder=None):
+    from .recommend import Recommender
+
+    saved = open_saved(path, cls)
+    meta = saved.meta
+    tensors = saved.tensors()
     engine = cls(encoder=encoder, **meta["params"])
     for name in _ARRAYS:
         setattr(engine, name, tensors[name])
@@ -124,15 +492,18 @@ def load_engine(cls, path: Path, *, encoder=None):
     inter = {k[len(_INTER_PREFIX):]: v for k, v in tensors.items() if k.startswith(_INTER_PREFIX)}
     if inter:
         engine.interactions_ = inter
-    engine.user_ids_ = _read_ids(path / "ids_users.parquet")
-    engine.item_ids_ = _read_ids(path / "ids_items.parquet")
+    engine.user_ids_ = saved.ids("users")
+    engine.item_ids_ = saved.ids("items")
     engine.n_segments_ = int(meta["n_segments_"])
     engine.reference_time_ = float(meta["reference_time_"])
     engine.n_events_ = int(meta["n_events_"])
-    engine.segment_keywords_ = {int(k): [tuple(x) for x in v]
-                                for k, v in meta["segment_keywords_"].items()}
-    engine.silhouette_by_k_ = {int(k): v for k, v in meta["silhouette_by_k_"].items()}
+    engine.segment_keywords_ = meta["segment_keywords_"]
+    engine.silhouette_by_k_ = meta["silhouette_by_k_"]
     rec_state = {k[len(_REC_PREFIX):]: v for k, v in tensors.items() if k.startswith(_REC_PREFIX)}
-    engine.recommender_ = Recommender.from_state(meta["recommender_config"], rec_state)
+    try:
+        engine.recommender_ = Recommender.from_state(meta["recommender_config"], rec_state)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelLoadError(f"{path / 'meta.json'}: entry 'recommender_config' is invalid: "
+                             f"{type(exc).__name__}: {exc}") from exc
     engine.encoder_spec_ = meta.get("encoder")
     return engine

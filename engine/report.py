@@ -22,7 +22,9 @@ Run-directory schema (columns that the report reads)::
 
 Without a ``tracking/`` folder the report shows the static segments (map by a principal-
 component projection of the user vectors, sizes, keywords) and says that tracking was not
-run; with one, all five tracking tables are required.
+run; with one, all five tracking tables are required and every section is drawn from them,
+so ``users.parquet`` and ``segments.parquet`` may be absent (the folder that
+``SegmentTracker.to_run_dir`` writes holds only ``tracking/``).
 """
 
 from __future__ import annotations
@@ -79,8 +81,8 @@ class _Tracking:
 class _Run:
     run_dir: Path
     summary: dict | None
-    users: pd.DataFrame
-    segments: pd.DataFrame
+    users: pd.DataFrame | None  # None: a tracking-only run directory
+    segments: pd.DataFrame | None
     tracking: _Tracking | None
 
 
@@ -272,19 +274,29 @@ def _load_run(run_dir) -> _Run:
             summary = json.loads(spath.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise ValueError(f"summary.json in {str(run_dir)!r} is not valid JSON: {exc}") from exc
-    users = _read_table(run_dir, "users.parquet", ["user_id", "segment"])
-    _check_int(users, "segment", "users.parquet")
-    segments = _read_table(run_dir, "segments.parquet", ["segment", "size", "keywords"])
-    _check_int(segments, "segment", "segments.parquet")
-    _check_int(segments, "size", "segments.parquet")
-    segments = segments.copy()
-    segments["keywords"] = [_str_list(v, "segments.parquet", "keywords", i)
-                            for i, v in enumerate(segments["keywords"])]
-    if "representative_texts" in segments.columns:
-        segments["representative_texts"] = [
-            _str_list(v, "segments.parquet", "representative_texts", i)
-            for i, v in enumerate(segments["representative_texts"])]
     tracking = _load_tracking(run_dir) if (run_dir / "tracking").exists() else None
+    users = segments = None
+    # a tracked run is drawn from tracking/ alone (SegmentTracker.to_run_dir writes only
+    # that); the static tables are read, and so checked, when they are there
+    if tracking is None or (run_dir / "users.parquet").exists():
+        if tracking is None and not (run_dir / "users.parquet").exists():
+            raise FileNotFoundError(
+                f"run directory {str(run_dir)!r} has no users.parquet and no tracking/ folder; "
+                "pass the folder written by `interestflow run` / `interestflow demo` or by "
+                "SegmentTracker.to_run_dir")
+        users = _read_table(run_dir, "users.parquet", ["user_id", "segment"])
+        _check_int(users, "segment", "users.parquet")
+    if tracking is None or (run_dir / "segments.parquet").exists():
+        segments = _read_table(run_dir, "segments.parquet", ["segment", "size", "keywords"])
+        _check_int(segments, "segment", "segments.parquet")
+        _check_int(segments, "size", "segments.parquet")
+        segments = segments.copy()
+        segments["keywords"] = [_str_list(v, "segments.parquet", "keywords", i)
+                                for i, v in enumerate(segments["keywords"])]
+        if "representative_texts" in segments.columns:
+            segments["representative_texts"] = [
+                _str_list(v, "segments.parquet", "representative_texts", i)
+                for i, v in enumerate(segments["representative_texts"])]
     return _Run(run_dir, summary if isinstance(summary, dict) else None, users, segments,
                 tracking)
 
@@ -1019,7 +1031,9 @@ def write_report(run_dir, out_path=None, *, title: str | None = None,
     ----------
     run_dir : str or os.PathLike
         A run directory (see the module docstring for the tables read). Without
-        ``tracking/`` the report shows the static segments and says tracking was not run.
+        ``tracking/`` the report shows the static segments and says tracking was not run;
+        with it, ``tracking/`` alone is enough (the folder ``SegmentTracker.to_run_dir``
+        writes).
     out_path : str or os.PathLike, optional
         Destination file; default ``run_dir / "report.html"``. Written atomically.
     title : str, optional

@@ -258,6 +258,34 @@ def test_bad_constructor_arguments(tmp_path):
             Encoder(device="cuda")
 
 
+class _NotATensor:
+    """Pickled into a weights file: torch's weights_only loader refuses it."""
+
+
+def test_pickle_only_weights_are_refused_before_unpickling(tmp_path, monkeypatch):
+    import shutil
+
+    root = tmp_path / "pickled"
+    root.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
+                 "special_tokens_map.json"):
+        shutil.copy(MODEL / name, root / name)
+    torch.save({"embeddings.word_embeddings.weight": torch.zeros(2, 2), "x": _NotATensor()},
+               root / "pytorch_model.bin")
+    loads, real_load = [], torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: (loads.append(a), real_load(*a, **k))[1])
+    with pytest.raises(ValueError) as info:
+        Encoder(root, device="cpu")
+    msg = str(info.value)
+    assert f"{root / 'pytorch_model.bin'} holds the weights as a pickle" in msg
+    assert f"{root} has no model.safetensors" in msg and "not loaded, for safety" in msg
+    assert "save_pretrained(dir, safe_serialization=True)" in msg
+    assert loads == []  # refused before anything tried to unpickle it
+    (root / "pytorch_model.bin").unlink()
+    with pytest.raises(ValueError, match=r"has no weights \(model\.safetensors\)"):
+        Encoder(root, device="cpu")
+
+
 def _linked_model_dir(tmp_path, pooling_cfg: dict | None):
     """The bundled model's files linked into tmp_path, with another 1_Pooling config."""
     root = tmp_path / "model"

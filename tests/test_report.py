@@ -292,6 +292,25 @@ def test_missing_files_and_columns_are_named(run_dir):
         render_report(d)
 
 
+def test_tracking_only_run_dir_is_drawn_from_the_tracking_tables(run_dir):
+    """What SegmentTracker.to_run_dir writes (tracking/ only) is a complete run directory;
+    static tables that are there are still checked."""
+    d, tables = run_dir
+    full = render_report(d)
+    users = pd.read_parquet(d / "users.parquet")
+    (d / "users.parquet").unlink()
+    (d / "segments.parquet").unlink()
+    (d / "summary.json").unlink()
+    html = render_report(d)
+    assert "tracking-not-run" not in html
+    assert _snapshot_groups(html) == _snapshot_groups(full)
+    n_users = tables["assignments"]["user_id"].nunique()
+    assert f"{T} snapshot(s) from" in html and f"{n_users:,} users tracked" in html
+    users.drop(columns="segment").to_parquet(d / "users.parquet")
+    with pytest.raises(ValueError, match=r"users\.parquet lacks column\(s\) \['segment'\]"):
+        render_report(d)
+
+
 def test_bad_values_are_named_with_file_column_and_row(run_dir):
     d, tables = run_dir
     life = tables["lifecycle"].copy()
