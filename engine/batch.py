@@ -468,8 +468,8 @@ def _build_catalogue(model: dict, items, vector_col, column_map, show) -> dict:
         id_arr = _id_array(id_arr)
         ids = pd.Index(id_arr.to_pandas())
         null = id_arr.is_null().to_numpy(zero_copy_only=False)
-        if _id_kind(id_arr.type) == "str":
-            null |= np.asarray(ids.astype(str).str.len() == 0)
+        if _id_kind(id_arr.type) == "str":  # "" or "  " is a missing id, as in the events
+            null |= np.asarray(ids.astype(str).str.strip().str.len() == 0)
         if null.any():
             raise ValueError(f"items column {id_col!r}: missing item id at row "
                              f"{int(np.argmax(null))}; expected a non-null id. "
@@ -752,6 +752,9 @@ class _Stager:
         if "item_id" in c:
             iid = _id_array(batch.column(c["item_id"]))
             i_null = iid.is_null().to_numpy(zero_copy_only=False)
+            if pa.types.is_string(iid.type):  # "" or "  " names no item, as for user_id
+                i_null |= pc.fill_null(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(iid)),
+                                                0), True).to_numpy(zero_copy_only=False)
             vals = pc.fill_null(iid, "" if pa.types.is_string(iid.type) else 0).to_numpy(
                 zero_copy_only=False)
             item_row = self.cat_index.get_indexer(pd.Index(vals)).astype(np.int64)

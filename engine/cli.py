@@ -219,7 +219,11 @@ def run(args) -> int:
     from .io import read_table
 
     t0 = time.perf_counter()
-    events = read_table(args.events)
+    # ids and text are read as written under the names this file uses (CSV has no types:
+    # "007" stays "007" whether the column is called user_id or uid)
+    user_col, item_col, text_col = (args.user_col or "user_id", args.item_col or "item_id",
+                                    args.text_col or "text")
+    events = read_table(args.events, string_columns=(user_col, item_col, text_col))
     rename = {getattr(args, f"{c}_col"): std for c, std in
               (("user", "user_id"), ("text", "text"), ("ts", "ts"), ("item", "item_id"),
                ("weight", "weight")) if getattr(args, f"{c}_col")}
@@ -230,15 +234,12 @@ def run(args) -> int:
     events = events.rename(columns=rename)
     keep = [c for c in ("user_id", "text", "ts", "item_id", "weight") if c in events.columns]
     events = events[keep] if "user_id" in keep and "text" in keep and "ts" in keep else events
-    items = read_table(args.items) if args.items else None
+    items = read_table(args.items, string_columns=(item_col, text_col)) if args.items else None
     if items is not None:  # the same --item-col / --text-col names apply to the items file
         items = items.rename(columns={k: v for k, v in ((args.item_col, "item_id"),
                                                          (args.text_col, "text"))
                                       if k and k in items.columns})
-        if "item_id" in events.columns and "item_id" in items.columns:
-            # CSV ids are read as strings: compare ids as strings on both sides
-            if events["item_id"].map(type).eq(str).all():
-                items["item_id"] = items["item_id"].astype(str)
+        events, items = _same_item_id_type(events, items)
     if args.k < 1:
         raise ValueError(f"--k={args.k} must be >= 1")
 
@@ -266,6 +267,33 @@ def run(args) -> int:
     out.rmdir()
     print(json.dumps(summary, indent=2, ensure_ascii=False))
     return 0
+
+
+def _same_item_id_type(events, items):
+    """Events and items files that disagree on the type of ``item_id`` (one has strings, e.g.
+    CSV, the other integers, e.g. JSON numbers or Parquet int64): the integers are written
+    as decimal strings, which is lossless.  Never the other way round, which would merge
+    "007" and "7"; other combinations are left to the engine's type check."""
+    import pandas as pd
+
+    if "item_id" not in events.columns or "item_id" not in items.columns:
+        return events, items
+
+    def kind(col):
+        if pd.api.types.is_integer_dtype(col.dtype):
+            return "int"
+        return "str" if pd.api.types.infer_dtype(col, skipna=True) == "string" else None
+
+    ke, ki = kind(events["item_id"]), kind(items["item_id"])
+    if {ke, ki} == {"int", "str"}:
+        which = "items" if ki == "int" else "events"
+        logging.getLogger(__name__).info("item_id: %s hold integers, the other file strings: "
+                                         "comparing them as decimal strings", which)
+        if ki == "int":
+            items = items.assign(item_id=items["item_id"].astype(str))
+        else:
+            events = events.assign(item_id=events["item_id"].astype(str))
+    return events, items
 
 
 def _write_run_outputs(engine, encoder, out: Path, k: int, t0: float) -> dict:

@@ -116,9 +116,26 @@ def _id_kind(value) -> str:
     return type(value).__name__
 
 
+def _blank_strings(values: np.ndarray) -> np.ndarray:
+    """True where a value is a str that is empty or whitespace only."""
+    return np.fromiter((isinstance(v, str) and not v.strip() for v in values), dtype=bool,
+                       count=len(values))
+
+
 def _check_ids(t: _Table, column: str) -> np.ndarray:
     values = t.df[column].to_numpy()
-    t.fail(column, pd.isna(values), "missing id", f"a non-null {column}", values)
+    expected = f"a non-null, non-empty {column}"
+    t.fail(column, pd.isna(values), "missing id", expected, values)
+    # "" or "  " (an empty CSV cell) names nobody: a missing id, as in batch scoring
+    s = t.df[column]
+    if isinstance(s.dtype, pd.StringDtype):  # no nulls left: vectorised
+        blank = (s.str.strip().str.len() == 0).to_numpy(dtype=bool)
+    elif values.dtype == object:
+        blank = _blank_strings(values)
+    else:
+        blank = None
+    if blank is not None:
+        t.fail(column, blank, "missing id (empty or whitespace-only)", expected, values)
     if values.dtype == object and len(values):
         # ids of one kind only: mixed kinds cannot be ordered, stored or matched reliably
         # ('10' and 10 would silently be two different ids)
@@ -315,8 +332,9 @@ def validate_items(items) -> pd.DataFrame:
     TypeError
         ``items`` is not a DataFrame or pyarrow Table.
     ValueError
-        Missing column, null ``item_id``, duplicate ``item_id`` (naming both rows), or
-        non-string / empty ``text``, with the row, value and number of rows affected.
+        Missing column, null, empty or whitespace-only ``item_id``, duplicate ``item_id``
+        (naming both rows), or non-string / empty ``text``, with the row, value and number of
+        rows affected.
 
     Examples
     --------
