@@ -50,6 +50,7 @@ def _build_parser() -> argparse.ArgumentParser:
     for col in ("user", "text", "ts", "item", "weight"):
         r.add_argument(f"--{col}-col", default=None,
                        help=f"name of the column holding {col} (renamed to the standard name)")
+    _add_ts_unit(r)
     r.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     rp = sub.add_parser("report", help="write one self-contained HTML report of a run directory")
@@ -87,8 +88,15 @@ def _build_parser() -> argparse.ArgumentParser:
                      ("weight", "weight")):
         sc.add_argument(f"--{col}-col", default=None,
                         help=f"name of the column holding {std} (default {std})")
+    _add_ts_unit(sc)
     sc.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p
+
+
+def _add_ts_unit(parser) -> None:
+    parser.add_argument("--ts-unit", default="s", choices=("s", "ms", "us", "ns"),
+                        help="unit of numeric timestamps (default s: unix seconds); times "
+                             "outside 1990-01-01..2100-01-01 UTC are rejected")
 
 
 def main(argv=None) -> int:
@@ -247,7 +255,7 @@ def run(args) -> int:
     engine = InterestEngine(encoder=encoder, n_segments=args.n_segments,
                             half_life_days=args.half_life_days,
                             show_progress=not args.no_progress)
-    engine.fit(events, items)
+    engine.fit(events, items, ts_unit=args.ts_unit)
     # write everything into a fresh temp folder beside the target, then move it into place:
     # a failure never leaves a half-written output folder behind
     final = Path(args.out)
@@ -353,7 +361,7 @@ def score(args) -> int:
                           chunk_users=args.chunk_users, max_memory=args.max_memory,
                           vector_col=args.vector_col, index=args.index, now=now,
                           dask=args.dask, progress=False if args.no_progress else None,
-                          column_map=column_map or None)
+                          column_map=column_map or None, ts_unit=args.ts_unit)
     print(json.dumps(summary, indent=2, ensure_ascii=False))
     return 0
 

@@ -1,4 +1,5 @@
-"""Issue 12: ids kept as written (mapped columns too) and empty ids are missing ids."""
+"""Issue 12: ids kept as written (mapped columns too), empty ids are missing ids, and
+implausible timestamps rejected with a unit hint (``ts_unit``)."""
 
 import hashlib
 import json
@@ -187,3 +188,115 @@ def score_(events, model, out, **kw):
     from interestflow.batch import score
 
     return score(events, model, out, k=3, progress=False, **kw)
+
+
+# ------------------------------------------------------------ row 5: plausible timestamps
+
+def _ev(ts):
+    return pd.DataFrame({"user_id": ["a", "b", "a", "c"], "text": ["w", "x", "y", "z"],
+                         "ts": ts})
+
+
+def test_milliseconds_are_rejected_with_the_unit_hint_and_accepted_with_ts_unit():
+    ms = [(T0 + i) * 1000 for i in range(4)]
+    with pytest.raises(ValueError) as info:
+        validate_events(_ev(ms))
+    msg = str(info.value)
+    assert "events column 'ts': implausible timestamp: got 1704067200000 (int) at row 0" in msg
+    assert "from 1990-01-01 to 2100-01-01 UTC" in msg
+    assert "pass ts_unit='ms' (CLI: --ts-unit ms)" in msg and "4 of 4 rows affected" in msg
+    assert validate_events(_ev(ms), ts_unit="ms")["ts"].tolist() == [T0, T0 + 1, T0 + 2, T0 + 3]
+    us = [(T0 + i) * 10**6 for i in range(4)]
+    assert validate_events(_ev(us), ts_unit="us")["ts"].tolist() == [T0, T0 + 1, T0 + 2, T0 + 3]
+    with pytest.raises(ValueError, match="pass ts_unit='us'"):
+        validate_events(_ev(us))
+    with pytest.raises(ValueError, match=r"ts_unit='h' is not valid; pass one of 's', 'ms'"):
+        validate_events(_ev(ms), ts_unit="h")
+
+
+@pytest.mark.parametrize("ts, row, shown", [
+    ([T0, T0 + 1, (T0 + 2) * 1000, T0 + 3], 2, "1704067202000 (int)"),       # s and ms mixed
+    ([T0, 253_402_214_400, T0, T0], 1, "253402214400 (int)"),                # year 9999
+    ([T0, T0, -1e12, T0], 2, "-1000000000000.0 (float)"),                    # negative sentinel
+    (["2024-01-01", "9999-12-31", "2024-01-02", "2024-01-03"], 1, "'9999-12-31' (str)"),
+    (pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03", "1980-06-01"]), 3, "Timestamp"),
+    ([T0, "2024-01-02", T0, 19_800], 3, "19800 (int)"),                      # days since 1970
+])
+def test_implausible_times_are_rejected_naming_row_and_value(ts, row, shown):
+    with pytest.raises(ValueError) as info:
+        validate_events(_ev(ts))
+    msg = str(info.value)
+    assert f"events column 'ts': implausible timestamp: got {shown}" in msg
+    assert f"at row {row}" in msg and "1 of 4 rows affected" in msg
+
+
+def test_mixed_units_say_so():
+    with pytest.raises(ValueError, match=r"reads as milliseconds but 3 other row\(s\) read as "
+                                         r"seconds: the column mixes units"):
+        validate_events(_ev([T0, T0 + 1, (T0 + 2) * 1000, T0 + 3]))
+
+
+def test_fit_checks_times_and_ts_unit_gives_the_same_engine():
+    data = make_demo_events(12, n_topics=2, seed=1)
+    ev = data.events.assign(ts=data.events["ts"].astype("int64") // 10**6)  # ms since 1970
+    with pytest.raises(ValueError, match="implausible timestamp.*pass ts_unit='ms'"):
+        InterestEngine(encoder=HashEncoder(), n_segments=2).fit(ev)
+    a = InterestEngine(encoder=HashEncoder(), n_segments=2).fit(ev, ts_unit="ms")
+    b = InterestEngine(encoder=HashEncoder(), n_segments=2).fit(data.events)
+    np.testing.assert_allclose(a.user_vectors_, b.user_vectors_, atol=1e-6)
+    assert a.reference_time_ == pytest.approx(b.reference_time_, abs=1e-3)
+
+
+def test_score_rejects_out_of_window_rows_with_a_reason_and_ts_unit_reads_them(tiny, tmp_path):
+    items = tiny["eng"].item_ids_.to_numpy()
+    rng = np.random.default_rng(0)
+    n = 40
+    ev = pd.DataFrame({"user_id": np.repeat([f"u{i}" for i in range(8)], 5),
+                       "item_id": items[rng.integers(0, len(items), n)],
+                       "ts": T0 + rng.integers(0, 90 * 86400, n)})
+    ev.to_parquet(tmp_path / "s.parquet")
+    ev.assign(ts=ev["ts"] * 1000).to_parquet(tmp_path / "ms.parquet")
+    mixed = ev.assign(ts=np.where(np.arange(n) % 4 == 0, ev["ts"] * 1000, ev["ts"]))
+    mixed.to_parquet(tmp_path / "mixed.parquet")
+
+    ref = score_(tmp_path / "s.parquet", tiny["model"], tmp_path / "ref")
+    # mixed: the millisecond rows are rejected with a reason, never mixed in
+    s = score_(tmp_path / "mixed.parquet", tiny["model"], tmp_path / "mixed")
+    reason = ("implausible ts (outside 1990-01-01..2100-01-01 UTC; numbers read as unix "
+              "seconds: milliseconds? pass --ts-unit ms)")
+    assert s["rejected"]["by_reason"] == {reason: 10}
+    rej = pq.read_table(tmp_path / "mixed" / "rejected.parquet").to_pandas()
+    assert rej["file_row"].tolist() == list(range(0, n, 4))
+    assert s["reference_time"] == float(mixed["ts"][np.arange(n) % 4 != 0].max())
+    # milliseconds with ts_unit="ms": the same users, vectors and reference time
+    got = score_(tmp_path / "ms.parquet", tiny["model"], tmp_path / "ms", ts_unit="ms")
+    assert got["rejected"]["total"] == 0 and got["reference_time"] == ref["reference_time"]
+    a, b = _users(tmp_path / "ref"), _users(tmp_path / "ms")
+    np.testing.assert_allclose(np.stack(a["vector"]), np.stack(b["vector"]), atol=1e-6)
+    # ts_unit="ms" on the mixed file rejects the other 30 rows instead
+    s = score_(tmp_path / "mixed.parquet", tiny["model"], tmp_path / "mixed_ms", ts_unit="ms")
+    assert list(s["rejected"]["by_reason"].values()) == [30]
+    assert "numbers read as unix milliseconds (--ts-unit ms)" in next(iter(
+        s["rejected"]["by_reason"]))
+    # ts_unit is part of the job: a changed unit does not resume the old output
+    with pytest.raises(ValueError, match=r"params.ts_unit: 's' -> 'ms'"):
+        score_(tmp_path / "s.parquet", tiny["model"], tmp_path / "ref", ts_unit="ms")
+    with pytest.raises(ValueError, match="now=.*outside 1990-01-01..2100-01-01"):
+        score_(tmp_path / "s.parquet", tiny["model"], tmp_path / "x", now=(T0 + 10**8) * 1000)
+
+
+def test_run_ts_unit_flag(tmp_path, capsys):
+    ev = pd.DataFrame({"user_id": ["a", "a", "b", "b"],
+                       "text": ["guitar strings", "capo", "espresso beans", "milk frother"],
+                       "ts": [(T0 + i) * 1000 for i in range(4)]})
+    ev.to_csv(tmp_path / "ev.csv", index=False)
+    args = ["run", "--events", str(tmp_path / "ev.csv"), "--out", str(tmp_path / "o"),
+            "--n-segments", "2", "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "implausible timestamp" in err and "--ts-unit ms" in err
+    assert main(args + ["--ts-unit", "ms"]) == 0
+    capsys.readouterr()
+    from interestflow import InterestEngine as IE
+
+    assert IE.load(tmp_path / "o" / "model").reference_time_ == T0 + 3
