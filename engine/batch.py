@@ -69,7 +69,7 @@ from .validation import TS_WINDOW
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["score", "parse_memory", "DEFAULT_CHUNK_USERS"]
+__all__ = ["score", "parse_memory", "DEFAULT_CHUNK_USERS", "RejectedRowsError"]
 
 #: Users per chunk when neither ``chunk_users`` nor ``max_memory`` is given.
 DEFAULT_CHUNK_USERS = 50_000
@@ -124,6 +124,71 @@ def _ts_range_reason(ts_unit: str) -> str:
     names = {"ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
     return (f"implausible ts (outside {TS_WINDOW[0]}..{TS_WINDOW[1]} UTC; numbers read as unix "
             f"{names[ts_unit]} (--ts-unit {ts_unit}): seconds? pass --ts-unit s)")
+
+
+class RejectedRowsError(ValueError):
+    """:func:`score` finished and wrote every output, but rejected more rows than
+    ``max_rejected`` allows.  ``summary`` is the job's summary (also in ``summary.json``)."""
+
+    def __init__(self, message: str, summary: dict):
+        super().__init__(message)
+        self.summary = summary
+
+
+def _parse_max_rejected(value):
+    """``max_rejected`` -> None, ("count", n) or ("share", fraction in [0, 1])."""
+    if value is None:
+        return None
+    expected = ("a count of rows (int >= 0, e.g. 100) or a share of the rows (a float in "
+                "[0, 1] such as 0.05, or a string such as '5%')")
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"max_rejected must be {expected}, got bool")
+    if isinstance(value, numbers.Integral):
+        kind, x = "count", int(value)
+    elif isinstance(value, numbers.Real):
+        kind, x = "share", float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            if text.endswith("%"):
+                kind, x = "share", float(text[:-1]) / 100.0
+            elif text.isdigit():
+                kind, x = "count", int(text)
+            else:
+                kind, x = "share", float(text)
+        except ValueError:
+            raise ValueError(f"max_rejected={value!r} is not {expected}") from None
+    else:
+        raise TypeError(f"max_rejected must be {expected}, got {type(value).__name__}")
+    if kind == "count" and x < 0 or kind == "share" and not 0.0 <= x <= 1.0:
+        raise ValueError(f"max_rejected={value!r} is out of range; pass {expected}")
+    return kind, x
+
+
+def _rejected_limit(limit, value, summary: dict) -> dict | None:
+    """The ``max_rejected`` record of a summary: the limit, rows it allows, exceeded or not."""
+    if limit is None:
+        return None
+    kind, x = limit
+    rows = int(summary["events"]["rows"])
+    total = int(summary["rejected"]["total"])
+    allowed = x if kind == "count" else int(math.floor(round(x * rows, 9)))
+    return {"limit": value if isinstance(value, str) else _py(value), "kind": kind,
+            "allowed_rows": int(allowed), "rejected_rows": total, "rows": rows,
+            "exceeded": total > allowed}
+
+
+def _check_rejected(summary: dict) -> dict:
+    rec = summary.get("max_rejected")
+    if rec and rec["exceeded"]:
+        share = rec["rejected_rows"] / max(1, rec["rows"])
+        raise RejectedRowsError(
+            f"{rec['rejected_rows']} of {rec['rows']} rows rejected ({share:.1%}), more than "
+            f"max_rejected={rec['limit']!r} allows ({rec['allowed_rows']} rows); the outputs "
+            f"and summary were written (rejected rows by reason: "
+            f"{summary['rejected']['by_reason']}; every one in "
+            f"{summary['rejected']['file']})", summary)
+    return summary
 
 
 _UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 10**3, "kib": 2**10, "m": 2**20, "mb": 10**6,
@@ -1384,7 +1449,7 @@ def _stage(runner, out, st, marker, man_path, manifest, model, items, vector_col
 
 def score(events, model_dir, out, *, items=None, k: int = 10, chunk_users=None,
           max_memory=None, vector_col=None, index="auto", now=None, dask=None, progress=None,
-          column_map=None, ts_unit="s") -> dict:
+          column_map=None, ts_unit="s", max_rejected=None) -> dict:
     """Score every user of an event table with a fitted model, in bounded memory, resumably.
 
     Parameters
@@ -1442,16 +1507,26 @@ def score(events, model_dir, out, *, items=None, k: int = 10, chunk_users=None,
     ts_unit : {"s", "ms", "us", "ns"}, default "s"
         Unit of numeric ``ts`` values. A row whose time falls outside 1990-01-01..2100-01-01
         UTC (e.g. milliseconds read as seconds) is rejected with the reason "implausible ts".
+    max_rejected : int, float or str, optional
+        Most rejected rows allowed: a count (``100``) or a share of the input rows (``0.05``
+        or ``"5%"``). Above it, ``score`` still finishes and writes every output and the
+        summary (which records the limit and that it was exceeded), then raises
+        :class:`RejectedRowsError`. Default: no limit (the counts are in the summary).
 
     Returns
     -------
     dict
         The summary also written to ``out/summary.json``: counts (rows, accepted, rejected
         rows by reason with examples, users, recommendations, chunks done now and earlier),
-        the reference time, the catalogue, timings per stage (s), users/s, peak RSS (MiB).
+        the reference time, the catalogue, timings per stage (s), users/s, peak RSS (MiB),
+        and ``max_rejected`` (the limit, the rows it allows, whether it was exceeded; None
+        without a limit).
 
     Raises
     ------
+    RejectedRowsError
+        (a ValueError) More rows were rejected than ``max_rejected`` allows; raised after
+        the job completed, with the summary as its ``summary``.
     ValueError
         Bad parameters, missing columns, a model or items that do not fit together, or an
         ``out`` holding a different job (the message lists what changed).
@@ -1489,6 +1564,7 @@ def score(events, model_dir, out, *, items=None, k: int = 10, chunk_users=None,
     from .validation import check_ts_unit
 
     check_ts_unit(ts_unit)
+    limit = _parse_max_rejected(max_rejected)
     show = _show_progress(progress)
     dask_spec = None
     if dask is not None:
@@ -1535,7 +1611,8 @@ def score(events, model_dir, out, *, items=None, k: int = 10, chunk_users=None,
             summary = json.loads((out / "summary.json").read_text())
             summary["already_complete"] = True
             logger.info("score: %s is already complete; nothing to do", out)
-            return summary
+            summary["max_rejected"] = _rejected_limit(limit, max_rejected, summary)
+            return _check_rejected(summary)
     else:
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise ValueError(f"out={str(out)!r} exists and is not an interestflow score folder "
@@ -1602,12 +1679,12 @@ def score(events, model_dir, out, *, items=None, k: int = 10, chunk_users=None,
         raise RuntimeError(f"chunks {missing[:10]} were not recorded as done")
 
     summary = _finish(out, manifest, man_path, staged, job, timings, t_start,
-                      pending, len(done_before), workers, dask)
-    return summary
+                      pending, len(done_before), workers, dask, limit, max_rejected)
+    return _check_rejected(summary)
 
 
 def _finish(out: Path, manifest, man_path, staged, job, timings, t_start, pending, n_before,
-            workers, dask) -> dict:
+            workers, dask, limit=None, limit_value=None) -> dict:
     """rejected.parquet, summary.json, manifest complete, staging removed (in that order)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -1672,6 +1749,11 @@ def _finish(out: Path, manifest, man_path, staged, job, timings, t_start, pendin
                     "recommendations": "recommendations/part-*.parquet",
                     "rejected": "rejected.parquet", "manifest": "manifest.json"},
     }
+    summary["max_rejected"] = _rejected_limit(limit, limit_value, summary)
+    total = summary["rejected"]["total"]
+    if total:
+        logger.info("score: %d of %d rows rejected: %s (all in %s)", total,
+                    summary["events"]["rows"], by_reason, out / "rejected.parquet")
     _write_json_atomic(out / "summary.json", summary)
     manifest["complete"] = True
     _write_json_atomic(man_path, manifest)

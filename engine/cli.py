@@ -89,6 +89,11 @@ def _build_parser() -> argparse.ArgumentParser:
         sc.add_argument(f"--{col}-col", default=None,
                         help=f"name of the column holding {std} (default {std})")
     _add_ts_unit(sc)
+    sc.add_argument("--max-rejected", default=None, metavar="N|P%",
+                    help="most rejected rows allowed: a count (100) or a share of the rows "
+                         "(5%%, 0.05); above it the outputs and summary are still written, "
+                         "then the command exits with status 3 (default: no limit; the "
+                         "counts are always printed on stderr)")
     sc.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p
 
@@ -346,6 +351,7 @@ def report(args) -> int:
 
 def score(args) -> int:
     """``interestflow score ...``: :func:`interestflow.batch.score`; prints the JSON summary."""
+    from .batch import RejectedRowsError
     from .batch import score as batch_score
 
     now = args.now
@@ -357,13 +363,43 @@ def score(args) -> int:
     column_map = {std: getattr(args, f"{col}_col") for col, std in
                   (("user", "user_id"), ("text", "text"), ("ts", "ts"), ("item", "item_id"),
                    ("weight", "weight")) if getattr(args, f"{col}_col")}
-    summary = batch_score(args.events, args.model_dir, args.out, items=args.items, k=args.k,
-                          chunk_users=args.chunk_users, max_memory=args.max_memory,
-                          vector_col=args.vector_col, index=args.index, now=now,
-                          dask=args.dask, progress=False if args.no_progress else None,
-                          column_map=column_map or None, ts_unit=args.ts_unit)
+    try:
+        summary = batch_score(args.events, args.model_dir, args.out, items=args.items, k=args.k,
+                              chunk_users=args.chunk_users, max_memory=args.max_memory,
+                              vector_col=args.vector_col, index=args.index, now=now,
+                              dask=args.dask, progress=False if args.no_progress else None,
+                              column_map=column_map or None, ts_unit=args.ts_unit,
+                              max_rejected=args.max_rejected)
+    except RejectedRowsError as exc:  # finished and written, but too many rows rejected
+        print(json.dumps(exc.summary, indent=2, ensure_ascii=False))
+        _print_rejected(exc.summary, args.out)
+        print(f"interestflow: error: {exc}", file=sys.stderr)
+        return 3
     print(json.dumps(summary, indent=2, ensure_ascii=False))
+    _print_rejected(summary, args.out)
     return 0
+
+
+def _print_rejected(summary: dict, out, n_examples: int = 5) -> None:
+    """Rejected rows on stderr, whatever the limit: total, by reason, the first few."""
+    rej = summary["rejected"]
+    rows = int(summary["events"]["rows"])
+    total = int(rej["total"])
+    err = sys.stderr
+    share = f" ({total / rows:.1%})" if rows else ""
+    print(f"interestflow score: {total} of {rows} rows rejected{share}"
+          + (":" if total else ""), file=err)
+    if not total:
+        return
+    for reason, count in sorted(rej["by_reason"].items(), key=lambda kv: -kv[1]):
+        print(f"  {count:>10}  {reason}", file=err)
+    examples = rej.get("examples", [])[:n_examples]
+    if examples:
+        print("  first rejected rows (row = 0-based across the input files):", file=err)
+    for e in examples:
+        print(f"    row {e['row']} ({Path(e['file']).name} row {e['file_row']}, user_id "
+              f"{e['user_id']!r}): {e['reason']}", file=err)
+    print(f"  every rejected row: {Path(out) / rej['file']}", file=err)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,5 +1,6 @@
-"""Issue 12: ids kept as written (mapped columns too), empty ids are missing ids, and
-implausible timestamps rejected with a unit hint (``ts_unit``)."""
+"""Issue 12: ids kept as written (mapped columns too), empty ids are missing ids, implausible
+timestamps rejected with a unit hint (``ts_unit``), and loud partial success in ``score``
+(rejected rows on stderr, ``max_rejected``)."""
 
 import hashlib
 import json
@@ -300,3 +301,65 @@ def test_run_ts_unit_flag(tmp_path, capsys):
     from interestflow import InterestEngine as IE
 
     assert IE.load(tmp_path / "o" / "model").reference_time_ == T0 + 3
+
+
+# ------------------------------------------------------------ row 10: loud partial success
+
+def _half_bad(tiny, tmp_path):
+    good = tiny["eng"].item_ids_[:12].tolist()
+    ts = [("2024-02-01T00:00:00Z" if i % 2 == 0 else "02/30/2024 25:00") for i in range(12)]
+    pd.DataFrame({"user_id": [f"u{i // 2}" for i in range(12)], "item_id": good,
+                  "ts": ts}).to_csv(tmp_path / "ev.csv", index=False)
+    return ["score", "--events", str(tmp_path / "ev.csv"), "--model-dir", str(tiny["model"]),
+            "--k", "2", "--no-progress"]
+
+
+def test_score_prints_rejected_rows_on_stderr(tiny, tmp_path, capsys):
+    args = _half_bad(tiny, tmp_path)
+    assert main(args + ["--out", str(tmp_path / "a")]) == 0
+    cap = capsys.readouterr()
+    assert json.loads(cap.out)["rejected"]["total"] == 6
+    assert "interestflow score: 6 of 12 rows rejected (50.0%):" in cap.err
+    assert "         6  unparseable ts" in cap.err
+    assert "row 1 (ev.csv row 1, user_id 'u0'): unparseable ts" in cap.err
+    assert str(tmp_path / "a" / "rejected.parquet") in cap.err
+
+
+@pytest.mark.parametrize("limit, code", [("10%", 3), ("0.5", 0), ("5", 3), ("6", 0)])
+def test_score_max_rejected_exits_non_zero_after_writing_everything(tiny, tmp_path, capsys,
+                                                                      limit, code):
+    args = _half_bad(tiny, tmp_path) + ["--out", str(tmp_path / "o"), "--max-rejected", limit]
+    assert main(args) == code
+    cap = capsys.readouterr()
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert json.loads(cap.out) == summary  # the summary is printed either way
+    rec = summary["max_rejected"]
+    assert rec["limit"] == limit and rec["exceeded"] is (code == 3)
+    assert rec["allowed_rows"] == {"10%": 1, "0.5": 6, "5": 5, "6": 6}[limit]
+    assert summary["users"] == 6 and (tmp_path / "o" / "rejected.parquet").is_file()
+    assert len(pq.read_table(tmp_path / "o" / "users").to_pandas()) == 6
+    if code == 3:
+        assert (f"interestflow: error: 6 of 12 rows rejected (50.0%), more than "
+                f"max_rejected='{limit}' allows") in cap.err
+        # re-running the finished job still fails the same way (nothing is redone)
+        assert main(args) == 3
+        assert "already_complete" in capsys.readouterr().out
+
+
+def test_library_max_rejected_raises_a_value_error_subclass_after_finishing(tiny, tmp_path):
+    from interestflow.batch import RejectedRowsError, score
+
+    _half_bad(tiny, tmp_path)
+    with pytest.raises(RejectedRowsError) as info:
+        score(tmp_path / "ev.csv", tiny["model"], tmp_path / "o", k=2, max_rejected=0.25,
+              progress=False)
+    assert isinstance(info.value, ValueError)
+    assert info.value.summary["max_rejected"]["exceeded"] is True
+    assert info.value.summary["rejected"]["by_reason"] == {"unparseable ts": 6}
+    assert json.loads((tmp_path / "o" / "summary.json").read_text())["max_rejected"][
+        "allowed_rows"] == 3
+    for bad, exc in (("lots", ValueError), (1.5, ValueError), (-1, ValueError),
+                     (True, TypeError), ("150%", ValueError)):
+        with pytest.raises(exc, match="max_rejected"):
+            score(tmp_path / "ev.csv", tiny["model"], tmp_path / "x", max_rejected=bad,
+                  progress=False)
