@@ -130,9 +130,7 @@ def test_run_compares_int_and_str_item_ids_as_strings_never_the_reverse(tmp_path
                  str(tmp_path / "items.jsonl"), "--out", str(out), "--k", "2",
                  "--n-segments", "2", "--no-progress"]) == 0
     capsys.readouterr()
-    from interestflow import InterestEngine as IE
-
-    eng = IE.load(out / "model")
+    eng = InterestEngine.load(out / "model")
     assert sorted(eng.item_ids_) == ["010", "10", "11", "12", "13"]
 
 
@@ -298,9 +296,7 @@ def test_run_ts_unit_flag(tmp_path, capsys):
     assert "implausible timestamp" in err and "--ts-unit ms" in err
     assert main(args + ["--ts-unit", "ms"]) == 0
     capsys.readouterr()
-    from interestflow import InterestEngine as IE
-
-    assert IE.load(tmp_path / "o" / "model").reference_time_ == T0 + 3
+    assert InterestEngine.load(tmp_path / "o" / "model").reference_time_ == T0 + 3
 
 
 # ------------------------------------------------------------ row 10: loud partial success
