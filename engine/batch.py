@@ -65,9 +65,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .validation import TS_WINDOW
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["score", "parse_memory", "DEFAULT_CHUNK_USERS"]
+__all__ = ["score", "parse_memory", "DEFAULT_CHUNK_USERS", "RejectedRowsError"]
 
 #: Users per chunk when neither ``chunk_users`` nor ``max_memory`` is given.
 DEFAULT_CHUNK_USERS = 50_000
@@ -92,13 +94,16 @@ _RUNTIME_MARGIN_BYTES = 384 * 2**20
 _ENCODER_BYTES = 512 * 2**20
 
 # rejection reasons, in the order they are checked (a row is reported with its first reason)
-_R_USER, _R_TS_MISSING, _R_TS_BAD, _R_TS_NONFINITE, _R_TS_LATE, _R_W_MISSING, _R_W_BAD, \
-    _R_W_INF, _R_W_NEG, _R_VEC_LEN, _R_VEC_NONFINITE, _R_CONTENT = range(1, 13)
+_R_USER, _R_TS_MISSING, _R_TS_BAD, _R_TS_NONFINITE, _R_TS_RANGE, _R_TS_LATE, _R_W_MISSING, \
+    _R_W_BAD, _R_W_INF, _R_W_NEG, _R_VEC_LEN, _R_VEC_NONFINITE, _R_CONTENT = range(1, 14)
 REJECT_REASONS = {
     _R_USER: "missing user_id",
     _R_TS_MISSING: "missing ts",
     _R_TS_BAD: "unparseable ts",
     _R_TS_NONFINITE: "non-finite ts",
+    # the text for ts_unit="s"; _ts_range_reason gives the one for another unit
+    _R_TS_RANGE: f"implausible ts (outside {TS_WINDOW[0]}..{TS_WINDOW[1]} UTC; numbers read as "
+                 "unix seconds: milliseconds? pass --ts-unit ms)",
     _R_TS_LATE: "ts after now",
     _R_W_MISSING: "missing or NaN weight",
     _R_W_BAD: "non-numeric weight",
@@ -110,6 +115,81 @@ REJECT_REASONS = {
 }
 #: Reason of the rows of a user whose every event has weight 0 (found while scoring a chunk).
 REASON_ZERO_WEIGHT = "every event of the user has weight 0"
+
+
+def _ts_range_reason(ts_unit: str) -> str:
+    """The reason text of a time outside the plausible window, for numbers in ``ts_unit``."""
+    if ts_unit == "s":
+        return REJECT_REASONS[_R_TS_RANGE]
+    names = {"ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
+    return (f"implausible ts (outside {TS_WINDOW[0]}..{TS_WINDOW[1]} UTC; numbers read as unix "
+            f"{names[ts_unit]} (--ts-unit {ts_unit}): seconds? pass --ts-unit s)")
+
+
+class RejectedRowsError(ValueError):
+    """:func:`score` finished and wrote every output, but rejected more rows than
+    ``max_rejected`` allows.  ``summary`` is the job's summary (also in ``summary.json``)."""
+
+    def __init__(self, message: str, summary: dict):
+        super().__init__(message)
+        self.summary = summary
+
+
+def _parse_max_rejected(value):
+    """``max_rejected`` -> None, ("count", n) or ("share", fraction in [0, 1])."""
+    if value is None:
+        return None
+    expected = ("a count of rows (int >= 0, e.g. 100) or a share of the rows (a float in "
+                "[0, 1] such as 0.05, or a string such as '5%')")
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"max_rejected must be {expected}, got bool")
+    if isinstance(value, numbers.Integral):
+        kind, x = "count", int(value)
+    elif isinstance(value, numbers.Real):
+        kind, x = "share", float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            if text.endswith("%"):
+                kind, x = "share", float(text[:-1]) / 100.0
+            elif text.isdigit():
+                kind, x = "count", int(text)
+            else:
+                kind, x = "share", float(text)
+        except ValueError:
+            raise ValueError(f"max_rejected={value!r} is not {expected}") from None
+    else:
+        raise TypeError(f"max_rejected must be {expected}, got {type(value).__name__}")
+    if kind == "count" and x < 0 or kind == "share" and not 0.0 <= x <= 1.0:
+        raise ValueError(f"max_rejected={value!r} is out of range; pass {expected}")
+    return kind, x
+
+
+def _rejected_limit(limit, value, summary: dict) -> dict | None:
+    """The ``max_rejected`` record of a summary: the limit, rows it allows, exceeded or not."""
+    if limit is None:
+        return None
+    kind, x = limit
+    rows = int(summary["events"]["rows"])
+    total = int(summary["rejected"]["total"])
+    allowed = x if kind == "count" else int(math.floor(round(x * rows, 9)))
+    return {"limit": value if isinstance(value, str) else _py(value), "kind": kind,
+            "allowed_rows": int(allowed), "rejected_rows": total, "rows": rows,
+            "exceeded": total > allowed}
+
+
+def _check_rejected(summary: dict) -> dict:
+    rec = summary.get("max_rejected")
+    if rec and rec["exceeded"]:
+        share = rec["rejected_rows"] / max(1, rec["rows"])
+        raise RejectedRowsError(
+            f"{rec['rejected_rows']} of {rec['rows']} rows rejected ({share:.1%}), more than "
+            f"max_rejected={rec['limit']!r} allows ({rec['allowed_rows']} rows); the outputs "
+            f"and summary were written (rejected rows by reason: "
+            f"{summary['rejected']['by_reason']}; every one in "
+            f"{summary['rejected']['file']})", summary)
+    return summary
+
 
 _UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 10**3, "kib": 2**10, "m": 2**20, "mb": 10**6,
           "mib": 2**20, "g": 2**30, "gb": 10**9, "gib": 2**30, "t": 2**40, "tb": 10**12,
@@ -175,7 +255,14 @@ def _now_seconds(now):
                              "ISO 8601 time such as '2024-05-01T00:00:00Z'") from exc
         if now.tzinfo is None:
             now = now.tz_localize("UTC")
-    return _to_seconds(now, "now")
+    from .validation import plausible_ts
+
+    now_s = _to_seconds(now, "now")
+    if not plausible_ts(np.array([now_s]))[0]:
+        raise ValueError(f"now={now!r} is outside {TS_WINDOW[0]}..{TS_WINDOW[1]} UTC as unix "
+                         "seconds (a number is unix seconds whatever ts_unit is); pass unix "
+                         "seconds or an ISO 8601 time")
+    return now_s
 
 
 def _rss_bytes() -> int:
@@ -459,8 +546,8 @@ def _build_catalogue(model: dict, items, vector_col, column_map, show) -> dict:
         id_arr = _id_array(id_arr)
         ids = pd.Index(id_arr.to_pandas())
         null = id_arr.is_null().to_numpy(zero_copy_only=False)
-        if _id_kind(id_arr.type) == "str":
-            null |= np.asarray(ids.astype(str).str.len() == 0)
+        if _id_kind(id_arr.type) == "str":  # "" or "  " is a missing id, as in the events
+            null |= np.asarray(ids.astype(str).str.strip().str.len() == 0)
         if null.any():
             raise ValueError(f"items column {id_col!r}: missing item id at row "
                              f"{int(np.argmax(null))}; expected a non-null id. "
@@ -573,12 +660,12 @@ def _resources(job: _Job) -> dict:
 
 
 # --------------------------------------------------------------------------- row validation
-def _ts_to_seconds(arr) -> tuple[np.ndarray, np.ndarray]:
-    """(seconds float64, reason code per row: 0 ok) of a ts column."""
+def _ts_to_seconds(arr, ts_unit: str = "s") -> tuple[np.ndarray, np.ndarray]:
+    """(seconds float64, reason code per row: 0 ok) of a ts column; numbers in ``ts_unit``."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from .validation import _datetimes_to_seconds
+    from .validation import TS_UNITS, _datetimes_to_seconds, plausible_ts
 
     arr = _plain(arr)
     t = arr.type
@@ -595,6 +682,7 @@ def _ts_to_seconds(arr) -> tuple[np.ndarray, np.ndarray]:
     elif pa.types.is_integer(t) or pa.types.is_floating(t):
         secs = pc.fill_null(pc.cast(arr, pa.float64()), np.nan).to_numpy(zero_copy_only=False)
         reason[(reason == 0) & ~np.isfinite(secs)] = _R_TS_NONFINITE
+        secs = secs * TS_UNITS[ts_unit]
     elif pa.types.is_string(t) or pa.types.is_large_string(t):
         s = pd.Series(arr.to_numpy(zero_copy_only=False), dtype=object)
         empty = (~null) & (s.fillna("").str.strip().str.len() == 0).to_numpy()
@@ -610,6 +698,8 @@ def _ts_to_seconds(arr) -> tuple[np.ndarray, np.ndarray]:
     else:
         reason[reason == 0] = _R_TS_BAD
         secs = np.full(n, np.nan)
+    # milliseconds read as seconds, year 9999, negative sentinels: never mixed in silently
+    reason[(reason == 0) & ~plausible_ts(secs)] = _R_TS_RANGE
     return secs, reason
 
 
@@ -652,10 +742,12 @@ class _Stager:
 
     def __init__(self, st: Path, n_buckets: int, cols: dict, user_kind: str, dim: int,
                  catalogue_ids: pd.Index, now_s, buffer_bytes: int, file_index: int,
-                 file_name: str, row0: int):
+                 file_name: str, row0: int, ts_unit: str = "s"):
         import pyarrow as pa
 
         self.st, self.B, self.cols, self.dim = st, n_buckets, cols, dim
+        self.ts_unit = ts_unit
+        self.reasons = {**REJECT_REASONS, _R_TS_RANGE: _ts_range_reason(ts_unit)}
         self.cat_index = catalogue_ids
         self.now_s = now_s
         self.buffer_bytes = buffer_bytes
@@ -702,7 +794,7 @@ class _Stager:
             u_null |= pc.fill_null(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(uid)), 0),
                                    True).to_numpy(zero_copy_only=False)
         _first(reason, u_null, _R_USER)
-        ts, ts_reason = _ts_to_seconds(batch.column(c["ts"]))
+        ts, ts_reason = _ts_to_seconds(batch.column(c["ts"]), self.ts_unit)
         reason[reason == 0] = ts_reason[reason == 0]
         if self.now_s is not None:
             _first(reason, np.nan_to_num(ts, nan=-np.inf) > self.now_s, _R_TS_LATE)
@@ -743,6 +835,9 @@ class _Stager:
         if "item_id" in c:
             iid = _id_array(batch.column(c["item_id"]))
             i_null = iid.is_null().to_numpy(zero_copy_only=False)
+            if pa.types.is_string(iid.type):  # "" or "  " names no item, as for user_id
+                i_null |= pc.fill_null(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(iid)),
+                                                0), True).to_numpy(zero_copy_only=False)
             vals = pc.fill_null(iid, "" if pa.types.is_string(iid.type) else 0).to_numpy(
                 zero_copy_only=False)
             item_row = self.cat_index.get_indexer(pd.Index(vals)).astype(np.int64)
@@ -787,7 +882,7 @@ class _Stager:
     def _reject(self, rows, codes, uid, file_rows) -> None:
         import pyarrow as pa
 
-        reasons = np.array([REJECT_REASONS[int(x)] for x in codes], dtype=object)
+        reasons = np.array([self.reasons[int(x)] for x in codes], dtype=object)
         for r, cnt in zip(*np.unique(reasons.astype(str), return_counts=True)):
             self.by_reason[str(r)] = self.by_reason.get(str(r), 0) + int(cnt)
         uid_s = pa.array(uid.to_pandas().astype("string"), pa.string()) if len(uid) else \
@@ -888,6 +983,7 @@ class _StageSpec:
     now_s: float | None
     buffer_bytes: int
     index_id: str
+    ts_unit: str = "s"
 
 
 _CATALOGUE_IDS: dict = {}
@@ -911,7 +1007,7 @@ def _stage_file(spec: _StageSpec, fi: int, row0: int) -> dict:
     inp = spec.inp
     stager = _Stager(_staging(Path(spec.out)), spec.n_buckets, dict(inp.cols), spec.user_kind,
                      spec.dim, _catalogue_ids(spec.out, spec.index_id), spec.now_s,
-                     spec.buffer_bytes, fi, inp.files[fi], row0)
+                     spec.buffer_bytes, fi, inp.files[fi], row0, spec.ts_unit)
     src_cols = list(dict.fromkeys(c for _, c in inp.cols))
     for frag in inp.dataset(fi).get_fragments():
         for batch in frag.to_batches(columns=src_cols, batch_size=_READ_BATCH_ROWS):
@@ -1242,7 +1338,7 @@ def _check_columns(schema_names, column_map, vector_col) -> dict:
 
 def _stage(runner, out, st, marker, man_path, manifest, model, items, vector_col, cmap, show,
            cols, dataset, dataset_string_cols, files, fmt, user_kind, index_kind, mem,
-           chunk_users, k, now_s) -> dict:
+           chunk_users, k, now_s, ts_unit="s") -> dict:
     """Catalogue and index (here), then the count and staging passes as one task per input
     file (``runner``: in this process, or Dask tasks); returns the staging record."""
     from tqdm.auto import tqdm
@@ -1304,7 +1400,7 @@ def _stage(runner, out, st, marker, man_path, manifest, model, items, vector_col
     t = time.perf_counter()
     spec = _StageSpec(inp=inp, out=str(out), n_buckets=n_buckets, user_kind=user_kind,
                       dim=model["dim"], now_s=now_s, buffer_bytes=buffer_bytes,
-                      index_id=built_index["save_id"])
+                      index_id=built_index["save_id"], ts_unit=ts_unit)
     row0 = np.concatenate([[0], np.cumsum(file_rows)[:-1]])
     results = []
     with tqdm(total=counted["rows"], unit="rows", desc="stage events",
@@ -1344,7 +1440,7 @@ def _stage(runner, out, st, marker, man_path, manifest, model, items, vector_col
 
 def score(events, model_dir, out, *, items=None, k: int = 10, chunk_users=None,
           max_memory=None, vector_col=None, index="auto", now=None, dask=None, progress=None,
-          column_map=None) -> dict:
+          column_map=None, ts_unit="s", max_rejected=None) -> dict:
     """Score every user of an event table with a fitted model, in bounded memory, resumably.
 
     Parameters
@@ -1352,8 +1448,10 @@ def score(events, model_dir, out, *, items=None, k: int = 10, chunk_users=None,
     events : str or os.PathLike
         Events: a Parquet file, a folder of Parquet files (a dataset) or a glob pattern; CSV
         and JSON Lines files (also compressed) work too. Columns ``user_id``, ``ts`` (unix
-        seconds, timestamps or ISO 8601 strings) and at least one of ``text``, ``item_id``,
-        ``vector_col``; optional ``weight`` (>= 0, default 1). Other columns are not read.
+        times in ``ts_unit``, timestamps or ISO 8601 strings, from 1990-01-01 to 2100-01-01
+        UTC) and at least one of ``text``, ``item_id``, ``vector_col``; optional ``weight``
+        (>= 0, default 1). Other columns are not read. Ids are kept as written: CSV ids are
+        strings (``"007"`` is not ``"7"``), Parquet and JSON ids keep the file's type.
     model_dir : str or os.PathLike
         A saved :class:`~interestflow.InterestEngine` (its encoder, half-life, segment
         centroids and temperature, and by default its items).
@@ -1386,8 +1484,8 @@ def score(events, model_dir, out, *, items=None, k: int = 10, chunk_users=None,
         cosine top-k, ``"ivf"`` FAISS IVF (candidates re-scored exactly), ``"auto"`` IVF from
         ``AUTO_IVF_MIN_ITEMS`` items when faiss is installed. Built once per job.
     now : float, str or datetime, optional
-        Reference time of the decay; default the latest valid event time. Events after it are
-        rejected.
+        Reference time of the decay (a number is unix seconds, whatever ``ts_unit``); default
+        the latest valid event time. Events after it are rejected.
     dask : str, optional
         ``"local"`` / ``"local:N"`` (a LocalCluster of N single-threaded worker processes;
         N defaults to the CPU count) or a scheduler address ``"tcp://host:8786"`` (workers must
@@ -1397,16 +1495,29 @@ def score(events, model_dir, out, *, items=None, k: int = 10, chunk_users=None,
     column_map : dict, optional
         ``{standard name: column in the file}`` for ``user_id``, ``ts``, ``text``,
         ``item_id``, ``weight`` (``item_id`` and ``text`` apply to ``items`` too).
+    ts_unit : {"s", "ms", "us", "ns"}, default "s"
+        Unit of numeric ``ts`` values. A row whose time falls outside 1990-01-01..2100-01-01
+        UTC (e.g. milliseconds read as seconds) is rejected with the reason "implausible ts".
+    max_rejected : int, float or str, optional
+        Most rejected rows allowed: a count (``100``) or a share of the input rows (``0.05``
+        or ``"5%"``). Above it, ``score`` still finishes and writes every output and the
+        summary (which records the limit and that it was exceeded), then raises
+        :class:`RejectedRowsError`. Default: no limit (the counts are in the summary).
 
     Returns
     -------
     dict
         The summary also written to ``out/summary.json``: counts (rows, accepted, rejected
         rows by reason with examples, users, recommendations, chunks done now and earlier),
-        the reference time, the catalogue, timings per stage (s), users/s, peak RSS (MiB).
+        the reference time, the catalogue, timings per stage (s), users/s, peak RSS (MiB),
+        and ``max_rejected`` (the limit, the rows it allows, whether it was exceeded; None
+        without a limit).
 
     Raises
     ------
+    RejectedRowsError
+        (a ValueError) More rows were rejected than ``max_rejected`` allows; raised after
+        the job completed, with the summary as its ``summary``.
     ValueError
         Bad parameters, missing columns, a model or items that do not fit together, or an
         ``out`` holding a different job (the message lists what changed).
@@ -1441,6 +1552,10 @@ def score(events, model_dir, out, *, items=None, k: int = 10, chunk_users=None,
         raise TypeError(f"vector_col must be a column name (str), got "
                         f"{type(vector_col).__name__}")
     now_s = _now_seconds(now)
+    from .validation import check_ts_unit
+
+    check_ts_unit(ts_unit)
+    limit = _parse_max_rejected(max_rejected)
     show = _show_progress(progress)
     dask_spec = None
     if dask is not None:
@@ -1465,7 +1580,7 @@ def score(events, model_dir, out, *, items=None, k: int = 10, chunk_users=None,
     params = {"k": int(k), "chunk_users": None if chunk_users is None else int(chunk_users),
               "max_memory": mem, "vector_col": vector_col, "index": index,
               "now": now_s, "column_map": {c: cmap[c] for c in sorted(cmap)},
-              "default_chunk_users": DEFAULT_CHUNK_USERS}
+              "default_chunk_users": DEFAULT_CHUNK_USERS, "ts_unit": ts_unit}
     fp = _fingerprint(files, fmt, items_files, model, params)
     fp_id = hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -1487,7 +1602,8 @@ def score(events, model_dir, out, *, items=None, k: int = 10, chunk_users=None,
             summary = json.loads((out / "summary.json").read_text())
             summary["already_complete"] = True
             logger.info("score: %s is already complete; nothing to do", out)
-            return summary
+            summary["max_rejected"] = _rejected_limit(limit, max_rejected, summary)
+            return _check_rejected(summary)
     else:
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise ValueError(f"out={str(out)!r} exists and is not an interestflow score folder "
@@ -1508,7 +1624,7 @@ def score(events, model_dir, out, *, items=None, k: int = 10, chunk_users=None,
             try:
                 staged = _stage(runner, out, st, marker, man_path, manifest, model, items,
                                 vector_col, cmap, show, cols, dataset, string_cols, files, fmt,
-                                user_kind, index, mem, chunk_users, k, now_s)
+                                user_kind, index, mem, chunk_users, k, now_s, ts_unit)
             except Exception:
                 # nothing of this job is usable before staging completes: leave no manifest
                 # behind, so that a corrected command can start afresh in the same out
@@ -1554,12 +1670,12 @@ def score(events, model_dir, out, *, items=None, k: int = 10, chunk_users=None,
         raise RuntimeError(f"chunks {missing[:10]} were not recorded as done")
 
     summary = _finish(out, manifest, man_path, staged, job, timings, t_start,
-                      pending, len(done_before), workers, dask)
-    return summary
+                      pending, len(done_before), workers, dask, limit, max_rejected)
+    return _check_rejected(summary)
 
 
 def _finish(out: Path, manifest, man_path, staged, job, timings, t_start, pending, n_before,
-            workers, dask) -> dict:
+            workers, dask, limit=None, limit_value=None) -> dict:
     """rejected.parquet, summary.json, manifest complete, staging removed (in that order)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -1624,6 +1740,11 @@ def _finish(out: Path, manifest, man_path, staged, job, timings, t_start, pendin
                     "recommendations": "recommendations/part-*.parquet",
                     "rejected": "rejected.parquet", "manifest": "manifest.json"},
     }
+    summary["max_rejected"] = _rejected_limit(limit, limit_value, summary)
+    total = summary["rejected"]["total"]
+    if total:
+        logger.info("score: %d of %d rows rejected: %s (all in %s)", total,
+                    summary["events"]["rows"], by_reason, out / "rejected.parquet")
     _write_json_atomic(out / "summary.json", summary)
     manifest["complete"] = True
     _write_json_atomic(man_path, manifest)

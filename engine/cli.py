@@ -50,6 +50,7 @@ def _build_parser() -> argparse.ArgumentParser:
     for col in ("user", "text", "ts", "item", "weight"):
         r.add_argument(f"--{col}-col", default=None,
                        help=f"name of the column holding {col} (renamed to the standard name)")
+    _add_ts_unit(r)
     r.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     rp = sub.add_parser("report", help="write one self-contained HTML report of a run directory")
@@ -87,8 +88,20 @@ def _build_parser() -> argparse.ArgumentParser:
                      ("weight", "weight")):
         sc.add_argument(f"--{col}-col", default=None,
                         help=f"name of the column holding {std} (default {std})")
+    _add_ts_unit(sc)
+    sc.add_argument("--max-rejected", default=None, metavar="N|P%",
+                    help="most rejected rows allowed: a count (100) or a share of the rows "
+                         "(5%%, 0.05); above it the outputs and summary are still written, "
+                         "then the command exits with status 3 (default: no limit; the "
+                         "counts are always printed on stderr)")
     sc.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p
+
+
+def _add_ts_unit(parser) -> None:
+    parser.add_argument("--ts-unit", default="s", choices=("s", "ms", "us", "ns"),
+                        help="unit of numeric timestamps (default s: unix seconds); times "
+                             "outside 1990-01-01..2100-01-01 UTC are rejected")
 
 
 def main(argv=None) -> int:
@@ -219,7 +232,11 @@ def run(args) -> int:
     from .io import read_table
 
     t0 = time.perf_counter()
-    events = read_table(args.events)
+    # ids and text are read as written under the names this file uses (CSV has no types:
+    # "007" stays "007" whether the column is called user_id or uid)
+    user_col, item_col, text_col = (args.user_col or "user_id", args.item_col or "item_id",
+                                    args.text_col or "text")
+    events = read_table(args.events, string_columns=(user_col, item_col, text_col))
     rename = {getattr(args, f"{c}_col"): std for c, std in
               (("user", "user_id"), ("text", "text"), ("ts", "ts"), ("item", "item_id"),
                ("weight", "weight")) if getattr(args, f"{c}_col")}
@@ -230,15 +247,12 @@ def run(args) -> int:
     events = events.rename(columns=rename)
     keep = [c for c in ("user_id", "text", "ts", "item_id", "weight") if c in events.columns]
     events = events[keep] if "user_id" in keep and "text" in keep and "ts" in keep else events
-    items = read_table(args.items) if args.items else None
+    items = read_table(args.items, string_columns=(item_col, text_col)) if args.items else None
     if items is not None:  # the same --item-col / --text-col names apply to the items file
         items = items.rename(columns={k: v for k, v in ((args.item_col, "item_id"),
                                                          (args.text_col, "text"))
                                       if k and k in items.columns})
-        if "item_id" in events.columns and "item_id" in items.columns:
-            # CSV ids are read as strings: compare ids as strings on both sides
-            if events["item_id"].map(type).eq(str).all():
-                items["item_id"] = items["item_id"].astype(str)
+        events, items = _same_item_id_type(events, items)
     if args.k < 1:
         raise ValueError(f"--k={args.k} must be >= 1")
 
@@ -246,7 +260,7 @@ def run(args) -> int:
     engine = InterestEngine(encoder=encoder, n_segments=args.n_segments,
                             half_life_days=args.half_life_days,
                             show_progress=not args.no_progress)
-    engine.fit(events, items)
+    engine.fit(events, items, ts_unit=args.ts_unit)
     # write everything into a fresh temp folder beside the target, then move it into place:
     # a failure never leaves a half-written output folder behind
     final = Path(args.out)
@@ -266,6 +280,33 @@ def run(args) -> int:
     out.rmdir()
     print(json.dumps(summary, indent=2, ensure_ascii=False))
     return 0
+
+
+def _same_item_id_type(events, items):
+    """Events and items files that disagree on the type of ``item_id`` (one has strings, e.g.
+    CSV, the other integers, e.g. JSON numbers or Parquet int64): the integers are written
+    as decimal strings, which is lossless.  Never the other way round, which would merge
+    "007" and "7"; other combinations are left to the engine's type check."""
+    import pandas as pd
+
+    if "item_id" not in events.columns or "item_id" not in items.columns:
+        return events, items
+
+    def kind(col):
+        if pd.api.types.is_integer_dtype(col.dtype):
+            return "int"
+        return "str" if pd.api.types.infer_dtype(col, skipna=True) == "string" else None
+
+    ke, ki = kind(events["item_id"]), kind(items["item_id"])
+    if {ke, ki} == {"int", "str"}:
+        which = "items" if ki == "int" else "events"
+        logging.getLogger(__name__).info("item_id: %s hold integers, the other file strings: "
+                                         "comparing them as decimal strings", which)
+        if ki == "int":
+            items = items.assign(item_id=items["item_id"].astype(str))
+        else:
+            events = events.assign(item_id=events["item_id"].astype(str))
+    return events, items
 
 
 def _write_run_outputs(engine, encoder, out: Path, k: int, t0: float) -> dict:
@@ -310,6 +351,7 @@ def report(args) -> int:
 
 def score(args) -> int:
     """``interestflow score ...``: :func:`interestflow.batch.score`; prints the JSON summary."""
+    from .batch import RejectedRowsError
     from .batch import score as batch_score
 
     now = args.now
@@ -321,13 +363,43 @@ def score(args) -> int:
     column_map = {std: getattr(args, f"{col}_col") for col, std in
                   (("user", "user_id"), ("text", "text"), ("ts", "ts"), ("item", "item_id"),
                    ("weight", "weight")) if getattr(args, f"{col}_col")}
-    summary = batch_score(args.events, args.model_dir, args.out, items=args.items, k=args.k,
-                          chunk_users=args.chunk_users, max_memory=args.max_memory,
-                          vector_col=args.vector_col, index=args.index, now=now,
-                          dask=args.dask, progress=False if args.no_progress else None,
-                          column_map=column_map or None)
+    try:
+        summary = batch_score(args.events, args.model_dir, args.out, items=args.items, k=args.k,
+                              chunk_users=args.chunk_users, max_memory=args.max_memory,
+                              vector_col=args.vector_col, index=args.index, now=now,
+                              dask=args.dask, progress=False if args.no_progress else None,
+                              column_map=column_map or None, ts_unit=args.ts_unit,
+                              max_rejected=args.max_rejected)
+    except RejectedRowsError as exc:  # finished and written, but too many rows rejected
+        print(json.dumps(exc.summary, indent=2, ensure_ascii=False))
+        _print_rejected(exc.summary, args.out)
+        print(f"interestflow: error: {exc}", file=sys.stderr)
+        return 3
     print(json.dumps(summary, indent=2, ensure_ascii=False))
+    _print_rejected(summary, args.out)
     return 0
+
+
+def _print_rejected(summary: dict, out, n_examples: int = 5) -> None:
+    """Rejected rows on stderr, whatever the limit: total, by reason, the first few."""
+    rej = summary["rejected"]
+    rows = int(summary["events"]["rows"])
+    total = int(rej["total"])
+    err = sys.stderr
+    share = f" ({total / rows:.1%})" if rows else ""
+    print(f"interestflow score: {total} of {rows} rows rejected{share}"
+          + (":" if total else ""), file=err)
+    if not total:
+        return
+    for reason, count in sorted(rej["by_reason"].items(), key=lambda kv: -kv[1]):
+        print(f"  {count:>10}  {reason}", file=err)
+    examples = rej.get("examples", [])[:n_examples]
+    if examples:
+        print("  first rejected rows (row = 0-based across the input files):", file=err)
+    for e in examples:
+        print(f"    row {e['row']} ({Path(e['file']).name} row {e['file_row']}, user_id "
+              f"{e['user_id']!r}): {e['reason']}", file=err)
+    print(f"  every rejected row: {Path(out) / rej['file']}", file=err)
 
 
 if __name__ == "__main__":  # pragma: no cover

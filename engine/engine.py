@@ -141,19 +141,23 @@ class InterestEngine:
         return vecs, codes
 
     # --------------------------------------------------------------------- fit
-    def fit(self, events, items=None, *, now=None):
+    def fit(self, events, items=None, *, now=None, ts_unit="s"):
         """Fit user vectors, item vectors, segments and the recommender.
 
         Parameters
         ----------
         events : pandas.DataFrame or pyarrow.Table
-            Columns ``user_id``, ``text``, ``ts`` (datetime or unix seconds) and optional
-            ``item_id``, ``weight``.
+            Columns ``user_id``, ``text``, ``ts`` (datetime, ISO 8601 string or a unix time
+            in ``ts_unit``, from 1990-01-01 to 2100-01-01 UTC) and optional ``item_id``,
+            ``weight``; checked by :func:`~interestflow.validation.validate_events`.
         items : pandas.DataFrame or pyarrow.Table, optional
             Columns ``item_id``, ``text``. Items without a row here get the mean vector of
             the events that mention them.
         now : time, optional
-            Reference time of the decay; default the most recent event time.
+            Reference time of the decay (a number is unix seconds); default the most recent
+            event time.
+        ts_unit : {"s", "ms", "us", "ns"}, default "s"
+            Unit of numeric ``ts`` values.
 
         Returns
         -------
@@ -165,7 +169,7 @@ class InterestEngine:
 
         self._check_params()
         t0 = time.perf_counter()
-        ev = validate_events(events)
+        ev = validate_events(events, ts_unit=ts_unit)
         it = validate_items(items) if items is not None else None
         if len(ev) == 0:
             raise ValueError("events has no rows; pass at least one event")
@@ -278,7 +282,7 @@ class InterestEngine:
         self.n_events_ = len(ev)
         return self
 
-    def partial_fit(self, events, items=None, *, now=None):
+    def partial_fit(self, events, items=None, *, now=None, ts_unit="s"):
         """Add new events to a fitted engine without re-encoding or refitting from scratch.
 
         Only the new texts are encoded. Each affected user's vector is updated from the
@@ -305,6 +309,8 @@ class InterestEngine:
         now : time, optional
             New reference time of the decay; default ``max(previous reference time, latest
             new event)``. Must not be earlier than the previous reference time.
+        ts_unit : {"s", "ms", "us", "ns"}, default "s"
+            Unit of numeric ``ts`` values (as for :meth:`fit`).
 
         Returns
         -------
@@ -325,7 +331,7 @@ class InterestEngine:
             raise ValueError("this engine has no incremental state (it was saved by an older "
                              "interestflow); call fit() on all events instead")
         t0 = time.perf_counter()
-        ev = validate_events(events)
+        ev = validate_events(events, ts_unit=ts_unit)
         it = validate_items(items) if items is not None else None
         if len(ev) == 0:
             raise ValueError("events has no rows; pass at least one new event")
@@ -418,7 +424,7 @@ class InterestEngine:
         self.timings_ = {"partial_fit_s": time.perf_counter() - t0}
         return self
 
-    def track(self, events, *, freq="30D", **tracker_params):
+    def track(self, events, *, freq="30D", ts_unit="s", **tracker_params):
         """Segments over time windows: snapshots, stable ids, lifecycle events, paths.
 
         Encodes every distinct text once (with this engine's encoder) and runs a
@@ -432,6 +438,8 @@ class InterestEngine:
             Columns ``user_id``, ``text``, ``ts`` and optional ``weight`` (as for :meth:`fit`).
         freq : str, default "30D"
             Distance between snapshot ends (a pandas frequency).
+        ts_unit : {"s", "ms", "us", "ns"}, default "s"
+            Unit of numeric ``ts`` values (as for :meth:`fit`).
         **tracker_params
             Other :class:`~interestflow.dynamics.SegmentTracker` parameters (``window``,
             thresholds, ...).
@@ -446,7 +454,7 @@ class InterestEngine:
         from .validation import validate_events
 
         self._check_params()
-        ev = validate_events(events)
+        ev = validate_events(events, ts_unit=ts_unit)
         if len(ev) == 0:
             raise ValueError("events has no rows; pass at least one event")
         params = {"half_life_days": float(self.half_life_days), "n_segments": self.n_segments,

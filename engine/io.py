@@ -42,9 +42,9 @@ def _format_of(path: Path) -> str:
     return fmt
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def _read_csv(path: Path, string_columns) -> pd.DataFrame:
     header = pd.read_csv(path, nrows=0).columns
-    text_cols = [c for c in _CSV_TEXT_COLUMNS if c in header]
+    text_cols = [c for c in dict.fromkeys(string_columns) if c in header]
     return pd.read_csv(
         path,
         dtype={c: str for c in text_cols},
@@ -69,8 +69,15 @@ def _read_json(path: Path) -> pd.DataFrame:
     return pd.read_json(path, lines=lines, dtype=False, compression=compression)
 
 
-def read_table(path) -> pd.DataFrame:
+def read_table(path, *, string_columns=None) -> pd.DataFrame:
     """Read a table of events or items.
+
+    Ids are kept as written: a column is read as strings unless the file's own types say
+    otherwise.  CSV has no types, so its id and text columns are strings exactly as written
+    (``"007"``, ``"0007"`` and ``"7"`` stay three ids, a text ``"NA"`` stays ``"NA"``, an empty
+    cell is ``""``, which validation reports as a missing id).  Parquet columns keep their
+    type (an int64 id column stays integers), and so do JSON values (a JSON number is an
+    integer id, a JSON string a string id: JSON cannot write ``007`` as a number).
 
     Parameters
     ----------
@@ -78,9 +85,11 @@ def read_table(path) -> pd.DataFrame:
         ``.csv``; ``.parquet`` / ``.pq`` (a file, or a directory of parquet files);
         ``.jsonl`` / ``.ndjson`` / ``.json`` (one JSON record per line; a ``.json`` file holding
         one array of records is read too).  CSV and JSON may be compressed (``.gz``, ``.bz2``,
-        ``.xz``, ``.zst``, ``.zip``).  In CSV the ``user_id``, ``item_id`` and ``text`` columns
-        are read as strings exactly as written (``"007"`` stays ``"007"``, a text ``"NA"``
-        stays ``"NA"``; an empty cell is ``""``).
+        ``.xz``, ``.zst``, ``.zip``).
+    string_columns : sequence of str, optional
+        CSV columns read as strings exactly as written: the id and text columns under the
+        names this file uses.  Default ``("user_id", "item_id", "text")``; a caller that maps
+        other column names (``--user-col uid``) passes those names.  Other formats ignore it.
 
     Returns
     -------
@@ -98,11 +107,13 @@ def read_table(path) -> pd.DataFrame:
     --------
     >>> import pandas as pd, tempfile, os
     >>> d = tempfile.mkdtemp()
-    >>> write_parquet(pd.DataFrame({"user_id": ["u1"], "text": ["hi"], "ts": [0.0]}),
+    >>> write_parquet(pd.DataFrame({"user_id": ["u1"], "text": ["hi"], "ts": [1.7e9]}),
     ...               os.path.join(d, "events.parquet"))
     >>> read_table(os.path.join(d, "events.parquet")).shape
     (1, 3)
     """
+    string_columns = _CSV_TEXT_COLUMNS if string_columns is None else \
+        _column_names(string_columns)
     path = Path(os.fspath(path))
     if not path.exists():
         raise FileNotFoundError(f"no such file or directory: {str(path)!r}")
@@ -112,7 +123,7 @@ def read_table(path) -> pd.DataFrame:
                          "directories")
     try:
         if fmt == "csv":
-            return _read_csv(path)
+            return _read_csv(path, string_columns)
         if fmt == "parquet":
             return pd.read_parquet(path)
         return _read_json(path)
@@ -121,6 +132,13 @@ def read_table(path) -> pd.DataFrame:
     except Exception as exc:  # parser errors differ per engine; name the file and format
         raise ValueError(f"could not read {str(path)!r} as {fmt}: "
                          f"{type(exc).__name__}: {exc}") from exc
+
+
+def _column_names(columns) -> tuple:
+    if isinstance(columns, (str, bytes)) or not all(isinstance(c, str) for c in columns):
+        raise TypeError(f"string_columns must be a sequence of column names (str), got "
+                        f"{columns!r}")
+    return tuple(columns)
 
 
 def write_parquet(df, path) -> Path:

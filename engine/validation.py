@@ -13,14 +13,53 @@ import numbers
 import numpy as np
 import pandas as pd
 
-__all__ = ["validate_events", "validate_items", "EVENT_COLUMNS", "ITEM_COLUMNS"]
+__all__ = ["validate_events", "validate_items", "check_ts_unit", "plausible_ts", "ts_unit_hint",
+           "EVENT_COLUMNS", "ITEM_COLUMNS", "TS_UNITS", "TS_WINDOW", "TS_MIN_S", "TS_MAX_S"]
 
 EVENT_COLUMNS = ("user_id", "text", "ts")
 EVENT_OPTIONAL = ("item_id", "weight")
 ITEM_COLUMNS = ("item_id", "text")
 
+#: Seconds per unit of a numeric ``ts`` (``ts_unit``); datetimes and ISO strings carry their own.
+TS_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
+_UNIT_NAMES = {"s": "seconds", "ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
+#: Plausible event times, UTC: from the first day (inclusive) to the second (exclusive).  A time
+#: outside it is a unit mistake (milliseconds read as seconds land in the year ~55000, days or
+#: hours since the epoch in 1970) or a placeholder (year 9999, negative sentinels), never data:
+#: it is rejected with the row instead of silently skewing the decay.
+TS_WINDOW = ("1990-01-01", "2100-01-01")
+TS_MIN_S = 631_152_000.0    # 1990-01-01T00:00:00Z in unix seconds
+TS_MAX_S = 4_102_444_800.0  # 2100-01-01T00:00:00Z in unix seconds
+
 _TS_EXPECTED = ("a datetime, unix seconds (int/float) or an ISO 8601 string such as "
                 "'2024-05-01T12:00:00Z'")
+
+
+def check_ts_unit(ts_unit) -> float:
+    """Seconds per unit of ``ts_unit``; raises ValueError listing the valid units."""
+    if not isinstance(ts_unit, str) or ts_unit not in TS_UNITS:
+        raise ValueError(f"ts_unit={ts_unit!r} is not valid; pass one of "
+                         f"{', '.join(map(repr, TS_UNITS))} (the unit of numeric timestamps)")
+    return TS_UNITS[ts_unit]
+
+
+def plausible_ts(secs: np.ndarray) -> np.ndarray:
+    """True where unix seconds lie in :data:`TS_WINDOW` (NaN: False)."""
+    secs = np.asarray(secs, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        return (secs >= TS_MIN_S) & (secs < TS_MAX_S)
+
+
+def ts_unit_hint(raw, ts_unit: str) -> str:
+    """For a numeric time outside the window in ``ts_unit``: the unit that would fit, or ''."""
+    try:
+        raw = float(raw)
+    except (TypeError, ValueError):
+        return ""
+    for unit, scale in TS_UNITS.items():  # the unit windows are disjoint: at most one fits
+        if unit != ts_unit and plausible_ts(np.array([raw * scale]))[0]:
+            return unit
+    return ""
 
 
 def _show(value) -> str:
@@ -116,9 +155,26 @@ def _id_kind(value) -> str:
     return type(value).__name__
 
 
+def _blank_strings(values: np.ndarray) -> np.ndarray:
+    """True where a value is a str that is empty or whitespace only."""
+    return np.fromiter((isinstance(v, str) and not v.strip() for v in values), dtype=bool,
+                       count=len(values))
+
+
 def _check_ids(t: _Table, column: str) -> np.ndarray:
     values = t.df[column].to_numpy()
-    t.fail(column, pd.isna(values), "missing id", f"a non-null {column}", values)
+    expected = f"a non-null, non-empty {column}"
+    t.fail(column, pd.isna(values), "missing id", expected, values)
+    # "" or "  " (an empty CSV cell) names nobody: a missing id, as in batch scoring
+    s = t.df[column]
+    if isinstance(s.dtype, pd.StringDtype):  # no nulls left: vectorised
+        blank = (s.str.strip().str.len() == 0).to_numpy(dtype=bool)
+    elif values.dtype == object:
+        blank = _blank_strings(values)
+    else:
+        blank = None
+    if blank is not None:
+        t.fail(column, blank, "missing id (empty or whitespace-only)", expected, values)
     if values.dtype == object and len(values):
         # ids of one kind only: mixed kinds cannot be ordered, stored or matched reliably
         # ('10' and 10 would silently be two different ids)
@@ -158,12 +214,13 @@ def _datetimes_to_seconds(s: pd.Series) -> np.ndarray:
     return us.astype(np.float64) / 1e6
 
 
-def _scalar_time_to_seconds(v) -> float:
-    """One object cell -> seconds; NaN for missing, raises TypeError/ValueError if invalid."""
+def _scalar_time_to_seconds(v, scale: float = 1.0) -> float:
+    """One object cell -> seconds (numbers times ``scale``); NaN for missing, raises
+    TypeError/ValueError if invalid."""
     if isinstance(v, (bool, np.bool_)):
         raise TypeError
     if isinstance(v, numbers.Real):
-        return float(v)
+        return float(v) * scale
     if isinstance(v, str):
         return float(_datetimes_to_seconds(pd.Series(
             pd.to_datetime([v], utc=True, format="ISO8601")))[0])
@@ -177,7 +234,32 @@ def _scalar_time_to_seconds(v) -> float:
     raise TypeError
 
 
-def _check_ts(t: _Table, column: str = "ts") -> np.ndarray:
+def _check_window(t: _Table, column: str, secs: np.ndarray, shown: np.ndarray,
+                  numeric: np.ndarray, ts_unit: str) -> None:
+    """Reject times outside :data:`TS_WINDOW`, with the unit a numeric one would fit."""
+    bad = ~plausible_ts(secs)
+    if not bad.any():
+        return
+    i = int(np.argmax(bad))
+    window = f"from {TS_WINDOW[0]} to {TS_WINDOW[1]} UTC"
+    if numeric[i]:
+        expected = f"unix {_UNIT_NAMES[ts_unit]} (ts_unit={ts_unit!r}) {window}"
+        unit = ts_unit_hint(shown[i], ts_unit)
+        n_ok = int((~bad).sum())
+        if unit and n_ok:
+            expected += (f"; the value reads as {_UNIT_NAMES[unit]} but {n_ok} other row(s) "
+                         f"read as {_UNIT_NAMES[ts_unit]}: the column mixes units; convert it "
+                         "to one unit and pass that ts_unit (CLI: --ts-unit)")
+        elif unit:
+            expected += (f"; the value reads as {_UNIT_NAMES[unit]}: pass ts_unit={unit!r} "
+                         f"(CLI: --ts-unit {unit})")
+    else:
+        expected = f"a time {window}"
+    t.fail(column, bad, "implausible timestamp", expected, shown)
+
+
+def _check_ts(t: _Table, column: str = "ts", ts_unit: str = "s") -> np.ndarray:
+    scale = check_ts_unit(ts_unit)
     s = t.df[column]
     if s.dtype.kind == "b":
         t.fail(column, np.ones(len(s), bool), "boolean timestamp", _TS_EXPECTED,
@@ -186,12 +268,17 @@ def _check_ts(t: _Table, column: str = "ts") -> np.ndarray:
         null = s.isna().to_numpy()
         if null.any():
             t.fail(column, null, "missing timestamp", _TS_EXPECTED, s.to_numpy(dtype=object))
-        return _datetimes_to_seconds(s)
+        secs = _datetimes_to_seconds(s)
+        _check_window(t, column, secs, s.to_numpy(dtype=object), np.zeros(len(s), bool),
+                      ts_unit)
+        return secs
     if s.dtype.kind in "iuf":
-        secs = s.to_numpy(dtype=np.float64, na_value=np.nan)
-        t.fail(column, np.isnan(secs), "missing timestamp", _TS_EXPECTED,
-               s.to_numpy(dtype=object))
-        t.fail(column, ~np.isfinite(secs), "non-finite timestamp", _TS_EXPECTED, secs)
+        raw = s.to_numpy(dtype=np.float64, na_value=np.nan)
+        shown = s.to_numpy(dtype=object)
+        t.fail(column, np.isnan(raw), "missing timestamp", _TS_EXPECTED, shown)
+        t.fail(column, ~np.isfinite(raw), "non-finite timestamp", _TS_EXPECTED, raw)
+        secs = raw * scale
+        _check_window(t, column, secs, shown, np.ones(len(s), bool), ts_unit)
         return secs
     # strings or mixed Python objects
     obj = s.to_numpy(dtype=object)
@@ -201,17 +288,22 @@ def _check_ts(t: _Table, column: str = "ts") -> np.ndarray:
     if is_str.all():
         parsed = pd.to_datetime(pd.Series(obj), utc=True, errors="coerce", format="ISO8601")
         t.fail(column, parsed.isna().to_numpy(), "unparseable timestamp", _TS_EXPECTED, obj)
-        return _datetimes_to_seconds(parsed)
+        secs = _datetimes_to_seconds(parsed)
+        _check_window(t, column, secs, obj, np.zeros(len(obj), bool), ts_unit)
+        return secs
     secs = np.empty(len(obj), dtype=np.float64)
     bad = np.zeros(len(obj), dtype=bool)
     for i, v in enumerate(obj):
         try:
-            secs[i] = _scalar_time_to_seconds(v)
+            secs[i] = _scalar_time_to_seconds(v, scale)
         except (TypeError, ValueError, OverflowError):
             bad[i] = True
             secs[i] = np.nan
     t.fail(column, bad, "unparseable timestamp", _TS_EXPECTED, obj)
     t.fail(column, ~np.isfinite(secs), "non-finite timestamp", _TS_EXPECTED, obj)
+    numeric = np.fromiter((isinstance(v, numbers.Real) for v in obj), dtype=bool,
+                          count=len(obj))
+    _check_window(t, column, secs, obj, numeric, ts_unit)
     return secs
 
 
@@ -239,7 +331,7 @@ def _check_weight(t: _Table, column: str = "weight") -> np.ndarray:
     return w
 
 
-def validate_events(events) -> pd.DataFrame:
+def validate_events(events, *, ts_unit: str = "s") -> pd.DataFrame:
     """Check an event table and return a normalised copy.
 
     Parameters
@@ -247,7 +339,10 @@ def validate_events(events) -> pd.DataFrame:
     events : pandas.DataFrame or pyarrow.Table
         Required columns ``user_id``, ``text``, ``ts``; optional ``item_id``, ``weight``.
         ``ts`` may be datetime64 (tz-aware, or naive = UTC), pandas Timestamps / datetimes,
-        int or float unix seconds, or ISO 8601 strings.  Other columns are ignored.
+        int or float unix times (in ``ts_unit``), or ISO 8601 strings.  Every time must lie
+        in :data:`TS_WINDOW` (1990-01-01 to 2100-01-01 UTC).  Other columns are ignored.
+    ts_unit : {"s", "ms", "us", "ns"}, default "s"
+        Unit of numeric ``ts`` values (datetimes and ISO strings carry their own).
 
     Returns
     -------
@@ -262,11 +357,12 @@ def validate_events(events) -> pd.DataFrame:
         ``events`` is not a DataFrame or pyarrow Table.
     ValueError
         A required column is missing (the message lists the columns present), or a value is
-        bad: null ``user_id`` / ``item_id``; ``text`` not a string or empty / whitespace-only;
-        ``ts`` missing, NaN/NaT, infinite or unparseable; ``weight`` NaN, infinite, negative
-        or non-numeric.  The message names the column, the first offending row (0-based
-        position, with its ``user_id``), the value, what was expected and how many rows are
-        affected.
+        bad: null, empty or whitespace-only ``user_id`` / ``item_id``; ``text`` not a string
+        or empty / whitespace-only; ``ts`` missing, NaN/NaT, infinite, unparseable or outside
+        :data:`TS_WINDOW` (with the unit it would fit, e.g. milliseconds: pass
+        ``ts_unit="ms"``); ``weight`` NaN, infinite, negative or non-numeric.  The message
+        names the column, the first offending row (0-based position, with its ``user_id``),
+        the value, what was expected and how many rows are affected.
 
     Examples
     --------
@@ -275,14 +371,17 @@ def validate_events(events) -> pd.DataFrame:
     ...                    "ts": ["2024-01-01T00:00:00Z", "2024-01-02T00:00:00+00:00"]})
     >>> validate_events(df)[["ts", "weight"]].to_numpy().tolist()
     [[1704067200.0, 1.0], [1704153600.0, 1.0]]
+    >>> validate_events(df.assign(ts=[1704067200000, 1704153600000]), ts_unit="ms")["ts"].tolist()
+    [1704067200.0, 1704153600.0]
     """
+    check_ts_unit(ts_unit)
     df = _as_dataframe(events, "events")
     _require(df, "events", EVENT_COLUMNS, EVENT_OPTIONAL)
     t = _Table(df, "events", "user_id")
     _check_ids(t, "user_id")
     item_id = _check_ids(t, "item_id") if "item_id" in df.columns else None
     _check_text(t)
-    ts = _check_ts(t)
+    ts = _check_ts(t, ts_unit=ts_unit)
     weight = _check_weight(t) if "weight" in df.columns else np.ones(len(df), dtype=np.float64)
 
     # Series keep the ids' and text's dtypes (e.g. pandas string, nullable int); with pandas'
@@ -315,8 +414,9 @@ def validate_items(items) -> pd.DataFrame:
     TypeError
         ``items`` is not a DataFrame or pyarrow Table.
     ValueError
-        Missing column, null ``item_id``, duplicate ``item_id`` (naming both rows), or
-        non-string / empty ``text``, with the row, value and number of rows affected.
+        Missing column, null, empty or whitespace-only ``item_id``, duplicate ``item_id``
+        (naming both rows), or non-string / empty ``text``, with the row, value and number of
+        rows affected.
 
     Examples
     --------

@@ -8,6 +8,8 @@ import pyarrow.parquet as pq
 from interestflow.cli import demo, main
 from interestflow.synthetic import make_demo_events
 
+T0 = 1_704_067_200  # 2024-01-01T00:00:00Z
+
 
 def test_demo_prints_segments_ari_and_recommendations(tmp_path):
     buf = io.StringIO()
@@ -63,7 +65,7 @@ def test_run_reports_bad_input_with_exit_code_2(tmp_path, capsys):
 def test_run_matches_csv_string_ids_with_numeric_items_ids(tmp_path, capsys):
     ev = pd.DataFrame({"user_id": ["a", "a", "b", "b"], "item_id": [10, 11, 12, 13],
                        "text": ["guitar strings", "capo", "espresso beans", "milk frother"],
-                       "ts": [1, 2, 3, 4]})
+                       "ts": [T0 + 1, T0 + 2, T0 + 3, T0 + 4]})
     ev.to_csv(tmp_path / "ev.csv", index=False)
     pd.DataFrame({"item_id": [10, 11, 12, 13, 14], "text": ["strings", "capo", "beans",
                                                            "frother", "tuner"]}).to_json(

@@ -5,6 +5,8 @@ import pytest
 from interestflow import Encoder, InterestEngine
 from interestflow.synthetic import make_demo_events
 
+T0 = 1_704_067_200.0  # 2024-01-01T00:00:00Z: toy times inside the plausible window
+
 
 @pytest.fixture(scope="module")
 def encoder():
@@ -98,7 +100,7 @@ def test_item_vectors_from_events_without_items_table(encoder):
         "user_id": ["a", "a", "b", "b", "c"],
         "text": ["red running shoes", "trail running shoes", "espresso beans",
                  "dark roast espresso", "running socks"],
-        "ts": [1, 2, 3, 4, 5],
+        "ts": [T0 + 1, T0 + 2, T0 + 3, T0 + 4, T0 + 5],
         "item_id": ["shoe", "shoe", "coffee", "coffee", "socks"],
     })
     eng = InterestEngine(encoder=encoder, n_segments=2).fit(ev)
@@ -120,7 +122,7 @@ def test_now_changes_weights_not_directions(encoder, data):
 
 def _events():
     return pd.DataFrame({"user_id": ["a", "b", "c"], "text": ["guitar strings", "pedal", "amp"],
-                         "ts": [1.0, 2.0, 3.0], "item_id": ["i1", "i2", "i3"]})
+                         "ts": [T0 + 1, T0 + 2, T0 + 3], "item_id": ["i1", "i2", "i3"]})
 
 
 @pytest.mark.parametrize("mutate, words", [
@@ -128,7 +130,7 @@ def _events():
     (lambda d: d.assign(text=["ok", "", "ok"]), ["text", "1"]),
     (lambda d: d.assign(text=["ok", 5, "ok"]), ["text", "1"]),
     (lambda d: d.assign(user_id=["a", None, "c"]), ["user_id", "1"]),
-    (lambda d: d.assign(ts=[1.0, float("nan"), 3.0]), ["ts", "1"]),
+    (lambda d: d.assign(ts=[T0, float("nan"), T0]), ["ts", "1"]),
     (lambda d: d.assign(ts=["2020-01-01", "not a date", "2020-01-02"]), ["ts", "1"]),
     (lambda d: d.assign(weight=[1.0, float("inf"), 1.0]), ["weight", "1"]),
 ])
@@ -168,9 +170,9 @@ def test_item_id_type_mismatch_between_events_and_items(encoder):
 
 def test_event_after_now_names_the_input_row(encoder):
     ev = pd.DataFrame({"user_id": ["b", "a", "b", "a", "c"], "text": list("vwxyz"),
-                       "ts": [1.0, 2.0, 30.0, 4.0, 5.0]})
-    with pytest.raises(ValueError, match=r"after now=10.*row 2 \(user_id 'b'"):
-        InterestEngine(encoder=encoder, n_segments=1).fit(ev, now=10)
+                       "ts": [T0 + 1, T0 + 2, T0 + 30, T0 + 4, T0 + 5]})
+    with pytest.raises(ValueError, match=r"after now=1704067210.0.*row 2 \(user_id 'b'"):
+        InterestEngine(encoder=encoder, n_segments=1).fit(ev, now=T0 + 10)
 
 
 def test_user_with_only_zero_weights_is_rejected(encoder):
