@@ -176,7 +176,12 @@ class FolderLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tries = 10  # a job checking the lock holds it shared for an instant: retry briefly
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except PermissionError as e:
+                raise ValueError(f"{self.what} {str(self.folder)!r}: cannot create its lock "
+                                 f"file {str(self.path)!r} ({e.strerror}); the folder's "
+                                 "parent must be writable") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
