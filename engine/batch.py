@@ -37,7 +37,10 @@ Resuming: the same call after a crash continues: chunks in the manifest are not 
 chunk that was cut off is redone from its staged events, which are the same, so the output is
 identical to an uninterrupted run. The manifest holds a fingerprint of the job (input paths,
 sizes and modification times, parameters, the model's save id): a different job refuses to
-resume into the same ``out``.
+resume into the same ``out``. One job writes an ``out`` at a time: a job holds the OS lock of
+``out`` (:mod:`interestflow.outdir`) from before it reads anything until it returns, and a
+second job on the same ``out``, started at the same time or later, is refused; the lock dies
+with its process, so the job that resumes after a kill is not refused.
 
 With ``dask=`` the file and chunk tasks run on Dask (:mod:`interestflow.distributed`); every
 process loads the model state, index and encoder once and keeps them for its later chunks.
@@ -65,6 +68,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .outdir import FolderLock, check_location
 from .validation import TS_WINDOW
 
 logger = logging.getLogger(__name__)
@@ -1461,7 +1465,9 @@ def score(events, model_dir, out, *, items=None, k: int = 10, chunk_users=None,
         (``user_id``, ``item_id``, ``score``, ``rank`` from 1), ``manifest.json``,
         ``summary.json`` and ``rejected.parquet`` (``row``, ``file``, ``file_row``,
         ``reason``, ``user_id`` of every rejected row). Must be new, empty, or the folder of
-        an earlier run of the same job (which is then resumed).
+        an earlier run of the same job (which is then resumed). Checked before anything is
+        read; one job at a time: the job holds the lock ``.NAME.lock`` beside the folder
+        (:class:`interestflow.outdir.FolderLock`) and a second job is refused.
     items : str or os.PathLike, optional
         Items to recommend instead of the model's: ``item_id`` and a vector column
         (``vector_col`` if the items have it, else ``"vector"``) or ``text`` (encoded with the
@@ -1519,8 +1525,10 @@ def score(events, model_dir, out, *, items=None, k: int = 10, chunk_users=None,
         (a ValueError) More rows were rejected than ``max_rejected`` allows; raised after
         the job completed, with the summary as its ``summary``.
     ValueError
-        Bad parameters, missing columns, a model or items that do not fit together, or an
-        ``out`` holding a different job (the message lists what changed).
+        Bad parameters, missing columns, a model or items that do not fit together, an
+        ``out`` holding a different job (the message lists what changed), an ``out`` that
+        cannot be written, or (:class:`~interestflow.outdir.FolderLockedError`) an ``out``
+        being written by another job (the message names it).
     FileNotFoundError
         ``events``, ``items`` or ``model_dir`` do not exist.
 
@@ -1562,116 +1570,116 @@ def score(events, model_dir, out, *, items=None, k: int = 10, chunk_users=None,
         from .distributed import parse_dask
 
         dask_spec = parse_dask(dask)
-    if not isinstance(out, (str, os.PathLike)):
-        raise TypeError(f"out must be a folder path, got {type(out).__name__}")
+    # one job per folder, checked before any input is read or the model loaded
+    out = check_location(out)
+    with FolderLock(out, command="score"):
+        man_path = out / "manifest.json"
+        if not man_path.is_file() and out.is_dir() and any(out.iterdir()):
+            raise ValueError(f"out={str(out)!r} exists and is not an interestflow score "
+                             "folder (no manifest.json); pass a new or empty folder")
 
-    files, fmt = resolve_inputs(events, "events")
-    items_files = resolve_inputs(items, "items")[0] if items is not None else None
-    model = _read_model(model_dir)
-    cmap = dict(column_map or {})
-    string_cols = [cmap.get(c, c) for c in ("user_id", "item_id", "text")]
-    dataset = _dataset(files, fmt, string_cols=string_cols)
-    cols = _check_columns(dataset.schema.names, cmap, vector_col)
-    user_kind = _id_kind(dataset.schema.field(cols["user_id"]).type)
-    if user_kind not in ("str", "int"):
-        raise ValueError(f"events column {cols['user_id']!r} has type "
-                         f"{dataset.schema.field(cols['user_id']).type}; expected string or "
-                         "integer ids")
-    params = {"k": int(k), "chunk_users": None if chunk_users is None else int(chunk_users),
-              "max_memory": mem, "vector_col": vector_col, "index": index,
-              "now": now_s, "column_map": {c: cmap[c] for c in sorted(cmap)},
-              "default_chunk_users": DEFAULT_CHUNK_USERS, "ts_unit": ts_unit}
-    fp = _fingerprint(files, fmt, items_files, model, params)
-    fp_id = hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16]
+        files, fmt = resolve_inputs(events, "events")
+        items_files = resolve_inputs(items, "items")[0] if items is not None else None
+        model = _read_model(model_dir)
+        cmap = dict(column_map or {})
+        string_cols = [cmap.get(c, c) for c in ("user_id", "item_id", "text")]
+        dataset = _dataset(files, fmt, string_cols=string_cols)
+        cols = _check_columns(dataset.schema.names, cmap, vector_col)
+        user_kind = _id_kind(dataset.schema.field(cols["user_id"]).type)
+        if user_kind not in ("str", "int"):
+            raise ValueError(f"events column {cols['user_id']!r} has type "
+                             f"{dataset.schema.field(cols['user_id']).type}; expected string or "
+                             "integer ids")
+        params = {"k": int(k), "chunk_users": None if chunk_users is None else int(chunk_users),
+                  "max_memory": mem, "vector_col": vector_col, "index": index,
+                  "now": now_s, "column_map": {c: cmap[c] for c in sorted(cmap)},
+                  "default_chunk_users": DEFAULT_CHUNK_USERS, "ts_unit": ts_unit}
+        fp = _fingerprint(files, fmt, items_files, model, params)
+        fp_id = hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16]
 
-    out = Path(out).resolve()
-    man_path = out / "manifest.json"
-    if man_path.is_file():
-        manifest = json.loads(man_path.read_text())
-        if manifest.get("format") != MANIFEST_FORMAT:
-            raise ValueError(f"{man_path} is not an interestflow score manifest; pass a new or "
-                             "empty out")
-        if manifest.get("fingerprint_id") != fp_id:
-            changes = _diff(manifest.get("fingerprint"), fp)
-            raise ValueError(
-                f"out={str(out)!r} holds a different scoring job, so it cannot be resumed: "
-                + "; ".join(changes[:6]) + ("; ..." if len(changes) > 6 else "")
-                + ". Pass a new out (or delete this one) to start this job")
-        if manifest.get("complete") and (out / "summary.json").is_file():
-            shutil.rmtree(_staging(out), ignore_errors=True)
-            summary = json.loads((out / "summary.json").read_text())
-            summary["already_complete"] = True
-            logger.info("score: %s is already complete; nothing to do", out)
-            summary["max_rejected"] = _rejected_limit(limit, max_rejected, summary)
-            return _check_rejected(summary)
-    else:
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise ValueError(f"out={str(out)!r} exists and is not an interestflow score folder "
-                             "(no manifest.json); pass a new or empty folder")
-        out.mkdir(parents=True, exist_ok=True)
-        manifest = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION,
-                    "fingerprint_id": fp_id, "fingerprint": fp, "complete": False,
-                    "staging": None, "chunks": {}}
-        _write_json_atomic(man_path, manifest)
+        if man_path.is_file():
+            manifest = json.loads(man_path.read_text())
+            if manifest.get("format") != MANIFEST_FORMAT:
+                raise ValueError(f"{man_path} is not an interestflow score manifest; pass a new or "
+                                 "empty out")
+            if manifest.get("fingerprint_id") != fp_id:
+                changes = _diff(manifest.get("fingerprint"), fp)
+                raise ValueError(
+                    f"out={str(out)!r} holds a different scoring job, so it cannot be resumed: "
+                    + "; ".join(changes[:6]) + ("; ..." if len(changes) > 6 else "")
+                    + ". Pass a new out (or delete this one) to start this job")
+            if manifest.get("complete") and (out / "summary.json").is_file():
+                shutil.rmtree(_staging(out), ignore_errors=True)
+                summary = json.loads((out / "summary.json").read_text())
+                summary["already_complete"] = True
+                logger.info("score: %s is already complete; nothing to do", out)
+                summary["max_rejected"] = _rejected_limit(limit, max_rejected, summary)
+                return _check_rejected(summary)
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            manifest = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION,
+                        "fingerprint_id": fp_id, "fingerprint": fp, "complete": False,
+                        "staging": None, "chunks": {}}
+            _write_json_atomic(man_path, manifest)
 
-    timings = {}
-    st = _staging(out)
-    marker = st / "_COMPLETE.json"
-    staged = json.loads(marker.read_text()) if marker.is_file() else None
-    workers: dict = {}
-    with _runner(dask_spec) as runner:
-        if staged is None:
-            try:
-                staged = _stage(runner, out, st, marker, man_path, manifest, model, items,
-                                vector_col, cmap, show, cols, dataset, string_cols, files, fmt,
-                                user_kind, index, mem, chunk_users, k, now_s, ts_unit)
-            except Exception:
-                # nothing of this job is usable before staging completes: leave no manifest
-                # behind, so that a corrected command can start afresh in the same out
-                shutil.rmtree(st, ignore_errors=True)
-                man_path.unlink(missing_ok=True)
-                if not any(out.iterdir()):
-                    out.rmdir()
-                raise
-        n_buckets = int(staged["n_buckets"])
-        scols = staged["columns"]
-        job = _Job(out=str(out), model_dir=model["dir"], save_id=model["save_id"], k=int(k),
-                   n_buckets=n_buckets, reference_time=float(staged["reference_time"]),
-                   has_text="text" in scols, has_vector="vector" in scols,
-                   has_weight="weight" in scols, has_item="item_id" in scols,
-                   user_kind=staged["user_kind"], index_id=staged["index"]["save_id"])
-        done_before = {int(b) for b in manifest["chunks"]}
-        pending = [b for b in range(n_buckets) if b not in done_before]
-        if done_before:
-            logger.info("score: resuming %s: %d of %d chunks already done", out,
-                        len(done_before), n_buckets)
-        est_total = int(staged["users_estimate"])
-        done_users = sum(int(s["users"]) for s in manifest["chunks"].values())
-        t = time.perf_counter()
-        with tqdm(total=max(est_total, done_users), initial=done_users, unit="users",
-                  desc="score users", disable=not show, dynamic_ncols=True) as bar:
-            def done(args, stats):
-                b = args[1]
-                _on_chunk_done(manifest, man_path, b, stats)
-                wk = workers.setdefault(str(stats.get("pid")),
-                                        {"chunks": 0, "resource_loads": 0})
-                wk["chunks"] += 1
-                wk["resource_loads"] = max(wk["resource_loads"], int(stats["resource_loads"]))
-                if bar.n + stats["users"] > bar.total:
-                    bar.total = bar.n + stats["users"]
-                bar.update(stats["users"])
-                bar.set_postfix(chunks=f"{len(manifest['chunks'])}/{n_buckets}",
-                                refresh=False)
+        timings = {}
+        st = _staging(out)
+        marker = st / "_COMPLETE.json"
+        staged = json.loads(marker.read_text()) if marker.is_file() else None
+        workers: dict = {}
+        with _runner(dask_spec) as runner:
+            if staged is None:
+                try:
+                    staged = _stage(runner, out, st, marker, man_path, manifest, model, items,
+                                    vector_col, cmap, show, cols, dataset, string_cols, files, fmt,
+                                    user_kind, index, mem, chunk_users, k, now_s, ts_unit)
+                except Exception:
+                    # nothing of this job is usable before staging completes: leave no manifest
+                    # behind, so that a corrected command can start afresh in the same out
+                    shutil.rmtree(st, ignore_errors=True)
+                    man_path.unlink(missing_ok=True)
+                    if not any(out.iterdir()):
+                        out.rmdir()
+                    raise
+            n_buckets = int(staged["n_buckets"])
+            scols = staged["columns"]
+            job = _Job(out=str(out), model_dir=model["dir"], save_id=model["save_id"], k=int(k),
+                       n_buckets=n_buckets, reference_time=float(staged["reference_time"]),
+                       has_text="text" in scols, has_vector="vector" in scols,
+                       has_weight="weight" in scols, has_item="item_id" in scols,
+                       user_kind=staged["user_kind"], index_id=staged["index"]["save_id"])
+            done_before = {int(b) for b in manifest["chunks"]}
+            pending = [b for b in range(n_buckets) if b not in done_before]
+            if done_before:
+                logger.info("score: resuming %s: %d of %d chunks already done", out,
+                            len(done_before), n_buckets)
+            est_total = int(staged["users_estimate"])
+            done_users = sum(int(s["users"]) for s in manifest["chunks"].values())
+            t = time.perf_counter()
+            with tqdm(total=max(est_total, done_users), initial=done_users, unit="users",
+                      desc="score users", disable=not show, dynamic_ncols=True) as bar:
+                def done(args, stats):
+                    b = args[1]
+                    _on_chunk_done(manifest, man_path, b, stats)
+                    wk = workers.setdefault(str(stats.get("pid")),
+                                            {"chunks": 0, "resource_loads": 0})
+                    wk["chunks"] += 1
+                    wk["resource_loads"] = max(wk["resource_loads"], int(stats["resource_loads"]))
+                    if bar.n + stats["users"] > bar.total:
+                        bar.total = bar.n + stats["users"]
+                    bar.update(stats["users"])
+                    bar.set_postfix(chunks=f"{len(manifest['chunks'])}/{n_buckets}",
+                                    refresh=False)
 
-            runner.map(score_chunk, [(job, b) for b in pending], done)
-    timings["chunks_wall_s"] = time.perf_counter() - t
-    missing = [b for b in range(n_buckets) if str(b) not in manifest["chunks"]]
-    if missing:  # a failed task raises in runner.map; this guards the bookkeeping itself
-        raise RuntimeError(f"chunks {missing[:10]} were not recorded as done")
+                runner.map(score_chunk, [(job, b) for b in pending], done)
+        timings["chunks_wall_s"] = time.perf_counter() - t
+        missing = [b for b in range(n_buckets) if str(b) not in manifest["chunks"]]
+        if missing:  # a failed task raises in runner.map; this guards the bookkeeping itself
+            raise RuntimeError(f"chunks {missing[:10]} were not recorded as done")
 
-    summary = _finish(out, manifest, man_path, staged, job, timings, t_start,
-                      pending, len(done_before), workers, dask, limit, max_rejected)
-    return _check_rejected(summary)
+        summary = _finish(out, manifest, man_path, staged, job, timings, t_start,
+                          pending, len(done_before), workers, dask, limit, max_rejected)
+        return _check_rejected(summary)
 
 
 def _finish(out: Path, manifest, man_path, staged, job, timings, t_start, pending, n_before,

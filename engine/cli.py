@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
-import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -126,12 +124,30 @@ def demo(*, n_users: int = 400, seed: int = 0, progress: bool = True, out=sys.st
          out_dir="interestflow-demo") -> int:
     """The whole pipeline on generated data: segments, recommendations, then segments tracked
     over time on a planted scenario, written to ``out_dir`` with an HTML report."""
+    from .outdir import check_run_dir, new_run_dir
+    from .report import write_report
+
+    t0 = time.perf_counter()
+    final = check_run_dir(out_dir, what="--out")  # before any work
+    with new_run_dir(final, command="demo", what="--out") as tmp:
+        engine, enc = _demo_fit(n_users, seed, progress, out)
+        tracker, scores, scenario = _demo_tracking(engine, seed, out)
+        _write_run_outputs(engine, enc, tmp, 10, t0)
+        tracker.to_run_dir(tmp)
+        write_report(tmp, tmp / "report.html", title="interestflow demo")
+    print(f"\nwrote {final}/ (users, segments, recommendations, model, tracking tables) and "
+          f"the report {final / 'report.html'}", file=out)
+    print(f"\ndone in {time.perf_counter() - t0:.1f} s", file=out)
+    return 0
+
+
+def _demo_fit(n_users: int, seed: int, progress: bool, out):
+    """Fit on generated users and print the segments, their recovery and recommendations."""
     from sklearn.metrics import adjusted_rand_score
 
     from .engine import InterestEngine
     from .synthetic import make_demo_events
 
-    t0 = time.perf_counter()
     data = make_demo_events(n_users=n_users, seed=seed)
     ev = data.events
     print(f"interestflow demo: {ev['user_id'].nunique()} users, {len(ev)} events, "
@@ -164,23 +180,7 @@ def demo(*, n_users: int = 400, seed: int = 0, progress: bool = True, out=sys.st
         for r in recs[recs["user_id"] == u].itertuples():
             print(f"     {r.rank}. {r.item_id}  {r.score:+.3f}  {_clip(item_text.get(r.item_id, ''), 60)}",
                   file=out)
-    tracker, scores, scenario = _demo_tracking(engine, seed, out)
-    final = Path(out_dir)
-    tmp = _fresh_dir_beside(final)
-    try:
-        _write_run_outputs(engine, enc, tmp, 10, t0)
-        tracker.to_run_dir(tmp)
-        from .report import write_report
-
-        write_report(tmp, tmp / "report.html", title="interestflow demo")
-        _move_into(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    print(f"\nwrote {final}/ (users, segments, recommendations, model, tracking tables) and "
-          f"the report {final / 'report.html'}", file=out)
-    print(f"\ndone in {time.perf_counter() - t0:.1f} s", file=out)
-    return 0
+    return engine, enc
 
 
 def _demo_tracking(engine, seed: int, out):
@@ -202,25 +202,6 @@ def _demo_tracking(engine, seed: int, out):
     return tracker, scores, scenario
 
 
-def _fresh_dir_beside(final: Path) -> Path:
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    return tmp
-
-
-def _move_into(tmp: Path, final: Path) -> None:
-    """Move every entry of ``tmp`` into ``final`` (replacing same-named ones), drop ``tmp``."""
-    final.mkdir(exist_ok=True)
-    for child in tmp.iterdir():
-        target = final / child.name
-        if target.is_dir():
-            shutil.rmtree(target)
-        os.replace(child, target)
-    tmp.rmdir()
-
-
 def _clip(text: str, n: int) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= n else text[: n - 1] + "…"
@@ -230,8 +211,10 @@ def run(args) -> int:
     from .encoder import Encoder
     from .engine import InterestEngine
     from .io import read_table
+    from .outdir import check_run_dir, new_run_dir
 
     t0 = time.perf_counter()
+    final = check_run_dir(args.out, what="--out")  # before reading or fitting anything
     # ids and text are read as written under the names this file uses (CSV has no types:
     # "007" stays "007" whether the column is called user_id or uid)
     user_col, item_col, text_col = (args.user_col or "user_id", args.item_col or "item_id",
@@ -256,28 +239,14 @@ def run(args) -> int:
     if args.k < 1:
         raise ValueError(f"--k={args.k} must be >= 1")
 
-    encoder = Encoder(args.model, dtype=args.dtype)
-    engine = InterestEngine(encoder=encoder, n_segments=args.n_segments,
-                            half_life_days=args.half_life_days,
-                            show_progress=not args.no_progress)
-    engine.fit(events, items, ts_unit=args.ts_unit)
-    # write everything into a fresh temp folder beside the target, then move it into place:
-    # a failure never leaves a half-written output folder behind
-    final = Path(args.out)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    out = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    try:
+    # the run is written into a fresh folder that replaces --out as a whole (interestflow.outdir)
+    with new_run_dir(final, command="run", what="--out") as out:
+        encoder = Encoder(args.model, dtype=args.dtype)
+        engine = InterestEngine(encoder=encoder, n_segments=args.n_segments,
+                                half_life_days=args.half_life_days,
+                                show_progress=not args.no_progress)
+        engine.fit(events, items, ts_unit=args.ts_unit)
         summary = _write_run_outputs(engine, encoder, out, args.k, t0)
-    except BaseException:
-        shutil.rmtree(out, ignore_errors=True)
-        raise
-    for child in out.iterdir():
-        target = final / child.name
-        final.mkdir(exist_ok=True)
-        if target.is_dir():
-            shutil.rmtree(target)
-        os.replace(child, target)
-    out.rmdir()
     print(json.dumps(summary, indent=2, ensure_ascii=False))
     return 0
 
@@ -341,10 +310,15 @@ def _write_run_outputs(engine, encoder, out: Path, k: int, t0: float) -> dict:
 
 def report(args) -> int:
     """``interestflow report RUN_DIR [-o FILE]``: :func:`interestflow.report.write_report`."""
+    from .outdir import locked_run_dir
     from .report import write_report
 
-    path = write_report(args.run_dir, args.output, title=args.title,
-                        max_map_points=args.max_map_points)
+    run_dir = Path(args.run_dir).resolve()
+    inside = args.output is None or run_dir in Path(args.output).resolve().parents
+    # writing into the run folder: hold its lock, so no run replaces it meanwhile
+    with locked_run_dir(run_dir) if inside else contextlib.nullcontext():
+        path = write_report(args.run_dir, args.output, title=args.title,
+                            max_map_points=args.max_map_points)
     print(f"report written to {path}")
     return 0
 
