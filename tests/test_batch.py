@@ -1,7 +1,6 @@
 """Batch scoring (interestflow.batch.score, `interestflow score`): values against the engine,
 rejected rows, input formats, job fingerprint, and resume after a real SIGKILL."""
 
-import hashlib
 import json
 import os
 import signal
@@ -21,20 +20,7 @@ from interestflow.batch import parse_memory, score
 from interestflow.recommend import RecommendConfig
 from interestflow.synthetic import make_demo_events
 
-DIM = 16
-
-
-class HashEncoder:
-    """Deterministic text -> unit vector (seeded by the text's SHA-256): a tiny, fast model."""
-
-    dim = DIM
-
-    def encode(self, texts, show_progress=None, **kwargs):
-        out = np.empty((len(texts), DIM), np.float32)
-        for i, t in enumerate(texts):
-            seed = int.from_bytes(hashlib.sha256(t.encode()).digest()[:8], "little")
-            out[i] = np.random.default_rng(seed).normal(size=DIM)
-        return out / np.linalg.norm(out, axis=1, keepdims=True)
+from _fakes import DIM, HashEncoder
 
 
 def fit_tiny_model(folder: Path):

@@ -2,7 +2,6 @@
 timestamps rejected with a unit hint (``ts_unit``), and loud partial success in ``score``
 (rejected rows on stderr, ``max_rejected``)."""
 
-import hashlib
 import json
 
 import numpy as np
@@ -17,21 +16,9 @@ from interestflow.recommend import RecommendConfig
 from interestflow.synthetic import make_demo_events
 from interestflow.validation import validate_events, validate_items
 
+from _fakes import DIM, HashEncoder
+
 T0 = 1_704_067_200  # 2024-01-01T00:00:00Z
-DIM = 16
-
-
-class HashEncoder:
-    """Deterministic text -> unit vector (seeded by the text's SHA-256): a tiny, fast model."""
-
-    dim = DIM
-
-    def encode(self, texts, show_progress=None, **kwargs):
-        out = np.empty((len(texts), DIM), np.float32)
-        for i, t in enumerate(texts):
-            seed = int.from_bytes(hashlib.sha256(t.encode()).digest()[:8], "little")
-            out[i] = np.random.default_rng(seed).normal(size=DIM)
-        return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
 @pytest.fixture(scope="module")
