@@ -75,6 +75,9 @@ def save_engine(engine, path: Path) -> Path:
         "n_events_": int(engine.n_events_),
         "segment_keywords_": {str(k): v for k, v in engine.segment_keywords_.items()},
         "silhouette_by_k_": {str(k): v for k, v in engine.silhouette_by_k_.items()},
+        # partial_fit's segment drift: now and at the last segment fit (absent in older saves)
+        "segment_distance_": getattr(engine, "segment_distance_", None),
+        "segment_distance_fit_": getattr(engine, "segment_distance_fit_", None),
         "recommender_config": engine.recommender_.config_dict(),
         "encoder": encoder_spec(engine.encoder),
     }
@@ -132,6 +135,8 @@ def load_engine(cls, path: Path, *, encoder=None):
     engine.segment_keywords_ = {int(k): [tuple(x) for x in v]
                                 for k, v in meta["segment_keywords_"].items()}
     engine.silhouette_by_k_ = {int(k): v for k, v in meta["silhouette_by_k_"].items()}
+    engine.segment_distance_ = meta.get("segment_distance_")
+    engine.segment_distance_fit_ = meta.get("segment_distance_fit_")
     rec_state = {k[len(_REC_PREFIX):]: v for k, v in tensors.items() if k.startswith(_REC_PREFIX)}
     engine.recommender_ = Recommender.from_state(meta["recommender_config"], rec_state)
     engine.encoder_spec_ = meta.get("encoder")
