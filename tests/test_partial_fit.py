@@ -385,3 +385,18 @@ def test_partial_fit_rejects_bad_update_options(split_data):
         inc.partial_fit(new.head(1), rechoose_k="yes")
     with pytest.raises(ValueError, match="drift_threshold=0 is not valid"):
         inc.partial_fit(new.head(1), drift_threshold=0)
+
+
+def test_hdbscan_refit_keeps_matched_ids_and_keywords():
+    ev, enc = _four_groups(extra_group="e", n_extra=12)
+    old, shift = ev[ev["group"] != "e"], ev[ev["group"] == "e"]
+    cols = ["user_id", "text", "ts"]
+    eng = InterestEngine(encoder=enc, segmenter="hdbscan").fit(old[cols])
+    groups, keywords = _group_segments(eng, old), dict(eng.segment_keywords_)
+    k = eng.n_segments_
+    eng.partial_fit(shift[cols].assign(ts=1_600_300_000))  # density: refitted on every call
+    assert eng.segments_refitted_ and eng.n_segments_ == k + 1
+    now = _group_segments(eng, ev)
+    for g in groups:
+        assert now[g] == groups[g] and eng.segment_keywords_[now[g]] == keywords[groups[g]]
+    assert now["e"] == k and k not in eng.segment_keywords_
