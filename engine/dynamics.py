@@ -72,8 +72,8 @@ from .segments import _unit, candidate_ks, check_n_segments
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SegmentTracker", "cluster_users", "update_segments", "tracking_schemas",
-           "TRACKING_TABLES"]
+__all__ = ["SegmentTracker", "cluster_users", "match_segments", "update_segments",
+           "tracking_schemas", "TRACKING_TABLES"]
 
 #: Tables written by :meth:`SegmentTracker.to_run_dir`, in ``RUN_DIR/tracking/<name>.parquet``.
 TRACKING_TABLES = ("snapshots", "assignments", "lifecycle", "transitions", "map")
@@ -857,29 +857,21 @@ class SegmentTracker:
 
     def _match(self, prev, snap, next_id, events):
         """Assign stable ids to ``snap``'s segments and append lifecycle events."""
-        from scipy.optimize import linear_sum_assignment
-
         t = snap["t"]
         kp, kc = len(prev["centroids"]), len(snap["centroids"])
         if kc == 0:
             snap["ids"] = np.zeros(0, np.int64)
             events += [(t, "vanish", [int(i)], [], 0.0, "empty snapshot") for i in prev["ids"]]
             return next_id
-        cos = np.clip(prev["centroids"] @ snap["centroids"].T, -1.0, 1.0)
         # flows over users present in both snapshots
         common, ip, ic = np.intersect1d(prev["users"], snap["users"], assume_unique=True,
                                         return_indices=True)
-        flow = np.zeros((kp, kc), np.int64)
-        np.add.at(flow, (prev["labels"][ip], snap["labels"][ic]), 1)
+        m = match_segments(prev["centroids"], snap["centroids"], prev["labels"][ip],
+                           snap["labels"][ic], match_weight=float(self.match_weight),
+                           match_threshold=float(self.match_threshold))
+        match, score, cos, flow = m["match"], m["score"], m["cos"], m["flow"]
         out_tot = flow.sum(axis=1)  # previous members still present
         in_tot = flow.sum(axis=0)   # current members already present before
-        union = out_tot[:, None] + in_tot[None, :] - flow
-        jac = np.divide(flow, union, out=np.zeros((kp, kc)), where=union > 0)
-        mw = float(self.match_weight)
-        score = mw * cos + (1.0 - mw) * jac
-        r, c = linear_sum_assignment(score, maximize=True)
-        ok = score[r, c] >= float(self.match_threshold)
-        match = dict(zip(c[ok].tolist(), r[ok].tolist()))  # current -> previous
         ids = np.empty(kc, np.int64)
         for j in range(kc):
             if j in match:
@@ -1155,6 +1147,67 @@ def _project_2d(blocks: list, chunk: int = 65536) -> np.ndarray:
     flip = np.sign(comp[np.argmax(np.abs(comp), axis=0), np.arange(2)])
     comp = comp * np.where(flip == 0, 1.0, flip)
     return np.concatenate([(c - mu) @ comp for c in chunks()]).astype(np.float32)
+
+
+def match_segments(previous_centroids, centroids, previous_labels, labels, *,
+                   match_weight=0.5, match_threshold=0.4) -> dict:
+    """Optimal one-to-one matching of current segments to previous ones.
+
+    The matching of :class:`SegmentTracker` (module docstring, "Matching"): ``score[i, j] =
+    match_weight * cos(previous_i, current_j) + (1 - match_weight) * jaccard(members_i,
+    members_j)``, the Jaccard index over the users given (those present before and now);
+    ``scipy.optimize.linear_sum_assignment`` maximises the total score and a pair is kept
+    when its score is at least ``match_threshold``.
+
+    Parameters
+    ----------
+    previous_centroids : ndarray, shape (k_previous, dim)
+        Unit rows.
+    centroids : ndarray, shape (k, dim)
+        Unit rows.
+    previous_labels, labels : ndarray of int, shape (n_common,)
+        Previous and current segment of each user present in both; ``-1`` (noise) counts in
+        no segment.
+    match_weight : float, default 0.5
+    match_threshold : float, default 0.4
+
+    Returns
+    -------
+    dict
+        ``match`` (dict: current row -> previous row, matched pairs only), ``score``, ``cos``
+        ((k_previous, k) float64) and ``flow`` ((k_previous, k) int64: users in previous
+        segment i and current segment j).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> c = np.eye(3, dtype=np.float32)
+    >>> m = match_segments(c, c[[2, 0]], np.array([0, 2]), np.array([1, 0]))
+    >>> sorted(m["match"].items())  # current 0 is previous 2, current 1 is previous 0
+    [(0, 2), (1, 0)]
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    prev_c, cur_c = np.asarray(previous_centroids), np.asarray(centroids)
+    kp, kc = len(prev_c), len(cur_c)
+    a, b = np.asarray(previous_labels, np.int64), np.asarray(labels, np.int64)
+    if a.shape != b.shape:
+        raise ValueError(f"previous_labels and labels must give one label per common user, "
+                         f"got shapes {a.shape} and {b.shape}")
+    cos = np.clip(prev_c @ cur_c.T, -1.0, 1.0)
+    keep = (a >= 0) & (b >= 0)
+    flow = np.zeros((kp, kc), np.int64)
+    np.add.at(flow, (a[keep], b[keep]), 1)
+    union = flow.sum(axis=1)[:, None] + flow.sum(axis=0)[None, :] - flow
+    jac = np.divide(flow, union, out=np.zeros((kp, kc)), where=union > 0)
+    mw = float(match_weight)
+    score = mw * cos + (1.0 - mw) * jac
+    match = {}
+    if kp and kc:
+        r, c = linear_sum_assignment(score, maximize=True)
+        ok = score[r, c] >= float(match_threshold)
+        match = dict(zip(c[ok].tolist(), r[ok].tolist()))
+    return {"match": match, "score": score, "cos": cos, "flow": flow}
 
 
 def update_segments(user_vectors, previous_centroids, changed_rows=None, *,

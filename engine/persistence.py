@@ -68,7 +68,11 @@ _SHAPES = {
     "recommender.seed_weights": (("T",), "f"),
     "recommender.knn_indptr": (("I+1",), "i"), "recommender.knn_indices": (("R",), "i"),
     "recommender.knn_weights": (("R",), "f"), "recommender.weights": (("C",), "f"),
+    "recommender.segment_popularity_total": (("K",), "f"),
 }
+#: Arrays in _SHAPES that a save may lack (saves from before partial_fit's incremental
+#: recommender statistics; partial_fit rebuilds them once).
+_OPTIONAL = ("recommender.segment_popularity_total",)
 _KIND_NAMES = {"f": "floating-point", "i": "integer", "b": "bool"}
 
 
@@ -167,9 +171,11 @@ def _shape_problem(shapes: dict, dtypes: dict, n_users: int, n_items: int,
     kinds = {k: _kind(d) if isinstance(d, str) else
              {"f": "f", "i": "i", "u": "i", "b": "b"}.get(np.dtype(d).kind)
              for k, d in dtypes.items()}
-    # every recommender array is required (save refuses one missing from _SHAPES)
+    # every recommender array but _OPTIONAL is required (save refuses one missing from
+    # _SHAPES)
     required = set(_ARRAYS) | {"item_from_items"} | {k for k in _SHAPES
-                                                     if k.startswith(_REC_PREFIX)}
+                                                     if k.startswith(_REC_PREFIX)
+                                                     and k not in _OPTIONAL}
     missing = sorted(required - set(shapes))
     if missing:
         return f"holds no array(s) {missing}"
@@ -241,6 +247,9 @@ def save_engine(engine, path: Path) -> Path:
         "n_events_": int(engine.n_events_),
         "segment_keywords_": {str(k): v for k, v in engine.segment_keywords_.items()},
         "silhouette_by_k_": {str(k): v for k, v in engine.silhouette_by_k_.items()},
+        # partial_fit's segment drift: now and at the last segment fit (absent in older saves)
+        "segment_distance_": getattr(engine, "segment_distance_", None),
+        "segment_distance_fit_": getattr(engine, "segment_distance_fit_", None),
         "recommender_config": engine.recommender_.config_dict(),
         "encoder": encoder_spec(engine.encoder),
     }
@@ -409,6 +418,13 @@ def open_saved(path, cls=None) -> SavedModel:
         _fail(meta_path, f"n_segments_={meta['n_segments_']}, n_events_={meta['n_events_']}, "
                          f"reference_time_={meta['reference_time_']}: expected counts >= 0 "
                          f"and a finite time; {_RESAVE}")
+    for key in ("segment_distance_", "segment_distance_fit_"):  # absent in older saves
+        value = meta.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value)):
+            # a mean cosine distance: finite, and may round a hair below 0
+            _fail(meta_path, f"entry {key!r} is {value!r}; expected null or a finite number "
+                             f"(partial_fit's segment drift); {_RESAVE}")
     if cls is None:
         from .engine import InterestEngine as cls
     try:
@@ -499,6 +515,8 @@ def load_engine(cls, path: Path, *, encoder=None):
     engine.n_events_ = int(meta["n_events_"])
     engine.segment_keywords_ = meta["segment_keywords_"]
     engine.silhouette_by_k_ = meta["silhouette_by_k_"]
+    engine.segment_distance_ = meta.get("segment_distance_")
+    engine.segment_distance_fit_ = meta.get("segment_distance_fit_")
     rec_state = {k[len(_REC_PREFIX):]: v for k, v in tensors.items() if k.startswith(_REC_PREFIX)}
     try:
         engine.recommender_ = Recommender.from_state(meta["recommender_config"], rec_state)

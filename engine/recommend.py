@@ -279,39 +279,72 @@ def _scipy_csr(indptr, indices, data, shape):
     return sp.csr_matrix((data, indices, indptr), shape=shape)
 
 
-def _item_knn(indptr, indices, n_users, n_items, n_neighbors, chunk_elements):
+def _item_knn(indptr, indices, n_users, n_items, n_neighbors, chunk_elements, rows=None):
     """Top ``n_neighbors`` cosine neighbours of every item over the binary user-item matrix.
 
     Returns CSR arrays (indptr, indices, data) of the (n_items, n_items) similarity, the
-    diagonal excluded, ties broken towards the lower item row.
+    diagonal excluded, ties broken towards the lower item row. With ``rows`` (sorted item
+    rows) only those rows are computed: a CSR of ``len(rows)`` rows, each equal to the same
+    row of the full result.
     """
     X = _scipy_csr(indptr, indices, np.ones(len(indices)), (n_users, n_items))
     XT = X.T.tocsr()
-    norms = np.sqrt(np.asarray(XT.sum(axis=1)).ravel())
+    norms = np.sqrt(np.diff(XT.indptr).astype(np.float64))  # binary: squared norm = count
     inv = np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1.0), 0.0)
+    rows = np.arange(n_items) if rows is None else np.asarray(rows, np.int64)
     nn = min(n_neighbors, max(n_items - 1, 0))
-    out_idx, out_val, counts = [], [], np.zeros(n_items, np.int64)
+    out_idx, out_val, counts = [], [], np.zeros(len(rows), np.int64)
     step = max(1, chunk_elements // max(n_items, 1))
-    for a in range(0, n_items if nn else 0, step):
-        b = min(n_items, a + step)
+    for a in range(0, len(rows) if nn else 0, step):
+        block = rows[a:a + step]
         # sparse co-occurrence block: work and memory follow the co-occurrences, not n_items
-        C = (XT[a:b] @ X).tocsr()
+        C = (XT[block] @ X).tocsr()
         C.sort_indices()
-        for r in range(b - a):
+        for r, item in enumerate(block):
             lo, hi = C.indptr[r], C.indptr[r + 1]
             cols = C.indices[lo:hi]
-            sims = C.data[lo:hi] * inv[a + r] * inv[cols]
-            sims[cols == a + r] = 0.0
+            sims = C.data[lo:hi] * inv[item] * inv[cols]
+            sims[cols == item] = 0.0
             top = _topk_row(sims, nn)
             top = top[sims[top] > 0]
             out_idx.append(cols[top])
             out_val.append(sims[top])
             counts[a + r] = len(top)
-    ind = np.zeros(n_items + 1, np.int64)
+    ind = np.zeros(len(rows) + 1, np.int64)
     np.cumsum(counts, out=ind[1:])
     idx = np.concatenate(out_idx).astype(np.int64) if out_idx else np.zeros(0, np.int64)
     val = np.concatenate(out_val).astype(np.float64) if out_val else np.zeros(0, np.float64)
     return ind, idx, val
+
+
+def _replace_rows(indptr, arrays, rows, sub_indptr, sub_arrays, n_rows):
+    """CSR arrays with the (sorted, unique) ``rows`` replaced by a sub-CSR's rows.
+
+    ``n_rows`` may exceed the current number of rows: the rows added are empty unless listed
+    in ``rows``. Work is linear in the number of stored entries (a copy), none of it sorting.
+    """
+    old_n = len(indptr) - 1
+    counts = np.zeros(n_rows, np.int64)
+    counts[:old_n] = np.diff(indptr)
+    replaced = np.zeros(n_rows, bool)
+    replaced[rows] = True
+    row_of = np.repeat(np.arange(old_n), np.diff(indptr))
+    keep = np.flatnonzero(~replaced[row_of])
+    sub_counts = np.diff(sub_indptr)
+    counts[rows] = sub_counts
+    out_ptr = np.zeros(n_rows + 1, np.int64)
+    np.cumsum(counts, out=out_ptr[1:])
+    dest_keep = out_ptr[row_of[keep]] + (keep - indptr[row_of[keep]])
+    sub_row = np.repeat(np.arange(len(rows)), sub_counts)
+    dest_sub = out_ptr[np.asarray(rows, np.int64)[sub_row]] + (np.arange(len(sub_row))
+                                                                 - sub_indptr[sub_row])
+    out = []
+    for a, b in zip(arrays, sub_arrays):
+        o = np.empty(out_ptr[-1], dtype=a.dtype)
+        o[dest_keep] = a[keep]
+        o[dest_sub] = b
+        out.append(o)
+    return out_ptr, out
 
 
 def _topk_row(row: np.ndarray, k: int) -> np.ndarray:
@@ -497,10 +530,7 @@ class Recommender:
                                      else float(cfg.seed_half_life_days))
         self.n_users_, self.n_items_, self.dim_ = n_users, n_items, dim
         self.user_vectors_, self.item_vectors_ = U, I
-        if cfg.segment_assignment == "hard":
-            soft = np.zeros((n_users, n_seg), np.float32)
-            soft[np.arange(n_users), seg] = 1.0
-            soft[noise] = 0.0  # a noise user gets no segment popularity
+        soft = _segment_weights(cfg, soft, seg, noise)
         self.user_segment_weights_ = soft
         self._fit_behaviour(iu, ii, ts, wt, n_users, n_items)
 
@@ -532,6 +562,9 @@ class Recommender:
         seg_pop = np.asarray((P.T @ soft).T)  # (K, n_items)
         tot = seg_pop.sum(axis=1, keepdims=True)
         self.segment_popularity_ = np.where(tot > 0, seg_pop / np.where(tot > 0, tot, 1), 0.0)
+        # what update() needs to add interactions without a rebuild
+        self.behaviour_time_ = t_ref
+        self.segment_popularity_total_ = tot[:, 0]
         # seeds: the user's items, weighted by recency relative to the user's latest one
         last = np.full(n_users, -np.inf)
         np.maximum.at(last, iu, ts)
@@ -541,6 +574,189 @@ class Recommender:
         self._sparse = None
         self.knn_indptr_, self.knn_indices_, self.knn_weights_ = _item_knn(
             p_ptr, p_idx, n_users, n_items, cfg.knn_neighbors, cfg.chunk_elements)
+
+    def can_update(self) -> bool:
+        """Whether :meth:`update` can run (a fit or load by this version, not an older save)."""
+        return (hasattr(self, "weights_") and getattr(self, "behaviour_time_", None) is not None
+                and getattr(self, "segment_popularity_total_", None) is not None)
+
+    def update(self, *, user_vectors, item_vectors, inter_user, inter_item, inter_ts,
+               inter_weight, n_previous: int, user_segment, segment_soft,
+               changed_users=None) -> "Recommender":
+        """Add interactions, recomputing only the statistics they touch.
+
+        Equals :meth:`fit` on all interactions with the same vectors, segments and this
+        recommender's weights (no re-selection), to float rounding: popularity and segment
+        popularity are rescaled to the new reference time (the decay scales every old weight
+        by one factor) and corrected by the changed users' rows; the seen and seed rows of the
+        changed users are rebuilt from their interactions; item-item neighbours are
+        recomputed for the items that gained a user and the items that co-occur with them.
+        The work is that of the changed users and items plus linear-time copies of the sparse
+        arrays (no sort, no product over all users).
+
+        Parameters
+        ----------
+        user_vectors : ndarray, shape (n_users, dim)
+            All users; users past the fitted ones are new (appended).
+        item_vectors : ndarray, shape (n_items, dim)
+            All items; items past the fitted ones are new (appended).
+        inter_user, inter_item, inter_ts, inter_weight : ndarray, shape (n_inter,)
+            All interactions, as for :meth:`fit`: the first ``n_previous`` are those this
+            recommender was fitted (or last updated) with, the rest are new.
+        n_previous : int
+        user_segment : ndarray of int, shape (n_users,)
+        segment_soft : ndarray, shape (n_users, K)
+            Same K as at :meth:`fit`.
+        changed_users : array-like of int, optional
+            Users whose segment memberships changed (users with new interactions are added).
+
+        Returns
+        -------
+        self
+        """
+        if not self.can_update():
+            raise ValueError("this Recommender has no incremental state (fitted by an older "
+                             "interestflow); call fit() on all interactions instead")
+        cfg = self.config
+        U = _vectors("user_vectors", user_vectors, dim=self.dim_)
+        I = _vectors("item_vectors", item_vectors, dim=self.dim_)
+        n_users, n_items = U.shape[0], I.shape[0]
+        n_u0, n_i0 = self.n_users_, self.n_items_
+        if n_users < n_u0 or n_items < n_i0:
+            raise ValueError(f"user_vectors/item_vectors have {n_users}/{n_items} rows, fewer "
+                             f"than the {n_u0}/{n_i0} fitted; rows can only be appended")
+        n_inter = np.asarray(inter_user).shape[0] if np.ndim(inter_user) == 1 else -1
+        if n_inter < 0:
+            raise ValueError(f"inter_user must be 1-D, got shape {np.shape(inter_user)}")
+        _integer("n_previous", n_previous, minimum=0)
+        n_prev = int(n_previous)
+        if n_prev > n_inter:
+            raise ValueError(f"n_previous={n_prev} exceeds the {n_inter} interactions given")
+        # the previous interactions were checked when they were added: check the new ones
+        new = slice(n_prev, None)
+        n_add = n_inter - n_prev
+        arrays = []
+        for name, x in (("inter_user", inter_user), ("inter_item", inter_item),
+                        ("inter_ts", inter_ts), ("inter_weight", inter_weight)):
+            x = np.asarray(x)
+            if x.shape != (n_inter,):
+                raise ValueError(f"{name} must have shape ({n_inter},), got {x.shape}")
+            arrays.append(x)
+        _index("inter_user", arrays[0][new], n_add, n_users)
+        _index("inter_item", arrays[1][new], n_add, n_items)
+        _finite("inter_ts", arrays[2][new], n_add)
+        _finite("inter_weight", arrays[3][new], n_add, nonnegative=True)
+        iu, ii = arrays[0].astype(np.int64, copy=False), arrays[1].astype(np.int64, copy=False)
+        ts, wt = (arrays[2].astype(np.float64, copy=False),
+                  arrays[3].astype(np.float64, copy=False))
+        k = self.segment_popularity_.shape[0]
+        soft = _vectors("segment_soft", segment_soft, rows=n_users)
+        if soft.shape[1] != k:
+            raise ValueError(f"segment_soft has {soft.shape[1]} segments, the recommender was "
+                             f"fitted with {k}; call fit() when the segments changed")
+        seg = np.asarray(user_segment)
+        noise = seg == -1 if seg.ndim == 1 and np.issubdtype(seg.dtype, np.integer) else \
+            np.zeros(n_users, bool)
+        seg = _index("user_segment", np.where(noise, 0, seg), n_users, k)
+
+        hl_pop, hl_seed = self.popularity_half_life_days_, self.seed_half_life_days_
+        # popularity decays from the latest interaction (as in fit)
+        t_old = float(self.behaviour_time_)
+        if n_add == 0:
+            t_new = t_old
+        else:
+            t_new = float(ts[new].max()) if n_prev == 0 else max(t_old, float(ts[new].max()))
+        f = float(_decay(np.array([t_new - t_old]), hl_pop)[0]) if n_prev else 0.0
+        changed = np.arange(n_u0, n_users, dtype=np.int64)  # new users
+        if changed_users is not None:
+            changed = np.concatenate([changed, np.asarray(changed_users, np.int64)])
+        changed = np.unique(np.concatenate([changed, iu[n_prev:]]))
+        m = len(changed)
+        pos = np.full(n_users, -1, np.int64)
+        pos[changed] = np.arange(m)
+        sel = np.flatnonzero(pos[iu] >= 0)  # every interaction of a changed user
+        old = sel[sel < n_prev]
+        p_new = _csr(pos[iu[sel]], ii[sel], wt[sel] * _decay(t_new - ts[sel], hl_pop),
+                     (m, n_items), reduce="max")
+        p_old = _csr(pos[iu[old]], ii[old], wt[old] * _decay(t_new - ts[old], hl_pop),
+                     (m, n_items), reduce="max")
+        # the old pairs are a subset of the new ones: per-pair change, exactly 0 where a pair
+        # got no new interaction
+        row_new = np.repeat(np.arange(m), np.diff(p_new[0]))
+        row_old = np.repeat(np.arange(m), np.diff(p_old[0]))
+        key_new = row_new * n_items + p_new[1]
+        at = np.searchsorted(key_new, row_old * n_items + p_old[1])
+        delta = p_new[2].copy()
+        delta[at] -= p_old[2]
+        added = np.ones(len(key_new), bool)
+        added[at] = False  # pairs that did not exist before: the binary matrix changes there
+
+        # popularity: rescaled to t_new, plus the changed pairs
+        pop = np.zeros(n_items)
+        pop[:n_i0] = self.popularity_ * f
+        pop += np.bincount(p_new[1], weights=delta, minlength=n_items)
+        self.popularity_ = pop
+
+        # segment popularity (unnormalised: normalised rows times their totals)
+        w_new = _segment_weights(cfg, soft[changed], seg[changed], noise[changed])
+        w_old = np.zeros_like(w_new)
+        was = changed < n_u0
+        w_old[was] = self.user_segment_weights_[changed[was]]
+        tot_old = self.segment_popularity_total_ * f
+        seg_pop = np.zeros((k, n_items))
+        seg_pop[:, :n_i0] = self.segment_popularity_ * tot_old[:, None]
+        cols = np.unique(p_new[1])  # holds every old pair's item too
+        tot = tot_old
+        if len(cols):
+            Pn = _scipy_csr(*p_new, (m, n_items))[:, cols]
+            Po = _scipy_csr(*p_old, (m, n_items))[:, cols]
+            d = np.asarray((Pn.T @ w_new.astype(np.float64)).T) \
+                - np.asarray((Po.T @ w_old.astype(np.float64)).T)
+            seg_pop[:, cols] += d
+            tot = tot_old + d.sum(axis=1)
+        self.segment_popularity_ = np.where(tot[:, None] > 0,
+                                            seg_pop / np.where(tot > 0, tot, 1.0)[:, None], 0.0)
+        self.segment_popularity_total_ = tot
+        weights = np.zeros((n_users, k), np.float32)
+        weights[:n_u0] = self.user_segment_weights_
+        weights[changed] = w_new
+        self.user_segment_weights_ = weights
+
+        # seen rows (the popularity pairs) and seed rows of the changed users
+        self.seen_indptr_, (self.seen_indices_,) = _replace_rows(
+            self.seen_indptr_, [self.seen_indices_], changed, p_new[0], [p_new[1]], n_users)
+        last = np.full(m, -np.inf)
+        np.maximum.at(last, pos[iu[sel]], ts[sel])
+        seed = wt[sel] * _decay(last[pos[iu[sel]]] - ts[sel], hl_seed)
+        s_ptr, s_idx, s_val = _csr(pos[iu[sel]], ii[sel], seed, (m, n_items), reduce="max")
+        self.seed_indptr_, (self.seed_indices_, self.seed_weights_) = _replace_rows(
+            self.seed_indptr_, [self.seed_indices_, self.seed_weights_], changed, s_ptr,
+            [s_idx, s_val], n_users)
+
+        # item-item neighbours: items that gained a user change their column norm and their
+        # co-occurrences, which moves their own row and the rows of every item they co-occur with
+        gained = np.unique(p_new[1][added])
+        rows = gained
+        if min(cfg.knn_neighbors, max(n_items - 1, 0)) != min(cfg.knn_neighbors,
+                                                               max(n_i0 - 1, 0)):
+            rows = np.arange(n_items)  # a small catalogue grew: every row keeps more neighbours
+        elif len(gained):
+            X = _scipy_csr(self.seen_indptr_, self.seen_indices_,
+                           np.ones(len(self.seen_indices_)), (n_users, n_items))
+            co = X[:, gained].T.tocsr() @ X
+            rows = np.union1d(gained, co.indices)
+        k_ptr, k_idx, k_val = _item_knn(self.seen_indptr_, self.seen_indices_, n_users,
+                                        n_items, cfg.knn_neighbors, cfg.chunk_elements,
+                                        rows=rows)
+        self.knn_indptr_, (self.knn_indices_, self.knn_weights_) = _replace_rows(
+            self.knn_indptr_, [self.knn_indices_, self.knn_weights_], rows, k_ptr,
+            [k_idx, k_val], n_items)
+
+        self.behaviour_time_ = t_new
+        self.n_users_, self.n_items_ = n_users, n_items
+        self.user_vectors_, self.item_vectors_ = U, I
+        self._sparse = None
+        return self
 
     # ------------------------------------------------------------ selection
     def _select(self, U, I, iu, ii, ts, wt, V, from_inter, soft, hl):
@@ -824,8 +1040,12 @@ class Recommender:
         """Every array needed to recommend again (safetensors-ready, contiguous)."""
         if not hasattr(self, "weights_"):
             raise ValueError("this Recommender is not fitted; nothing to save")
-        return {name.rstrip("_"): np.ascontiguousarray(getattr(self, name))
-                for name in self._STATE}
+        state = {name.rstrip("_"): np.ascontiguousarray(getattr(self, name))
+                 for name in self._STATE}
+        if getattr(self, "segment_popularity_total_", None) is not None:
+            state["segment_popularity_total"] = np.ascontiguousarray(
+                self.segment_popularity_total_)
+        return state
 
     def config_dict(self) -> dict:
         """JSON-able settings: the config plus the fitted scalars and the selection report."""
@@ -835,6 +1055,8 @@ class Recommender:
              "popularity_half_life_days": _json_float(self.popularity_half_life_days_),
              "seed_half_life_days": _json_float(self.seed_half_life_days_),
              "selection": self.selection_}
+        if getattr(self, "behaviour_time_", None) is not None:
+            d["behaviour_time"] = float(self.behaviour_time_)
         json.dumps(d)  # fail here, not at save time, if something is not JSON-able
         return d
 
@@ -855,9 +1077,24 @@ class Recommender:
         rec.popularity_half_life_days_ = float(config_dict["popularity_half_life_days"])
         rec.seed_half_life_days_ = float(config_dict["seed_half_life_days"])
         rec.selection_ = config_dict.get("selection")
+        # incremental state (update()); absent from saves of older versions
+        t = config_dict.get("behaviour_time")
+        rec.behaviour_time_ = None if t is None else float(t)
+        total = state_dict.get("segment_popularity_total")
+        rec.segment_popularity_total_ = None if total is None else np.array(total, np.float64)
         rec.n_users_, rec.dim_ = rec.user_vectors_.shape
         rec.n_items_ = rec.item_vectors_.shape[0]
         return rec
+
+
+def _segment_weights(cfg, soft, seg, noise):
+    """Per-user weights over segments for segment popularity: soft, or one-hot (``"hard"``)."""
+    if cfg.segment_assignment != "hard":
+        return np.array(soft, np.float32)  # a copy: update() writes rows of it
+    out = np.zeros(soft.shape, np.float32)
+    out[np.arange(len(seg)), seg] = 1.0
+    out[noise] = 0.0  # a noise user gets no segment popularity
+    return out
 
 
 def _fuse(comps, weights) -> np.ndarray:

@@ -103,6 +103,18 @@ def test_negative_half_life_in_meta_is_refused_naming_file_and_parameter(copy):
     assert "half_life_days=-5 must be > 0" in msg
 
 
+def test_partial_fit_drift_state_is_checked_and_round_trips(saved, copy):
+    """partial_fit's drift baseline (meta.json) and segment totals (arrays) load as saved; a
+    non-number is refused naming the file and the entry."""
+    eng = InterestEngine.load(saved[1])
+    assert eng.segment_distance_fit_ == pytest.approx(saved[0].segment_distance_fit_)
+    np.testing.assert_array_equal(eng.recommender_.segment_popularity_total_,
+                                  saved[0].recommender_.segment_popularity_total_)
+    _edit_meta(copy, lambda m: m.update(segment_distance_fit_="NaN"))
+    msg = _load_error(copy)
+    assert msg.startswith(f"{copy / 'meta.json'}: entry 'segment_distance_fit_' is 'NaN'")
+
+
 def test_shapes_are_checked_against_ids_and_meta(copy, caplog):
     """Without hashes (a format-1 save) the shape checks still refuse what does not fit."""
     _as_format_1(copy)
