@@ -69,7 +69,7 @@ import numpy as np
 import pandas as pd
 
 from .outdir import FolderLock, check_location
-from .validation import TS_WINDOW
+from .validation import TS_UNIT_NAMES, TS_WINDOW, now_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -125,9 +125,8 @@ def _ts_range_reason(ts_unit: str) -> str:
     """The reason text of a time outside the plausible window, for numbers in ``ts_unit``."""
     if ts_unit == "s":
         return REJECT_REASONS[_R_TS_RANGE]
-    names = {"ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
     return (f"implausible ts (outside {TS_WINDOW[0]}..{TS_WINDOW[1]} UTC; numbers read as unix "
-            f"{names[ts_unit]} (--ts-unit {ts_unit}): seconds? pass --ts-unit s)")
+            f"{TS_UNIT_NAMES[ts_unit]} (--ts-unit {ts_unit}): seconds? pass --ts-unit s)")
 
 
 class RejectedRowsError(ValueError):
@@ -244,29 +243,6 @@ def _json_default(x):
     if isinstance(x, np.generic):
         return x.item()
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")
-
-
-def _now_seconds(now):
-    if now is None:
-        return None
-    from .interests import _to_seconds
-
-    if isinstance(now, str):
-        try:
-            now = pd.Timestamp(now)
-        except ValueError as exc:
-            raise ValueError(f"now={now!r} is not a parseable time; pass unix seconds or an "
-                             "ISO 8601 time such as '2024-05-01T00:00:00Z'") from exc
-        if now.tzinfo is None:
-            now = now.tz_localize("UTC")
-    from .validation import plausible_ts
-
-    now_s = _to_seconds(now, "now")
-    if not plausible_ts(np.array([now_s]))[0]:
-        raise ValueError(f"now={now!r} is outside {TS_WINDOW[0]}..{TS_WINDOW[1]} UTC as unix "
-                         "seconds (a number is unix seconds whatever ts_unit is); pass unix "
-                         "seconds or an ISO 8601 time")
-    return now_s
 
 
 def _rss_bytes() -> int:
@@ -1559,7 +1535,7 @@ def score(events, model_dir, out, *, items=None, k: int = 10, chunk_users=None,
     if vector_col is not None and not isinstance(vector_col, str):
         raise TypeError(f"vector_col must be a column name (str), got "
                         f"{type(vector_col).__name__}")
-    now_s = _now_seconds(now)
+    now_s = now_seconds(now)
     from .validation import check_ts_unit
 
     check_ts_unit(ts_unit)

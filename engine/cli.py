@@ -97,7 +97,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _add_ts_unit(parser) -> None:
-    parser.add_argument("--ts-unit", default="s", choices=("s", "ms", "us", "ns"),
+    from .validation import TS_UNITS
+
+    parser.add_argument("--ts-unit", default="s", choices=tuple(TS_UNITS),
                         help="unit of numeric timestamps (default s: unix seconds); times "
                              "outside 1990-01-01..2100-01-01 UTC are rejected")
 

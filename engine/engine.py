@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .interests import _to_seconds
+from .validation import now_seconds
 from .segments import (SegmentConfig, _unit, check_n_segments, fit_segments, one_hot,
                        soft_features)
 
@@ -203,12 +203,7 @@ class InterestEngine:
                     "cast both to the same type (e.g. str) so that they can match")
         check_n_segments(self.n_segments, ev["user_id"].nunique())  # before the costly encode
         timings = {}
-        if isinstance(now, str):
-            try:
-                now = pd.Timestamp(now)
-            except ValueError as exc:
-                raise ValueError(f"now={now!r} is not a parseable time") from exc
-        now_s = None if now is None else _to_seconds(now, "now")
+        now_s = now_seconds(now)
         if now_s is not None:
             late = ev["ts"].to_numpy() > now_s
             if late.any():
@@ -301,6 +296,7 @@ class InterestEngine:
         timings["total_s"] = time.perf_counter() - t0
         self.timings_ = timings
         self.n_events_ = len(ev)
+        self._failed_update = None  # a full fit replaces every piece of state
         return self
 
     def partial_fit(self, events, items=None, *, now=None, ts_unit="s", rechoose_k="auto",
@@ -394,9 +390,7 @@ class InterestEngine:
         ts = ev["ts"].to_numpy(np.float64)
         w = ev["weight"].to_numpy(np.float64)
         ref_old = float(self.reference_time_)
-        if isinstance(now, str):
-            now = pd.Timestamp(now)
-        ref = max(ref_old, float(ts.max())) if now is None else _to_seconds(now, "now")
+        ref = max(ref_old, float(ts.max())) if now is None else now_seconds(now)
         if ref < ref_old:
             raise ValueError(f"now={now!r} is before the engine's reference time "
                              f"({ref_old} s); the decay reference can only move forward")
@@ -441,73 +435,81 @@ class InterestEngine:
             raise ValueError(
                 f"events column 'weight': new user_id {user_ids[code]!r} (first at row "
                 f"{row}) has only zero-weight events; give them weight > 0 or drop them")
-        # checks done: from here on the engine's state changes
-        self.user_ids_ = user_ids
-        wa, wb = np.exp2(a - top), np.exp2(b - top)
-        self.user_mean_ = _rows(self.user_mean_, n_users)
-        old_vectors = self.user_vectors_[aff[aff < n_old]].copy()  # for the drift bookkeeping
-        mean = self.user_mean_[aff].astype(np.float64)
-        mean = (mean * wa[:, None] + m_new.astype(np.float64) * wb[:, None]) \
-            / (wa + wb)[:, None]
-        log2w[aff] = top + np.log2(wa + wb)
-        self.user_mean_[aff] = mean
-        self.user_log2_weight_ = log2w
-        self.user_vectors_ = _rows(self.user_vectors_, n_users)
-        self.user_vectors_[aff] = _unit(self.user_mean_[aff])
-        self.reference_time_ = ref
-        timings["user_vectors_s"] = time.perf_counter() - t
+        # checks done: from here on the engine's state changes, in place (copying every
+        # array to roll back would cost what this update saves); a failure from here on
+        # marks the engine unusable instead of leaving a silent mix of old and new state
+        try:
+            self.user_ids_ = user_ids
+            wa, wb = np.exp2(a - top), np.exp2(b - top)
+            self.user_mean_ = _rows(self.user_mean_, n_users)
+            old_vectors = self.user_vectors_[aff[aff < n_old]].copy()  # for the drift bookkeeping
+            mean = self.user_mean_[aff].astype(np.float64)
+            mean = (mean * wa[:, None] + m_new.astype(np.float64) * wb[:, None]) \
+                / (wa + wb)[:, None]
+            log2w[aff] = top + np.log2(wa + wb)
+            self.user_mean_[aff] = mean
+            self.user_log2_weight_ = log2w
+            self.user_vectors_ = _rows(self.user_vectors_, n_users)
+            self.user_vectors_[aff] = _unit(self.user_mean_[aff])
+            self.reference_time_ = ref
+            timings["user_vectors_s"] = time.perf_counter() - t
 
-        # items: new ids, new descriptions, and event-built vectors updated from their sums
-        t = time.perf_counter()
-        self._partial_items(ev, it, uvecs, codes, w)
-        timings["item_vectors_s"] = time.perf_counter() - t
+            # items: new ids, new descriptions, and event-built vectors updated from their sums
+            t = time.perf_counter()
+            self._partial_items(ev, it, uvecs, codes, w)
+            timings["item_vectors_s"] = time.perf_counter() - t
 
-        # interactions, segments, recommender
-        inter = self.interactions_
-        n_inter_old = len(inter["user"])
-        sel = np.flatnonzero(ev["item_id"].notna().to_numpy()) if "item_id" in ev.columns \
-            else np.zeros(0, np.int64)
-        item_rows = self.item_ids_.get_indexer(ev["item_id"].iloc[sel]).astype(np.int64) \
-            if len(sel) else np.zeros(0, np.int64)
-        self.interactions_ = {
-            "user": np.concatenate([inter["user"], user_codes[sel]]),
-            "item": np.concatenate([inter["item"], item_rows]),
-            "ts": np.concatenate([inter["ts"], ts[sel]]),
-            "weight": np.concatenate([inter["weight"], w[sel]]),
-        }
-        t = time.perf_counter()
-        refitted = self._update_segments(aff, old_vectors, n_old, rechoose_k, float(dt))
-        timings["segments_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        rec = self.recommender_
-        if not refitted and rec.can_update():
-            rec.update(user_vectors=self.user_vectors_, item_vectors=self.item_vectors_,
-                       inter_user=self.interactions_["user"],
-                       inter_item=self.interactions_["item"],
-                       inter_ts=self.interactions_["ts"],
-                       inter_weight=self.interactions_["weight"], n_previous=n_inter_old,
-                       user_segment=self.segments_, segment_soft=self.segment_soft_,
-                       changed_users=aff)
-        else:  # new segments (or a save without incremental state): rebuild, same weights
-            from dataclasses import replace
+            # interactions, segments, recommender
+            inter = self.interactions_
+            n_inter_old = len(inter["user"])
+            sel = np.flatnonzero(ev["item_id"].notna().to_numpy()) if "item_id" in ev.columns \
+                else np.zeros(0, np.int64)
+            item_rows = self.item_ids_.get_indexer(ev["item_id"].iloc[sel]).astype(np.int64) \
+                if len(sel) else np.zeros(0, np.int64)
+            self.interactions_ = {
+                "user": np.concatenate([inter["user"], user_codes[sel]]),
+                "item": np.concatenate([inter["item"], item_rows]),
+                "ts": np.concatenate([inter["ts"], ts[sel]]),
+                "weight": np.concatenate([inter["weight"], w[sel]]),
+            }
+            t = time.perf_counter()
+            refitted = self._update_segments(aff, old_vectors, n_old, rechoose_k, float(dt))
+            timings["segments_s"] = time.perf_counter() - t
+            t = time.perf_counter()
+            rec = self.recommender_
+            if not refitted and rec.can_update():
+                rec.update(user_vectors=self.user_vectors_, item_vectors=self.item_vectors_,
+                           inter_user=self.interactions_["user"],
+                           inter_item=self.interactions_["item"],
+                           inter_ts=self.interactions_["ts"],
+                           inter_weight=self.interactions_["weight"], n_previous=n_inter_old,
+                           user_segment=self.segments_, segment_soft=self.segment_soft_,
+                           changed_users=aff)
+            else:  # new segments (or a save without incremental state): rebuild, same weights
+                from dataclasses import replace
 
-            from .recommend import COMPONENTS, Recommender
+                from .recommend import COMPONENTS, Recommender
 
-            weights = {c: float(x) for c, x in zip(COMPONENTS, rec.weights_)}
-            new = Recommender(replace(rec.config, weights=weights)).fit(
-                user_vectors=self.user_vectors_, item_vectors=self.item_vectors_,
-                inter_user=self.interactions_["user"], inter_item=self.interactions_["item"],
-                inter_ts=self.interactions_["ts"], inter_weight=self.interactions_["weight"],
-                user_segment=self.segments_, segment_soft=self.segment_soft_,
-                half_life_days=hl, item_from_interactions=(self.item_vector_source_ == "events"))
-            new.config, new.selection_ = rec.config, rec.selection_  # weights stay as selected
-            self.recommender_ = new
-        timings["recommender_s"] = time.perf_counter() - t
-        self.n_events_ += len(ev)
-        self.segments_refitted_ = bool(refitted)
-        timings["partial_fit_s"] = time.perf_counter() - t0
-        self.timings_ = timings
-        return self
+                weights = {c: float(x) for c, x in zip(COMPONENTS, rec.weights_)}
+                new = Recommender(replace(rec.config, weights=weights)).fit(
+                    user_vectors=self.user_vectors_, item_vectors=self.item_vectors_,
+                    inter_user=self.interactions_["user"], inter_item=self.interactions_["item"],
+                    inter_ts=self.interactions_["ts"], inter_weight=self.interactions_["weight"],
+                    user_segment=self.segments_, segment_soft=self.segment_soft_,
+                    half_life_days=hl,
+                    item_from_interactions=(self.item_vector_source_ == "events"))
+                # weights stay as selected
+                new.config, new.selection_ = rec.config, rec.selection_
+                self.recommender_ = new
+            timings["recommender_s"] = time.perf_counter() - t
+            self.n_events_ += len(ev)
+            self.segments_refitted_ = bool(refitted)
+            timings["partial_fit_s"] = time.perf_counter() - t0
+            self.timings_ = timings
+            return self
+        except BaseException as exc:
+            self._failed_update = f"{type(exc).__name__}: {exc}"
+            raise
 
     def track(self, events, *, freq="30D", ts_unit="s", **tracker_params):
         """Segments over time windows: snapshots, stable ids, lifecycle events, paths.
@@ -777,6 +779,12 @@ class InterestEngine:
     def _check_fitted(self):
         if not hasattr(self, "user_vectors_"):
             raise RuntimeError("this InterestEngine is not fitted yet; call fit(events) first")
+        failed = getattr(self, "_failed_update", None)
+        if failed:
+            raise RuntimeError(
+                f"this InterestEngine is unusable: a partial_fit failed part-way ({failed}) "
+                "and left its state half-updated; load the last saved engine or call "
+                "fit() on all events")
 
     def user_rows(self, user_ids) -> np.ndarray:
         """Row of each user id; raises ValueError naming the first unknown id and position."""

@@ -110,7 +110,7 @@ def _is_monotone(keys: np.ndarray) -> bool:
         return False
 
 
-def _to_seconds(value, name: str) -> float:
+def to_seconds(value, name: str) -> float:
     """A scalar time (unix seconds, datetime, Timestamp, datetime64) as float unix seconds."""
     import pandas as pd
 
@@ -120,11 +120,11 @@ def _to_seconds(value, name: str) -> float:
         raise ValueError(f"{name} must be a valid time, got NaT")
     if isinstance(value, numbers.Real):
         out = float(value)
-    elif isinstance(value, pd.Timestamp):
-        # .value is nanoseconds since the epoch in UTC; naive Timestamps are taken as UTC
-        out = float(value.value) / 1e9
-    elif isinstance(value, np.datetime64):
-        out = float(value.astype("datetime64[ns]").astype(np.int64)) / 1e9
+    elif isinstance(value, (pd.Timestamp, np.datetime64)):
+        # .asm8 is the UTC instant (naive Timestamps are taken as UTC); microseconds, not
+        # nanoseconds, so that years past 2262 (refused later as implausible) do not overflow
+        dt64 = value.asm8 if isinstance(value, pd.Timestamp) else value
+        out = float(dt64.astype("datetime64[us]").astype(np.int64)) / 1e6
     elif isinstance(value, _dt.datetime):
         if value.tzinfo is None:  # naive times are UTC, as in validate_events
             value = value.replace(tzinfo=_dt.timezone.utc)
@@ -229,7 +229,7 @@ def _check_inputs(vectors, offsets, ts, weights, half_life_days, now, n_threads)
     if now is None:
         ref = float(ts.max()) if n_rows else 0.0
     else:
-        ref = _to_seconds(now, "now")
+        ref = to_seconds(now, "now")
         late = ts > ref
         if late.any():
             i, count = _first_bad(late)

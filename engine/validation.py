@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["validate_events", "validate_items", "check_ts_unit", "plausible_ts", "ts_unit_hint",
-           "EVENT_COLUMNS", "ITEM_COLUMNS", "TS_UNITS", "TS_WINDOW", "TS_MIN_S", "TS_MAX_S"]
+           "EVENT_COLUMNS", "ITEM_COLUMNS", "TS_UNITS", "TS_WINDOW", "TS_MIN_S", "TS_MAX_S",
+           "TS_UNIT_NAMES", "now_seconds"]
 
 EVENT_COLUMNS = ("user_id", "text", "ts")
 EVENT_OPTIONAL = ("item_id", "weight")
@@ -22,14 +23,15 @@ ITEM_COLUMNS = ("item_id", "text")
 
 #: Seconds per unit of a numeric ``ts`` (``ts_unit``); datetimes and ISO strings carry their own.
 TS_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
-_UNIT_NAMES = {"s": "seconds", "ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
+#: What each ``ts_unit`` is called in messages.
+TS_UNIT_NAMES = {"s": "seconds", "ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
 #: Plausible event times, UTC: from the first day (inclusive) to the second (exclusive).  A time
 #: outside it is a unit mistake (milliseconds read as seconds land in the year ~55000, days or
 #: hours since the epoch in 1970) or a placeholder (year 9999, negative sentinels), never data:
 #: it is rejected with the row instead of silently skewing the decay.
 TS_WINDOW = ("1990-01-01", "2100-01-01")
-TS_MIN_S = 631_152_000.0    # 1990-01-01T00:00:00Z in unix seconds
-TS_MAX_S = 4_102_444_800.0  # 2100-01-01T00:00:00Z in unix seconds
+TS_MIN_S = pd.Timestamp(TS_WINDOW[0], tz="UTC").timestamp()  # 631,152,000
+TS_MAX_S = pd.Timestamp(TS_WINDOW[1], tz="UTC").timestamp()  # 4,102,444,800
 
 _TS_EXPECTED = ("a datetime, unix seconds (int/float) or an ISO 8601 string such as "
                 "'2024-05-01T12:00:00Z'")
@@ -41,6 +43,37 @@ def check_ts_unit(ts_unit) -> float:
         raise ValueError(f"ts_unit={ts_unit!r} is not valid; pass one of "
                          f"{', '.join(map(repr, TS_UNITS))} (the unit of numeric timestamps)")
     return TS_UNITS[ts_unit]
+
+
+def now_seconds(now, name: str = "now"):
+    """A reference time ``now`` (unix seconds, ISO 8601 string, datetime, Timestamp or
+    datetime64; naive times are UTC) as float unix seconds, checked against
+    :data:`TS_WINDOW`; None stays None.
+
+    A number is always unix seconds, whatever ``ts_unit`` the events use: a ``now`` in
+    milliseconds is refused, never read as a time some 50,000 years ahead.
+    """
+    if now is None:
+        return None
+    from .interests import to_seconds
+
+    if isinstance(now, str):
+        try:
+            now = pd.Timestamp(now)
+        except ValueError as exc:
+            raise ValueError(f"{name}={now!r} is not a parseable time; pass unix seconds or "
+                             "an ISO 8601 time such as '2024-05-01T00:00:00Z'") from exc
+        if now.tzinfo is None:
+            now = now.tz_localize("UTC")
+    secs = to_seconds(now, name)
+    if not plausible_ts(np.array([secs]))[0]:
+        unit = ts_unit_hint(secs, "s")
+        raise ValueError(
+            f"{name}={now!r} is outside {TS_WINDOW[0]}..{TS_WINDOW[1]} UTC as unix seconds"
+            + (f" (it reads as {TS_UNIT_NAMES[unit]})" if unit else "")
+            + f"; a number is unix seconds whatever ts_unit is: pass unix seconds or an ISO "
+              "8601 time")
+    return secs
 
 
 def plausible_ts(secs: np.ndarray) -> np.ndarray:
@@ -243,15 +276,15 @@ def _check_window(t: _Table, column: str, secs: np.ndarray, shown: np.ndarray,
     i = int(np.argmax(bad))
     window = f"from {TS_WINDOW[0]} to {TS_WINDOW[1]} UTC"
     if numeric[i]:
-        expected = f"unix {_UNIT_NAMES[ts_unit]} (ts_unit={ts_unit!r}) {window}"
+        expected = f"unix {TS_UNIT_NAMES[ts_unit]} (ts_unit={ts_unit!r}) {window}"
         unit = ts_unit_hint(shown[i], ts_unit)
-        n_ok = int((~bad).sum())
+        n_ok = int((~bad & numeric).sum())  # numbers that fit the window as ts_unit
         if unit and n_ok:
-            expected += (f"; the value reads as {_UNIT_NAMES[unit]} but {n_ok} other row(s) "
-                         f"read as {_UNIT_NAMES[ts_unit]}: the column mixes units; convert it "
+            expected += (f"; the value reads as {TS_UNIT_NAMES[unit]} but {n_ok} other row(s) "
+                         f"read as {TS_UNIT_NAMES[ts_unit]}: the column mixes units; convert it "
                          "to one unit and pass that ts_unit (CLI: --ts-unit)")
         elif unit:
-            expected += (f"; the value reads as {_UNIT_NAMES[unit]}: pass ts_unit={unit!r} "
+            expected += (f"; the value reads as {TS_UNIT_NAMES[unit]}: pass ts_unit={unit!r} "
                          f"(CLI: --ts-unit {unit})")
     else:
         expected = f"a time {window}"

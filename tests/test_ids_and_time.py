@@ -222,6 +222,29 @@ def test_mixed_units_say_so():
         validate_events(_ev([T0, T0 + 1, (T0 + 2) * 1000, T0 + 3]))
 
 
+def test_mixed_units_count_only_the_numbers_that_fit():
+    """An ISO string among the rows is not a number 'read as seconds'."""
+    with pytest.raises(ValueError, match=r"reads as milliseconds but 1 other row\(s\) read as "
+                                         r"seconds"):
+        validate_events(_ev([T0, "2024-01-02", (T0 + 2) * 1000, "2024-01-03"]))
+
+
+@pytest.mark.parametrize("now, shown", [
+    (1_704_067_200_000, "it reads as milliseconds"),   # ms while the events are in ms
+    (5e9, "outside 1990-01-01..2100-01-01 UTC"),       # year 2128
+    ("9999-12-31", "outside 1990-01-01..2100-01-01 UTC"),
+])
+def test_fit_and_partial_fit_refuse_an_implausible_now(now, shown):
+    data = make_demo_events(12, n_topics=2, seed=1)
+    ev = data.events.assign(ts=data.events["ts"].astype("int64") // 10**6)  # ms since 1970
+    with pytest.raises(ValueError, match=f"now=.*{shown}"):
+        InterestEngine(encoder=HashEncoder(), n_segments=2).fit(ev, ts_unit="ms", now=now)
+    eng = InterestEngine(encoder=HashEncoder(), n_segments=2).fit(ev, ts_unit="ms")
+    with pytest.raises(ValueError, match=f"now=.*{shown}"):
+        eng.partial_fit(ev.tail(1), ts_unit="ms", now=now)
+    assert eng.n_events_ == len(ev)  # refused before any change
+
+
 def test_fit_checks_times_and_ts_unit_gives_the_same_engine():
     data = make_demo_events(12, n_topics=2, seed=1)
     ev = data.events.assign(ts=data.events["ts"].astype("int64") // 10**6)  # ms since 1970

@@ -66,6 +66,29 @@ def test_partial_fit_leaves_unaffected_users_unchanged(split_data):
     assert changed.tolist() == [int(inc.user_ids_.get_loc(one_user["user_id"].iloc[0]))]
 
 
+def test_a_partial_fit_that_fails_part_way_leaves_an_engine_that_says_so(split_data,
+                                                                       monkeypatch):
+    """State is updated in place: after a failure past the input checks the engine refuses
+    to recommend or save (instead of serving a mix of old and new state) until fit()."""
+    data, ev, old, new, enc = split_data
+    inc = InterestEngine(encoder=enc).fit(old, data.items)
+
+    def fail(*args, **kwargs):
+        raise ValueError("segmenter found nothing")
+
+    monkeypatch.setattr(InterestEngine, "_update_segments", fail)
+    with pytest.raises(ValueError, match="segmenter found nothing"):
+        inc.partial_fit(new)
+    for call in (lambda: inc.recommend(inc.user_ids_[:1], k=2), lambda: inc.save("x"),
+                 lambda: inc.partial_fit(new)):
+        with pytest.raises(RuntimeError, match=r"partial_fit failed part-way \(ValueError: "
+                                               r"segmenter found nothing\)"):
+            call()
+    monkeypatch.undo()
+    inc.fit(old, data.items)
+    assert len(inc.recommend(inc.user_ids_[:1], k=2)) == 2
+
+
 def test_partial_fit_rejects_bad_input(split_data):
     data, ev, old, new, enc = split_data
     inc = InterestEngine(encoder=enc).fit(old, data.items)
