@@ -298,6 +298,9 @@ class InterestEngine:
         self.interactions_ = {"user": user_codes[sel].astype(np.int64), "item": item_rows,
                               "ts": ts[sel], "weight": w[sel]}
         timings["recommender_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        self._fit_candidates()
+        timings["candidates_s"] = time.perf_counter() - t
         timings["total_s"] = time.perf_counter() - t0
         self.timings_ = timings
         self.n_events_ = len(ev)
@@ -503,6 +506,9 @@ class InterestEngine:
             new.config, new.selection_ = rec.config, rec.selection_  # weights stay as selected
             self.recommender_ = new
         timings["recommender_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        self._fit_candidates()
+        timings["candidates_s"] = time.perf_counter() - t
         self.n_events_ += len(ev)
         self.segments_refitted_ = bool(refitted)
         timings["partial_fit_s"] = time.perf_counter() - t0
@@ -774,6 +780,19 @@ class InterestEngine:
         return {int(k): [(str(w), float(s)) for w, s in v] for k, v in kw.items()}
 
     # ----------------------------------------------------------------- outputs
+    def _fit_candidates(self):
+        """Candidate state (:mod:`interestflow.candidates`) from the fitted recommender.
+
+        partial_fit rebuilds it from all interactions: the trend windows move with the latest
+        event, the item index follows the item vectors and EASE is refitted (O(n_items**3),
+        only up to ``ease_max_items``); the recommender's statistics it reads are up to date.
+        """
+        from .candidates import CandidateGenerator
+
+        old = getattr(self, "candidates_", None)
+        self.candidates_ = CandidateGenerator.from_engine(
+            self, None if old is None else old.config)
+
     def _check_fitted(self):
         if not hasattr(self, "user_vectors_"):
             raise RuntimeError("this InterestEngine is not fitted yet; call fit(events) first")
