@@ -99,6 +99,26 @@ def test_ease_matrix_matches_a_direct_inverse():
             assert score == pytest.approx(s[i], rel=1e-4, abs=1e-6)
 
 
+def test_ease_lambda_is_picked_on_the_inner_split():
+    from interestflow.candidates import EASE_LAMBDA_GRID, select_ease_lambda
+
+    rng = np.random.default_rng(7)
+    gen, rec = _random(rng, n_users=60, n_items=30, n_inter=600)
+    scale, report = select_ease_lambda(gen._iu, gen._ii, gen._ts, 60, 30, device="cpu")
+    grid = report["recall@10_by_multiple"]
+    assert len(grid) == len(EASE_LAMBDA_GRID) and report["n_users"] >= 2
+    best = max(grid.values())
+    assert grid[f"{scale:g}"] == best  # the best inner recall; ties to the smaller lambda
+    assert scale == min(float(m) for m, v in grid.items() if v == best)
+    assert gen.ease_selection_ == report
+    n_pairs = len(rec.seen_indices_)
+    assert gen.ease_lambda_ == pytest.approx(scale * n_pairs / 30)
+    # on the toy case every multiple ties on the inner split: the smallest, 1 x 8 / 5, wins
+    toy = _toy()
+    assert len(set(toy.ease_selection_["recall@10_by_multiple"].values())) == 1
+    assert toy.ease_lambda_ == pytest.approx(1.6)
+
+
 def test_ease_is_off_above_its_item_bound():
     gen = _toy(ease_max_items=4)
     assert gen.ease_b_ is None
