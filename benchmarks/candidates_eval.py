@@ -65,6 +65,7 @@ def evaluate(name: str, events, encoder) -> dict:
     res = {"n_eval_users": len(users), "n_items": int(len(item_ids)),
            "n_segments": int(engine.n_segments_), "engine_fit_s": fit_s,
            "candidate_fit_s": cand_fit_s, "ease_lambda": gen.ease_lambda_,
+           "ease_selection": gen.ease_selection_,
            "trend_window_days": gen.trend_window_days_, "config": cfg.to_dict(),
            "candidates_per_user": {"mean": float(sizes.mean()), "max": int(sizes.max())},
            "s_per_1000_users": timing["median_s"] / len(users) * 1000,
@@ -90,7 +91,9 @@ def markdown(results: dict) -> str:
     for name, r in results.items():
         lines += [f"## {name}", "",
                   f"{r['n_eval_users']:,} users scored; {r['n_items']:,} items; "
-                  f"K={r['n_segments']}; EASE lambda {r['ease_lambda']}; trend window "
+                  f"K={r['n_segments']}; EASE lambda {r['ease_lambda']:.4g} (picked on the "
+                  f"inner split: {(r['ease_selection'] or {}).get('recall@10_by_multiple')}); "
+                  f"trend window "
                   f"{r['trend_window_days']:g} days.", "",
                   "| source | N (cut) | recall@N | recall@10 | mean items |", "|---|---|---|---|---|"]
         for s, x in r["sources"].items():
