@@ -232,6 +232,17 @@ class Candidates:
         sel = np.flatnonzero(rank > 0)
         return self.items[lo:hi][sel[np.argsort(rank[sel], kind="stable")]]
 
+    def to_frame(self, user_ids=None, item_ids=None):
+        """pandas.DataFrame, one row per (user, candidate): ``user`` (position in this batch,
+        or ``user_ids[position]``), ``item`` (row, or ``item_ids[row]``) and every feature."""
+        import pandas as pd
+
+        user = np.repeat(np.arange(self.n_users), np.diff(self.indptr))
+        df = pd.DataFrame(self.features, columns=list(self.feature_names))
+        df.insert(0, "item", self.items if item_ids is None else np.asarray(item_ids)[self.items])
+        df.insert(0, "user", user if user_ids is None else np.asarray(user_ids)[user])
+        return df
+
     @staticmethod
     def concatenate(parts: list["Candidates"]) -> "Candidates":
         """One result from chunk results, in order."""
@@ -321,15 +332,11 @@ def fit_ease(indptr, indices, n_users: int, n_items: int, *, lam: float | None =
     X.data[:] = 1.0  # binary even where a pair repeats
     X.sum_duplicates()
     X.data[:] = 1.0
-    G = (X.T @ X).tocoo()
-    degree = np.asarray(X.sum(axis=0)).ravel()
+    degree = np.diff(X.T.tocsr().indptr)
     if lam is None:
         lam = max(1.0, float(degree.mean()) if n_items else 1.0)
-    Gt = torch.zeros((n_items, n_items), dtype=torch.float32, device=dev)
-    Gt[torch.from_numpy(G.row.astype(np.int64)).to(dev),
-       torch.from_numpy(G.col.astype(np.int64)).to(dev)] = torch.from_numpy(
-        G.data.astype(np.float32)).to(dev)
-    del G
+    # dense Gram matrix built on the host (float32, 4 * n_items**2 bytes), then moved
+    Gt = torch.from_numpy(np.asarray((X.T @ X).toarray(), np.float32)).to(dev)
     Gt.diagonal().add_(float(lam))
     L = torch.linalg.cholesky(Gt)
     del Gt
@@ -862,13 +869,12 @@ class CandidateGenerator:
         pop = self.recommender_.popularity_
         rows, items, ranks = [], [], []
         for r in range(c):
-            depth = cut
             if seen is not None:
                 s = seen[1][seen[0][r]:seen[0][r + 1]]
                 cand = order[:cut + len(s)]
                 cand = cand[~np.isin(cand, s)][:cut]
             else:
-                cand = order[:depth]
+                cand = order[:cut]
             rows.append(np.full(len(cand), r, np.int64))
             items.append(cand)
             ranks.append(np.arange(1, len(cand) + 1))

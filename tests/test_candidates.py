@@ -168,6 +168,9 @@ def test_content_candidates_and_the_union_row():
     assert row["content_cosine"] == pytest.approx(0.0, abs=1e-7)
     assert row["popularity"] == 2.0 and row["item_trend"] == 2.0
     assert row["segment_popularity"] == pytest.approx(0.2)
+    df = cand.to_frame(user_ids=["a", "b", "c", "d"], item_ids=list("vwxyz"))
+    assert len(df) == len(cand.items) and list(df.columns[2:]) == list(FEATURE_NAMES)
+    assert df.iloc[j]["user"] == "a" and df.iloc[j]["item"] == "x"
     j4 = lo + items.index(4)
     assert np.isnan(cand.features[j4, FEATURE_NAMES.index("item_knn_score")])
     assert cand.features[j4, FEATURE_NAMES.index("item_knn_rank")] == 0
@@ -452,3 +455,20 @@ def test_partial_fit_rebuilds_the_candidate_state():
     # item trends count interactions only: equal to a refit on all events (same item rows)
     rows = full.item_ids_.get_indexer(eng.item_ids_)
     np.testing.assert_allclose(eng.candidates_.item_trend_, full.candidates_.item_trend_[rows])
+
+
+@pytest.mark.gpu
+def test_cuda_candidates_match_the_cpu():
+    """EASE fitted and scored on CUDA (float32) gives the CPU's candidates."""
+    rng = np.random.default_rng(8)
+    gen, rec = _random(rng, n_users=80, n_items=50, n_inter=900, ease=10, content=10)
+    cuda = CandidateGenerator(gen.config).fit(rec, inter_user=gen._iu, inter_item=gen._ii,
+                                             inter_ts=gen._ts, half_life_days=30.0,
+                                             device="cuda")
+    assert cuda.ease_b_.device.type == "cuda"
+    np.testing.assert_allclose(cuda.ease_b_.cpu().numpy(), gen.ease_b_.numpy(), rtol=1e-3,
+                               atol=1e-5)
+    a, b = gen.generate(np.arange(80)), cuda.generate(np.arange(80))
+    np.testing.assert_array_equal(a.indptr, b.indptr)
+    np.testing.assert_array_equal(a.items, b.items)
+    np.testing.assert_allclose(a.features, b.features, rtol=1e-3, atol=1e-5)
