@@ -293,10 +293,13 @@ class InterestEngine:
         self.interactions_ = {"user": user_codes[sel].astype(np.int64), "item": item_rows,
                               "ts": ts[sel], "weight": w[sel]}
         timings["recommender_s"] = time.perf_counter() - t
+        self._failed_update = None  # every piece of state above is new
+        t = time.perf_counter()
+        self._fit_candidates()
+        timings["candidates_s"] = time.perf_counter() - t
         timings["total_s"] = time.perf_counter() - t0
         self.timings_ = timings
         self.n_events_ = len(ev)
-        self._failed_update = None  # a full fit replaces every piece of state
         return self
 
     def partial_fit(self, events, items=None, *, now=None, ts_unit="s", rechoose_k="auto",
@@ -502,6 +505,9 @@ class InterestEngine:
                 new.config, new.selection_ = rec.config, rec.selection_
                 self.recommender_ = new
             timings["recommender_s"] = time.perf_counter() - t
+            t = time.perf_counter()
+            self._update_candidates(refitted)
+            timings["candidates_s"] = time.perf_counter() - t
             self.n_events_ += len(ev)
             self.segments_refitted_ = bool(refitted)
             timings["partial_fit_s"] = time.perf_counter() - t0
@@ -776,6 +782,27 @@ class InterestEngine:
         return {int(k): [(str(w), float(s)) for w, s in v] for k, v in kw.items()}
 
     # ----------------------------------------------------------------- outputs
+    def _fit_candidates(self):
+        """Candidate state (:mod:`interestflow.candidates`) from the fitted recommender."""
+        from .candidates import CandidateGenerator
+
+        old = getattr(self, "candidates_", None)
+        self.candidates_ = CandidateGenerator.from_engine(
+            self, None if old is None else old.config)
+
+    def _update_candidates(self, segments_refitted: bool):
+        """After partial_fit: :meth:`CandidateGenerator.update` (trends recomputed, EASE kept;
+        no O(n_items**3) refit per update); a save without candidate state, or new segments
+        (the trend matrix is per segment), fits it afresh."""
+        gen = getattr(self, "candidates_", None)
+        if gen is None or segments_refitted:
+            self._fit_candidates()
+            return
+        inter = self.interactions_
+        gen.update(self.recommender_, inter_user=inter["user"], inter_item=inter["item"],
+                   inter_ts=inter["ts"], inter_weight=inter["weight"])
+        gen.user_ids_, gen.item_ids_ = self.user_ids_, self.item_ids_
+
     def _check_fitted(self):
         if not hasattr(self, "user_vectors_"):
             raise RuntimeError("this InterestEngine is not fitted yet; call fit(events) first")

@@ -69,10 +69,17 @@ _SHAPES = {
     "recommender.knn_indptr": (("I+1",), "i"), "recommender.knn_indices": (("R",), "i"),
     "recommender.knn_weights": (("R",), "f"), "recommender.weights": (("C",), "f"),
     "recommender.segment_popularity_total": (("K",), "f"),
+    "candidates.segment_trend": (("K", "I"), "f"), "candidates.item_trend": (("I",), "f"),
+    "candidates.ease_b": (("I", "I"), "f"),
 }
 #: Arrays in _SHAPES that a save may lack (saves from before partial_fit's incremental
 #: recommender statistics; partial_fit rebuilds them once).
-_OPTIONAL = ("recommender.segment_popularity_total",)
+_OPTIONAL = ("recommender.segment_popularity_total", "candidates.segment_trend",
+             "candidates.item_trend", "candidates.ease_b")
+#: Candidate-generation state (interestflow.candidates); absent from older saves, which load
+#: without it (``candidates_`` is None: CandidateGenerator.from_engine rebuilds it). ease_b
+#: only when EASE was fitted (n_items <= ease_max_items).
+_CAND_PREFIX = "candidates."
 _KIND_NAMES = {"f": "floating-point", "i": "integer", "b": "bool"}
 
 
@@ -182,7 +189,8 @@ def _shape_problem(shapes: dict, dtypes: dict, n_users: int, n_items: int,
     unknown = sorted(set(shapes) - set(_SHAPES))
     if unknown:
         return f"holds unexpected array(s) {unknown} (saved by a newer interestflow?)"
-    for group in (_INCREMENTAL, _INTERESTS, tuple(_INTER_PREFIX + k for k in _INTER_KEYS)):
+    for group in (_INCREMENTAL, _INTERESTS, tuple(_INTER_PREFIX + k for k in _INTER_KEYS),
+                  ("candidates.segment_trend", "candidates.item_trend")):
         have = [n for n in group if n in shapes]
         if have and len(have) != len(group):
             return f"holds {have} but not {sorted(set(group) - set(have))}; they come together"
@@ -226,6 +234,10 @@ def save_engine(engine, path: Path) -> Path:
         tensors[_INTER_PREFIX + key] = np.ascontiguousarray(arr)
     for key, arr in engine.recommender_.state_dict().items():
         tensors[_REC_PREFIX + key] = np.ascontiguousarray(arr)
+    cand = getattr(engine, "candidates_", None)
+    if cand is not None:
+        for key, arr in cand.state_dict().items():
+            tensors[_CAND_PREFIX + key] = np.ascontiguousarray(arr)
     # never write a folder that load would refuse
     problem = _shape_problem({k: v.shape for k, v in tensors.items()},
                              {k: v.dtype for k, v in tensors.items()},
@@ -251,6 +263,7 @@ def save_engine(engine, path: Path) -> Path:
         "segment_distance_": getattr(engine, "segment_distance_", None),
         "segment_distance_fit_": getattr(engine, "segment_distance_fit_", None),
         "recommender_config": engine.recommender_.config_dict(),
+        "candidates_config": None if cand is None else cand.config_dict(),
         "encoder": encoder_spec(engine.encoder),
     }
     # write into a temp dir beside the target, then move files in: a crash never leaves a
@@ -523,5 +536,23 @@ def load_engine(cls, path: Path, *, encoder=None):
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelLoadError(f"{path / 'meta.json'}: entry 'recommender_config' is invalid: "
                              f"{type(exc).__name__}: {exc}") from exc
+    engine.candidates_ = None
+    cand_state = {k[len(_CAND_PREFIX):]: v for k, v in tensors.items()
+                  if k.startswith(_CAND_PREFIX)}
+    if cand_state and meta.get("candidates_config") is not None:
+        from .candidates import CandidateGenerator
+
+        multi = getattr(engine, "interest_offsets_", None) is not None
+        try:
+            gen = CandidateGenerator.from_state(
+                meta["candidates_config"], cand_state, engine.recommender_,
+                interest_vectors=engine.interest_vectors_ if multi else None,
+                interest_offsets=engine.interest_offsets_ if multi else None,
+                device=engine.device)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelLoadError(f"{path / 'meta.json'}: entry 'candidates_config' is "
+                                 f"invalid: {type(exc).__name__}: {exc}") from exc
+        gen.user_ids_, gen.item_ids_ = engine.user_ids_, engine.item_ids_
+        engine.candidates_ = gen
     engine.encoder_spec_ = meta.get("encoder")
     return engine
