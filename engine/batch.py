@@ -427,17 +427,19 @@ def _hash_ids(values) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- model, catalogue
-def _read_model(model_dir) -> dict:
+def _read_model(model_dir, *, verify_hashes: bool = True) -> dict:
     """What scoring needs from a saved InterestEngine, without loading its user arrays.
 
     The folder is checked as InterestEngine.load checks it (persistence.open_saved):
-    ModelLoadError names the file at fault."""
+    ModelLoadError names the file at fault. The driver verifies the files' SHA-256; chunk
+    processes (``verify_hashes=False``) check everything else and that the save id is the
+    driver's, so that each worker does not hash the whole model (user arrays included)."""
     from .persistence import open_saved
 
     if not isinstance(model_dir, (str, os.PathLike)):
         raise TypeError(f"model_dir must be a path to a saved InterestEngine, got "
                         f"{type(model_dir).__name__}")
-    saved = open_saved(Path(model_dir).resolve())
+    saved = open_saved(Path(model_dir).resolve(), verify_hashes=verify_hashes)
     centroids = saved.tensor("segment_centroids_")
     params = saved.meta["params"]
     return {"dir": str(saved.path), "save_id": saved.meta["save_id"], "meta": saved.meta,
@@ -623,7 +625,7 @@ def _resources(job: _Job) -> dict:
     key = (job.out, job.model_dir, job.save_id, job.index_id)
     res = _RESOURCES.get(key)
     if res is None:
-        model = _read_model(job.model_dir)
+        model = _read_model(job.model_dir, verify_hashes=False)  # the driver hashed it
         if model["save_id"] != job.save_id:
             raise ValueError(f"the model in {job.model_dir} was saved again while scoring "
                              f"(save id {model['save_id']} != {job.save_id}); restart the job "

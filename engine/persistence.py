@@ -382,15 +382,17 @@ def _int_keyed(meta_path: Path, meta: dict, key: str, convert) -> dict:
         _fail(meta_path, f"entry {key!r} is malformed; {_RESAVE}", exc)
 
 
-def open_saved(path, cls=None) -> SavedModel:
+def open_saved(path, cls=None, *, verify_hashes: bool = True) -> SavedModel:
     """Check a saved InterestEngine folder and return what is needed to read it.
 
     Reads meta.json, validates the saved parameters as ``fit`` does (``cls`` is the engine
     class, default :class:`~interestflow.InterestEngine`), checks that the arrays file and the
     meta data come from the same save, the SHA-256 of every data file against the one
-    recorded at save time (format 2), and every array's shape and dtype against the id
-    tables and ``n_segments_``. Arrays are not loaded (only the safetensors header and the
-    Parquet footers are read, plus one streaming pass over each file for its hash).
+    recorded at save time (format 2; ``verify_hashes=False`` skips only this step, for a
+    process that reopens a folder another process of the same job has verified, with the
+    same save id), and every array's shape and dtype against the id tables and
+    ``n_segments_``. Arrays are not loaded (only the safetensors header and the Parquet
+    footers are read, plus one streaming pass over each file for its hash).
 
     Raises
     ------
@@ -470,7 +472,7 @@ def open_saved(path, cls=None) -> SavedModel:
     if save_id != meta["save_id"]:
         raise ModelLoadError(f"{path}: arrays.safetensors and meta.json come from different "
                              "saves (an interrupted overwrite?); save the engine again")
-    if version >= 2:
+    if version >= 2 and verify_hashes:
         recorded = meta.get("sha256")
         if not isinstance(recorded, dict) or set(recorded) != set(_DATA_FILES):
             _fail(meta_path, f"entry 'sha256' must map {list(_DATA_FILES)} to their SHA-256; "
@@ -482,7 +484,7 @@ def open_saved(path, cls=None) -> SavedModel:
                 _fail(path / name, "content differs from the save (its SHA-256 is not the one "
                                    "recorded in meta.json): the file was edited, truncated or "
                                    f"copied from another save; {_RESAVE}")
-    else:
+    elif version < 2:
         logger.warning("%s: format_version 1 save (interestflow < 0.2) has no content hashes; "
                        "shapes and parameters are checked, but edits that keep the shapes "
                        "(e.g. reordered id rows) cannot be detected; save it again to add them",

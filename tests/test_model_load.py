@@ -232,3 +232,20 @@ def test_score_refuses_a_corrupted_model_as_load_does(saved, copy, tmp_path):
     with pytest.raises(ValueError, match=r"meta\.json: saved parameters are invalid: "
                                          r"half_life_days=-5"):
         score(events, copy, tmp_path / "out", k=2, progress=False)
+
+
+def test_score_hashes_the_model_once_in_the_driver_not_per_chunk_process(saved, tmp_path,
+                                                                         monkeypatch):
+    """Chunk processes check shapes and the save id; only the driver reads every byte."""
+    from interestflow import batch, persistence
+
+    _, folder, data = saved
+    hashed = []
+    real = persistence._sha256
+    monkeypatch.setattr(persistence, "_sha256", lambda p: hashed.append(p.name) or real(p))
+    batch._RESOURCES.clear()
+    events = tmp_path / "events.parquet"
+    data.events.to_parquet(events)
+    summary = batch.score(events, folder, tmp_path / "out", k=2, chunk_users=5, progress=False)
+    assert summary["chunks"]["total"] > 1 and batch._LOADS["count"] >= 1
+    assert sorted(hashed) == sorted(persistence._DATA_FILES)
