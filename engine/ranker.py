@@ -50,7 +50,10 @@ Training protocol (:func:`train_ranker`):
    Label 1: the candidate is one of the user's held-out items; else 0. Users none of whose
    candidates is positive are dropped (a lambdarank query without a positive has no pair
    to learn from; their count is reported in ``training_``).
-4. One lambdarank model is fitted; for serving, features are computed from stage 1 fitted on
+4. One lambdarank model is fitted; boosting stops early on a seeded 20% of those users
+   (``validation_fraction``; their NDCG@10, training events only) and keeps the best round,
+   since the queries are few on small data (Amazon 5-core: ~850 users, ~1,000 positives)
+   and a fixed 300 rounds overfit them. For serving, features are computed from stage 1 fitted on
    all training events (``InterestEngine.candidates_``).
 
 Memory of training: the candidates of the training users, at most ``max_train_users x
@@ -90,8 +93,12 @@ class RankerConfig:
     Parameters
     ----------
     n_rounds : int, default 300
-        Boosting rounds (trees); no early stopping, so the model does not depend on a
-        validation cut.
+        Most boosting rounds (trees).
+    validation_fraction : float, default 0.2
+        Share of the training users (a seeded sample) held out of the trees to stop boosting
+        once their NDCG@10 has not improved for ``early_stopping_rounds`` rounds; the model
+        keeps the best round. 0 (or fewer than 20 users with a positive): all ``n_rounds``.
+    early_stopping_rounds : int, default 30
     learning_rate : float, default 0.05
     num_leaves : int, default 31
         Leaves per tree (modest trees).
@@ -111,6 +118,8 @@ class RankerConfig:
     """
 
     n_rounds: int = 300
+    validation_fraction: float = 0.2
+    early_stopping_rounds: int = 30
     learning_rate: float = 0.05
     num_leaves: int = 31
     min_data_in_leaf: int = 50
@@ -121,12 +130,17 @@ class RankerConfig:
 
     def __post_init__(self):
         for name, low in (("n_rounds", 1), ("num_leaves", 2), ("min_data_in_leaf", 1),
-                          ("max_train_users", 1), ("num_threads", 1), ("random_state", 0)):
+                          ("max_train_users", 1), ("num_threads", 1), ("random_state", 0),
+                          ("early_stopping_rounds", 1)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
                 raise TypeError(f"{name} must be an integer, got {v!r}")
             if v < low:
                 raise ValueError(f"{name}={v} is invalid; pass an integer >= {low}")
+        v = self.validation_fraction
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                or not 0 <= float(v) < 1:
+            raise ValueError(f"validation_fraction={v!r} is invalid; pass a number in [0, 1)")
         for name in ("learning_rate", "holdout_fraction"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
@@ -303,15 +317,38 @@ class Ranker:
         if not keep_user.any():
             raise ValueError("no user has a positive candidate; the ranker has nothing to "
                              "learn from (more interactions per user are needed)")
+        cfg = self.config
+        kept = np.flatnonzero(keep_user)
+        n_valid = int(round(cfg.validation_fraction * len(kept))) if len(kept) >= 20 else 0
+        valid_user = np.zeros(candidates.n_users, bool)
+        if n_valid:
+            rng = np.random.default_rng(cfg.random_state)
+            valid_user[rng.choice(kept, size=n_valid, replace=False)] = True
+        names = list(candidates.feature_names)
+
+        def dataset(users, reference=None):
+            rows = users[owner]
+            return lgb.Dataset(np.ascontiguousarray(candidates.features[rows], np.float32),
+                               label=y[rows].astype(np.float32), group=sizes[users],
+                               feature_name=names, free_raw_data=True, reference=reference,
+                               params={"verbosity": -1})
+
+        train_ds = dataset(keep_user & ~valid_user)
+        kw = {}
+        if n_valid:
+            kw = {"valid_sets": [dataset(valid_user, train_ds)], "valid_names": ["valid"],
+                  "callbacks": [lgb.early_stopping(int(cfg.early_stopping_rounds),
+                                                   first_metric_only=True, verbose=False)]}
+        booster = lgb.train(cfg.lightgbm_params(), train_ds,
+                            num_boost_round=int(cfg.n_rounds), **kw)
+        best = int(booster.best_iteration) if n_valid and booster.best_iteration > 0 \
+            else int(booster.current_iteration())
+        # the kept rounds only, through the text format: what is saved is what scores
+        self.booster_ = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
+        self.feature_names_ = tuple(names)
         keep = keep_user[owner]
-        X = np.ascontiguousarray(candidates.features[keep], np.float32)
-        ds = lgb.Dataset(X, label=y[keep].astype(np.float32), group=sizes[keep_user],
-                         feature_name=list(candidates.feature_names), free_raw_data=True,
-                         params={"verbosity": -1})
-        self.booster_ = lgb.train(self.config.lightgbm_params(), ds,
-                                  num_boost_round=int(self.config.n_rounds))
-        self.feature_names_ = tuple(candidates.feature_names)
         self.training_ = {"rows": int(keep.sum()), "users": int(keep_user.sum()),
+                          "validation_users": int(n_valid), "rounds": best,
                           "positives": int(y[keep].sum()),
                           "users_dropped_no_positive": int((~keep_user & (sizes > 0)).sum())}
         return self
