@@ -25,6 +25,8 @@ def _factorize(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
 #: Default ``drift_threshold`` of :meth:`InterestEngine.partial_fit`: segments are refitted
 #: when the mean user-to-centroid cosine distance has grown by more than this share.
 DRIFT_THRESHOLD = 0.1
+#: Valid ``ranker`` values besides None (see :mod:`interestflow.ranker`).
+RANKERS = ("lightgbm",)
 
 
 def _rows(a: np.ndarray, n: int) -> np.ndarray:
@@ -81,8 +83,14 @@ class InterestEngine:
         Softmax temperature of the soft segment features (cosine to each centroid).
     recommend_config : interestflow.recommend.RecommendConfig, optional
         Blend settings of the recommender; defaults documented there.
+    ranker : {None, "lightgbm"}, default None
+        ``"lightgbm"``: recommend with two stages, the candidates of every source
+        (:mod:`interestflow.candidates`) ranked by one LightGBM lambdarank model that
+        :meth:`fit` trains on an inner temporal split of the training events (each user's
+        latest 20% as labels; see :mod:`interestflow.ranker`). ``None``: the fusion
+        recommender (:class:`interestflow.recommend.Recommender`).
     random_state : int, default 0
-        Seed for sampling and clustering.
+        Seed for sampling and clustering (and the ranker's user sample and LightGBM seed).
     device : str, optional
         Device for clustering (``None`` picks automatically).
     show_progress : bool, optional
@@ -97,7 +105,7 @@ class InterestEngine:
     def __init__(self, *, encoder=None, half_life_days: float = 30.0, n_segments="auto",
                  segmenter: str = "kmeans", merge_threshold: float | None = 0.95,
                  multi_interest: bool = False, segment_temperature: float = 0.05, recommend_config=None,
-                 random_state: int = 0, device=None, show_progress=None):
+                 ranker=None, random_state: int = 0, device=None, show_progress=None):
         self.encoder = encoder
         self.half_life_days = half_life_days
         self.n_segments = n_segments
@@ -106,6 +114,7 @@ class InterestEngine:
         self.multi_interest = multi_interest
         self.segment_temperature = segment_temperature
         self.recommend_config = recommend_config
+        self.ranker = ranker
         self.random_state = random_state
         self.device = device
         self.show_progress = show_progress
@@ -126,6 +135,10 @@ class InterestEngine:
         self._segment_config()  # validates segmenter and merge_threshold
         if not isinstance(self.multi_interest, (bool, np.bool_)):
             raise TypeError(f"multi_interest must be a bool, got {self.multi_interest!r}")
+        if self.ranker is not None and (not isinstance(self.ranker, str)
+                                        or self.ranker not in RANKERS):
+            raise ValueError(f"ranker={self.ranker!r} is invalid; pass one of "
+                             f"{[None] + list(RANKERS)}")
         if self.segmenter == "hdbscan" and self.n_segments != "auto":
             raise ValueError(f"n_segments={self.n_segments!r} applies to segmenter='kmeans'; "
                              "segmenter='hdbscan' finds the number of segments itself: leave "
@@ -297,6 +310,9 @@ class InterestEngine:
         t = time.perf_counter()
         self._fit_candidates()
         timings["candidates_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        self._fit_ranker(uvecs[ev_vec_code[sel]])
+        timings["ranker_s"] = time.perf_counter() - t
         timings["total_s"] = time.perf_counter() - t0
         self.timings_ = timings
         self.n_events_ = len(ev)
@@ -507,6 +523,7 @@ class InterestEngine:
             timings["recommender_s"] = time.perf_counter() - t
             t = time.perf_counter()
             self._update_candidates(refitted)
+            self._user_activity = None  # the ranker's user features follow the new events
             timings["candidates_s"] = time.perf_counter() - t
             self.n_events_ += len(ev)
             self.segments_refitted_ = bool(refitted)
@@ -803,6 +820,52 @@ class InterestEngine:
                    inter_ts=inter["ts"], inter_weight=inter["weight"])
         gen.user_ids_, gen.item_ids_ = self.user_ids_, self.item_ids_
 
+    def _fit_ranker(self, inter_vectors: np.ndarray):
+        """Train the ranker (``ranker="lightgbm"``) on an inner temporal split of the
+        interactions; ``ranker_`` is None when it is off or had nothing to learn from."""
+        self.ranker_ = None
+        self._user_activity = None
+        if self.ranker is None:
+            return
+        from .ranker import RankerConfig, train_ranker
+
+        inter = self.interactions_
+        if len(inter["user"]) == 0 or len(self.item_ids_) == 0:
+            logger.warning("ranker: no interactions with items; recommending with the fusion "
+                           "recommender")
+            return
+        self.ranker_, _ = train_ranker(
+            self.recommender_, self.candidates_, inter_user=inter["user"],
+            inter_item=inter["item"], inter_ts=inter["ts"], inter_weight=inter["weight"],
+            inter_vectors=inter_vectors,
+            item_from_interactions=(self.item_vector_source_ == "events"),
+            half_life_days=float(self.half_life_days),
+            config=RankerConfig(random_state=int(self.random_state)))
+
+    def _recommend_ranked(self, rows: np.ndarray, k: int, exclude_seen: bool):
+        """Candidates, then the ranker: ``(item_rows, scores)``, each (m, k), -1 / -inf
+        padded where a user has fewer than ``k`` candidates."""
+        import dataclasses
+
+        from .ranker import ranking_features, user_activity
+
+        gen = self.candidates_
+        if not exclude_seen and gen.config.exclude_seen:
+            import copy
+
+            gen = copy.copy(gen)  # shares the fitted state; only the config differs
+            gen.config = dataclasses.replace(gen.config, exclude_seen=False)
+        rec = self.recommender_
+        act = getattr(self, "_user_activity", None)
+        if act is None or len(act[0]) != rec.n_users_:
+            inter = self.interactions_
+            act = user_activity(inter["user"], inter["ts"], rec.n_users_)
+            self._user_activity = act
+        X = ranking_features(gen.generate(rows), rec, count=act[0], last_ts=act[1],
+                             t_ref=rec.behaviour_time_)
+        scores, items = self.ranker_.topk(X, k)
+        return items, scores
+
     def _check_fitted(self):
         if not hasattr(self, "user_vectors_"):
             raise RuntimeError("this InterestEngine is not fitted yet; call fit(events) first")
@@ -868,7 +931,11 @@ class InterestEngine:
         -------
         pandas.DataFrame
             Columns ``user_id, item_id, score, rank`` (rank 1 is best); ``k`` rows per user,
-            fewer only when fewer unseen items exist.
+            fewer only when fewer unseen items exist. With ``ranker="lightgbm"`` the items
+            are the user's candidates (at most the sum of the source cuts, 450 by default)
+            ordered by the ranker's score (ties to the lower item row), so fewer than ``k``
+            rows come back only when the user has fewer candidates; ``exclude_seen=False``
+            then adds the user's seen items to the candidates.
         """
         self._check_fitted()
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
@@ -881,7 +948,9 @@ class InterestEngine:
                              "an items table")
         # no user can get more than n_items rows: do not allocate (m, k) for a huge k
         k_eff = min(int(k), len(self.item_ids_))
-        if self.multi_interest and hasattr(self, "interest_offsets_"):
+        if getattr(self, "ranker_", None) is not None and self.candidates_ is not None:
+            item_rows, scores = self._recommend_ranked(rows, k_eff, bool(exclude_seen))
+        elif self.multi_interest and hasattr(self, "interest_offsets_"):
             item_rows, scores = self._recommend_interests(rows, k_eff, bool(exclude_seen))
         else:
             item_rows, scores = self.recommender_.recommend(rows, k_eff,
@@ -967,5 +1036,5 @@ class InterestEngine:
                 "segmenter": self.segmenter, "merge_threshold": self.merge_threshold,
                 "multi_interest": self.multi_interest,
                 "segment_temperature": self.segment_temperature,
-                "random_state": self.random_state}
+                "ranker": self.ranker, "random_state": self.random_state}
 

@@ -42,6 +42,9 @@ _INTER_KEYS = ("user", "item", "ts", "weight")
 _REC_PREFIX = "recommender."
 #: The files whose bytes meta.json's "sha256" covers (meta.json itself holds the hashes).
 _DATA_FILES = ("arrays.safetensors", "ids_users.parquet", "ids_items.parquet")
+#: The learned ranker's model (``ranker="lightgbm"``), LightGBM's own text format; present
+#: (and hashed) only when meta.json's "ranker" entry is not null.
+_RANKER_FILE = "ranker.txt"
 _RESAVE = "restore the folder as it was saved, or fit and save the engine again"
 
 # Expected shape of every array, in symbols: U users (ids_users.parquet), I items
@@ -246,6 +249,8 @@ def save_engine(engine, path: Path) -> Path:
     if problem:
         raise ValueError(f"cannot save this InterestEngine: its state is inconsistent "
                          f"(arrays.safetensors would hold: {problem})")
+    ranker = getattr(engine, "ranker_", None)
+    files = _DATA_FILES + ((_RANKER_FILE,) if ranker is not None else ())
     # the same id goes into the arrays file and meta.json: load() refuses a mix of two saves
     save_id = uuid.uuid4().hex
     meta = {
@@ -264,6 +269,7 @@ def save_engine(engine, path: Path) -> Path:
         "segment_distance_fit_": getattr(engine, "segment_distance_fit_", None),
         "recommender_config": engine.recommender_.config_dict(),
         "candidates_config": None if cand is None else cand.config_dict(),
+        "ranker": None if ranker is None else ranker.to_dict(),
         "encoder": encoder_spec(engine.encoder),
     }
     # write into a temp dir beside the target, then move files in: a crash never leaves a
@@ -273,11 +279,15 @@ def save_engine(engine, path: Path) -> Path:
         save_file(tensors, str(tmp / "arrays.safetensors"), metadata={"save_id": save_id})
         _write_ids(engine.user_ids_, tmp / "ids_users.parquet")
         _write_ids(engine.item_ids_, tmp / "ids_items.parquet")
+        if ranker is not None:
+            (tmp / _RANKER_FILE).write_text(ranker.model_string(), encoding="utf-8")
         # hashes of the exact bytes that are moved in below (a rename keeps the bytes)
-        meta["sha256"] = {name: _sha256(tmp / name) for name in _DATA_FILES}
+        meta["sha256"] = {name: _sha256(tmp / name) for name in files}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        for name in _DATA_FILES + ("meta.json",):
+        for name in files + ("meta.json",):
             os.replace(tmp / name, path / name)
+    if ranker is None and (path / _RANKER_FILE).exists():  # left by an earlier save here
+        (path / _RANKER_FILE).unlink()
     return path
 
 
@@ -474,10 +484,11 @@ def open_saved(path, cls=None, *, verify_hashes: bool = True) -> SavedModel:
                              "saves (an interrupted overwrite?); save the engine again")
     if version >= 2 and verify_hashes:
         recorded = meta.get("sha256")
-        if not isinstance(recorded, dict) or set(recorded) != set(_DATA_FILES):
-            _fail(meta_path, f"entry 'sha256' must map {list(_DATA_FILES)} to their SHA-256; "
+        files = _DATA_FILES + ((_RANKER_FILE,) if meta.get("ranker") is not None else ())
+        if not isinstance(recorded, dict) or set(recorded) != set(files):
+            _fail(meta_path, f"entry 'sha256' must map {list(files)} to their SHA-256; "
                              f"{_RESAVE}")
-        for name in _DATA_FILES:
+        for name in files:
             if not (path / name).is_file():
                 _fail(path / name, f"missing; {_RESAVE}")
             if _sha256(path / name) != recorded[name]:
@@ -556,5 +567,23 @@ def load_engine(cls, path: Path, *, encoder=None):
                                  f"invalid: {type(exc).__name__}: {exc}") from exc
         gen.user_ids_, gen.item_ids_ = engine.user_ids_, engine.item_ids_
         engine.candidates_ = gen
+    engine.ranker_ = None
+    if meta.get("ranker") is not None:
+        from .ranker import Ranker
+
+        file = path / _RANKER_FILE
+        if engine.candidates_ is None:
+            _fail(path / "meta.json", f"has a ranker but no candidate state; {_RESAVE}")
+        try:
+            model = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            _fail(file, f"cannot be read; {_RESAVE}", exc)
+        try:
+            engine.ranker_ = Ranker.from_model_string(model, meta["ranker"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelLoadError(f"{file}: not a valid ranker model for meta.json's 'ranker' "
+                                 f"entry: {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:  # LightGBMError for a damaged model text
+            _fail(file, f"cannot be parsed as a LightGBM model; {_RESAVE}", exc)
     engine.encoder_spec_ = meta.get("encoder")
     return engine

@@ -724,30 +724,12 @@ class Recommender:
         cfg = self.config
         n_users, n_items = U.shape[0], I.shape[0]
         hold = _holdout_mask(iu, ts, cfg.holdout_fraction)
-        tr = ~hold
-        inner = Recommender(dataclasses.replace(cfg, weights={c: 1.0 for c in COMPONENTS}))
-        # user vectors from the earlier interactions only (decayed weighted mean); the decay
-        # is taken from each user's latest interaction, which cancels in the normalised mean
-        # and keeps old histories from underflowing to zero
-        last = np.full(n_users, -np.inf)
-        np.maximum.at(last, iu[tr], ts[tr])
-        w_tr = wt[tr] * _decay(last[iu[tr]] - ts[tr], hl)
-        Ui = np.zeros((n_users, U.shape[1]), np.float64)
-        np.add.at(Ui, iu[tr], V[tr] * w_tr[:, None])
-        Ui = _unit(Ui)
-        # item vectors: interaction-built items are rebuilt; described items are kept
-        Ii = I.astype(np.float64).copy()
-        rebuilt = np.zeros((n_items, I.shape[1]))
-        np.add.at(rebuilt, ii[tr], V[tr] * wt[tr, None])
-        Ii[from_inter] = _unit(rebuilt)[from_inter]
-        has_text = ~from_inter
-        has_text[np.unique(ii[tr])] = True
-        inner.popularity_half_life_days_ = self.popularity_half_life_days_
-        inner.seed_half_life_days_ = self.seed_half_life_days_
-        inner.n_users_, inner.n_items_, inner.dim_ = n_users, n_items, U.shape[1]
-        inner.user_vectors_, inner.item_vectors_ = Ui.astype(np.float32), Ii.astype(np.float32)
-        inner.user_segment_weights_ = soft
-        inner._fit_behaviour(iu[tr], ii[tr], ts[tr], wt[tr], n_users, n_items)
+        inner, has_text = subset_recommender(
+            dataclasses.replace(cfg, weights={c: 1.0 for c in COMPONENTS}), ~hold,
+            user_vectors=U, item_vectors=I, inter_user=iu, inter_item=ii, inter_ts=ts,
+            inter_weight=wt, inter_vectors=V, item_from_interactions=from_inter,
+            user_segment_weights=soft, popularity_half_life_days=self.popularity_half_life_days_,
+            seed_half_life_days=self.seed_half_life_days_, half_life_days=hl)
         # truth: held-out items the user had not seen before, among candidate items
         truth_ptr, truth_idx, _ = _csr(iu[hold], ii[hold], np.ones(int(hold.sum())),
                                        (n_users, n_items), reduce="max")
@@ -1081,6 +1063,59 @@ def _paired_one_sided(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
         return (math.inf if d.mean() > 0 else 0.0), (0.0 if d.mean() > 0 else 1.0)
     t = float(d.mean() / (sd / math.sqrt(n)))
     return t, float(stats.t.sf(t, df=n - 1))
+
+
+def subset_recommender(config: RecommendConfig, keep: np.ndarray, *, user_vectors,
+                       item_vectors, inter_user, inter_item, inter_ts, inter_weight,
+                       inter_vectors, item_from_interactions, user_segment_weights,
+                       popularity_half_life_days: float, seed_half_life_days: float,
+                       half_life_days: float):
+    """A :class:`Recommender`'s behaviour state rebuilt from the interactions ``keep`` only.
+
+    Used by inner temporal splits (``weights="auto"``, the learned ranker): user vectors are
+    the decayed weighted means of the kept interactions' vectors (decay from each user's
+    latest kept interaction, which cancels in the normalised mean), interaction-built item
+    vectors are rebuilt from the kept interactions, described items keep their vectors, and
+    segment weights are used as given. No ``weights_`` is set (the caller decides).
+
+    Returns
+    -------
+    recommender : Recommender
+    has_text : ndarray of bool, shape (n_items,)
+        Items with a vector in the kept period (described, or in a kept interaction).
+    """
+    U, I, V = user_vectors, item_vectors, inter_vectors
+    iu, ii, ts, wt = inter_user, inter_item, inter_ts, inter_weight
+    tr = np.asarray(keep, bool)
+    n_users, n_items = U.shape[0], I.shape[0]
+    from_inter = np.asarray(item_from_interactions, bool)
+    inner = Recommender(config)
+    last = np.full(n_users, -np.inf)
+    np.maximum.at(last, iu[tr], ts[tr])
+    w_tr = wt[tr] * _decay(last[iu[tr]] - ts[tr], half_life_days)
+    Ui = np.zeros((n_users, U.shape[1]), np.float64)
+    np.add.at(Ui, iu[tr], V[tr] * w_tr[:, None])
+    Ui = _unit(Ui)
+    Ii = I.astype(np.float64).copy()
+    rebuilt = np.zeros((n_items, I.shape[1]))
+    np.add.at(rebuilt, ii[tr], V[tr] * wt[tr, None])
+    Ii[from_inter] = _unit(rebuilt)[from_inter]
+    has_text = ~from_inter
+    has_text[np.unique(ii[tr])] = True
+    inner.popularity_half_life_days_ = float(popularity_half_life_days)
+    inner.seed_half_life_days_ = float(seed_half_life_days)
+    inner.n_users_, inner.n_items_, inner.dim_ = n_users, n_items, U.shape[1]
+    inner.user_vectors_, inner.item_vectors_ = Ui.astype(np.float32), Ii.astype(np.float32)
+    inner.user_segment_weights_ = user_segment_weights
+    inner._fit_behaviour(iu[tr], ii[tr], ts[tr], wt[tr], n_users, n_items)
+    return inner, has_text
+
+
+def holdout_mask(inter_user, inter_ts, frac: float = 0.2) -> np.ndarray:
+    """True for each user's latest ``max(1, round(frac * n))`` interactions (users n >= 2);
+    ties in time keep the input order (the evaluation protocol's rule)."""
+    return _holdout_mask(np.asarray(inter_user, np.int64), np.asarray(inter_ts, np.float64),
+                         frac)
 
 
 def _holdout_mask(iu: np.ndarray, ts: np.ndarray, frac: float) -> np.ndarray:

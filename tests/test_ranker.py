@@ -1,0 +1,299 @@
+"""The learned ranker (interestflow.ranker) and InterestEngine(ranker="lightgbm"): features by
+value on a hand-made toy case, labels from the inner temporal split only, determinism,
+save/load, exclude_seen, unknown users, partial_fit."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _fakes import HashEncoder  # noqa: E402
+
+from interestflow import InterestEngine, ModelLoadError  # noqa: E402
+from interestflow.candidates import (FEATURE_NAMES, CandidateConfig,  # noqa: E402
+                                     CandidateGenerator, Candidates)
+from interestflow.ranker import (PAIR_FEATURES, RANKER_FEATURES, USER_FEATURES,  # noqa: E402
+                                 Ranker, RankerConfig, ranking_features, user_activity)
+from interestflow.recommend import Recommender, RecommendConfig  # noqa: E402
+
+DAY = 86400.0
+
+# Toy case (as in test_candidates): 4 users x 5 items, hard segments {u0, u1}, {u2, u3}.
+IU = np.array([0, 0, 1, 1, 1, 2, 2, 3])
+II = np.array([0, 1, 0, 1, 2, 2, 3, 3])
+TS = np.array([0, 0, 0, 0, 10, 10, 10, 9]) * DAY
+ITEMS = np.array([[1, 0], [0.8, 0.6], [0, 1], [-1, 0], [0.6, 0.8]], np.float32)
+USERS = np.array([[1, 0], [0, 1], [0.6, 0.8], [-0.8, 0.6]], np.float32)
+SOFT = np.array([[1, 0], [1, 0], [0, 1], [0, 1]], np.float32)
+
+
+def _toy():
+    rec = Recommender(RecommendConfig(weights={"content": 1.0})).fit(
+        user_vectors=USERS, item_vectors=ITEMS, inter_user=IU, inter_item=II, inter_ts=TS,
+        inter_weight=np.ones(len(IU)), user_segment=np.array([0, 0, 1, 1]), segment_soft=SOFT,
+        half_life_days=float("inf"))
+    gen = CandidateGenerator(CandidateConfig(index_kind="exact", trend_window_days=1.0,
+                                             trend_baseline_windows=1)).fit(
+        rec, inter_user=IU, inter_item=II, inter_ts=TS, half_life_days=float("inf"),
+        device="cpu")
+    return rec, gen
+
+
+def test_feature_names_extend_the_candidate_columns():
+    assert RANKER_FEATURES == FEATURE_NAMES + PAIR_FEATURES + USER_FEATURES
+    assert len(set(RANKER_FEATURES)) == len(RANKER_FEATURES)
+
+
+def test_user_activity_by_hand():
+    count, last = user_activity(IU, TS, 5)
+    np.testing.assert_array_equal(count, [2, 3, 2, 1, 0])
+    np.testing.assert_array_equal(last, [0, 10 * DAY, 10 * DAY, 9 * DAY, -np.inf])
+
+
+def test_ranking_features_by_value():
+    rec, gen = _toy()
+    cand = gen.generate(np.arange(4))
+    count, last = user_activity(IU, TS, 4)
+    X = ranking_features(cand, rec, count=count, last_ts=last, t_ref=12 * DAY)
+    assert X.feature_names == RANKER_FEATURES
+    n = len(FEATURE_NAMES)
+    # the candidate columns are carried as they are (NaN where a source is absent)
+    np.testing.assert_array_equal(X.features[:, :n], cand.features)
+    np.testing.assert_array_equal(X.items, cand.items)
+    col = {f: j for j, f in enumerate(RANKER_FEATURES)}
+    owner = np.repeat(np.arange(4), np.diff(X.indptr))
+    # user features: log(1 + n), days since the latest interaction, hard segments
+    np.testing.assert_allclose(X.features[:, col["user_log_interactions"]],
+                               np.log1p([2, 3, 2, 1])[owner], rtol=1e-6)
+    np.testing.assert_allclose(X.features[:, col["user_recency_days"]],
+                               np.array([12.0, 2.0, 2.0, 3.0])[owner], rtol=1e-6)
+    np.testing.assert_array_equal(X.features[:, col["user_segment_entropy"]], 0.0)
+    np.testing.assert_array_equal(X.features[:, col["user_segment_max"]], 1.0)
+    # content_cosine_gap: 0 at the user's best candidate, negative below it
+    gap = X.features[:, col["content_cosine_gap"]]
+    cos = X.column("content_cosine")
+    for j in range(4):
+        lo, hi = X.indptr[j], X.indptr[j + 1]
+        np.testing.assert_allclose(gap[lo:hi], cos[lo:hi] - cos[lo:hi].max(), atol=1e-7)
+    # segment_lift = segment popularity / popularity share; popularity without decay:
+    # distinct users per item [2, 2, 2, 2, 0], share 1/4 each; item 4 has none: NaN
+    lift = X.features[:, col["segment_lift"]]
+    seg_pop = X.column("segment_popularity")
+    has = X.items < 4
+    np.testing.assert_allclose(lift[has], seg_pop[has] / 0.25, rtol=1e-6)
+    assert np.isnan(lift[~has]).all() and (~has).any()
+
+
+def _tiny_ranker_data(seed=0):
+    rng = np.random.default_rng(seed)
+    m, per = 30, 12
+    X = rng.normal(size=(m * per, 3)).astype(np.float32)
+    y = (X[:, 0] + 0.1 * rng.normal(size=len(X)) > 0.8).astype(np.float32)
+    y[::per] = 1  # every user has a positive
+    cand = Candidates(np.arange(0, m * per + 1, per), np.tile(np.arange(per), m), X,
+                      ("a", "b", "c"))
+    return cand, y
+
+
+def test_ranker_learns_the_informative_feature_and_topk_orders_by_score():
+    cand, y = _tiny_ranker_data()
+    r = Ranker(RankerConfig(n_rounds=30, min_data_in_leaf=5)).fit(cand, y)
+    s = r.score(cand)
+    assert np.corrcoef(s, cand.features[:, 0])[0, 1] > 0.5
+    scores, items = r.topk(cand, 4)
+    assert scores.shape == items.shape == (30, 4)
+    for j in range(30):
+        lo, hi = cand.indptr[j], cand.indptr[j + 1]
+        expect = np.lexsort((cand.items[lo:hi], -s[lo:hi]))[:4]
+        np.testing.assert_array_equal(items[j], cand.items[lo:hi][expect])
+        np.testing.assert_allclose(scores[j], s[lo:hi][expect])
+
+
+def test_topk_ties_go_to_the_lower_item_and_short_users_are_padded():
+    cand, y = _tiny_ranker_data()
+    r = Ranker(RankerConfig(n_rounds=5, min_data_in_leaf=5)).fit(cand, y)
+    # every candidate identical: one score, so the order is the item order
+    flat = Candidates(np.array([0, 3, 5]), np.array([7, 2, 5, 9, 1]),
+                      np.zeros((5, 3), np.float32), ("a", "b", "c"))
+    scores, items = r.topk(flat, 4)
+    np.testing.assert_array_equal(items, [[2, 5, 7, -1], [1, 9, -1, -1]])
+    assert np.isinf(scores[0, 3]) and scores[0, 3] < 0 and scores[0, 0] == scores[1, 0]
+
+
+def test_ranker_drops_users_without_a_positive_and_checks_inputs():
+    from sklearn.exceptions import NotFittedError
+
+    cand, y = _tiny_ranker_data()
+    y[:12] = 0  # user 0: no positive
+    r = Ranker(RankerConfig(n_rounds=3, min_data_in_leaf=5)).fit(cand, y)
+    assert r.training_["users"] == 29 and r.training_["users_dropped_no_positive"] == 1
+    with pytest.raises(ValueError, match="no user has a positive"):
+        Ranker().fit(cand, np.zeros_like(y))
+    with pytest.raises(ValueError, match="labels must have shape"):
+        Ranker().fit(cand, y[:-1])
+    with pytest.raises(NotFittedError):
+        Ranker().score(cand)
+    with pytest.raises(ValueError, match="trained on"):
+        r.score(Candidates(cand.indptr, cand.items, cand.features, ("a", "c", "b")))
+    with pytest.raises(ValueError, match="n_rounds=0"):
+        RankerConfig(n_rounds=0)
+    with pytest.raises(ValueError, match="holdout_fraction"):
+        RankerConfig(holdout_fraction=1.0)
+
+
+# ------------------------------------------------------------------------- engine
+def _events(seed=6, n=600, n_users=40, n_items=60):
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"user_id": rng.integers(0, n_users, n).astype(str),
+                         "item_id": rng.integers(0, n_items, n),
+                         "text": [f"t{i % 40} w{i % 7}" for i in range(n)],
+                         "ts": 1.6e9 + rng.uniform(0, 90, n) * DAY})
+
+
+def _engine(ev, **kw):
+    return InterestEngine(encoder=HashEncoder(), n_segments=2, device="cpu",
+                          ranker="lightgbm", **kw).fit(ev)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    return _engine(_events())
+
+
+def test_ranker_param_is_validated_and_reported():
+    assert InterestEngine().get_params()["ranker"] is None
+    assert InterestEngine(ranker="lightgbm").get_params()["ranker"] == "lightgbm"
+    with pytest.raises(ValueError, match=r"ranker='xgboost' is invalid; pass one of \[None, "
+                                         r"'lightgbm'\]"):
+        InterestEngine(ranker="xgboost").fit(_events())
+
+
+def test_labels_come_from_the_inner_holdout_and_features_from_the_earlier_part(monkeypatch):
+    """The training queries are built from stage 1 refitted on each user's earlier 80%: the
+    positives are exactly the candidates among the user's latest 20% (not seen earlier), and
+    user activity counts the earlier part only. With the full-period stage 1 the held-out
+    items would be seen items, excluded from the candidates: no positive could exist."""
+    from interestflow import ranker as rmod
+    from interestflow.synthetic import train_test_split_by_time
+
+    ev = _events()
+    captured = {}
+    fit = rmod.Ranker.fit
+
+    def spy(self, cand, labels):
+        captured["cand"], captured["labels"] = cand, labels
+        return fit(self, cand, labels)
+
+    monkeypatch.setattr(rmod.Ranker, "fit", spy)
+    eng = _engine(ev)
+    cand, labels = captured["cand"], captured["labels"]
+    inner_train, inner_hold = train_test_split_by_time(ev, frac=0.2)
+    earlier = set(zip(inner_train["user_id"], inner_train["item_id"]))
+    later = set(zip(inner_hold["user_id"], inner_hold["item_id"])) - earlier
+    users = eng.user_ids_[cand.user_rows]
+    owner = np.repeat(np.arange(cand.n_users), np.diff(cand.indptr))
+    pairs = list(zip(users[owner], eng.item_ids_[cand.items]))
+    got = {p for p, y in zip(pairs, labels) if y == 1}
+    assert got and got == {p for p in pairs if p in later}
+    assert not any(p in earlier for p in pairs)  # earlier items are excluded as seen
+    # user activity: the earlier part's counts, not the full period's
+    n_earlier = inner_train.groupby("user_id").size()
+    col = RANKER_FEATURES.index("user_log_interactions")
+    np.testing.assert_allclose(cand.features[:, col],
+                               np.log1p(n_earlier.reindex(users[owner]).to_numpy()), rtol=1e-6)
+    assert eng.ranker_.training_["positives"] == len(got)
+
+
+def test_two_fits_give_the_same_model(fitted):
+    again = _engine(_events())
+    assert again.ranker_.model_string() == fitted.ranker_.model_string()
+    users = list(fitted.user_ids_)
+    pd.testing.assert_frame_equal(again.recommend(users, k=10), fitted.recommend(users, k=10))
+
+
+def test_recommend_ranks_candidates_and_excludes_seen(fitted):
+    users = list(fitted.user_ids_[:8])
+    out = fitted.recommend(users, k=10)
+    assert list(out.columns) == ["user_id", "item_id", "score", "rank"]
+    assert (out.groupby("user_id").size() == 10).all()
+    ev = _events()
+    seen = set(zip(ev["user_id"], ev["item_id"]))
+    assert not any(p in seen for p in zip(out["user_id"], out["item_id"]))
+    # the ranker's order: scores non-increasing within a user, ranks 1..10
+    for _, g in out.groupby("user_id"):
+        assert (np.diff(g["score"].to_numpy()) <= 0).all()
+        assert g["rank"].tolist() == list(range(1, 11))
+    # scores are the ranker's scores of the candidates
+    gen, r = fitted.candidates_, fitted.ranker_
+    from interestflow.ranker import ranking_features
+
+    rows = fitted.user_rows(users[:1])
+    act = user_activity(fitted.interactions_["user"], fitted.interactions_["ts"],
+                        len(fitted.user_ids_))
+    X = ranking_features(gen.generate(rows), fitted.recommender_, count=act[0],
+                         last_ts=act[1], t_ref=fitted.recommender_.behaviour_time_)
+    s, items = r.topk(X, 10)
+    np.testing.assert_array_equal(out["item_id"].to_numpy()[:10], fitted.item_ids_[items[0]])
+    np.testing.assert_allclose(out["score"].to_numpy()[:10], s[0].astype(np.float32))
+    # one user at a time gives the same lists as a batch
+    one = pd.concat([fitted.recommend([u], k=10) for u in users[:3]], ignore_index=True)
+    pd.testing.assert_frame_equal(one, out[out["user_id"].isin(users[:3])]
+                                  .reset_index(drop=True))
+    # exclude_seen=False lets the user's seen items compete
+    both = fitted.recommend(users, k=60, exclude_seen=False)
+    assert any(p in seen for p in zip(both["user_id"], both["item_id"]))
+
+
+def test_unknown_user_raises(fitted):
+    with pytest.raises(ValueError, match="unknown user id"):
+        fitted.recommend(["nobody"], k=5)
+
+
+def test_save_load_restores_identical_scores(fitted, tmp_path):
+    users = list(fitted.user_ids_)
+    before = fitted.recommend(users, k=10)
+    fitted.save(tmp_path / "m")
+    assert (tmp_path / "m" / "ranker.txt").is_file()
+    meta = json.loads((tmp_path / "m" / "meta.json").read_text())
+    assert "ranker.txt" in meta["sha256"] and meta["params"]["ranker"] == "lightgbm"
+    back = InterestEngine.load(tmp_path / "m", encoder=HashEncoder())
+    assert back.ranker_.model_string() == fitted.ranker_.model_string()
+    pd.testing.assert_frame_equal(back.recommend(users, k=10), before)
+    # an edited model file is refused, naming it
+    path = tmp_path / "m" / "ranker.txt"
+    path.write_text(path.read_text().replace("learning_rate", "learning_rat", 1))
+    with pytest.raises(ModelLoadError, match="ranker.txt"):
+        InterestEngine.load(tmp_path / "m", encoder=HashEncoder())
+
+
+def test_save_without_ranker_removes_a_stale_model_file(fitted, tmp_path):
+    fitted.save(tmp_path / "m")
+    plain = InterestEngine(encoder=HashEncoder(), n_segments=2, device="cpu").fit(_events())
+    assert plain.ranker_ is None
+    plain.save(tmp_path / "m")
+    assert not (tmp_path / "m" / "ranker.txt").exists()
+    back = InterestEngine.load(tmp_path / "m", encoder=HashEncoder())
+    assert back.ranker_ is None
+    pd.testing.assert_frame_equal(back.recommend(["1", "2"], k=5),
+                                  plain.recommend(["1", "2"], k=5))
+
+
+def test_partial_fit_keeps_the_ranker_and_recommends_for_new_users():
+    ev = _events()
+    first = ev[ev["ts"] < 1.6e9 + 70 * DAY]
+    later = ev[ev["ts"] >= 1.6e9 + 70 * DAY].copy()
+    later.loc[later.index[:5], "user_id"] = "newcomer"
+    eng = _engine(first)
+    model = eng.ranker_.model_string()
+    eng.partial_fit(later, rechoose_k=False)
+    assert eng.ranker_.model_string() == model
+    out = eng.recommend(["newcomer", "1"], k=5)
+    assert (out.groupby("user_id").size() == 5).all()
+    # the newcomer's own items are excluded: features come from the updated candidates
+    mine = set(later.loc[later["user_id"] == "newcomer", "item_id"])
+    assert not mine & set(out.loc[out["user_id"] == "newcomer", "item_id"])
