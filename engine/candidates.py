@@ -348,23 +348,6 @@ def fit_ease(indptr, indices, n_users: int, n_items: int, *, lam: float | None =
     return P, float(lam)
 
 
-def _holdout(iu, ts, frac=0.2):
-    """True for each user's latest ``max(1, round(frac * n))`` interactions (users n >= 2);
-    ties in time keep the input order (the evaluation protocol's rule)."""
-    n = len(iu)
-    order = np.lexsort((np.arange(n), ts, iu))
-    u = iu[order]
-    starts = np.flatnonzero(np.concatenate([[True], u[1:] != u[:-1]])) if n else \
-        np.zeros(0, np.int64)
-    sizes = np.diff(np.append(starts, n))
-    pos = np.arange(n) - np.repeat(starts, sizes)
-    size = np.repeat(sizes, sizes)
-    n_hold = np.maximum(1, np.floor(frac * size + 0.5).astype(np.int64))
-    mask = np.zeros(n, bool)
-    mask[order] = (pos >= size - n_hold) & (size >= 2)
-    return mask
-
-
 def select_ease_lambda(inter_user, inter_item, inter_ts, n_users: int, n_items: int, *,
                        grid=EASE_LAMBDA_GRID, k: int = 10, device=None):
     """EASE's lambda picked on an inner temporal split, as a multiple of the mean item
@@ -377,9 +360,11 @@ def select_ease_lambda(inter_user, inter_item, inter_ts, n_users: int, n_items: 
     """
     import scipy.sparse as sp
 
+    from .recommend import holdout_mask
+
     iu = np.asarray(inter_user, np.int64)
     ii = np.asarray(inter_item, np.int64)
-    hold = _holdout(iu, np.asarray(inter_ts, np.float64))
+    hold = holdout_mask(iu, inter_ts, 0.2)
     X = sp.csr_matrix((np.ones(int((~hold).sum()), np.float32), (iu[~hold], ii[~hold])),
                       shape=(n_users, n_items))
     X.sum_duplicates()
