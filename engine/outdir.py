@@ -110,12 +110,21 @@ class FolderLockedError(ValueError):
                          f"(lock file {lock_path(folder)})")
 
 
-def _read_holder(fd: int) -> dict:
-    try:
-        data = json.loads(os.pread(fd, 4096, 0) or b"{}")
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+def _read_holder(fd: int, wait_s: float = 2.0) -> dict:
+    """What the lock's holder recorded. A holder writes it just after taking the lock, so an
+    empty or partial record is read again for up to ``wait_s`` (a busy machine can pause the
+    holder between the two steps) before the refusal goes out without it."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            data = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        except (OSError, ValueError):
+            data = {}
+        if isinstance(data, dict) and data.get("pid") is not None:
+            return data
+        if time.monotonic() >= deadline:
+            return data if isinstance(data, dict) else {}
+        time.sleep(0.02)
 
 
 class FolderLock:
@@ -185,9 +194,9 @@ class FolderLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = _read_holder(fd)
-                os.close(fd)
                 tries -= 1
+                holder = _read_holder(fd) if tries <= 0 else None
+                os.close(fd)
                 if tries <= 0:
                     raise FolderLockedError(self.folder, holder, self.what) from None
                 time.sleep(0.02)

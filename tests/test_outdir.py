@@ -458,3 +458,26 @@ def test_module_examples_run():
     from interestflow import outdir
 
     assert doctest.testmod(outdir).failed == 0
+
+
+def test_a_refusal_names_a_holder_that_writes_its_record_late(tmp_path):
+    """The holder writes pid/host just after taking the lock; a job refused in between (a
+    busy machine can pause the holder there) waits for the record instead of saying
+    'another process'."""
+    import fcntl
+    import threading
+
+    from interestflow.outdir import FolderLock, FolderLockedError, lock_path
+
+    out = tmp_path / "scores"
+    fd = os.open(lock_path(out), os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    record = {"pid": 4242, "host": "h", "command": "score", "started": "now"}
+    late = threading.Timer(0.4, lambda: os.pwrite(fd, json.dumps(record).encode(), 0))
+    late.start()
+    try:
+        with pytest.raises(FolderLockedError, match=r"interestflow score \(pid 4242 on h"):
+            FolderLock(out).acquire()
+    finally:
+        late.join()
+        os.close(fd)
