@@ -100,9 +100,9 @@ class RankerConfig:
         keeps the best round. 0 (or fewer than 20 users with a positive): all ``n_rounds``.
     early_stopping_rounds : int, default 30
     learning_rate : float, default 0.05
-    num_leaves : int, default 31
-        Leaves per tree (modest trees).
-    min_data_in_leaf : int, default 50
+    num_leaves : int, default 7
+        Leaves per tree (small trees: the queries are few).
+    min_data_in_leaf : int, default 200
         Fewest training rows in a leaf.
     max_train_users : int, default 20_000
         At most this many users (a seeded sample) give the training queries; bounds the
@@ -115,20 +115,31 @@ class RankerConfig:
         4 threads took 4.6x as long as 2 (oversubscription).
     random_state : int, default 0
         Seed of the user sample and of LightGBM.
+    prior : str or None, default "ease"
+        Source whose rank is the boosting's starting score (LightGBM ``init_score``):
+        ``-log(1 + rank)``, and ``-log(2 + largest rank seen in training)`` for a candidate
+        that source did not propose. The trees learn corrections to that source's order
+        instead of an order from scratch; on ~800 training queries (Amazon 5-core) the
+        ranker from scratch lost to EASE's order alone (inner split: NDCG@10 0.050 vs 0.068),
+        with the prior it matches it. Falls back to no prior when the candidates carry no
+        rank of that source (the source is off). None: no prior.
     """
 
     n_rounds: int = 300
     validation_fraction: float = 0.2
     early_stopping_rounds: int = 30
     learning_rate: float = 0.05
-    num_leaves: int = 31
-    min_data_in_leaf: int = 50
+    num_leaves: int = 7
+    min_data_in_leaf: int = 200
     max_train_users: int = 20_000
     holdout_fraction: float = 0.2
     num_threads: int = 2
     random_state: int = 0
+    prior: str | None = "ease"
 
     def __post_init__(self):
+        if self.prior is not None and not isinstance(self.prior, str):
+            raise TypeError(f"prior must be a source name or None, got {self.prior!r}")
         for name, low in (("n_rounds", 1), ("num_leaves", 2), ("min_data_in_leaf", 1),
                           ("max_train_users", 1), ("num_threads", 1), ("random_state", 0),
                           ("early_stopping_rounds", 1)):
@@ -166,8 +177,10 @@ class RankerConfig:
         return {"objective": "lambdarank", "metric": "ndcg", "eval_at": [10],
                 "learning_rate": float(self.learning_rate), "num_leaves": int(self.num_leaves),
                 "min_data_in_leaf": int(self.min_data_in_leaf), "label_gain": [0.0, 1.0],
-                "lambdarank_truncation_level": 20, "feature_fraction": 1.0,
-                "bagging_fraction": 1.0, "use_missing": True, "zero_as_missing": False,
+                "lambdarank_truncation_level": 20, "lambda_l2": 10.0,
+                "feature_fraction": 0.7, "feature_fraction_seed": int(self.random_state),
+                "bagging_fraction": 0.8, "bagging_freq": 1,
+                "bagging_seed": int(self.random_state), "use_missing": True, "zero_as_missing": False,
                 "deterministic": True, "force_row_wise": True,
                 "num_threads": int(self.num_threads), "seed": int(self.random_state),
                 "verbosity": -1}
@@ -244,6 +257,21 @@ def ranking_features(candidates: Candidates, recommender, *, count, last_ts,
 
 
 # --------------------------------------------------------------------------- ranker
+def _prior(candidates: Candidates, source, missing_rank=None):
+    """``(init_score, missing_rank)`` of :attr:`RankerConfig.prior`: ``-log(1 + rank)`` of
+    the source's rank, ``-log(1 + missing_rank)`` where it did not propose the candidate;
+    ``(None, None)`` without that source's ranks."""
+    name = f"{source}_rank"
+    if source is None or name not in candidates.feature_names:
+        return None, None
+    r = np.asarray(candidates.column(name), np.float64)
+    if missing_rank is None:
+        if not (r > 0).any():
+            return None, None
+        missing_rank = float(r.max()) + 1.0
+    return -np.log1p(np.where(r > 0, r, float(missing_rank))), float(missing_rank)
+
+
 def _lightgbm():
     try:
         import lightgbm
@@ -325,11 +353,15 @@ class Ranker:
             rng = np.random.default_rng(cfg.random_state)
             valid_user[rng.choice(kept, size=n_valid, replace=False)] = True
         names = list(candidates.feature_names)
+        init, missing_rank = _prior(candidates, cfg.prior)
+        self.prior_ = None if init is None else {"source": cfg.prior,
+                                                 "missing_rank": missing_rank}
 
         def dataset(users, reference=None):
             rows = users[owner]
             return lgb.Dataset(np.ascontiguousarray(candidates.features[rows], np.float32),
                                label=y[rows].astype(np.float32), group=sizes[users],
+                               init_score=None if init is None else init[rows],
                                feature_name=names, free_raw_data=True, reference=reference,
                                params={"verbosity": -1})
 
@@ -349,7 +381,7 @@ class Ranker:
         keep = keep_user[owner]
         self.training_ = {"rows": int(keep.sum()), "users": int(keep_user.sum()),
                           "validation_users": int(n_valid), "rounds": best,
-                          "positives": int(y[keep].sum()),
+                          "positives": int(y[keep].sum()), "prior": self.prior_,
                           "users_dropped_no_positive": int((~keep_user & (sizes > 0)).sum())}
         return self
 
@@ -369,8 +401,12 @@ class Ranker:
             return np.zeros(0)
         # prediction is a sum over trees per row: the thread count does not change it
         threads = 1 if len(candidates.items) < 20_000 else int(self.config.num_threads)
-        return np.asarray(self.booster_.predict(candidates.features, num_threads=threads),
-                          np.float64)
+        s = np.asarray(self.booster_.predict(candidates.features, num_threads=threads),
+                       np.float64)
+        prior = getattr(self, "prior_", None)
+        if prior:
+            s = s + _prior(candidates, prior["source"], prior["missing_rank"])[0]
+        return s
 
     def topk(self, candidates: Candidates, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Best ``k`` candidates per user: ``(scores, items)``, each shape (n_users, k).
@@ -417,6 +453,7 @@ class Ranker:
             raise ValueError(f"the model's features {r.booster_.feature_name()} differ from "
                              f"feature_names {list(r.feature_names_)}")
         r.training_ = dict(d.get("training") or {})
+        r.prior_ = r.training_.get("prior")
         return r
 
 
