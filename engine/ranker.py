@@ -180,7 +180,8 @@ class RankerConfig:
                 "lambdarank_truncation_level": 20, "lambda_l2": 10.0,
                 "feature_fraction": 0.7, "feature_fraction_seed": int(self.random_state),
                 "bagging_fraction": 0.8, "bagging_freq": 1,
-                "bagging_seed": int(self.random_state), "use_missing": True, "zero_as_missing": False,
+                "bagging_seed": int(self.random_state), "use_missing": True,
+                "zero_as_missing": False,
                 "deterministic": True, "force_row_wise": True,
                 "num_threads": int(self.num_threads), "seed": int(self.random_state),
                 "verbosity": -1}
