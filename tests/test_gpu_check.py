@@ -8,7 +8,6 @@ encoder's overlapped tokenise/encode pipeline (the CUDA default) runs here on th
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -24,23 +23,14 @@ import torch
 import interestflow.encoder as E
 from interestflow.encoder import Encoder
 
+from _fakes import load_script
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
 SHELL = ROOT / "benchmarks" / "gpu_check.sh"
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(path.parent))
-    try:
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.remove(str(path.parent))
-    return mod
-
-
-gc = _load("gpu_check", SCRIPT)
+gc = load_script("gpu_check", SCRIPT)
 
 TEXTS = gc.make_texts(24, 20, seed=3) + ["A", "ok", "Ünïcödé çhàrs — naïve café",
                                          " ".join(["long"] * 400)]
@@ -306,7 +296,7 @@ def test_pipeline_errors_propagate(enc32, small_pieces, monkeypatch):
 
 # --------------------------------------------------------------------------- fp16 export
 def test_fp16_export_loads_and_matches(tmp_path, capsys):
-    export = _load("export_fp16_model", ROOT / "benchmarks" / "export_fp16_model.py")
+    export = load_script("export_fp16_model", ROOT / "benchmarks" / "export_fp16_model.py")
     out = tmp_path / "minilm-fp16"
     assert export.main(["--out", str(out), "--no-rev"]) == 0
     info = json.loads((out / "export_info.json").read_text())

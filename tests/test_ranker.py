@@ -21,15 +21,9 @@ from interestflow.ranker import (PAIR_FEATURES, RANKER_FEATURES, USER_FEATURES, 
                                  Ranker, RankerConfig, ranking_features, user_activity)
 from interestflow.recommend import Recommender, RecommendConfig  # noqa: E402
 
-DAY = 86400.0
-
-# Toy case (as in test_candidates): 4 users x 5 items, hard segments {u0, u1}, {u2, u3}.
-IU = np.array([0, 0, 1, 1, 1, 2, 2, 3])
-II = np.array([0, 1, 0, 1, 2, 2, 3, 3])
-TS = np.array([0, 0, 0, 0, 10, 10, 10, 9]) * DAY
-ITEMS = np.array([[1, 0], [0.8, 0.6], [0, 1], [-1, 0], [0.6, 0.8]], np.float32)
-USERS = np.array([[1, 0], [0, 1], [0.6, 0.8], [-0.8, 0.6]], np.float32)
-SOFT = np.array([[1, 0], [1, 0], [0, 1], [0, 1]], np.float32)
+# the hand-checked toy case of test_candidates: 4 users x 5 items, hard segments {u0, u1},
+# {u2, u3}
+from test_candidates import DAY, II, ITEMS, IU, SOFT, TS, USERS  # noqa: E402
 
 
 def _toy():

@@ -5,8 +5,6 @@ Toy matrices small enough to compute by hand; the real data is never read here.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,22 +13,13 @@ import pytest
 
 from interestflow.synthetic import train_test_split_by_time
 
+from _fakes import load_script
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "recsys_eval.py"
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(path.parent))
-    try:
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.remove(str(path.parent))
-    return mod
-
-
-R = _load("recsys_eval", SCRIPT)
+R = load_script("recsys_eval", SCRIPT)
 
 
 def _events(pairs):
