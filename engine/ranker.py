@@ -136,13 +136,14 @@ class RankerConfig:
     num_threads: int = 2
     random_state: int = 0
     prior: str | None = "ease"
+    label_splits: int = 2
 
     def __post_init__(self):
         if self.prior is not None and not isinstance(self.prior, str):
             raise TypeError(f"prior must be a source name or None, got {self.prior!r}")
         for name, low in (("n_rounds", 1), ("num_leaves", 2), ("min_data_in_leaf", 1),
                           ("max_train_users", 1), ("num_threads", 1), ("random_state", 0),
-                          ("early_stopping_rounds", 1)):
+                          ("early_stopping_rounds", 1), ("label_splits", 1)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
                 raise TypeError(f"{name} must be an integer, got {v!r}")
@@ -347,12 +348,17 @@ class Ranker:
             raise ValueError("no user has a positive candidate; the ranker has nothing to "
                              "learn from (more interactions per user are needed)")
         cfg = self.config
-        kept = np.flatnonzero(keep_user)
+        # queries are sampled for validation by user (``user_rows``; one query per row
+        # without them), so one user's queries of several label splits stay on one side
+        who = np.arange(candidates.n_users) if candidates.user_rows is None else \
+            np.asarray(candidates.user_rows, np.int64)
+        kept = np.unique(who[keep_user])
         n_valid = int(round(cfg.validation_fraction * len(kept))) if len(kept) >= 20 else 0
         valid_user = np.zeros(candidates.n_users, bool)
         if n_valid:
             rng = np.random.default_rng(cfg.random_state)
-            valid_user[rng.choice(kept, size=n_valid, replace=False)] = True
+            valid_user = np.isin(who, rng.choice(kept, size=n_valid, replace=False)) & \
+                keep_user
         names = list(candidates.feature_names)
         init, missing_rank = _prior(candidates, cfg.prior)
         self.prior_ = None if init is None else {"source": cfg.prior,
@@ -380,7 +386,8 @@ class Ranker:
         self.booster_ = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
         self.feature_names_ = tuple(names)
         keep = keep_user[owner]
-        self.training_ = {"rows": int(keep.sum()), "users": int(keep_user.sum()),
+        self.training_ = {"rows": int(keep.sum()), "users": int(len(kept)),
+                          "queries": int(keep_user.sum()),
                           "validation_users": int(n_valid), "rounds": best,
                           "positives": int(y[keep].sum()), "prior": self.prior_,
                           "users_dropped_no_positive": int((~keep_user & (sizes > 0)).sum())}
@@ -486,50 +493,68 @@ def train_ranker(recommender, generator, *, inter_user, inter_item, inter_ts, in
     ts = np.asarray(inter_ts, np.float64)
     wt = np.asarray(inter_weight, np.float64)
     n_users, n_items = rec.n_users_, rec.n_items_
-    hold = holdout_mask(iu, ts, cfg.holdout_fraction)
-    keep = ~hold
-    inner, _ = subset_recommender(
-        rec.config, keep, user_vectors=rec.user_vectors_, item_vectors=rec.item_vectors_,
-        inter_user=iu, inter_item=ii, inter_ts=ts, inter_weight=wt,
-        inter_vectors=inter_vectors, item_from_interactions=item_from_interactions,
-        user_segment_weights=rec.user_segment_weights_,
-        popularity_half_life_days=rec.popularity_half_life_days_,
-        seed_half_life_days=rec.seed_half_life_days_, half_life_days=float(half_life_days))
-    inner.weights_ = np.asarray(rec.weights_, np.float64).copy()
-    inner.selection_ = None
     gcfg = generator.config
-    if generator.ease_lambda_ is not None:
-        # the fitted multiple of the mean item degree, applied to the inner matrix
-        scale = generator.ease_lambda_ / max(1.0, len(rec.seen_indices_) / max(n_items, 1))
-        gcfg = dataclasses.replace(
-            gcfg, ease_lambda=scale * max(1.0, len(inner.seen_indices_) / max(n_items, 1)))
-    gen = CandidateGenerator(gcfg).fit(
-        inner, inter_user=iu[keep], inter_item=ii[keep], inter_ts=ts[keep],
-        inter_weight=wt[keep], half_life_days=float(half_life_days),
-        device=generator.device_ if device is None else device)
-    # users with a held-out item they had not interacted with before
-    n = np.int64(n_items)
-    truth = np.unique(iu[hold] * n + ii[hold])
-    seen = np.repeat(np.arange(n_users), np.diff(inner.seen_indptr_)) * n + inner.seen_indices_
-    truth = truth[~np.isin(truth, seen)]
-    users = np.unique(truth // n)
-    users = users[np.diff(inner.seen_indptr_)[users] > 0]
-    n_eligible = len(users)
-    if len(users) > cfg.max_train_users:
-        rng = np.random.default_rng(cfg.random_state)
-        users = np.sort(rng.choice(users, size=cfg.max_train_users, replace=False))
-    info = {"holdout": hold, "users": users}
-    cand = gen.generate(users)
-    owner = np.repeat(cand.user_rows, np.diff(cand.indptr))
-    labels = np.isin(owner * n + cand.items, truth).astype(np.float32)
+    parts, label_parts, n_eligible, n_held = [], [], 0, 0
+    keep = np.ones(len(iu), bool)
+    info = {"holdout": [], "users": []}
+    for split in range(int(cfg.label_splits)):
+        # split s holds out each user's latest holdout_fraction of what the earlier splits kept
+        hold = np.zeros(len(iu), bool)
+        where = np.flatnonzero(keep)
+        hold[where[holdout_mask(iu[where], ts[where], cfg.holdout_fraction)]] = True
+        keep = keep & ~hold
+        if not hold.any() or not keep.any():
+            break
+        inner, _ = subset_recommender(
+            rec.config, keep, user_vectors=rec.user_vectors_, item_vectors=rec.item_vectors_,
+            inter_user=iu, inter_item=ii, inter_ts=ts, inter_weight=wt,
+            inter_vectors=inter_vectors, item_from_interactions=item_from_interactions,
+            user_segment_weights=rec.user_segment_weights_,
+            popularity_half_life_days=rec.popularity_half_life_days_,
+            seed_half_life_days=rec.seed_half_life_days_, half_life_days=float(half_life_days))
+        inner.weights_ = np.asarray(rec.weights_, np.float64).copy()
+        inner.selection_ = None
+        scfg = gcfg
+        if generator.ease_lambda_ is not None:
+            # the fitted multiple of the mean item degree, applied to the inner matrix
+            scale = generator.ease_lambda_ / max(1.0, len(rec.seen_indices_) / max(n_items, 1))
+            scfg = dataclasses.replace(
+                gcfg, ease_lambda=scale * max(1.0, len(inner.seen_indices_) / max(n_items, 1)))
+        gen = CandidateGenerator(scfg).fit(
+            inner, inter_user=iu[keep], inter_item=ii[keep], inter_ts=ts[keep],
+            inter_weight=wt[keep], half_life_days=float(half_life_days),
+            device=generator.device_ if device is None else device)
+        # users with a held-out item they had not interacted with before
+        n = np.int64(n_items)
+        truth = np.unique(iu[hold] * n + ii[hold])
+        seen = np.repeat(np.arange(n_users), np.diff(inner.seen_indptr_)) * n + \
+            inner.seen_indices_
+        truth = truth[~np.isin(truth, seen)]
+        users = np.unique(truth // n)
+        users = users[np.diff(inner.seen_indptr_)[users] > 0]
+        n_eligible += len(users)
+        n_held += int(hold.sum())
+        if len(users) > cfg.max_train_users:
+            rng = np.random.default_rng(cfg.random_state + split)
+            users = np.sort(rng.choice(users, size=cfg.max_train_users, replace=False))
+        info["holdout"].append(hold)
+        info["users"].append(users)
+        if not len(users):
+            continue
+        cand = gen.generate(users)
+        owner = np.repeat(cand.user_rows, np.diff(cand.indptr))
+        label_parts.append(np.isin(owner * n + cand.items, truth).astype(np.float32))
+        count, last = user_activity(iu[keep], ts[keep], n_users)
+        parts.append(ranking_features(cand, inner, count=count, last_ts=last,
+                                      t_ref=inner.behaviour_time_))
+    labels = np.concatenate(label_parts) if label_parts else np.zeros(0, np.float32)
     if not labels.any():
         logger.warning("ranker: no user has a held-out item among its candidates (%d users "
                        "with held-out items); no ranker trained", n_eligible)
         return None, info
-    count, last = user_activity(iu[keep], ts[keep], n_users)
-    X = ranking_features(cand, inner, count=count, last_ts=last, t_ref=inner.behaviour_time_)
+    X = Candidates.concatenate(parts)
     ranker = Ranker(cfg).fit(X, labels)
-    ranker.training_.update({"eligible_users": int(n_eligible),
-                             "held_out_interactions": int(hold.sum())})
+    ranker.training_.update({"eligible_users": int(n_eligible), "splits": len(parts),
+                             "held_out_interactions": int(n_held)})
     logger.info("ranker: trained on %s", ranker.training_)
     return ranker, info

@@ -110,13 +110,40 @@ def test_ease_lambda_is_picked_on_the_inner_split():
     best = max(grid.values())
     assert grid[f"{scale:g}"] == best  # the best inner recall; ties to the smaller lambda
     assert scale == min(float(m) for m, v in grid.items() if v == best)
-    assert gen.ease_selection_ == report
+    assert {k: gen.ease_selection_[k] for k in report} == report
+    assert gen.ease_selection_["items"] == 30 and gen.ease_selection_["multiple"] == scale
     n_pairs = len(rec.seen_indices_)
     assert gen.ease_lambda_ == pytest.approx(scale * n_pairs / 30)
+    assert gen.ease_selection_["lambda"] == pytest.approx(gen.ease_lambda_)
     # on the toy case every multiple ties on the inner split: the smallest, 1 x 8 / 5, wins
     toy = _toy()
     assert len(set(toy.ease_selection_["recall@10_by_multiple"].values())) == 1
     assert toy.ease_lambda_ == pytest.approx(1.6)
+
+
+def test_ease_lambda_above_the_selection_bound_is_picked_on_the_most_used_items():
+    from interestflow.candidates import _selected_ease_lambda, select_ease_lambda
+
+    rng = np.random.default_rng(7)
+    gen, rec = _random(rng, n_users=60, n_items=30, n_inter=600)
+    iu, ii, ts = gen._iu, gen._ii, gen._ts
+    pairs = np.unique(iu * 30 + ii)
+    degree = np.bincount(pairs % 30, minlength=30)
+    head = np.sort(np.argsort(-degree, kind="stable")[:12])
+    lam, report = _selected_ease_lambda(iu, ii, ts, 60, 30, 12, device="cpu")
+    # the same as selecting on the interactions with the 12 most-used items, renumbered
+    keep = np.isin(ii, head)
+    scale, ref = select_ease_lambda(iu[keep], np.searchsorted(head, ii[keep]), ts[keep], 60,
+                                    12, device="cpu")
+    assert report["items"] == 12 and report["multiple"] == scale
+    assert report["recall@10_by_multiple"] == ref["recall@10_by_multiple"]
+    # lambda: the multiple of the head's mean item degree (all events), for every item
+    assert lam == pytest.approx(scale * degree[head].mean())
+    assert report["lambda"] == lam
+    fitted = CandidateGenerator(CandidateConfig(ease_select_max_items=12,
+                                                index_kind="exact")).fit(
+        rec, inter_user=iu, inter_item=ii, inter_ts=ts, half_life_days=30.0, device="cpu")
+    assert fitted.ease_lambda_ == pytest.approx(lam) and fitted.ease_b_.shape == (30, 30)
 
 
 def test_ease_is_off_above_its_item_bound():

@@ -167,40 +167,53 @@ def test_ranker_param_is_validated_and_reported():
         InterestEngine(ranker="xgboost").fit(_events())
 
 
-def test_labels_come_from_the_inner_holdout_and_features_from_the_earlier_part(monkeypatch):
-    """The training queries are built from stage 1 refitted on each user's earlier 80%: the
-    positives are exactly the candidates among the user's latest 20% (not seen earlier), and
-    user activity counts the earlier part only. With the full-period stage 1 the held-out
-    items would be seen items, excluded from the candidates: no positive could exist."""
+def test_labels_come_from_the_inner_holdouts_and_features_from_the_earlier_part(monkeypatch):
+    """The training queries of label split 1 are built from stage 1 refitted on each user's
+    earlier 80%: the positives are exactly the candidates among the user's latest 20% (not
+    seen earlier), and user activity counts the earlier part only. Split 2 does the same
+    inside split 1's earlier part. With the full-period stage 1 the held-out items would be
+    seen items, excluded from the candidates: no positive could exist."""
     from interestflow import ranker as rmod
     from interestflow.synthetic import train_test_split_by_time
 
     ev = _events()
-    captured = {}
-    fit = rmod.Ranker.fit
+    captured = {"parts": []}
+    fit, features = rmod.Ranker.fit, rmod.ranking_features
 
     def spy(self, cand, labels):
         captured["cand"], captured["labels"] = cand, labels
         return fit(self, cand, labels)
 
+    def spy_features(cand, *args, **kwargs):
+        captured["parts"].append(len(cand.items))
+        return features(cand, *args, **kwargs)
+
     monkeypatch.setattr(rmod.Ranker, "fit", spy)
+    monkeypatch.setattr(rmod, "ranking_features", spy_features)
     eng = _engine(ev)
     cand, labels = captured["cand"], captured["labels"]
-    inner_train, inner_hold = train_test_split_by_time(ev, frac=0.2)
-    earlier = set(zip(inner_train["user_id"], inner_train["item_id"]))
-    later = set(zip(inner_hold["user_id"], inner_hold["item_id"])) - earlier
+    assert len(captured["parts"]) == 2 == eng.ranker_.training_["splits"]
+    assert sum(captured["parts"]) == len(labels)
     users = eng.user_ids_[cand.user_rows]
     owner = np.repeat(np.arange(cand.n_users), np.diff(cand.indptr))
     pairs = list(zip(users[owner], eng.item_ids_[cand.items]))
-    got = {p for p, y in zip(pairs, labels) if y == 1}
-    assert got and got == {p for p in pairs if p in later}
-    assert not any(p in earlier for p in pairs)  # earlier items are excluded as seen
-    # user activity: the earlier part's counts, not the full period's
-    n_earlier = inner_train.groupby("user_id").size()
+    split_of = np.repeat([0, 1], captured["parts"])
     col = RANKER_FEATURES.index("user_log_interactions")
-    np.testing.assert_allclose(cand.features[:, col],
-                               np.log1p(n_earlier.reindex(users[owner]).to_numpy()), rtol=1e-6)
-    assert eng.ranker_.training_["positives"] == len(got)
+    rest = ev
+    for split in (0, 1):
+        inner_train, inner_hold = train_test_split_by_time(rest, frac=0.2)
+        earlier = set(zip(inner_train["user_id"], inner_train["item_id"]))
+        later = set(zip(inner_hold["user_id"], inner_hold["item_id"])) - earlier
+        here = np.flatnonzero(split_of == split)
+        got = {pairs[j] for j in here if labels[j] == 1}
+        assert got and got == {pairs[j] for j in here if pairs[j] in later}
+        assert not any(pairs[j] in earlier for j in here)  # earlier items: seen, excluded
+        # user activity: the earlier part's counts, not the full period's
+        n_earlier = inner_train.groupby("user_id").size()
+        np.testing.assert_allclose(cand.features[here, col], np.log1p(
+            n_earlier.reindex(users[owner[here]]).to_numpy()), rtol=1e-6)
+        rest = inner_train
+    assert eng.ranker_.training_["positives"] == int(labels.sum())
 
 
 def test_two_fits_give_the_same_model(fitted):
