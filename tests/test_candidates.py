@@ -97,6 +97,45 @@ def test_ease_matrix_matches_a_direct_inverse():
         assert all(s[a] >= s[b] - 1e-6 for a, b in zip(by_rank, by_rank[1:]))
         for i, (score, _) in got.items():
             assert score == pytest.approx(s[i], rel=1e-4, abs=1e-6)
+        # every candidate (whatever source proposed it) carries X[u] @ B and the
+        # recency-weighted s[u] @ B / sum(s[u]); no decay here (infinite half-life): s = X
+        lo, hi = cand.indptr[u], cand.indptr[u + 1]
+        for j in range(lo, hi):
+            i = cand.items[j]
+            row = dict(zip(FEATURE_NAMES, cand.features[j]))
+            assert row["ease_all"] == pytest.approx(s[i], rel=1e-4, abs=1e-6)
+            assert row["ease_recent"] == pytest.approx(s[i] / len(SEEN[u]), rel=1e-4,
+                                                       abs=1e-6)
+
+
+def test_recent_ease_weights_the_latest_interactions_most():
+    # u1 saw items 0 and 1 on day 0 and item 2 on day 10: with a 1-day seed half-life the
+    # weights are 2**-10, 2**-10, 1, and ease_recent is their weighted mean of B's rows
+    rec = Recommender(RecommendConfig(weights={"content": 1.0}, seed_half_life_days=1.0)).fit(
+        user_vectors=USERS, item_vectors=ITEMS, inter_user=IU, inter_item=II, inter_ts=TS,
+        inter_weight=np.ones(len(IU)), user_segment=np.array([0, 0, 1, 1]), segment_soft=SOFT,
+        half_life_days=float("inf"))
+    gen = CandidateGenerator(CandidateConfig(index_kind="exact")).fit(
+        rec, inter_user=IU, inter_item=II, inter_ts=TS, half_life_days=float("inf"),
+        device="cpu")
+    B = np.asarray(gen.ease_b_.cpu().numpy() if hasattr(gen.ease_b_, "cpu") else gen.ease_b_,
+                   np.float64)
+    w = np.array([2.0 ** -10, 2.0 ** -10, 1.0])
+    cand = gen.generate(np.array([1]))
+    assert sorted(cand.items.tolist()) == [3, 4]
+    for j, i in enumerate(cand.items):
+        row = dict(zip(FEATURE_NAMES, cand.features[j]))
+        assert row["ease_recent"] == pytest.approx(w @ B[[0, 1, 2], i] / w.sum(), rel=1e-4,
+                                                   abs=1e-6)
+        assert row["ease_all"] == pytest.approx(B[[0, 1, 2], i].sum(), rel=1e-4, abs=1e-6)
+    # and the two differ: the recent item 2 dominates ease_recent
+    assert not np.allclose(cand.column("ease_recent"), cand.column("ease_all") / 3)
+
+
+def test_dense_behaviour_features_are_nan_when_the_source_is_off():
+    cand = _toy(ease=0, item_knn=0).generate(np.arange(4))
+    for name in ("ease_all", "ease_recent", "item_knn_all"):
+        assert np.isnan(cand.column(name)).all()
 
 
 def test_ease_lambda_is_picked_on_the_inner_split():
@@ -434,7 +473,8 @@ def test_engine_fit_builds_candidates_and_save_load_round_trips(tmp_path):
     from interestflow import InterestEngine
 
     ev = _engine_events()
-    eng = InterestEngine(encoder=_hash_encoder(), n_segments=2, device="cpu").fit(ev)
+    eng = InterestEngine(encoder=_hash_encoder(), n_segments=2, device="cpu",
+                         ranker=None).fit(ev)
     gen = eng.candidates_
     assert isinstance(gen, CandidateGenerator) and gen.ease_b_ is not None
     users = list(eng.user_ids_[:6])
