@@ -353,6 +353,13 @@ class InterestEngine:
         id of a vanished one (its keywords move with it). Every refit is logged with its
         reason. HDBSCAN segments are refitted on every call, with the same id matching.
 
+        The two-stage recommender follows the new events without retraining: the candidate
+        state is updated (popularity, segment popularity, trends, item-kNN seeds; EASE's
+        matrix is kept, new items get no EASE scores) and the ranker's features are computed
+        from it, while the ranker's model is the one :meth:`fit` trained. Recommendations
+        therefore differ from a full refit's (which also retrains EASE and the ranker); call
+        :meth:`fit` on all events to retrain them.
+
         Parameters
         ----------
         events : pandas.DataFrame or pyarrow.Table

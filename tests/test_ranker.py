@@ -370,3 +370,4 @@ def test_partial_fit_keeps_the_ranker_and_recommends_for_new_users():
     # the newcomer's own items are excluded: features come from the updated candidates
     mine = set(later.loc[later["user_id"] == "newcomer", "item_id"])
     assert not mine & set(out.loc[out["user_id"] == "newcomer", "item_id"])
+
