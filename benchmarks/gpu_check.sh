@@ -17,6 +17,9 @@
 # benchmarks/gpu_check.py runs its sections inside the time left of GPU_CHECK_BUDGET_S
 # (default 540 s, under the tool's 10-minute call limit) and writes gpu_check.json,
 # gpu_check.md, gpu_check.log, install.log and pytest_gpu.log into $OUT.
+# Before the sections it installs every wheel carried in .gpu_carry/wheels/ (LightGBM: the
+# device machine has no network) with `pip install --no-index --no-deps`, logged in install.log;
+# a failure is recorded there and is not fatal (the ranker parts then say "skipped").
 # Extra arguments go to gpu_check.py (e.g. --sections encode,cosine_topk). GPU_CHECK_NO_INSTALL=1
 # skips the install and uses the PYTHONPATH folder (the tests use it: no install into CI's env).
 set -u -o pipefail
@@ -34,6 +37,18 @@ if [ -z "$REV" ]; then REV="$(git rev-parse HEAD 2>/dev/null || echo unknown)"; 
 
 can_import() {  # from outside the repository, so that only an installed package can answer
   (cd /tmp && "$PY" -c "import interestflow.encoder, interestflow.kernels, interestflow.kmeans")
+}
+
+# wheels the machine lacks (LightGBM for the ranker), carried by export_fp16_model.py; a failed
+# install is recorded in install.log and the sections that need the package say "skipped"
+install_wheels() {
+  local whl
+  for whl in .gpu_carry/wheels/*.whl; do
+    [ -e "$whl" ] || { echo "no wheels in .gpu_carry/wheels"; return 0; }
+    echo "pip install --no-index --no-deps $whl"
+    timeout 120 "$PY" -m pip install --no-index --no-deps "$whl" \
+      || echo "FAILED (rc $?): $whl is not installed"
+  done
 }
 
 MODE=""
@@ -61,6 +76,11 @@ else
   fi
 fi
 echo "[gpu_check.sh] interestflow import: $MODE ($((SECONDS - START)) s)"
+if [ -z "${GPU_CHECK_NO_INSTALL:-}" ]; then
+  echo "[gpu_check.sh] carried wheels (log: install.log)"
+  install_wheels >>"$OUT/install.log" 2>&1
+  grep -h "^FAILED\|^no wheels" "$OUT/install.log" || true
+fi
 
 LEFT=$((BUDGET - (SECONDS - START)))
 timeout $((LEFT + 30)) "$PY" benchmarks/gpu_check.py --out "$OUT" --git-rev "$REV" \

@@ -298,7 +298,7 @@ def test_pipeline_errors_propagate(enc32, small_pieces, monkeypatch):
 def test_fp16_export_loads_and_matches(tmp_path, capsys):
     export = load_script("export_fp16_model", ROOT / "benchmarks" / "export_fp16_model.py")
     out = tmp_path / "minilm-fp16"
-    assert export.main(["--out", str(out), "--no-rev"]) == 0
+    assert export.main(["--out", str(out), "--no-rev", "--no-wheels"]) == 0
     info = json.loads((out / "export_info.json").read_text())
     assert info["min_cosine_vs_fp32"] >= 0.999
     assert info["bytes"] < 48 * 2**20  # fits the 64 MiB carry with the working tree
