@@ -29,6 +29,19 @@ kmeans
     ``interestflow.KMeans(backend="triton")`` against ``backend="torch"`` from the same initial
     centroids (time per Lloyd iteration, inertia ratio), the assign/update kernels alone, and
     cuML / FAISS-GPU k-means rows where those are installed (else "skipped: not installed").
+two_stage
+    The two-stage recommender on synthetic interactions (``make_interactions``: topics, skewed
+    item popularity, the latest 10 of 90 days held out as labels). ``fit_ease`` on the device:
+    seconds, and TFLOP/s of its Cholesky + inverse from the Gram matrix on the device (n^3
+    flops: n^3/3 + 2n^3/3) against the H100's fp32 (67) and TF32 (494 TFLOP/s) peaks; at a
+    smaller n also on the CPU, with max |B_device - B_cpu|. ``CandidateGenerator.generate``
+    users/s on the device for every user and, for one subset, on the device and on the CPU
+    (the same fitted state moved with ``from_state``), with equal candidate items and features
+    within float32 tolerance. A LightGBM ``Ranker`` (CPU) trained on some users' candidates
+    with the held-out labels, its fit time, scoring users/s and hit@10 ("skipped: lightgbm not
+    installed" without it). ``InterestEngine(...).fit`` + ``recommend`` with device CUDA and
+    CPU (``tests/_fakes.HashEncoder``, so that both see the same vectors): seconds and the
+    fraction of identical top-10 lists.
 pytest_gpu
     ``pytest -m gpu`` over the test suite: counts and the log.
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every GPU check and benchmark of interestflow in one call of the device tool.
 #
-# Run from the repository root on the GPU machine, with the fp16 model export and the revision
-# file carried in .gpu_carry (written here first by `python benchmarks/export_fp16_model.py`):
+# Run from the repository root on the GPU machine, with the fp16 model export, the LightGBM
+# wheel and the revision file carried in .gpu_carry (written here first by
+# `python benchmarks/export_fp16_model.py`; ~47 MiB of the tool's 64 MiB carry):
 #
 #     bash benchmarks/gpu_check.sh            # results in $OUT (else ./gpu_check_out)
 #
@@ -14,7 +15,8 @@
 # builds the C++ module (`pip install --no-deps --no-build-isolation --no-index -e .`), and if
 # that fails or does not import, a PYTHONPATH folder that maps interestflow -> engine/ and
 # interestflow/kernels -> kernels/ (no C++ module). Which one was used is recorded. Then
-# benchmarks/gpu_check.py runs its sections inside the time left of GPU_CHECK_BUDGET_S
+# benchmarks/gpu_check.py runs its sections (env, encode, cosine_topk, kmeans, two_stage,
+# pytest_gpu; see its docstring) inside the time left of GPU_CHECK_BUDGET_S
 # (default 540 s, under the tool's 10-minute call limit) and writes gpu_check.json,
 # gpu_check.md, gpu_check.log, install.log and pytest_gpu.log into $OUT.
 # Before the sections it installs every wheel carried in .gpu_carry/wheels/ (LightGBM: the
