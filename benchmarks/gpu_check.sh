@@ -69,7 +69,7 @@ else
   SHIM="$(mktemp -d)"
   mkdir -p "$SHIM/interestflow"
   for f in "$PWD"/engine/*; do ln -s "$f" "$SHIM/interestflow/"; done
-  ln -s "$PWD/kernels" "$SHIM/interestflow/kernels"
+  ln -sfn "$PWD/kernels" "$SHIM/interestflow/kernels"  # replaces an engine/kernels link
   export PYTHONPATH="$SHIM${PYTHONPATH:+:$PYTHONPATH}"
   if can_import >>"$OUT/install.log" 2>&1; then
     MODE="pythonpath-shim ($WHY)"
