@@ -651,10 +651,8 @@ class CandidateGenerator:
         self._knn = sp.csr_matrix((rec.knn_weights_, rec.knn_indices_, rec.knn_indptr_),
                                   shape=(n_items, n_items))
         n_seen = np.diff(rec.seen_indptr_)
-        depth = min(n_items, cfg.popularity + (int(n_seen.max()) if len(n_seen) else 0))
-        pop = np.asarray(rec.popularity_, np.float64)
-        top = topk_rows(pop[None, :], depth)[0] if depth else np.zeros(0, np.int64)
-        self._pop_order = top[pop[top] > 0]
+        self._pop_order, self._pop_depth_ = np.zeros(0, np.int64), -1
+        self._pop_depth(int(n_seen.max()) if len(n_seen) else 0)
         self._pools = {}
         for name, M in (("segment_popularity", rec.segment_popularity_),
                         ("segment_trending", self.segment_trend_)):
@@ -671,6 +669,17 @@ class CandidateGenerator:
             self._ease_t = self.ease_b_ if isinstance(self.ease_b_, torch.Tensor) else \
                 torch.from_numpy(np.asarray(self.ease_b_, np.float32)).to(self.device_)
             self._ease_t = self._ease_t.contiguous()  # see fit_ease
+
+    def _pop_depth(self, max_seen: int):
+        """Popularity order deep enough that a user with ``max_seen`` seen items still gets
+        ``popularity`` unseen ones (the top ``popularity + max_seen`` items by popularity,
+        positive only; ties to the lower item row)."""
+        depth = min(self.n_items_, self.config.popularity + max_seen)
+        if depth <= self._pop_depth_:
+            return
+        pop = np.asarray(self.recommender_.popularity_, np.float64)
+        top = topk_rows(pop[None, :], depth)[0] if depth else np.zeros(0, np.int64)
+        self._pop_order, self._pop_depth_ = top[pop[top] > 0], depth
 
     @classmethod
     def from_engine(cls, engine, config: CandidateConfig | None = None, *, device=None
@@ -759,6 +768,79 @@ class CandidateGenerator:
         out = Candidates.concatenate(parts) if parts else _empty(0, rows)
         out.user_rows = rows
         return out
+
+    def generate_for(self, user_vectors, seen, seeds, segment_weights, interests=None
+                     ) -> Candidates:
+        """Candidates of users that are not rows of the fitted model, from their own state.
+
+        Runs the same per-chunk code as :meth:`generate` (every source, the same features),
+        with the users' vectors, seen items, item-kNN seeds and segment weights given instead
+        of read from the recommender's rows: the batch scorer (:mod:`interestflow.batch`)
+        builds them from a chunk's events with the functions ``fit`` uses
+        (:func:`~interestflow.recommend.user_seeds`,
+        :func:`~interestflow.recommend.segment_weights`), so that a user scored from the
+        events the model was fitted on gets exactly the candidates :meth:`generate` gives it.
+        Users are processed ``config.chunk_users`` at a time: EASE's dense score block is at
+        most ``chunk_users x n_items`` float32 (``n_items <= ease_max_items``).
+
+        Parameters
+        ----------
+        user_vectors : ndarray, shape (m, dim)
+            Unit interest vectors.
+        seen : tuple (indptr (m + 1,), indices)
+            CSR of the items each user interacted with (item rows, ascending per user).
+        seeds : tuple (indptr (m + 1,), indices, weights)
+            CSR of the users' item-kNN seed weights (:func:`~interestflow.recommend.user_seeds`).
+        segment_weights : ndarray, shape (m, K)
+            The users' segment weights, as ``Recommender.user_segment_weights_`` holds them.
+        interests : tuple (offsets (m + 1,), vectors (n, dim)), optional
+            Per-user interests (the content source searches each).
+
+        Returns
+        -------
+        Candidates
+            ``m`` users, in the order given; ``user_rows`` is None.
+        """
+        import scipy.sparse as sp
+
+        self._check_fitted()
+        rec = self.recommender_
+        U = np.ascontiguousarray(user_vectors, np.float32)
+        if U.ndim != 2 or U.shape[1] != rec.dim_:
+            raise ValueError(f"user_vectors must have shape (m, {rec.dim_}), got {U.shape}")
+        m, n_items = len(U), self.n_items_
+        K = rec.user_segment_weights_.shape[1]
+        W = np.asarray(segment_weights, np.float32)
+        if W.shape != (m, K):
+            raise ValueError(f"segment_weights must have shape ({m}, {K}), got {W.shape}")
+        s_ptr, s_idx = (np.asarray(a, np.int64) for a in seen)
+        d_ptr, d_idx = (np.asarray(a, np.int64) for a in seeds[:2])
+        d_val = np.asarray(seeds[2], np.float64)
+        for name, ptr, idx in (("seen", s_ptr, s_idx), ("seeds", d_ptr, d_idx)):
+            if ptr.shape != (m + 1,) or ptr[0] != 0 or ptr[-1] != len(idx):
+                raise ValueError(f"{name} must be a CSR of {m} users: indptr of shape "
+                                 f"({m + 1},) from 0 to len(indices); got indptr {ptr.shape}, "
+                                 f"{len(idx)} indices")
+            if len(idx) and (idx.min() < 0 or idx.max() >= n_items):
+                raise ValueError(f"{name} holds item rows outside [0, {n_items})")
+        if len(d_val) != len(d_idx):
+            raise ValueError(f"seeds has {len(d_idx)} indices but {len(d_val)} weights")
+        self._pop_depth(int(np.diff(s_ptr).max()) if m else 0)
+        parts = []
+        step = self.config.chunk_users
+        for a in range(0, m, step):
+            b = min(m, a + step)
+            sub = np.arange(a, b)
+            inter = None
+            if interests is not None:
+                off = np.asarray(interests[0], np.int64)
+                iptr, iidx = _rows_csr(off, np.arange(off[-1]), sub)
+                inter = (iptr, np.asarray(interests[1], np.float32)[iidx])
+            sp_ptr, sp_idx, sp_val = _rows_csr(d_ptr, d_idx, sub, d_val)
+            parts.append(self._chunk(U[a:b], W[a:b], _rows_csr(s_ptr, s_idx, sub),
+                                     sp.csr_matrix((sp_val, sp_idx, sp_ptr),
+                                                   shape=(b - a, n_items)), inter))
+        return Candidates.concatenate(parts) if parts else _empty(0)
 
     def generate_cold(self, user_vectors, *, segment_weights=None, interest_vectors=None,
                       interest_offsets=None) -> Candidates:
