@@ -25,11 +25,42 @@ How it works
    else the encoded text, else the vector of the event's catalogue item) -> time-decayed user
    means (:func:`~interestflow.interests.decayed_user_means`, the model's half-life) -> unit user
    vectors -> nearest model centroid and soft segment features (the model's temperature) ->
-   top-k catalogue items by cosine (``ItemIndex.search``), leaving out items the user's events
-   mention. The two part
-   files ``users/part-NNNNN.parquet`` and ``recommendations/part-NNNNN.parquet`` are written
-   atomically (temp file + rename); then the chunk is recorded in ``manifest.json`` (rewritten
-   atomically by the one driver process).
+   top-k items, by the same stages as :meth:`InterestEngine.recommend
+   <interestflow.InterestEngine.recommend>` where the model has a learned ranker:
+
+   * **Model with a ranker** (``InterestEngine(ranker="lightgbm")``): stage 1, the model's
+     :class:`~interestflow.candidates.CandidateGenerator` (content, item-kNN, EASE,
+     popularity, segment popularity, segment trending) through
+     :meth:`~interestflow.candidates.CandidateGenerator.generate_for`, fed with what ``fit``
+     would have stored for these users, built from the chunk's events by the functions
+     ``fit`` uses: seen items and item-kNN seeds (:func:`~interestflow.recommend.user_seeds`
+     of the events with a catalogue item), segment weights
+     (:func:`~interestflow.recommend.segment_weights`), interaction count and latest time
+     (:func:`~interestflow.ranker.user_activity`); stage 2, the model's LightGBM ranker over
+     :func:`~interestflow.ranker.ranking_features`. The ranker's reference time (its
+     ``user_recency_days``) is the latest time of a staged event with a catalogue item, as
+     ``fit``'s ``behaviour_time_`` is the latest interaction time (``now`` does not move it).
+     Scoring the events a model was fitted on therefore gives every user the list
+     ``recommend`` gives (tested). Users pass through both stages
+     ``CandidateConfig.chunk_users`` (default 1,024) at a time, so the two stages add one
+     sub-chunk's arrays, not the chunk's: its candidates (``chunk_users x`` the sum of the
+     source cuts, at most 450, rows of ``len(RANKER_FEATURES)`` float32) and EASE's dense
+     ``chunk_users x n_items`` float32 block (EASE exists only up to ``ease_max_items``
+     items, 20,000 by default: at most 82 MB); nothing of (users x catalogue) is allocated.
+     Each process also holds the model's fitted state (its arrays, EASE's ``B``, the
+     generator's content index), loaded once. Per-user interests are not built from events,
+     so a ranker model with ``multi_interest=True`` is refused, as is ``items=``.
+   * **Model without a ranker**: the top-k catalogue items by cosine (``ItemIndex.search``),
+     leaving out items the user's events mention. These are ``recommend``'s items, in its
+     order, for a content-only recommender (``RecommendConfig(weights={"content": w})``,
+     ``index="exact"``; ``recommend``'s scores are the z-scores of these cosines over the
+     unseen items); the other recommenders blend behaviour components over the whole
+     catalogue per user (dense users x items blocks) and ``multi_interest=True`` engines rank
+     per interest, which batch scoring does not reproduce: their batch lists are content-only.
+
+   The two part files ``users/part-NNNNN.parquet`` and ``recommendations/part-NNNNN.parquet``
+   are written atomically (temp file + rename); then the chunk is recorded in
+   ``manifest.json`` (rewritten atomically by the one driver process).
 5. **Finish.** ``summary.json`` (counts, rejected rows by reason, timings per stage); the staging
    folder is removed.
 
@@ -1549,7 +1580,14 @@ def score(events, model_dir, out, *, items=None, k: int = 10, chunk_users=None,
         strings (``"007"`` is not ``"7"``), Parquet and JSON ids keep the file's type.
     model_dir : str or os.PathLike
         A saved :class:`~interestflow.InterestEngine` (its encoder, half-life, segment
-        centroids and temperature, and by default its items).
+        centroids and temperature, and by default its items). With a learned ranker
+        (``ranker="lightgbm"``) its candidate generator and ranker too: the users' lists
+        then come from the same two stages as ``InterestEngine.recommend`` (see the module
+        docstring; ``items=`` is refused, and ``index=`` only indexes the catalogue for
+        staging: the content source searches the generator's own index, as ``recommend``
+        does). With ``segment_assignment="hard"`` the segment weights are the one-hot of the
+        nearest centroid (``fit`` uses the clustering's labels, which may differ for users at
+        a segment border; HDBSCAN noise users get a segment here).
     out : str or os.PathLike
         Output folder: ``users/part-NNNNN.parquet`` (``user_id``, ``vector`` list<float32>
         (dim,), ``segment``, ``segment_0..K-1``), ``recommendations/part-NNNNN.parquet``
