@@ -1098,8 +1098,8 @@ def _chunk_users_for_memory(max_memory: int, *, n_items: int, dim: int, n_seg: i
     chunk_users`` users: its candidates (``chunk_users x total cut`` rows of the ranker's
     features in float32, plus the union's keys and the per-source entries), EASE's dense
     ``chunk_users x n_items`` float32 block when EASE is on, and the segment sources'
-    ``chunk_users x pool`` float64 blocks. Per user it adds the seeds/seen CSR entries and
-    the (k) ranked output."""
+    ``chunk_users x pool`` float64 blocks. Per user it adds the seeds/seen CSR entries, the
+    (k) ranked output and the content source's (cut) search result."""
     from .retrieval import bf16_scan_bytes
 
     # the catalogue twice (the index's unit rows and FAISS's lists, or the exact kind's
@@ -1113,8 +1113,13 @@ def _chunk_users_for_memory(max_memory: int, *, n_items: int, dim: int, n_seg: i
     per_user = rows_per_user * per_row + 3 * dim * 4 + 3 * n_seg * 4 \
         + (k + rows_per_user) * 48
     if two_stage is not None:
+        from .candidates import CandidateConfig
+
+        cut = CandidateConfig.from_dict(two_stage["candidates_config"]["config"]).content
         fixed += _two_stage_bytes(two_stage, dim, n_seg)
-        per_user += rows_per_user * 3 * 8 + k * 16 + n_seg * 4
+        # seeds/seen CSR entries, the ranked output, segment weights, and the content
+        # source searched for the whole chunk at once (scores and rows, cut per user)
+        per_user += rows_per_user * 3 * 8 + k * 16 + n_seg * 4 + cut * 12
     # 15% headroom: allocator caches and the moment-to-moment mix of buffers (measured
     # peaks at max_memory=1.8GB: 1.42-1.86 GB)
     room = max_memory / 1.15 - fixed
@@ -1357,13 +1362,16 @@ def _rank_two_stage(res, job: _Job, U, soft, segment, iu, ii, ts, w, k: int):
     t_ref = job.behaviour_time if job.behaviour_time is not None else job.reference_time
     scores = np.full((m, k), -np.inf)
     items = np.full((m, k), -1, np.int64)
+    # the content source for the whole chunk in one search (m x cut rows: bounded by the
+    # chunk, like the output): the exact kernel is ~1.4x faster on 8k-query blocks than on 1k
+    content = gen.content_search(U, (s_ptr, s_idx))
     step = gen.config.chunk_users
     for a in range(0, m, step):
         b = min(m, a + step)
         lo, hi = s_ptr[a], s_ptr[b]
         ptr = s_ptr[a:b + 1] - lo
         cand = gen.generate_for(U[a:b], (ptr, s_idx[lo:hi]), (ptr, s_idx[lo:hi], s_val[lo:hi]),
-                                W[a:b])
+                                W[a:b], content=(content[0][a:b], content[1][a:b]))
         X = ranking_features(cand, rec.popularity_, segment_weights=W[a:b],
                              count=count[a:b], last_ts=last[a:b], t_ref=t_ref)
         scores[a:b], items[a:b] = ranker.topk(X, k)

@@ -311,6 +311,35 @@ def _rows_csr(indptr, indices, rows, data=None):
     return ptr, indices[take].astype(np.int64), data[take]
 
 
+def _search_entries(s, i):
+    """(row, item, score, rank) of a search result (scores, rows), padding dropped."""
+    r = np.repeat(np.arange(len(i)), i.shape[1]).reshape(i.shape)
+    rank = np.broadcast_to(np.arange(1, i.shape[1] + 1), i.shape)
+    ok = i >= 0
+    return r[ok], i[ok], s[ok].astype(np.float64), rank[ok].astype(np.int64)
+
+
+def _pair_cosines(U, V, row, item):
+    """``U[row] . V[item]`` per entry, entries sorted by row: float32 of the float64 dot
+    product (the exact index's rescoring kernel, so a content candidate's cosine is its
+    content score to the bit), without gathering the (nnz, dim) rows of ``U`` and ``V``
+    (2 x 4 x dim bytes per candidate of memory traffic that dominated the features)."""
+    from interestflow.kernels import numba_ivf
+
+    n = len(row)
+    if n == 0:
+        return np.zeros(0, np.float32)
+    counts = np.bincount(row, minlength=len(U))
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    pos = np.arange(n) - np.repeat(starts, counts)
+    R = np.full((len(U), int(counts.max())), -1, np.int64)
+    R[row, pos] = item
+    out = np.empty(R.shape, np.float32)
+    numba_ivf.rescore(np.ascontiguousarray(U, np.float32), np.ascontiguousarray(V, np.float32),
+                      R, out)
+    return out[row, pos]
+
+
 # ------------------------------------------------------------------------------ EASE
 def fit_ease(indptr, indices, n_users: int, n_items: int, *, lam: float | None = None,
              device=None):
@@ -769,8 +798,23 @@ class CandidateGenerator:
         out.user_rows = rows
         return out
 
-    def generate_for(self, user_vectors, seen, seeds, segment_weights, interests=None
-                     ) -> Candidates:
+    def content_search(self, user_vectors, seen=None):
+        """The content source of users given by their vectors: ``(scores, rows)``, each
+        (m, ``config.content``), -inf / -1 padded; ``seen`` (indptr, indices) is left out
+        when ``config.exclude_seen``. What :meth:`generate_for` searches per sub-chunk; a
+        caller with many users searches them in one call (the exact kernel is faster on
+        larger query blocks) and passes slices as ``generate_for(..., content=)``."""
+        self._check_fitted()
+        U = np.ascontiguousarray(user_vectors, np.float32)
+        cut = self.config.content
+        if cut == 0 or self._index is None:
+            return (np.full((len(U), 0), -np.inf, np.float32), np.full((len(U), 0), -1,
+                                                                        np.int64))
+        ex = seen if (seen is not None and self.config.exclude_seen) else None
+        return self._index.search(U, cut, exclude=ex)
+
+    def generate_for(self, user_vectors, seen, seeds, segment_weights, interests=None, *,
+                     content=None) -> Candidates:
         """Candidates of users that are not rows of the fitted model, from their own state.
 
         Runs the same per-chunk code as :meth:`generate` (every source, the same features),
@@ -795,6 +839,9 @@ class CandidateGenerator:
             The users' segment weights, as ``Recommender.user_segment_weights_`` holds them.
         interests : tuple (offsets (m + 1,), vectors (n, dim)), optional
             Per-user interests (the content source searches each).
+        content : tuple (scores (m, cut), rows (m, cut)), optional
+            The content source already searched (:meth:`content_search` of these users and
+            ``seen``); not with ``interests``.
 
         Returns
         -------
@@ -825,6 +872,16 @@ class CandidateGenerator:
                 raise ValueError(f"{name} holds item rows outside [0, {n_items})")
         if len(d_val) != len(d_idx):
             raise ValueError(f"seeds has {len(d_idx)} indices but {len(d_val)} weights")
+        if content is not None:
+            if interests is not None:
+                raise ValueError("pass content= or interests=, not both (content= is the "
+                                 "search of the user vectors)")
+            cs, ci = content
+            want = (m, self.config.content if self._index is not None else 0)
+            if np.shape(cs) != want or np.shape(ci) != want:
+                raise ValueError(f"content must be (scores, rows) of shape {want} each "
+                                 f"(content_search of these users), got {np.shape(cs)}, "
+                                 f"{np.shape(ci)}")
         self._pop_depth(int(np.diff(s_ptr).max()) if m else 0)
         parts = []
         step = self.config.chunk_users
@@ -839,7 +896,9 @@ class CandidateGenerator:
             sp_ptr, sp_idx, sp_val = _rows_csr(d_ptr, d_idx, sub, d_val)
             parts.append(self._chunk(U[a:b], W[a:b], _rows_csr(s_ptr, s_idx, sub),
                                      sp.csr_matrix((sp_val, sp_idx, sp_ptr),
-                                                   shape=(b - a, n_items)), inter))
+                                                   shape=(b - a, n_items)), inter,
+                                     content=None if content is None else
+                                     (content[0][a:b], content[1][a:b])))
         return Candidates.concatenate(parts) if parts else _empty(0)
 
     def generate_cold(self, user_vectors, *, segment_weights=None, interest_vectors=None,
@@ -882,9 +941,10 @@ class CandidateGenerator:
         return Candidates.concatenate(parts) if parts else _empty(0)
 
     # ---------------------------------------------------------------- chunk
-    def _chunk(self, U, Wseg, seen, seeds, interests, cold=False) -> Candidates:
+    def _chunk(self, U, Wseg, seen, seeds, interests, cold=False, content=None) -> Candidates:
         """Candidates of one chunk: U (c, dim), Wseg (c, K) or None, seen (indptr, indices),
-        seeds a (c, n_items) CSR, interests (indptr, vectors) or None."""
+        seeds a (c, n_items) CSR, interests (indptr, vectors) or None, content the content
+        source's (scores, rows) already searched or None."""
         cfg, rec = self.config, self.recommender_
         c, n_items = len(U), self.n_items_
         if c == 0 or n_items == 0:
@@ -894,7 +954,8 @@ class CandidateGenerator:
         # entries of every source: (row, item, score, rank)
         found = {}
         if cfg.content > 0:
-            found["content"] = self._content(U, seen if exclude else None, interests)
+            found["content"] = self._content(U, seen if exclude else None, interests) \
+                if content is None else _search_entries(*content)
         if cfg.item_knn > 0 and not cold:
             S = (seeds @ self._knn).tocsr()
             S.sum_duplicates()
@@ -930,11 +991,7 @@ class CandidateGenerator:
     def _content(self, U, seen, interests):
         cut = self.config.content
         if interests is None:
-            s, i = self._index.search(U, cut, exclude=seen)
-            r = np.repeat(np.arange(len(U)), i.shape[1]).reshape(i.shape)
-            rank = np.broadcast_to(np.arange(1, i.shape[1] + 1), i.shape)
-            ok = i >= 0
-            return r[ok], i[ok], s[ok].astype(np.float64), rank[ok].astype(np.int64)
+            return _search_entries(*self._index.search(U, cut, exclude=seen))
         iptr, V = interests
         owner = np.repeat(np.arange(len(U)), np.diff(iptr))
         ex = None
@@ -1038,9 +1095,9 @@ class CandidateGenerator:
         V = rec.item_vectors_
         n = len(row)
         K = self.segment_trend_.shape[0]
+        F[:, col["content_cosine"]] = _pair_cosines(U, V, row, item)
         for a in range(0, n, block):
             r, it = row[a:a + block], item[a:a + block]
-            F[a:a + block, col["content_cosine"]] = np.einsum("ij,ij->i", U[r], V[it])
             if Wseg is not None and K:
                 w = Wseg[r].astype(np.float64)
                 F[a:a + block, col["segment_popularity"]] = np.einsum(

@@ -550,6 +550,6 @@ def test_memory_estimate_counts_the_two_stages(ranked, monkeypatch):
     fixed = 300 * 2**20 + 2 * n_items * DIM * 4 + batch._RUNTIME_MARGIN_BYTES \
         + 2 * batch._GATHER_ROWS * DIM * 4
     per_user = 15 * (3 * 64 + 24 + 2 * DIM * 4) + 3 * DIM * 4 + 3 * 3 * 4 + (10 + 15) * 48
-    per_user += 15 * 24 + 10 * 16 + 3 * 4
+    per_user += 15 * 24 + 10 * 16 + 3 * 4 + 100 * 12
     assert two == int((mem / 1.15 - fixed - extra) // per_user)
     assert two < batch._chunk_users_for_memory(mem, **args)
