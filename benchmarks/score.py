@@ -156,12 +156,12 @@ def main(argv=None) -> int:
     p.add_argument("--keep", action="store_true", help="keep the scoring outputs")
     a = p.parse_args(argv)
     root = Path(a.root)
-    sizes = sorted(int(s) for s in a.sizes.split(","))
+    sizes = sorted(int(s) for s in a.sizes.split(",") if s.strip())  # "": none
     paths = [x.strip() for x in a.paths.split(",")]
     bad = [x for x in paths if x not in ("content", "two_stage")]
     if bad:
         p.error(f"--paths: unknown {bad}; valid: content, two_stage")
-    dask_size = sizes[-1] if a.dask_size is None else a.dask_size
+    dask_size = (sizes[-1] if sizes else 0) if a.dask_size is None else a.dask_size
     runs = []
 
     def run(data, n, path, dask=None, tag=""):
