@@ -156,7 +156,7 @@ def fit_model(out: Path, ids, vectors, ev_user, ev_ts, ev_item, n_segments: int,
     return eng
 
 
-def model_users_events(a, ids_n: int, topic_items: list, n_users: int):
+def model_users_events(a, topic_items: list, n_users: int):
     """(user, ts, item) of the first ``n_users`` users, as the full generation makes them."""
     users, tss, items = [], [], []
     for block in range((min(n_users, a.users) + BLOCK_USERS - 1) // BLOCK_USERS):
@@ -178,7 +178,7 @@ def fit_models(a, out: Path, ids, vectors, topic_items, user=None, ts=None, item
         if n_users <= 0 or (out / name / "meta.json").is_file():
             continue
         if user is None:
-            u, t, i = model_users_events(a, len(ids), topic_items, n_users)
+            u, t, i = model_users_events(a, topic_items, n_users)
         else:
             sel = user < n_users
             u, t, i = user[sel], ts[sel], item[sel]
