@@ -10,8 +10,12 @@ encoded in float32, minimum cosine over a few texts >= 0.999 (else it exits 1). 
 the current git revision to ``<carry>/git_rev`` for ``benchmarks/gpu_check.sh``, which cannot run
 git on the device machine.
 
-    python benchmarks/export_fp16_model.py                 # -> .gpu_carry/minilm-fp16/
-    python benchmarks/export_fp16_model.py --out /tmp/minilm-fp16 --no-rev
+It also downloads the wheels the device machine lacks and cannot fetch (it has no network) into
+``<carry>/wheels/``: LightGBM at the version installed here, CPython 3.12 x86_64 manylinux_2_28
+(the learned ranker; ~3.3 MiB), which ``gpu_check.sh`` installs with ``pip --no-index``.
+
+    python benchmarks/export_fp16_model.py                 # -> .gpu_carry/minilm-fp16/, wheels/
+    python benchmarks/export_fp16_model.py --out /tmp/minilm-fp16 --no-rev --no-wheels
 """
 
 from __future__ import annotations
@@ -28,6 +32,10 @@ ROOT = Path(__file__).resolve().parent.parent
 CARRY = ROOT / ".gpu_carry"
 DEFAULT_OUT = CARRY / "minilm-fp16"
 MIN_COSINE = 0.999
+WHEELS = CARRY / "wheels"
+# (distribution, pip platform tag): pure-Python-tagged wheels that bundle a manylinux library
+WHEEL_DISTS = (("lightgbm", "manylinux_2_28_x86_64"),)
+WHEEL_PYTHON = "3.12"  # the device machine's Python
 
 # Files copied as they are: the Hugging Face config and tokenizer, and the sentence-transformers
 # layout (modules, pooling, max_seq_length). README/.gitattributes/data_config are left behind.
@@ -88,6 +96,30 @@ def check(src: Path, out: Path) -> float:
     return min_cosine(got, ref)
 
 
+def download_wheels(dest: Path = WHEELS) -> list[dict]:
+    """Download :data:`WHEEL_DISTS` at the versions installed here into ``dest`` (replaced).
+
+    Binary wheels only, no dependencies (numpy and scipy are on the device machine). Returns
+    one dict per wheel: file name, bytes, platform tag from the file name.
+    """
+    import importlib.metadata as md
+
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    out = []
+    for dist, platform in WHEEL_DISTS:
+        version = md.version(dist)
+        subprocess.run([sys.executable, "-m", "pip", "download", f"{dist}=={version}",
+                        "--only-binary=:all:", "--python-version", WHEEL_PYTHON,
+                        "--platform", platform, "--no-deps", "-q", "-d", str(dest)],
+                       check=True, timeout=300)
+        for whl in sorted(dest.glob(f"{dist}-{version}-*.whl")):
+            out.append({"file": whl.name, "bytes": whl.stat().st_size,
+                        "tags": whl.name[:-4].split("-", 2)[2]})
+    return out
+
+
 def git_rev() -> str:
     """``git rev-parse HEAD``, with ``-dirty`` when tracked files have uncommitted changes."""
     rev = subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=ROOT, text=True).strip()
@@ -111,6 +143,8 @@ def main(argv=None) -> int:
                    help="source model folder (default: the packaged all-MiniLM-L6-v2)")
     p.add_argument("--no-rev", action="store_true",
                    help=f"do not write {CARRY.relative_to(ROOT)}/git_rev")
+    p.add_argument("--no-wheels", action="store_true",
+                   help=f"do not download the wheels into {WHEELS.relative_to(ROOT)}")
     args = p.parse_args(argv)
 
     if args.src is None:
@@ -127,6 +161,13 @@ def main(argv=None) -> int:
         rev = git_rev()
         (CARRY / "git_rev").write_text(rev + "\n")
         print(f"wrote {CARRY / 'git_rev'}: {rev}")
+    if not args.no_wheels:
+        for w in download_wheels():
+            print(f"wrote {WHEELS / w['file']}: {w['bytes'] / 2**20:.1f} MiB ({w['tags']})")
+    if CARRY.is_dir():
+        total = sum(f.stat().st_size for f in CARRY.rglob("*") if f.is_file())
+        print(f"{CARRY.relative_to(ROOT)} holds {total / 2**20:.1f} MiB (the device tool "
+              "carries 64 MiB in all, with the working tree)")
     if not cos >= MIN_COSINE:
         print(f"FAILED: min cosine {cos:.6f} < {MIN_COSINE}", file=sys.stderr)
         return 1

@@ -29,6 +29,19 @@ kmeans
     ``interestflow.KMeans(backend="triton")`` against ``backend="torch"`` from the same initial
     centroids (time per Lloyd iteration, inertia ratio), the assign/update kernels alone, and
     cuML / FAISS-GPU k-means rows where those are installed (else "skipped: not installed").
+two_stage
+    The two-stage recommender on synthetic interactions (``make_interactions``: topics, skewed
+    item popularity, the latest 10 of 90 days held out as labels). ``fit_ease`` on the device:
+    seconds, and TFLOP/s of its Cholesky + inverse from the Gram matrix on the device (n^3
+    flops: n^3/3 + 2n^3/3) against the H100's fp32 (67) and TF32 (494 TFLOP/s) peaks; at a
+    smaller n also on the CPU, with max |B_device - B_cpu|. ``CandidateGenerator.generate``
+    users/s on the device for every user and, for one subset, on the device and on the CPU
+    (the same fitted state moved with ``from_state``), with equal candidate items and features
+    within float32 tolerance. A LightGBM ``Ranker`` (CPU) trained on some users' candidates
+    with the held-out labels, its fit time, scoring users/s and hit@10 ("skipped: lightgbm not
+    installed" without it). ``InterestEngine(...).fit`` + ``recommend`` with device CUDA and
+    CPU (``tests/_fakes.HashEncoder``, so that both see the same vectors): seconds and the
+    fraction of identical top-10 lists.
 pytest_gpu
     ``pytest -m gpu`` over the test suite: counts and the log.
 
@@ -62,8 +75,10 @@ from encode import min_cosine  # noqa: E402
 
 H100_FP16_TFLOPS = 989.0  # dense fp16/bf16 tensor-core peak, H100 SXM datasheet
 H100_HBM_TBPS = 3.35      # HBM3 bandwidth, H100 SXM datasheet
+H100_FP32_TFLOPS = 67.0   # fp32 without tensor cores, H100 SXM datasheet (EASE runs in fp32)
+H100_TF32_TFLOPS = 494.0  # dense TF32 tensor-core peak, H100 SXM datasheet
 DEFAULT_MODEL = ROOT / ".gpu_carry" / "minilm-fp16"
-SECTIONS = ("env", "encode", "cosine_topk", "kmeans", "pytest_gpu")
+SECTIONS = ("env", "encode", "cosine_topk", "kmeans", "two_stage", "pytest_gpu")
 
 # all-MiniLM-L6-v2's configuration, for the random-weight stand-in when no export is carried
 MINILM_CONFIG = dict(vocab_size=30522, hidden_size=384, num_hidden_layers=6,
@@ -82,17 +97,27 @@ PROFILES = {
         topk=[(16384, 1_000_000, 384, 10), (16384, 1_000_000, 384, 100)], topk_check_rows=256,
         kmeans=(1_000_000, 384, 1024, 10), bench_warmup_ms=200, bench_rep_ms=1000,
         pytest_timeout_s=240,
+        cand_users=100_000, cand_items=20_000, per_user=(10, 40), topics=50, dim=384,
+        ease_cpu_items=4000, ease_repeat=3, cand_cpu_users=5000, warm_users=2048,
+        ranker_train_users=5000, ranker_score_users=20_000, ranker_rounds=50,
+        ranker_min_leaf=50, e2e_users=3000,
+        e2e_ranker=dict(n_models=2, n_rounds=100, num_threads=8), e2e_min_s=60,
     ),
     "dry": dict(
         n_texts=120, n_seed=6, n_st=120, warm_texts=8, demo_users=20, encoder_repeat=1,
         budget_sweep=(300,),
         bert=TINY_CONFIG, topk=[(37, 300, 24, 5), (5, 70, 3, 70)], topk_check_rows=16,
         kmeans=(500, 16, 7, 3), cpu_repeat=2, pytest_timeout_s=120,
+        cand_users=300, cand_items=400, per_user=(4, 12), topics=6, dim=16,
+        ease_cpu_items=150, ease_repeat=1, cand_cpu_users=100, warm_users=50,
+        ranker_train_users=200, ranker_score_users=300, ranker_rounds=5, ranker_min_leaf=5,
+        e2e_users=40, e2e_ranker=dict(n_models=1, n_rounds=5, min_data_in_leaf=5),
     ),
 }
 # Rough seconds each section needs at the "gpu" sizes; a section is skipped (and says so) when
 # less than this is left of --budget-s, so the run ends inside the device tool's call limit.
-SECTION_MIN_S = {"env": 1, "encode": 120, "cosine_topk": 30, "kmeans": 40, "pytest_gpu": 30}
+SECTION_MIN_S = {"env": 1, "encode": 120, "cosine_topk": 30, "kmeans": 40, "two_stage": 120,
+                 "pytest_gpu": 30}
 
 
 class Context:
@@ -653,6 +678,301 @@ def _faiss_gpu_row(ctx, x, init, iters, flop_iter) -> dict:
             / (sec / iters) / 1e12, "note": "includes host-to-device copies of the data"}
 
 
+# ---------------------------------------------------------------------------- two_stage
+def make_interactions(n_users: int, n_items: int, per_user: tuple[int, int], n_topics: int,
+                      dim: int, seed: int = 0) -> dict:
+    """A synthetic two-stage data set (fixed seed): item vectors around ``n_topics`` topic
+    centres; each user draws ``per_user`` interactions, 85% from their own topic with a
+    skewed popularity inside it (rank ~ size * u**3), over 90 days; user vector = normalised
+    mean of their items' vectors; hard segments = topics (soft rows 0.8 / 0.2 spread)."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_topics, dim)).astype(np.float32)
+    item_topic = rng.integers(0, n_topics, n_items)
+    V = centres[item_topic] + 0.7 * rng.normal(size=(n_items, dim)).astype(np.float32)
+    V /= np.linalg.norm(V, axis=1, keepdims=True)
+    user_topic = rng.integers(0, n_topics, n_users)
+    counts = rng.integers(per_user[0], per_user[1] + 1, n_users)
+    iu = np.repeat(np.arange(n_users), counts)
+    n = len(iu)
+    topic = np.where(rng.random(n) < 0.85, user_topic[iu], rng.integers(0, n_topics, n))
+    order = np.argsort(item_topic, kind="stable")
+    size = np.bincount(item_topic, minlength=n_topics)
+    start = np.concatenate([[0], np.cumsum(size)[:-1]])
+    topic = np.where(size[topic] > 0, topic, item_topic[order[0]])  # no empty topic drawn
+    ii = order[start[topic] + (size[topic] * rng.random(n) ** 3).astype(np.int64)]
+    ts = 1.7e9 + rng.uniform(0, 90, n) * 86400.0
+    X = sp.csr_matrix((np.ones(n, np.float32), (iu, ii)), shape=(n_users, n_items))
+    U = np.asarray(X @ V, np.float32)
+    U /= np.maximum(np.linalg.norm(U, axis=1, keepdims=True), 1e-12)
+    soft = np.full((n_users, n_topics), 0.2 / max(n_topics - 1, 1), np.float32)
+    soft[np.arange(n_users), user_topic] = 0.8
+    return {"user_vectors": U, "item_vectors": V, "inter_user": iu, "inter_item": ii,
+            "inter_ts": ts, "user_segment": user_topic, "segment_soft": soft,
+            "item_topic": item_topic,
+            "n_users": n_users, "n_items": n_items}
+
+
+def _median_seconds(fn, ctx, repeat: int, warm: bool):
+    """(last result, median wall seconds of ``repeat`` synchronised runs), after one untimed
+    run when ``warm``."""
+    if warm:
+        fn()
+    out, times = None, []
+    for _ in range(repeat):
+        out, sec = wall(fn, ctx)
+        times.append(sec)
+    return out, float(np.median(times))
+
+
+def _lightgbm_missing():
+    try:
+        import lightgbm  # noqa: F401
+    except ImportError:
+        return "skipped: lightgbm not installed"
+    except OSError as exc:  # e.g. libgomp missing
+        return f"skipped: lightgbm does not load ({exc})"
+    return None
+
+
+def _ease_part(ctx, d) -> dict:
+    """fit_ease on the device at the profile's size; device vs CPU at a smaller one."""
+    import scipy.sparse as sp
+    import torch
+
+    from interestflow.candidates import fit_ease
+
+    p, dev = ctx.p, ctx.device
+    X = sp.csr_matrix((np.ones(len(d["inter_user"]), np.float32),
+                       (d["inter_user"], d["inter_item"])), shape=(d["n_users"], d["n_items"]))
+    n = d["n_items"]
+    info = {"n_items": n, "n_users": d["n_users"], "nnz": int(X.nnz),
+            "flops_note": "n^3 per fit: Cholesky n^3/3 + cholesky_inverse 2n^3/3 "
+                          "(triangular inverse n^3/3, L^-T L^-1 n^3/3)"}
+    (B, lam), sec = _median_seconds(lambda: fit_ease(X.indptr, X.indices, d["n_users"], n,
+                                                     device=dev), ctx, 1, dev.type == "cuda")
+    info.update(lam=lam, fit_seconds=sec, b_device=str(B.device))
+    # the dense solve alone, from the Gram matrix already on the device
+    G = torch.from_numpy(np.asarray((X.T @ X).toarray(), np.float32)).to(dev)
+    G.diagonal().add_(float(lam))
+    _, solve = _median_seconds(lambda: torch.cholesky_inverse(torch.linalg.cholesky(G)), ctx,
+                               p["ease_repeat"], dev.type == "cuda")
+    tflops = float(n) ** 3 / solve / 1e12
+    info.update(solve_seconds=solve, solve_tflops=tflops)
+    if dev.type == "cuda":
+        info.update(fraction_of_fp32_peak=tflops / H100_FP32_TFLOPS,
+                    fraction_of_tf32_peak=tflops / H100_TF32_TFLOPS,
+                    allow_tf32=bool(torch.backends.cuda.matmul.allow_tf32))
+    del G, B
+    # same size on both: the CPU baseline, and the largest difference of B
+    m = min(p["ease_cpu_items"], n)
+    Xs = X[:, :m].tocsr()
+    (Bc, _), t_cpu = _median_seconds(lambda: fit_ease(Xs.indptr, Xs.indices, d["n_users"], m,
+                                                      lam=lam, device="cpu"), ctx, 1, False)
+    (Bd, _), t_dev = _median_seconds(lambda: fit_ease(Xs.indptr, Xs.indices, d["n_users"], m,
+                                                      lam=lam, device=dev), ctx, 1,
+                                     dev.type == "cuda")
+    info["small"] = {"n_items": m, "cpu_seconds": t_cpu, "device_seconds": t_dev,
+                     "speedup": t_cpu / t_dev,
+                     "max_abs_diff_b": float((Bd.cpu() - Bc).abs().max()),
+                     "max_abs_b": float(Bc.abs().max())}
+    return info
+
+
+def _candidate_part(ctx, d, rec, gen_dev) -> tuple[dict, object]:
+    """generate() on the device for every user, on the CPU for a subset; same candidates?"""
+    from interestflow.candidates import CandidateGenerator
+
+    p = ctx.p
+    gen_cpu = CandidateGenerator.from_state(gen_dev.config_dict(), gen_dev.state_dict(), rec,
+                                            device="cpu")
+    rows = np.arange(d["n_users"])
+    sub = np.random.default_rng(1).permutation(d["n_users"])[:p["cand_cpu_users"]]
+    sub.sort()
+    gen_dev.generate(rows[:p["warm_users"]])  # index, cuBLAS and sparse kernels warmed up
+    cand, t_dev = wall(lambda: gen_dev.generate(rows), ctx)
+    cand_sub_dev, t_dev_sub = wall(lambda: gen_dev.generate(sub), ctx)
+    cand_sub_cpu, t_cpu_sub = wall(lambda: gen_cpu.generate(sub), ctx)
+    a, b = cand_sub_dev, cand_sub_cpu
+    same_items = bool(np.array_equal(a.indptr, b.indptr) and np.array_equal(a.items, b.items))
+    info = {"users": len(rows), "candidates": int(len(cand.items)),
+            "candidates_per_user": len(cand.items) / max(len(rows), 1),
+            "device_seconds": t_dev, "device_users_per_s": len(rows) / t_dev,
+            "subset_users": len(sub), "subset_device_seconds": t_dev_sub,
+            "subset_cpu_seconds": t_cpu_sub,
+            "subset_device_users_per_s": len(sub) / t_dev_sub,
+            "subset_cpu_users_per_s": len(sub) / t_cpu_sub,
+            "speedup_vs_cpu": t_cpu_sub / t_dev_sub, "items_identical": same_items,
+            "ease_on": gen_dev.ease_b_ is not None}
+    if same_items:
+        fa, fb = a.features, b.features
+        nan_same = bool(np.array_equal(np.isnan(fa), np.isnan(fb)))
+        ok = ~np.isnan(fa)
+        diff = np.abs(fa[ok] - fb[ok])
+        rel = diff / np.maximum(np.abs(fb[ok]), 1.0)
+        info.update(features_nan_pattern_identical=nan_same,
+                    features_max_abs_diff=float(diff.max()) if diff.size else 0.0,
+                    features_max_rel_diff=float(rel.max()) if rel.size else 0.0)
+        info["features_within_fp32_tolerance"] = bool(
+            nan_same and info["features_max_rel_diff"] <= 1e-4)
+        worst = int(np.argmax(np.nanmax(np.abs(fa - fb), axis=0))) if diff.size else 0
+        info["features_worst_column"] = a.feature_names[worst]
+    else:
+        sa = np.split(a.items, a.indptr[1:-1])
+        sb = np.split(b.items, b.indptr[1:-1])
+        info["users_with_identical_items"] = float(np.mean(
+            [np.array_equal(x, y) for x, y in zip(sa, sb)]))
+    return info, cand
+
+
+def _ranker_part(ctx, d, rec, cand, labels_of) -> dict:
+    """A Ranker trained (CPU) on some users' candidates; scoring throughput on all of them."""
+    from interestflow.candidates import Candidates
+    from interestflow.ranker import Ranker, RankerConfig, ranking_features, user_activity
+
+    p = ctx.p
+    count, last = user_activity(d["train_user"], d["train_ts"], d["n_users"])
+    r = cand.user_rows
+    X, t_feat = wall(lambda: ranking_features(
+        cand, rec.popularity_, segment_weights=rec.user_segment_weights_[r], count=count[r],
+        last_ts=last[r], t_ref=d["t_split"]), ctx)
+    y = labels_of(X).astype(np.float32)
+    m = min(p["ranker_train_users"], X.n_users)
+    hi = int(X.indptr[m])
+    train = Candidates(X.indptr[:m + 1], X.items[:hi], X.features[:hi], X.feature_names,
+                       user_rows=X.user_rows[:m])
+    threads = max(1, min(16, os.cpu_count() or 1))
+    cfg = RankerConfig(n_rounds=p["ranker_rounds"], n_models=1, validation_fraction=0.0,
+                       min_data_in_leaf=p["ranker_min_leaf"], num_threads=threads)
+    r, t_fit = wall(lambda: Ranker(cfg).fit(train, y[:hi]), ctx)
+    (scores, items), t_score = wall(lambda: r.topk(X, 10), ctx)
+    keys = X.user_rows[:, None] * d["n_items"] + np.where(items >= 0, items, 0)
+    hit = (np.isin(keys, d["heldout_keys"]) & (items >= 0)).any(axis=1)
+    has_pos = np.add.reduceat(y, X.indptr[:-1]) > 0 if len(y) else np.zeros(0, bool)
+    return {"features_seconds": t_feat, "rows": int(len(X.items)),
+            "n_features": len(X.feature_names), "train_users": m, "train_rows": hi,
+            "train_positives": int(y[:hi].sum()), "rounds": p["ranker_rounds"],
+            "num_threads": threads, "fit_seconds": t_fit, "score_users": X.n_users,
+            "score_seconds": t_score, "score_users_per_s": X.n_users / t_score,
+            "users_with_a_positive_candidate": float(has_pos.mean()),
+            "hit_at_10_of_those": float(hit[has_pos].mean()) if has_pos.any() else None,
+            "note": "LightGBM on the CPU (no GPU build in the wheel); n_models=1"}
+
+
+def _e2e_part(ctx) -> dict:
+    """InterestEngine fit + recommend on the device and on the CPU: time and agreement."""
+    import importlib.util
+
+    from interestflow import InterestEngine
+    from interestflow.synthetic import make_demo_events
+
+    spec = importlib.util.spec_from_file_location("_fakes", ROOT / "tests" / "_fakes.py")
+    fakes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fakes)
+    p = ctx.p
+    events = make_demo_events(n_users=p["e2e_users"], seed=0).events
+    ranker = dict(p["e2e_ranker"]) if _lightgbm_missing() is None else None
+    users = events["user_id"].drop_duplicates().to_numpy()
+    info = {"users": len(users), "events": len(events), "ranker": ranker or
+            f"None ({_lightgbm_missing()})", "encoder": "tests/_fakes.HashEncoder (dim "
+            f"{fakes.DIM}; the same vectors on both devices)"}
+    recs = {}
+    for name, dev in (("device", ctx.device), ("cpu", "cpu")):
+        eng = InterestEngine(encoder=fakes.HashEncoder(), n_segments=8, ranker=ranker,
+                             device=dev, random_state=0)
+        _, t_fit = wall(lambda: eng.fit(events), ctx)
+        rec, t_rec = wall(lambda: eng.recommend(users, k=10), ctx)
+        recs[name] = rec
+        info[name] = {"fit_seconds": t_fit, "recommend_seconds": t_rec,
+                      "recommend_users_per_s": len(users) / t_rec}
+    info["fit_speedup"] = info["cpu"]["fit_seconds"] / info["device"]["fit_seconds"]
+    info["recommend_speedup"] = (info["cpu"]["recommend_seconds"]
+                                 / info["device"]["recommend_seconds"])
+    lists = {k: v.groupby("user_id", sort=True)["item_id"].apply(tuple) for k, v in recs.items()}
+    a, b = lists["device"].align(lists["cpu"])
+    same = np.array([x == y for x, y in zip(a, b)])
+    sets = np.array([isinstance(x, tuple) and isinstance(y, tuple) and set(x) == set(y)
+                     for x, y in zip(a, b)])
+    info.update(identical_top10_fraction=float(same.mean()),
+                same_top10_set_fraction=float(sets.mean()), users_compared=len(same))
+    return info
+
+
+def section_two_stage(ctx) -> dict:
+    """EASE fit, candidate generation, ranker and the engine end to end, device vs CPU."""
+    import torch
+
+    from interestflow.candidates import CandidateConfig, CandidateGenerator
+    from interestflow.recommend import Recommender, RecommendConfig
+
+    p = ctx.p
+    if ctx.dry:
+        torch.manual_seed(0)
+    d, t_data = wall(lambda: make_interactions(p["cand_users"], p["cand_items"],
+                                               p["per_user"], p["topics"], p["dim"]), ctx)
+    # the latest 10 of the 90 days are the ranker's labels; stage 1 sees the rest
+    t_split = 1.7e9 + 80 * 86400.0
+    train = d["inter_ts"] < t_split
+    d.update(train_user=d["inter_user"][train], train_ts=d["inter_ts"][train], t_split=t_split,
+             heldout_keys=np.unique(d["inter_user"][~train] * d["n_items"]
+                                    + d["inter_item"][~train]))
+    info = {"data": f"make_interactions: {d['n_users']:,} users x {d['n_items']:,} items, "
+                    f"{len(d['inter_user']):,} interactions ({int(train.sum()):,} before the "
+                    f"label split), dim {p['dim']}, {p['topics']} topics",
+            "data_seconds": t_data}
+    out = {}
+    try:
+        out["ease"] = _ease_part(ctx, dict(d, inter_user=d["train_user"],
+                                           inter_item=d["inter_item"][train]))
+    except Exception as exc:
+        out["ease"] = {"error": _short_error(exc)}
+    if ctx.device.type == "cuda":
+        torch.cuda.empty_cache()
+    kw = dict(inter_user=d["train_user"], inter_item=d["inter_item"][train],
+              inter_ts=d["train_ts"])
+    rec, t_rec = wall(lambda: Recommender(RecommendConfig(weights={"content": 1.0})).fit(
+        user_vectors=d["user_vectors"], item_vectors=d["item_vectors"],
+        inter_weight=np.ones(int(train.sum())), user_segment=d["user_segment"],
+        segment_soft=d["segment_soft"], half_life_days=30.0, **kw), ctx)
+    cfg = CandidateConfig(index_kind="exact", ease_lambda=out["ease"].get("lam"))
+    gen, t_gen = wall(lambda: CandidateGenerator(cfg).fit(rec, half_life_days=30.0,
+                                                          device=ctx.device, **kw), ctx)
+    info.update(recommender_fit_seconds=t_rec, generator_fit_seconds=t_gen,
+                generator_note="CandidateGenerator.fit on the device (EASE with the lambda "
+                               "of the EASE part); the CPU generator is the same state moved "
+                               "to the CPU (from_state), so only generate() is compared")
+    out["candidates"], cand = _candidate_part(ctx, d, rec, gen)
+    gen = None
+    missing = _lightgbm_missing()
+    if missing:
+        out["ranker"] = {"skipped": missing}
+    else:
+        def labels_of(X):
+            return np.isin(X.user_rows[np.repeat(np.arange(X.n_users), np.diff(X.indptr))]
+                           * d["n_items"] + X.items, d["heldout_keys"])
+
+        sub = np.arange(min(p["ranker_score_users"], cand.n_users))
+        hi = int(cand.indptr[len(sub)])
+        from interestflow.candidates import Candidates
+
+        part = Candidates(cand.indptr[:len(sub) + 1], cand.items[:hi], cand.features[:hi],
+                          cand.feature_names, user_rows=cand.user_rows[sub])
+        out["ranker"] = _ranker_part(ctx, d, rec, part, labels_of)
+    cand = d = None
+    if ctx.device.type == "cuda":
+        torch.cuda.empty_cache()
+    # the end-to-end part leaves SECTION_MIN_S["pytest_gpu"] to the last section
+    need = 0 if ctx.dry else p["e2e_min_s"] + SECTION_MIN_S["pytest_gpu"]
+    if ctx.remaining() < need:
+        out["end_to_end"] = {"skipped": f"time budget: {ctx.remaining():.0f} s left, the part "
+                                        f"needs about {need} s"}
+    else:
+        out["end_to_end"] = _e2e_part(ctx)
+    info.update(out)
+    return info
+
+
 # --------------------------------------------------------------------------- pytest_gpu
 def section_pytest_gpu(ctx) -> dict:
     target = ctx.args.pytest_target
@@ -786,9 +1106,63 @@ def markdown(results: dict) -> str:
                              f"{k['update_speedup_triton_vs_torch']:.2f}x; fit ARI "
                              f"{r.get('ari_triton_vs_torch', float('nan')):.4f}")
             lines.append("")
+        elif name == "two_stage":
+            lines.extend(_two_stage_lines(r))
         elif name == "pytest_gpu":
             lines.append(f"`{r['command']}` -> rc {r['returncode']}: {r['summary']}\n")
     return "\n".join(lines) + "\n"
+
+
+def _two_stage_lines(r: dict) -> list[str]:
+    out = [f"Data: {r['data']}. Recommender fit (CPU) {r['recommender_fit_seconds']:.3g} s; "
+           f"CandidateGenerator.fit on the device {r['generator_fit_seconds']:.3g} s.\n"]
+    e = r.get("ease", {})
+    if "error" in e:
+        out.append(f"- fit_ease: error {e['error']}")
+    else:
+        sm = e["small"]
+        out.append(f"- fit_ease, {e['n_items']:,} items ({e['b_device']}): {e['fit_seconds']:.3g}"
+                   f" s with the host Gram matrix; Cholesky + inverse alone "
+                   f"{e['solve_seconds']:.3g} s = {e['solve_tflops']:.3g} TFLOP/s "
+                   f"({e['flops_note']})"
+                   + (f", {e['fraction_of_fp32_peak']:.1%} of the fp32 peak "
+                      f"{H100_FP32_TFLOPS:g}, {e['fraction_of_tf32_peak']:.1%} of TF32 "
+                      f"{H100_TF32_TFLOPS:g}" if "fraction_of_fp32_peak" in e else ""))
+        out.append(f"- fit_ease at {sm['n_items']:,} items: CPU {sm['cpu_seconds']:.3g} s, device "
+                   f"{sm['device_seconds']:.3g} s ({sm['speedup']:.2f}x); max |B_dev - B_cpu| "
+                   f"{sm['max_abs_diff_b']:.2g} (max |B| {sm['max_abs_b']:.3g})")
+    c = r["candidates"]
+    out.append(f"- generate: {c['users']:,} users on the device {c['device_users_per_s']:,.0f} "
+               f"users/s ({c['candidates_per_user']:.0f} candidates/user, EASE "
+               f"{'on' if c['ease_on'] else 'off'}); the same {c['subset_users']:,} users: "
+               f"device {c['subset_device_users_per_s']:,.0f}, CPU "
+               f"{c['subset_cpu_users_per_s']:,.0f} users/s ({c['speedup_vs_cpu']:.2f}x); items "
+               f"identical {c['items_identical']}, features within fp32 tolerance "
+               f"{c.get('features_within_fp32_tolerance')} (max rel diff "
+               f"{_fmt(c.get('features_max_rel_diff', '-'), '.2g')} in "
+               f"{c.get('features_worst_column', '-')})")
+    k = r["ranker"]
+    if "skipped" in k:
+        out.append(f"- ranker: {k['skipped']}")
+    else:
+        out.append(f"- ranker ({k['note']}): fit {k['fit_seconds']:.3g} s on {k['train_rows']:,}"
+                   f" rows of {k['train_users']:,} users ({k['rounds']} rounds, "
+                   f"{k['num_threads']} threads); features {k['features_seconds']:.3g} s and "
+                   f"top-10 of {k['score_users']:,} users {k['score_users_per_s']:,.0f} users/s;"
+                   f" hit@10 {_fmt(k['hit_at_10_of_those'])} of the users with a held-out "
+                   f"item among their candidates ({k['users_with_a_positive_candidate']:.1%})")
+    x = r["end_to_end"]
+    if "skipped" in x:
+        return out + [f"- InterestEngine end to end: {x['skipped']}", ""]
+    out.append(f"- InterestEngine end to end ({x['users']:,} users, {x['events']:,} events, "
+               f"{x['encoder']}, ranker {x['ranker']}): fit device {x['device']['fit_seconds']:.3g}"
+               f" s vs CPU {x['cpu']['fit_seconds']:.3g} s ({x['fit_speedup']:.2f}x); recommend "
+               f"{x['device']['recommend_users_per_s']:,.0f} vs "
+               f"{x['cpu']['recommend_users_per_s']:,.0f} users/s; identical top-10 lists "
+               f"{x['identical_top10_fraction']:.4f}, same top-10 sets "
+               f"{x['same_top10_set_fraction']:.4f} of {x['users_compared']:,} users")
+    out.append("")
+    return out
 
 
 def write(ctx, results):
@@ -838,7 +1212,8 @@ def main(argv=None) -> int:
                "budget_s": args.budget_s, "profile": "dry" if ctx.dry else "gpu",
                "sections": {}}
     funcs = {"env": section_env, "encode": section_encode, "cosine_topk": section_cosine_topk,
-             "kmeans": section_kmeans, "pytest_gpu": section_pytest_gpu}
+             "kmeans": section_kmeans, "two_stage": section_two_stage,
+             "pytest_gpu": section_pytest_gpu}
     failed = False
     for name in SECTIONS:
         if name not in chosen:

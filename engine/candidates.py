@@ -86,7 +86,7 @@ SOURCES: tuple[str, ...] = ("content", "item_knn", "ease", "popularity", "segmen
 #: Features filled for every candidate (after the per-source score/rank pairs).
 DENSE_FEATURES: tuple[str, ...] = ("content_cosine", "interest_max_cosine", "popularity",
                                    "segment_popularity", "segment_trend", "item_trend",
-                                   "n_sources")
+                                   "item_knn_all", "ease_all", "ease_recent", "n_sources")
 #: Column names of :attr:`Candidates.features`, in order.
 FEATURE_NAMES: tuple[str, ...] = tuple(
     name for s in SOURCES for name in (f"{s}_score", f"{s}_rank")) + DENSE_FEATURES
@@ -431,6 +431,38 @@ def select_ease_lambda(inter_user, inter_item, inter_ts, n_users: int, n_items: 
                          f"recall@{k}_by_multiple": {f"{m:g}": v for m, v in report.items()}}
 
 
+def _selected_ease_lambda(inter_user, inter_item, inter_ts, n_users: int, n_items: int,
+                          max_items: int, *, device=None) -> tuple[float, dict]:
+    """EASE's lambda for :meth:`CandidateGenerator.fit`: :func:`select_ease_lambda` on the
+    interactions with the ``max_items`` items most users interacted with (all items when
+    there are no more; ties to the lower item row), its multiple of that matrix's mean item
+    degree applied to the same matrix with all its events.
+
+    Above ``max_items`` the selection runs on the popular head of the catalogue, which holds
+    most interactions and whose items' degrees set how much lambda shrinks their weights; the
+    lambda found there is used as is for the whole catalogue (the long tail's items are
+    shrunk harder, as EASE does with any single lambda). Report: ``select_ease_lambda``'s,
+    plus ``items`` (of the selection) and ``lambda``.
+    """
+    iu = np.asarray(inter_user, np.int64)
+    ii = np.asarray(inter_item, np.int64)
+    ts = np.asarray(inter_ts, np.float64)
+    pairs = np.unique(iu * np.int64(max(n_items, 1)) + ii)
+    degree = np.bincount(pairs % max(n_items, 1), minlength=n_items)
+    if n_items > max_items:
+        head = np.sort(np.argsort(-degree, kind="stable")[:max_items])
+        remap = np.full(n_items, -1, np.int64)
+        remap[head] = np.arange(len(head))
+        keep = remap[ii] >= 0
+        iu, ii, ts = iu[keep], remap[ii[keep]], ts[keep]
+        degree = degree[head]
+    n_sel = min(n_items, max_items)
+    multiple, report = select_ease_lambda(iu, ii, ts, n_users, n_sel, device=device)
+    lam = float(multiple) * max(1.0, float(degree.mean()) if n_sel else 1.0)
+    report = dict(report, items=int(n_sel), multiple=float(multiple), **{"lambda": lam})
+    return lam, report
+
+
 # --------------------------------------------------------------------------- trending
 def segment_trends(inter_user, inter_item, inter_ts, segment_weights, n_items: int, *,
                    t_ref: float, window_days: float, baseline_windows: int):
@@ -568,11 +600,10 @@ class CandidateGenerator:
         self.ease_b_, self.ease_lambda_, self.ease_selection_ = None, None, None
         if cfg.ease > 0 and 0 < n_items <= cfg.ease_max_items:
             lam = cfg.ease_lambda
-            if lam is None and n_items <= cfg.ease_select_max_items:
-                scale, self.ease_selection_ = select_ease_lambda(
-                    iu, ii, ts, n_users, n_items, device=self.device_)
-                # the multiple of the mean item degree carries over to the full matrix
-                lam = scale * max(1.0, len(rec.seen_indices_) / n_items)
+            if lam is None:
+                lam, self.ease_selection_ = _selected_ease_lambda(
+                    iu, ii, ts, n_users, n_items, cfg.ease_select_max_items,
+                    device=self.device_)
             B, lam = fit_ease(rec.seen_indptr_, rec.seen_indices_, n_users, n_items,
                               lam=lam, device=self.device_)
             self.ease_b_, self.ease_lambda_ = B, lam
@@ -956,12 +987,15 @@ class CandidateGenerator:
         if cfg.content > 0:
             found["content"] = self._content(U, seen if exclude else None, interests) \
                 if content is None else _search_entries(*content)
+        knn_block = ease_block = recent_block = None
         if cfg.item_knn > 0 and not cold:
-            S = (seeds @ self._knn).tocsr()
-            S.sum_duplicates()
-            found["item_knn"] = self._sparse_source(S, seen if exclude else None, cfg.item_knn)
+            knn_block = (seeds @ self._knn).tocsr()
+            knn_block.sum_duplicates()
+            found["item_knn"] = self._sparse_source(knn_block, seen if exclude else None,
+                                                    cfg.item_knn)
         if cfg.ease > 0 and not cold and self._ease_t is not None:
-            found["ease"] = self._ease(seen, exclude, cfg.ease)
+            ease_block, recent_block = self._ease_blocks(seen, seeds)
+            found["ease"] = self._ease(ease_block.copy(), seen, exclude, cfg.ease)
         if cfg.popularity > 0:
             found["popularity"] = self._popularity(seen if exclude else None, c)
         if Wseg is not None:
@@ -983,6 +1017,12 @@ class CandidateGenerator:
             F[pos, col[f"{s}_score"]] = val
             F[pos, col[f"{s}_rank"]] = rank
         self._dense_features(F, col, row, item, U, Wseg, interests)
+        # behaviour scores of every candidate, not only of those the source proposed (NaN
+        # where the source is off or the user is cold)
+        F[:, col["item_knn_all"]] = np.nan if knn_block is None else \
+            np.asarray(knn_block[row, item]).ravel()
+        F[:, col["ease_all"]] = np.nan if ease_block is None else ease_block[row, item]
+        F[:, col["ease_recent"]] = np.nan if recent_block is None else recent_block[row, item]
         F[:, col["n_sources"]] = (F[:, [col[f"{s}_rank"] for s in SOURCES]] > 0).sum(axis=1)
         indptr = np.zeros(c + 1, np.int64)
         np.cumsum(np.bincount(row, minlength=c), out=indptr[1:])
@@ -1032,24 +1072,39 @@ class CandidateGenerator:
             np.cumsum(np.bincount(row, minlength=S.shape[0]), out=indptr[1:])
         return _csr_topk(indptr, indices, data.astype(np.float64), cut)
 
-    def _ease(self, seen, exclude, cut):
-        """EASE scores ``X[u] @ B`` of the chunk: a (c, n_items) block (n_items is bounded by
-        ``ease_max_items``); users without items get none."""
+    def _ease_blocks(self, seen, seeds):
+        """EASE scores of the chunk for every item, two (c, n_items) float32 blocks (n_items
+        is bounded by ``ease_max_items``): ``X[u] @ B`` with the binary seen items, and the
+        recency-weighted ``(s[u] @ B) / sum(s[u])`` with the item-kNN seed weights ``s`` (each
+        interaction decayed with ``seed_half_life_days`` from the user's latest one)."""
+        import scipy.sparse as sp
+
         ptr, idx = seen
         c, n = len(ptr) - 1, self.n_items_
+        X = sp.csr_matrix((np.ones(len(idx), np.float32), idx, ptr), shape=(c, n))
+        W = sp.csr_matrix(seeds, dtype=np.float32)
+        total = np.asarray(W.sum(axis=1)).ravel()
+        W = sp.diags(np.where(total > 0, 1.0 / np.where(total > 0, total, 1.0), 0.0)
+                     .astype(np.float32)) @ W
         B = self._ease_t
         if B.device.type == "cpu":  # scipy sparse @ dense: no torch sparse (beta) on the CPU
-            import scipy.sparse as sp
+            Bn = B.numpy()
+            return np.asarray(X @ Bn), np.asarray(W @ Bn)
+        import torch
 
-            X = sp.csr_matrix((np.ones(len(idx), np.float32), idx, ptr), shape=(c, n))
-            S = np.asarray(X @ B.numpy())
-        else:
-            import torch
+        def mm(M):
+            M = M.tocoo()
+            t = torch.sparse_coo_tensor(torch.from_numpy(np.stack([M.row, M.col]).astype(
+                np.int64)), torch.from_numpy(M.data.astype(np.float32)), size=(c, n))
+            return torch.sparse.mm(t.to(B.device), B).cpu().numpy()
 
-            coo = torch.sparse_coo_tensor(
-                torch.from_numpy(np.stack([np.repeat(np.arange(c), np.diff(ptr)), idx])),
-                torch.ones(len(idx), dtype=torch.float32), size=(c, n)).to(B.device)
-            S = torch.sparse.mm(coo, B).cpu().numpy()
+        return mm(X), mm(W)
+
+    def _ease(self, S, seen, exclude, cut):
+        """Top ``cut`` of a chunk's EASE block ``S`` (modified in place); users without
+        items get none."""
+        ptr, idx = seen
+        c = len(ptr) - 1
         if exclude and len(idx):
             S[np.repeat(np.arange(c), np.diff(ptr)), idx] = -np.inf
         S[np.diff(ptr) == 0] = -np.inf

@@ -42,6 +42,9 @@ def _build_parser() -> argparse.ArgumentParser:
     r.add_argument("--k", type=int, default=10, help="recommendations per user (default 10)")
     r.add_argument("--n-segments", type=_n_segments, default="auto")
     r.add_argument("--half-life-days", type=float, default=30.0)
+    r.add_argument("--ranker", choices=["lightgbm", "none"], default="lightgbm",
+                   help="lightgbm (default): candidates of every source ranked by a learned "
+                        "LightGBM model; none: the fusion recommender (faster fit)")
     r.add_argument("--model", default=None, help="local Hugging Face encoder directory "
                    "(default: the packaged all-MiniLM-L6-v2)")
     r.add_argument("--dtype", default="auto", help="encoder dtype: auto, float32, bfloat16, float16")
@@ -246,6 +249,7 @@ def run(args) -> int:
         encoder = Encoder(args.model, dtype=args.dtype)
         engine = InterestEngine(encoder=encoder, n_segments=args.n_segments,
                                 half_life_days=args.half_life_days,
+                                ranker=None if args.ranker == "none" else args.ranker,
                                 show_progress=not args.no_progress)
         engine.fit(events, items, ts_unit=args.ts_unit)
         summary = _write_run_outputs(engine, encoder, out, args.k, t0)

@@ -83,12 +83,18 @@ class InterestEngine:
         Softmax temperature of the soft segment features (cosine to each centroid).
     recommend_config : interestflow.recommend.RecommendConfig, optional
         Blend settings of the recommender; defaults documented there.
-    ranker : {None, "lightgbm"}, default None
+    ranker : {"lightgbm", None}, default "lightgbm"
         ``"lightgbm"``: recommend with two stages, the candidates of every source
-        (:mod:`interestflow.candidates`) ranked by one LightGBM lambdarank model that
-        :meth:`fit` trains on an inner temporal split of the training events (each user's
-        latest 20% as labels; see :mod:`interestflow.ranker`). ``None``: the fusion
-        recommender (:class:`interestflow.recommend.Recommender`).
+        (:mod:`interestflow.candidates`) ranked by one learned LightGBM lambdarank model
+        (an average of :attr:`~interestflow.ranker.RankerConfig.n_models`) that :meth:`fit`
+        trains on inner temporal splits of the training events (each user's latest 20% as
+        labels; see :mod:`interestflow.ranker`). When there is nothing to learn from (no
+        interactions with items, or no user has a held-out item among its candidates) a
+        warning says so, ``ranker_`` is None and the fusion recommender serves. ``None``:
+        the fusion recommender (:class:`interestflow.recommend.Recommender`) always; fit
+        is faster (no ranker training). A :class:`~interestflow.ranker.RankerConfig` (or
+        its ``to_dict()``): the LightGBM ranker with those settings (its own
+        ``random_state``).
     random_state : int, default 0
         Seed for sampling and clustering (and the ranker's user sample and LightGBM seed).
     device : str, optional
@@ -105,7 +111,8 @@ class InterestEngine:
     def __init__(self, *, encoder=None, half_life_days: float = 30.0, n_segments="auto",
                  segmenter: str = "kmeans", merge_threshold: float | None = 0.95,
                  multi_interest: bool = False, segment_temperature: float = 0.05, recommend_config=None,
-                 ranker=None, random_state: int = 0, device=None, show_progress=None):
+                 ranker="lightgbm", random_state: int = 0, device=None,
+                 show_progress=None):
         self.encoder = encoder
         self.half_life_days = half_life_days
         self.n_segments = n_segments
@@ -135,10 +142,7 @@ class InterestEngine:
         self._segment_config()  # validates segmenter and merge_threshold
         if not isinstance(self.multi_interest, (bool, np.bool_)):
             raise TypeError(f"multi_interest must be a bool, got {self.multi_interest!r}")
-        if self.ranker is not None and (not isinstance(self.ranker, str)
-                                        or self.ranker not in RANKERS):
-            raise ValueError(f"ranker={self.ranker!r} is invalid; pass one of "
-                             f"{[None] + list(RANKERS)}")
+        self._ranker_config()  # raises on a bad value
         if self.segmenter == "hdbscan" and self.n_segments != "auto":
             raise ValueError(f"n_segments={self.n_segments!r} applies to segmenter='kmeans'; "
                              "segmenter='hdbscan' finds the number of segments itself: leave "
@@ -348,6 +352,13 @@ class InterestEngine:
         ``0..K-1``: when K shrinks, a matched segment whose id is no longer below K takes the
         id of a vanished one (its keywords move with it). Every refit is logged with its
         reason. HDBSCAN segments are refitted on every call, with the same id matching.
+
+        The two-stage recommender follows the new events without retraining: the candidate
+        state is updated (popularity, segment popularity, trends, item-kNN seeds; EASE's
+        matrix is kept, new items get no EASE scores) and the ranker's features are computed
+        from it, while the ranker's model is the one :meth:`fit` trained. Recommendations
+        therefore differ from a full refit's (which also retrains EASE and the ranker); call
+        :meth:`fit` on all events to retrain them.
 
         Parameters
         ----------
@@ -820,14 +831,33 @@ class InterestEngine:
                    inter_ts=inter["ts"], inter_weight=inter["weight"])
         gen.user_ids_, gen.item_ids_ = self.user_ids_, self.item_ids_
 
+    def _ranker_config(self):
+        """The :class:`~interestflow.ranker.RankerConfig` of ``ranker`` (None: no ranker)."""
+        from collections.abc import Mapping
+
+        r = self.ranker
+        if r is None:
+            return None
+        from .ranker import RankerConfig
+
+        if isinstance(r, str) and r in RANKERS:
+            return RankerConfig(random_state=int(self.random_state))
+        if isinstance(r, RankerConfig):
+            return r
+        if isinstance(r, Mapping):
+            return RankerConfig.from_dict(r)
+        raise ValueError(f"ranker={r!r} is invalid; pass one of {[None] + list(RANKERS)}, "
+                         "a RankerConfig or its to_dict()")
+
     def _fit_ranker(self, inter_vectors: np.ndarray):
         """Train the ranker (``ranker="lightgbm"``) on an inner temporal split of the
         interactions; ``ranker_`` is None when it is off or had nothing to learn from."""
         self.ranker_ = None
         self._user_activity = None
-        if self.ranker is None:
+        config = self._ranker_config()
+        if config is None:
             return
-        from .ranker import RankerConfig, train_ranker
+        from .ranker import train_ranker
 
         inter = self.interactions_
         if len(inter["user"]) == 0 or len(self.item_ids_) == 0:
@@ -840,7 +870,7 @@ class InterestEngine:
             inter_vectors=inter_vectors,
             item_from_interactions=(self.item_vector_source_ == "events"),
             half_life_days=float(self.half_life_days),
-            config=RankerConfig(random_state=int(self.random_state)))
+            config=config)
 
     def _recommend_ranked(self, rows: np.ndarray, k: int, exclude_seen: bool):
         """Candidates, then the ranker: ``(item_rows, scores)``, each (m, k), -1 / -inf
@@ -1037,5 +1067,6 @@ class InterestEngine:
                 "segmenter": self.segmenter, "merge_threshold": self.merge_threshold,
                 "multi_interest": self.multi_interest,
                 "segment_temperature": self.segment_temperature,
-                "ranker": self.ranker, "random_state": self.random_state}
+                "ranker": self.ranker.to_dict() if hasattr(self.ranker, "to_dict")
+                else self.ranker, "random_state": self.random_state}
 

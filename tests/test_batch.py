@@ -24,9 +24,10 @@ from _fakes import DIM, HashEncoder
 
 
 def fit_tiny_model(folder: Path):
-    """An InterestEngine fitted on the 40-user demo with 16-d hash vectors, saved to folder."""
+    """A content-only InterestEngine (no ranker) fitted on the 40-user demo with 16-d hash
+    vectors, saved to folder (the two-stage engine has its own tests below)."""
     data = make_demo_events(40)
-    eng = InterestEngine(encoder=HashEncoder(), n_segments=3,
+    eng = InterestEngine(encoder=HashEncoder(), n_segments=3, ranker=None,
                          recommend_config=RecommendConfig(weights={"content": 1.0}))
     eng.fit(data.events, data.items)
     eng.save(folder)

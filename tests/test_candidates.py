@@ -97,6 +97,45 @@ def test_ease_matrix_matches_a_direct_inverse():
         assert all(s[a] >= s[b] - 1e-6 for a, b in zip(by_rank, by_rank[1:]))
         for i, (score, _) in got.items():
             assert score == pytest.approx(s[i], rel=1e-4, abs=1e-6)
+        # every candidate (whatever source proposed it) carries X[u] @ B and the
+        # recency-weighted s[u] @ B / sum(s[u]); no decay here (infinite half-life): s = X
+        lo, hi = cand.indptr[u], cand.indptr[u + 1]
+        for j in range(lo, hi):
+            i = cand.items[j]
+            row = dict(zip(FEATURE_NAMES, cand.features[j]))
+            assert row["ease_all"] == pytest.approx(s[i], rel=1e-4, abs=1e-6)
+            assert row["ease_recent"] == pytest.approx(s[i] / len(SEEN[u]), rel=1e-4,
+                                                       abs=1e-6)
+
+
+def test_recent_ease_weights_the_latest_interactions_most():
+    # u1 saw items 0 and 1 on day 0 and item 2 on day 10: with a 1-day seed half-life the
+    # weights are 2**-10, 2**-10, 1, and ease_recent is their weighted mean of B's rows
+    rec = Recommender(RecommendConfig(weights={"content": 1.0}, seed_half_life_days=1.0)).fit(
+        user_vectors=USERS, item_vectors=ITEMS, inter_user=IU, inter_item=II, inter_ts=TS,
+        inter_weight=np.ones(len(IU)), user_segment=np.array([0, 0, 1, 1]), segment_soft=SOFT,
+        half_life_days=float("inf"))
+    gen = CandidateGenerator(CandidateConfig(index_kind="exact")).fit(
+        rec, inter_user=IU, inter_item=II, inter_ts=TS, half_life_days=float("inf"),
+        device="cpu")
+    B = np.asarray(gen.ease_b_.cpu().numpy() if hasattr(gen.ease_b_, "cpu") else gen.ease_b_,
+                   np.float64)
+    w = np.array([2.0 ** -10, 2.0 ** -10, 1.0])
+    cand = gen.generate(np.array([1]))
+    assert sorted(cand.items.tolist()) == [3, 4]
+    for j, i in enumerate(cand.items):
+        row = dict(zip(FEATURE_NAMES, cand.features[j]))
+        assert row["ease_recent"] == pytest.approx(w @ B[[0, 1, 2], i] / w.sum(), rel=1e-4,
+                                                   abs=1e-6)
+        assert row["ease_all"] == pytest.approx(B[[0, 1, 2], i].sum(), rel=1e-4, abs=1e-6)
+    # and the two differ: the recent item 2 dominates ease_recent
+    assert not np.allclose(cand.column("ease_recent"), cand.column("ease_all") / 3)
+
+
+def test_dense_behaviour_features_are_nan_when_the_source_is_off():
+    cand = _toy(ease=0, item_knn=0).generate(np.arange(4))
+    for name in ("ease_all", "ease_recent", "item_knn_all"):
+        assert np.isnan(cand.column(name)).all()
 
 
 def test_ease_lambda_is_picked_on_the_inner_split():
@@ -110,13 +149,40 @@ def test_ease_lambda_is_picked_on_the_inner_split():
     best = max(grid.values())
     assert grid[f"{scale:g}"] == best  # the best inner recall; ties to the smaller lambda
     assert scale == min(float(m) for m, v in grid.items() if v == best)
-    assert gen.ease_selection_ == report
+    assert {k: gen.ease_selection_[k] for k in report} == report
+    assert gen.ease_selection_["items"] == 30 and gen.ease_selection_["multiple"] == scale
     n_pairs = len(rec.seen_indices_)
     assert gen.ease_lambda_ == pytest.approx(scale * n_pairs / 30)
+    assert gen.ease_selection_["lambda"] == pytest.approx(gen.ease_lambda_)
     # on the toy case every multiple ties on the inner split: the smallest, 1 x 8 / 5, wins
     toy = _toy()
     assert len(set(toy.ease_selection_["recall@10_by_multiple"].values())) == 1
     assert toy.ease_lambda_ == pytest.approx(1.6)
+
+
+def test_ease_lambda_above_the_selection_bound_is_picked_on_the_most_used_items():
+    from interestflow.candidates import _selected_ease_lambda, select_ease_lambda
+
+    rng = np.random.default_rng(7)
+    gen, rec = _random(rng, n_users=60, n_items=30, n_inter=600)
+    iu, ii, ts = gen._iu, gen._ii, gen._ts
+    pairs = np.unique(iu * 30 + ii)
+    degree = np.bincount(pairs % 30, minlength=30)
+    head = np.sort(np.argsort(-degree, kind="stable")[:12])
+    lam, report = _selected_ease_lambda(iu, ii, ts, 60, 30, 12, device="cpu")
+    # the same as selecting on the interactions with the 12 most-used items, renumbered
+    keep = np.isin(ii, head)
+    scale, ref = select_ease_lambda(iu[keep], np.searchsorted(head, ii[keep]), ts[keep], 60,
+                                    12, device="cpu")
+    assert report["items"] == 12 and report["multiple"] == scale
+    assert report["recall@10_by_multiple"] == ref["recall@10_by_multiple"]
+    # lambda: the multiple of the head's mean item degree (all events), for every item
+    assert lam == pytest.approx(scale * degree[head].mean())
+    assert report["lambda"] == lam
+    fitted = CandidateGenerator(CandidateConfig(ease_select_max_items=12,
+                                                index_kind="exact")).fit(
+        rec, inter_user=iu, inter_item=ii, inter_ts=ts, half_life_days=30.0, device="cpu")
+    assert fitted.ease_lambda_ == pytest.approx(lam) and fitted.ease_b_.shape == (30, 30)
 
 
 def test_ease_is_off_above_its_item_bound():
@@ -407,7 +473,8 @@ def test_engine_fit_builds_candidates_and_save_load_round_trips(tmp_path):
     from interestflow import InterestEngine
 
     ev = _engine_events()
-    eng = InterestEngine(encoder=_hash_encoder(), n_segments=2, device="cpu").fit(ev)
+    eng = InterestEngine(encoder=_hash_encoder(), n_segments=2, device="cpu",
+                         ranker=None).fit(ev)
     gen = eng.candidates_
     assert isinstance(gen, CandidateGenerator) and gen.ease_b_ is not None
     users = list(eng.user_ids_[:6])

@@ -50,6 +50,16 @@ def test_run_writes_parquet_outputs_and_summary(tmp_path, capsys):
     segs = pq.read_table(out / "segments.parquet").to_pandas()
     assert segs["size"].sum() == 50
     assert (out / "model" / "meta.json").is_file()
+    meta = json.loads((out / "model" / "meta.json").read_text())
+    assert meta["params"]["ranker"] == "lightgbm"  # the default two-stage engine
+    out2 = tmp_path / "out2"
+    assert main(["run", "--events", str(tmp_path / "events.csv"), "--items",
+                 str(tmp_path / "items.jsonl"), "--out", str(out2), "--k", "4",
+                 "--user-col", "uid", "--text-col", "review", "--no-progress",
+                 "--ranker", "none"]) == 0
+    meta2 = json.loads((out2 / "model" / "meta.json").read_text())
+    assert meta2["params"]["ranker"] is None and meta2["ranker"] is None
+    assert not (out2 / "model" / "ranker.txt").exists()
 
 
 def test_run_reports_bad_input_with_exit_code_2(tmp_path, capsys):
@@ -73,7 +83,7 @@ def test_run_matches_csv_string_ids_with_numeric_items_ids(tmp_path, capsys):
     out = tmp_path / "o"
     rc = main(["run", "--events", str(tmp_path / "ev.csv"), "--items",
                str(tmp_path / "items.jsonl"), "--out", str(out), "--k", "2",
-               "--n-segments", "2", "--no-progress"])
+               "--n-segments", "2", "--no-progress", "--ranker", "none"])
     assert rc == 0
     assert json.loads((out / "summary.json").read_text())["items"] == 5
     recs = pq.read_table(out / "recommendations.parquet").to_pandas()

@@ -67,9 +67,11 @@ def test_save_records_the_hash_of_each_data_file_and_round_trips(saved):
     eng, folder, _ = saved
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["format_version"] == 2
+    assert meta["ranker"] is not None  # the default engine's learned ranker, hashed too
     assert meta["sha256"] == {
         name: hashlib.sha256((folder / name).read_bytes()).hexdigest()
-        for name in ("arrays.safetensors", "ids_users.parquet", "ids_items.parquet")}
+        for name in ("arrays.safetensors", "ids_users.parquet", "ids_items.parquet",
+                     "ranker.txt")}
     assert not [p.name for p in folder.iterdir() if p.name.startswith(".tmp-")]
     again = InterestEngine.load(folder, encoder=eng.encoder)
     users = list(eng.user_ids_[:5])
@@ -248,4 +250,4 @@ def test_score_hashes_the_model_once_in_the_driver_not_per_chunk_process(saved, 
     data.events.to_parquet(events)
     summary = batch.score(events, folder, tmp_path / "out", k=2, chunk_users=5, progress=False)
     assert summary["chunks"]["total"] > 1 and batch._LOADS["count"] >= 1
-    assert sorted(hashed) == sorted(persistence._DATA_FILES)
+    assert sorted(hashed) == sorted(persistence._DATA_FILES + (persistence._RANKER_FILE,))

@@ -133,12 +133,60 @@ def test_ranker_drops_users_without_a_positive_and_checks_inputs():
         Ranker().fit(cand, y[:-1])
     with pytest.raises(NotFittedError):
         Ranker().score(cand)
-    with pytest.raises(ValueError, match="trained on"):
-        r.score(Candidates(cand.indptr, cand.items, cand.features, ("a", "c", "b")))
+    with pytest.raises(ValueError, match=r"trained on .* \(missing \['b'\]\)"):
+        r.score(Candidates(cand.indptr, cand.items, cand.features, ("a", "c", "x")))
+    # columns are found by name, in any order
+    perm = Candidates(cand.indptr, cand.items, cand.features[:, [2, 0, 1]], ("c", "a", "b"))
+    np.testing.assert_array_equal(r.score(perm), r.score(cand))
     with pytest.raises(ValueError, match="n_rounds=0"):
         RankerConfig(n_rounds=0)
     with pytest.raises(ValueError, match="holdout_fraction"):
         RankerConfig(holdout_fraction=1.0)
+
+
+def test_the_score_is_the_mean_of_the_models():
+    cand, y = _tiny_ranker_data()
+    r = Ranker(RankerConfig(n_rounds=20, min_data_in_leaf=5, n_models=3)).fit(cand, y)
+    assert len(r.boosters_) == 3 and len(r.training_["rounds"]) == 3
+    each = [b.predict(cand.features) for b in r.boosters_]
+    np.testing.assert_allclose(r.score(cand), np.mean(each, axis=0), rtol=1e-12)
+    # the models differ (seeds random_state + j), so the mean is not one of them
+    assert not np.allclose(each[0], each[1])
+    one = Ranker(RankerConfig(n_rounds=20, min_data_in_leaf=5, n_models=1)).fit(cand, y)
+    np.testing.assert_allclose(one.score(cand), each[0], rtol=1e-12)
+    # the saved text holds every model; from_model_string splits it back
+    back = Ranker.from_model_string(r.model_string(), json.loads(json.dumps(r.to_dict())))
+    np.testing.assert_array_equal(back.score(cand), r.score(cand))
+    d = r.to_dict()
+    d["model_lengths"] = [1] + d["model_lengths"][1:]
+    with pytest.raises(ValueError, match="model_lengths"):
+        Ranker.from_model_string(r.model_string(), d)
+
+
+def test_excluded_features_are_not_seen_by_the_models():
+    from interestflow.ranker import FEATURE_GROUPS
+
+    cfg = RankerConfig(exclude=("text", "user_recency_days"))
+    used = cfg.used_features()
+    assert not set(FEATURE_GROUPS["text"]) & set(used) and "user_recency_days" not in used
+    assert len(used) == len(RANKER_FEATURES) - len(FEATURE_GROUPS["text"]) - 1
+    assert RankerConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(ValueError, match=r"exclude: unknown name\(s\) \['txt'\]"):
+        RankerConfig(exclude=("txt",))
+    with pytest.raises(TypeError, match="exclude must be a tuple"):
+        RankerConfig(exclude="text")
+    cand, y = _tiny_ranker_data()
+    cand = Candidates(cand.indptr, cand.items, cand.features,
+                      ("content_cosine", "popularity", "item_trend"))
+    r = Ranker(RankerConfig(n_rounds=30, min_data_in_leaf=5, exclude=("text",))).fit(cand, y)
+    assert r.feature_names_ == ("popularity", "item_trend")
+    # the first column carries the signal: without it the scores do not follow it
+    assert abs(np.corrcoef(r.score(cand), cand.features[:, 0])[0, 1]) < 0.5
+    changed = cand.features.copy()
+    changed[:, 0] = 0.0  # what the model does not see cannot change its scores
+    np.testing.assert_array_equal(
+        r.score(Candidates(cand.indptr, cand.items, changed, cand.feature_names)),
+        r.score(cand))
 
 
 # ------------------------------------------------------------------------- engine
@@ -161,47 +209,77 @@ def fitted():
 
 
 def test_ranker_param_is_validated_and_reported():
-    assert InterestEngine().get_params()["ranker"] is None
-    assert InterestEngine(ranker="lightgbm").get_params()["ranker"] == "lightgbm"
+    assert InterestEngine().get_params()["ranker"] == "lightgbm"  # the default
+    assert InterestEngine(ranker=None).get_params()["ranker"] is None
+    cfg = RankerConfig(n_models=2, exclude=("segment",))
+    assert InterestEngine(ranker=cfg).get_params()["ranker"] == cfg.to_dict()
     with pytest.raises(ValueError, match=r"ranker='xgboost' is invalid; pass one of \[None, "
                                          r"'lightgbm'\]"):
         InterestEngine(ranker="xgboost").fit(_events())
+    with pytest.raises(ValueError, match="unknown RankerConfig field"):
+        InterestEngine(ranker={"n_trees": 3}).fit(_events())
 
 
-def test_labels_come_from_the_inner_holdout_and_features_from_the_earlier_part(monkeypatch):
-    """The training queries are built from stage 1 refitted on each user's earlier 80%: the
-    positives are exactly the candidates among the user's latest 20% (not seen earlier), and
-    user activity counts the earlier part only. With the full-period stage 1 the held-out
-    items would be seen items, excluded from the candidates: no positive could exist."""
+def test_a_ranker_config_is_used_saved_and_loaded(tmp_path):
+    cfg = RankerConfig(n_models=2, exclude=("segment",), random_state=3)
+    eng = InterestEngine(encoder=HashEncoder(), n_segments=2, device="cpu",
+                         ranker=cfg).fit(_events())
+    assert eng.ranker_.config == cfg and len(eng.ranker_.boosters_) == 2
+    assert "segment_lift" not in eng.ranker_.feature_names_
+    users = list(eng.user_ids_)
+    eng.save(tmp_path / "m")
+    back = InterestEngine.load(tmp_path / "m", encoder=HashEncoder())
+    assert back.get_params()["ranker"] == cfg.to_dict()
+    pd.testing.assert_frame_equal(back.recommend(users, k=5), eng.recommend(users, k=5))
+
+
+def test_labels_come_from_the_inner_holdouts_and_features_from_the_earlier_part(monkeypatch):
+    """The training queries of label split 1 are built from stage 1 refitted on each user's
+    earlier 80%: the positives are exactly the candidates among the user's latest 20% (not
+    seen earlier), and user activity counts the earlier part only. Split 2 does the same
+    inside split 1's earlier part. With the full-period stage 1 the held-out items would be
+    seen items, excluded from the candidates: no positive could exist."""
     from interestflow import ranker as rmod
     from interestflow.synthetic import train_test_split_by_time
 
     ev = _events()
-    captured = {}
-    fit = rmod.Ranker.fit
+    captured = {"parts": []}
+    fit, features = rmod.Ranker.fit, rmod.ranking_features
 
     def spy(self, cand, labels):
         captured["cand"], captured["labels"] = cand, labels
         return fit(self, cand, labels)
 
+    def spy_features(cand, *args, **kwargs):
+        captured["parts"].append(len(cand.items))
+        return features(cand, *args, **kwargs)
+
     monkeypatch.setattr(rmod.Ranker, "fit", spy)
+    monkeypatch.setattr(rmod, "ranking_features", spy_features)
     eng = _engine(ev)
     cand, labels = captured["cand"], captured["labels"]
-    inner_train, inner_hold = train_test_split_by_time(ev, frac=0.2)
-    earlier = set(zip(inner_train["user_id"], inner_train["item_id"]))
-    later = set(zip(inner_hold["user_id"], inner_hold["item_id"])) - earlier
+    assert len(captured["parts"]) == 2 == eng.ranker_.training_["splits"]
+    assert sum(captured["parts"]) == len(labels)
     users = eng.user_ids_[cand.user_rows]
     owner = np.repeat(np.arange(cand.n_users), np.diff(cand.indptr))
     pairs = list(zip(users[owner], eng.item_ids_[cand.items]))
-    got = {p for p, y in zip(pairs, labels) if y == 1}
-    assert got and got == {p for p in pairs if p in later}
-    assert not any(p in earlier for p in pairs)  # earlier items are excluded as seen
-    # user activity: the earlier part's counts, not the full period's
-    n_earlier = inner_train.groupby("user_id").size()
+    split_of = np.repeat([0, 1], captured["parts"])
     col = RANKER_FEATURES.index("user_log_interactions")
-    np.testing.assert_allclose(cand.features[:, col],
-                               np.log1p(n_earlier.reindex(users[owner]).to_numpy()), rtol=1e-6)
-    assert eng.ranker_.training_["positives"] == len(got)
+    rest = ev
+    for split in (0, 1):
+        inner_train, inner_hold = train_test_split_by_time(rest, frac=0.2)
+        earlier = set(zip(inner_train["user_id"], inner_train["item_id"]))
+        later = set(zip(inner_hold["user_id"], inner_hold["item_id"])) - earlier
+        here = np.flatnonzero(split_of == split)
+        got = {pairs[j] for j in here if labels[j] == 1}
+        assert got and got == {pairs[j] for j in here if pairs[j] in later}
+        assert not any(pairs[j] in earlier for j in here)  # earlier items: seen, excluded
+        # user activity: the earlier part's counts, not the full period's
+        n_earlier = inner_train.groupby("user_id").size()
+        np.testing.assert_allclose(cand.features[here, col], np.log1p(
+            n_earlier.reindex(users[owner[here]]).to_numpy()), rtol=1e-6)
+        rest = inner_train
+    assert eng.ranker_.training_["positives"] == int(labels.sum())
 
 
 def test_two_fits_give_the_same_model(fitted):
@@ -270,7 +348,8 @@ def test_save_load_restores_identical_scores(fitted, tmp_path):
 
 def test_save_without_ranker_removes_a_stale_model_file(fitted, tmp_path):
     fitted.save(tmp_path / "m")
-    plain = InterestEngine(encoder=HashEncoder(), n_segments=2, device="cpu").fit(_events())
+    plain = InterestEngine(encoder=HashEncoder(), n_segments=2, device="cpu",
+                           ranker=None).fit(_events())
     assert plain.ranker_ is None
     plain.save(tmp_path / "m")
     assert not (tmp_path / "m" / "ranker.txt").exists()
@@ -294,3 +373,4 @@ def test_partial_fit_keeps_the_ranker_and_recommends_for_new_users():
     # the newcomer's own items are excluded: features come from the updated candidates
     mine = set(later.loc[later["user_id"] == "newcomer", "item_id"])
     assert not mine & set(out.loc[out["user_id"] == "newcomer", "item_id"])
+
