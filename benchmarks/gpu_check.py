@@ -833,8 +833,10 @@ def _ranker_part(ctx, d, rec, cand, labels_of) -> dict:
 
     p = ctx.p
     count, last = user_activity(d["train_user"], d["train_ts"], d["n_users"])
-    X, t_feat = wall(lambda: ranking_features(cand, rec, count=count, last_ts=last,
-                                              t_ref=d["t_split"]), ctx)
+    r = cand.user_rows
+    X, t_feat = wall(lambda: ranking_features(
+        cand, rec.popularity_, segment_weights=rec.user_segment_weights_[r], count=count[r],
+        last_ts=last[r], t_ref=d["t_split"]), ctx)
     y = labels_of(X).astype(np.float32)
     m = min(p["ranker_train_users"], X.n_users)
     hi = int(X.indptr[m])

@@ -22,6 +22,12 @@ Writes into ``--out``:
     vector (:class:`ItemVectorEncoder`). So its item vectors are the given vectors, its user
     vectors are decayed means of them, its segments K-means of those (``--segments``, default
     32), and its recommender is content-only. Scoring then needs no text encoder.
+``model_ranked/``
+    The same engine with the two-stage recommender (``ranker="lightgbm"``: candidate
+    generator with every source at its default settings -- EASE is off above
+    ``ease_max_items`` = 20,000 items -- and a LightGBM ranker trained on the inner temporal
+    split), fitted on the first ``--ranked-model-users`` users' events (default 5,000; 0
+    skips it). ``interestflow score`` with it runs candidates + ranker per user.
 ``data.json``
     The parameters.
 
@@ -29,12 +35,16 @@ Usage::
 
     python benchmarks/make_score_data.py --users 1000000 --out /tmp/ifscore/u1000000
     python benchmarks/make_score_data.py --users 100000 --out /tmp/ifscore/u100000
+    # add model_ranked/ to a data set generated before it existed (events regenerated
+    # from data.json's seed for the model users only)
+    python benchmarks/make_score_data.py --models-only --out /tmp/ifscore/u100000
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -114,7 +124,8 @@ class ItemVectorEncoder:
         return self.vectors[np.asarray(rows, np.int64)]
 
 
-def fit_model(out: Path, ids, vectors, ev_user, ev_ts, ev_item, n_segments: int, seed: int):
+def fit_model(out: Path, ids, vectors, ev_user, ev_ts, ev_item, n_segments: int, seed: int,
+              ranked: bool = False):
     import pandas as pd
 
     from interestflow import InterestEngine
@@ -127,13 +138,54 @@ def fit_model(out: Path, ids, vectors, ev_user, ev_ts, ev_item, n_segments: int,
                                                 utc=True),
                            "item_id": ids[ev_item]})
     items = pd.DataFrame({"item_id": ids, "text": [f"item:{i}" for i in ids]})
-    eng = InterestEngine(encoder=ItemVectorEncoder(ids, vectors), n_segments=n_segments,
-                         merge_threshold=None, random_state=seed,
-                         recommend_config=RecommendConfig(weights={"content": 1.0},
-                                                          knn_neighbors=10))
+    if ranked:
+        # stage 1 at its defaults (item-kNN with 100 neighbours); the fusion weights are not
+        # selected (content only): recommend ranks through candidates + ranker either way
+        eng = InterestEngine(encoder=ItemVectorEncoder(ids, vectors), n_segments=n_segments,
+                             merge_threshold=None, random_state=seed, ranker="lightgbm",
+                             recommend_config=RecommendConfig(weights={"content": 1.0}))
+    else:
+        eng = InterestEngine(encoder=ItemVectorEncoder(ids, vectors), n_segments=n_segments,
+                             merge_threshold=None, random_state=seed,
+                             recommend_config=RecommendConfig(weights={"content": 1.0},
+                                                              knn_neighbors=10))
     eng.fit(events, items)
+    if ranked and eng.ranker_ is None:
+        raise RuntimeError("the ranker had nothing to learn from; pass more --ranked-model-users")
     eng.save(out)
     return eng
+
+
+def model_users_events(a, topic_items: list, n_users: int):
+    """(user, ts, item) of the first ``n_users`` users, as the full generation makes them."""
+    users, tss, items = [], [], []
+    for block in range((min(n_users, a.users) + BLOCK_USERS - 1) // BLOCK_USERS):
+        n = min(BLOCK_USERS, a.users - block * BLOCK_USERS)  # the block as generated
+        u, t, i = make_block_events(block, n, a.events_per_user, topic_items, a.topics, a.seed)
+        users.append(u)
+        tss.append(t)
+        items.append(i)
+    user, ts, item = np.concatenate(users), np.concatenate(tss), np.concatenate(items)
+    sel = user < n_users
+    return user[sel], ts[sel], item[sel]
+
+
+def fit_models(a, out: Path, ids, vectors, topic_items, user=None, ts=None, item=None):
+    """model/ and model_ranked/ (when missing), fitted on the first users' events."""
+    t0 = time.perf_counter()
+    for name, n_users, ranked in (("model", a.model_users, False),
+                                  ("model_ranked", a.ranked_model_users, True)):
+        if n_users <= 0 or (out / name / "meta.json").is_file():
+            continue
+        if user is None:
+            u, t, i = model_users_events(a, topic_items, n_users)
+        else:
+            sel = user < n_users
+            u, t, i = user[sel], ts[sel], item[sel]
+        eng = fit_model(out / name, ids, vectors, u, t, i, a.segments, a.seed, ranked=ranked)
+        extra = f", ranker {eng.ranker_.training_}" if ranked else ""
+        print(f"{name}: fitted on {min(a.users, n_users)} users' {len(u)} events, "
+              f"{time.perf_counter() - t0:.1f} s{extra}", flush=True)
 
 
 def main(argv=None) -> int:
@@ -150,8 +202,17 @@ def main(argv=None) -> int:
     p.add_argument("--segments", type=int, default=32, help="n_segments of the model")
     p.add_argument("--model-users", type=int, default=5000,
                    help="users whose events the model is fitted on")
+    p.add_argument("--ranked-model-users", type=int, default=5000,
+                   help="users whose events model_ranked/ is fitted on (0: no such model)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--models-only", action="store_true",
+                   help="only fit the models missing from --out (parameters from its data.json)")
     a = p.parse_args(argv)
+    if a.models_only:
+        saved = json.loads((Path(a.out) / "data.json").read_text())
+        for key in ("users", "events_per_user", "items", "dim", "topics", "segments",
+                    "model_users", "seed"):
+            setattr(a, key, saved[key])
     if a.users < 1 or a.items < 1 or a.events_per_user < 1:
         p.error("--users, --items and --events-per-user must be >= 1")
     out = Path(a.out)
@@ -160,6 +221,13 @@ def main(argv=None) -> int:
 
     vectors, topic = make_items(a.items, a.dim, a.topics, a.seed)
     ids = item_ids(a.items)
+    if a.models_only:
+        topic_items = [np.flatnonzero(topic == t) for t in range(a.topics)]
+        topic_items = [t if len(t) else np.array([0]) for t in topic_items]
+        fit_models(a, out, ids.to_numpy(zero_copy_only=False), vectors, topic_items)
+        saved.update(ranked_model_users=a.ranked_model_users)
+        (out / "data.json").write_text(json.dumps(saved, indent=1))
+        return 0
     flat = pa.array(vectors.ravel(), pa.float32())
     offsets = pa.array(np.arange(0, (a.items + 1) * a.dim, a.dim, dtype=np.int32))
     pq.write_table(pa.table({"item_id": ids, "topic": pa.array(topic, pa.int32()),
@@ -189,11 +257,9 @@ def main(argv=None) -> int:
     print(f"events: {len(order)} rows in {n_files} files, {time.perf_counter() - t0:.1f} s",
           flush=True)
 
-    sel = user < a.model_users
-    fit_model(out / "model", ids.to_numpy(zero_copy_only=False), vectors, user[sel], ts[sel],
-              item[sel], a.segments, a.seed)
-    print(f"model: fitted on {min(a.users, a.model_users)} users' {int(sel.sum())} events, "
-          f"{time.perf_counter() - t0:.1f} s", flush=True)
+    for name in ("model", "model_ranked"):  # a fresh data set gets fresh models
+        shutil.rmtree(out / name, ignore_errors=True)
+    fit_models(a, out, ids.to_numpy(zero_copy_only=False), vectors, topic_items, user, ts, item)
     (out / "data.json").write_text(json.dumps({**vars(a), "events": int(len(order)),
                                                "files": n_files}, indent=1))
     return 0

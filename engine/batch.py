@@ -25,11 +25,42 @@ How it works
    else the encoded text, else the vector of the event's catalogue item) -> time-decayed user
    means (:func:`~interestflow.interests.decayed_user_means`, the model's half-life) -> unit user
    vectors -> nearest model centroid and soft segment features (the model's temperature) ->
-   top-k catalogue items by cosine (``ItemIndex.search``), leaving out items the user's events
-   mention. The two part
-   files ``users/part-NNNNN.parquet`` and ``recommendations/part-NNNNN.parquet`` are written
-   atomically (temp file + rename); then the chunk is recorded in ``manifest.json`` (rewritten
-   atomically by the one driver process).
+   top-k items, by the same stages as :meth:`InterestEngine.recommend
+   <interestflow.InterestEngine.recommend>` where the model has a learned ranker:
+
+   * **Model with a ranker** (``InterestEngine(ranker="lightgbm")``): stage 1, the model's
+     :class:`~interestflow.candidates.CandidateGenerator` (content, item-kNN, EASE,
+     popularity, segment popularity, segment trending) through
+     :meth:`~interestflow.candidates.CandidateGenerator.generate_for`, fed with what ``fit``
+     would have stored for these users, built from the chunk's events by the functions
+     ``fit`` uses: seen items and item-kNN seeds (:func:`~interestflow.recommend.user_seeds`
+     of the events with a catalogue item), segment weights
+     (:func:`~interestflow.recommend.segment_weights`), interaction count and latest time
+     (:func:`~interestflow.ranker.user_activity`); stage 2, the model's LightGBM ranker over
+     :func:`~interestflow.ranker.ranking_features`. The ranker's reference time (its
+     ``user_recency_days``) is the latest time of a staged event with a catalogue item, as
+     ``fit``'s ``behaviour_time_`` is the latest interaction time (``now`` does not move it).
+     Scoring the events a model was fitted on therefore gives every user the list
+     ``recommend`` gives (tested). Users pass through both stages
+     ``CandidateConfig.chunk_users`` (default 1,024) at a time, so the two stages add one
+     sub-chunk's arrays, not the chunk's: its candidates (``chunk_users x`` the sum of the
+     source cuts, at most 450, rows of ``len(RANKER_FEATURES)`` float32) and EASE's dense
+     ``chunk_users x n_items`` float32 block (EASE exists only up to ``ease_max_items``
+     items, 20,000 by default: at most 82 MB); nothing of (users x catalogue) is allocated.
+     Each process also holds the model's fitted state (its arrays, EASE's ``B``, the
+     generator's content index), loaded once. Per-user interests are not built from events,
+     so a ranker model with ``multi_interest=True`` is refused, as is ``items=``.
+   * **Model without a ranker**: the top-k catalogue items by cosine (``ItemIndex.search``),
+     leaving out items the user's events mention. These are ``recommend``'s items, in its
+     order, for a content-only recommender (``RecommendConfig(weights={"content": w})``,
+     ``index="exact"``; ``recommend``'s scores are the z-scores of these cosines over the
+     unseen items); the other recommenders blend behaviour components over the whole
+     catalogue per user (dense users x items blocks) and ``multi_interest=True`` engines rank
+     per interest, which batch scoring does not reproduce: their batch lists are content-only.
+
+   The two part files ``users/part-NNNNN.parquet`` and ``recommendations/part-NNNNN.parquet``
+   are written atomically (temp file + rename); then the chunk is recorded in
+   ``manifest.json`` (rewritten atomically by the one driver process).
 5. **Finish.** ``summary.json`` (counts, rejected rows by reason, timings per stage); the staging
    folder is removed.
 
@@ -446,7 +477,13 @@ def _read_model(model_dir, *, verify_hashes: bool = True) -> dict:
             "half_life_days": float(params["half_life_days"]),
             "temperature": float(params["segment_temperature"]),
             "centroids": np.ascontiguousarray(centroids, np.float32),
-            "dim": saved.dim}
+            "dim": saved.dim,
+            # InterestEngine.recommend ranks through candidates + ranker when the save has one
+            "two_stage": saved.meta.get("ranker") is not None,
+            "multi_interest": bool(params.get("multi_interest", False)),
+            "n_items": saved.n_items,
+            "arrays_bytes": os.path.getsize(saved.arrays_path),
+            "candidates_config": saved.meta.get("candidates_config")}
 
 
 def _model_encoder(model: dict):
@@ -609,6 +646,8 @@ class _Job:
     has_item: bool
     user_kind: str
     index_id: str
+    two_stage: bool = False
+    behaviour_time: float | None = None
 
 
 def _staging(out: Path) -> Path:
@@ -634,11 +673,32 @@ def _resources(job: _Job) -> dict:
         index = _load_index(st / "index")
         cat = {"ids": index.item_ids_, "vectors": index.vectors_}  # unit rows
         res = {"model": model, "catalogue": cat, "index": index,
-               "encoder": None}
+               "encoder": None, "generator": None, "ranker": None}
+        if job.two_stage:
+            res["generator"], res["ranker"] = _load_two_stage(job.model_dir, cat["ids"])
         _RESOURCES.clear()  # one job per process at a time: drop an earlier job's arrays
         _RESOURCES[key] = res
         _LOADS["count"] += 1
     return res
+
+
+def _load_two_stage(model_dir: str, catalogue_ids: pd.Index):
+    """The saved engine's CandidateGenerator and Ranker, loaded as InterestEngine.load loads
+    them (the driver verified the files' hashes). They hold the engine's fitted state (its
+    training users' arrays, EASE's ``B``, the content index): a cost per process that
+    follows the model, not the users scored."""
+    from .engine import InterestEngine
+    from .persistence import load_engine
+
+    eng = load_engine(InterestEngine, Path(model_dir), verify_hashes=False)
+    gen, ranker = eng.candidates_, eng.ranker_
+    if gen is None or ranker is None:  # open_saved/_read_model said it has a ranker
+        raise ValueError(f"the model in {model_dir} has no candidate state or ranker; save "
+                         "it again with this interestflow")
+    if not gen.item_ids_.equals(catalogue_ids):
+        raise ValueError(f"the catalogue's item ids differ from the model's in {model_dir}: "
+                         "a model with a ranker recommends its own items only")
+    return gen, ranker
 
 
 # --------------------------------------------------------------------------- row validation
@@ -744,6 +804,7 @@ class _Stager:
         self.by_reason: dict[str, int] = {}
         self.examples: list = []
         self.max_ts = -np.inf
+        self.max_item_ts = -np.inf  # latest event with a catalogue item (fit's behaviour_time_)
         self.bucket_rows = np.zeros(n_buckets, np.int64)
         fields = [("user_id", pa.string() if user_kind == "str" else pa.int64()),
                   ("row", pa.int64()), ("ts", pa.float64())]
@@ -837,6 +898,8 @@ class _Stager:
             return
         self.accepted += ng
         self.max_ts = max(self.max_ts, float(ts[good].max()))
+        if item_row is not None and (good & (item_row >= 0)).any():
+            self.max_item_ts = max(self.max_item_ts, float(ts[good & (item_row >= 0)].max()))
         keep = pa.array(good)
         uid_g = uid.filter(keep)
         hashes = _hash_ids(uid_g.to_numpy(zero_copy_only=False))
@@ -998,6 +1061,7 @@ def _stage_file(spec: _StageSpec, fi: int, row0: int) -> dict:
     return {"file": fi, "rows": stager.rows, "accepted": stager.accepted,
             "rejected": stager.rejected_rows, "by_reason": stager.by_reason,
             "examples": stager.examples, "max_ts": float(stager.max_ts),
+            "max_item_ts": float(stager.max_item_ts),
             "bucket_rows_max": int(stager.bucket_rows.max()), "pid": os.getpid()}
 
 
@@ -1023,9 +1087,19 @@ def _bytes_per_row(dataset, files, fmt, columns, rows) -> float:
 
 def _chunk_users_for_memory(max_memory: int, *, n_items: int, dim: int, n_seg: int, k: int,
                             rows_per_user: float, bytes_per_row: float, has_text: bool,
-                            has_vector: bool, index: dict | None = None) -> int:
+                            has_vector: bool, index: dict | None = None,
+                            two_stage: dict | None = None) -> int:
     """Users per chunk so that one scoring process stays under ``max_memory`` (an estimate:
-    see the benchmark for measured peaks). ``index``: what :func:`_build_index` built."""
+    see the benchmark for measured peaks). ``index``: what :func:`_build_index` built.
+
+    ``two_stage`` (the :func:`_read_model` record of a model with a ranker) adds the fixed
+    cost of the two stages: the loaded engine (its arrays file, EASE's ``B`` included), the
+    candidate generator's own content index, and one sub-chunk of ``CandidateConfig.
+    chunk_users`` users: its candidates (``chunk_users x total cut`` rows of the ranker's
+    features in float32, plus the union's keys and the per-source entries), EASE's dense
+    ``chunk_users x n_items`` float32 block when EASE is on, and the segment sources'
+    ``chunk_users x pool`` float64 blocks. Per user it adds the seeds/seen CSR entries, the
+    (k) ranked output and the content source's (cut) search result."""
     from .retrieval import bf16_scan_bytes
 
     # the catalogue twice (the index's unit rows and FAISS's lists, or the exact kind's
@@ -1038,6 +1112,14 @@ def _chunk_users_for_memory(max_memory: int, *, n_items: int, dim: int, n_seg: i
     per_row = 3 * bytes_per_row + 24 + (2 * dim * 4 if has_vector else 0)
     per_user = rows_per_user * per_row + 3 * dim * 4 + 3 * n_seg * 4 \
         + (k + rows_per_user) * 48
+    if two_stage is not None:
+        from .candidates import CandidateConfig
+
+        cut = CandidateConfig.from_dict(two_stage["candidates_config"]["config"]).content
+        fixed += _two_stage_bytes(two_stage, dim, n_seg)
+        # seeds/seen CSR entries, the ranked output, segment weights, and the content
+        # source searched for the whole chunk at once (scores and rows, cut per user)
+        per_user += rows_per_user * 3 * 8 + k * 16 + n_seg * 4 + cut * 12
     # 15% headroom: allocator caches and the moment-to-moment mix of buffers (measured
     # peaks at max_memory=1.8GB: 1.42-1.86 GB)
     room = max_memory / 1.15 - fixed
@@ -1049,6 +1131,24 @@ def _chunk_users_for_memory(max_memory: int, *, n_items: int, dim: int, n_seg: i
             f"the process, the {n_items} catalogue vectors and buffers, and each user needs "
             f"about {per_user / 1024:.1f} KiB; pass max_memory >= {math.ceil(need / 2**20)}MiB")
     return users
+
+
+def _two_stage_bytes(model: dict, dim: int, n_seg: int) -> int:
+    """Fixed memory of the two stages in a scoring process (see _chunk_users_for_memory)."""
+    from .candidates import SOURCES, CandidateConfig
+    from .ranker import RANKER_FEATURES
+
+    cfg = CandidateConfig.from_dict(model["candidates_config"]["config"])
+    n_items = int(model["n_items"])
+    cu = cfg.chunk_users
+    total_cut = sum(cfg.cut(s) for s in SOURCES)
+    # features twice (candidate columns, then the ranker's copy with its extra columns),
+    # union keys / items / per-source entries (~6 int64 per entry)
+    cand = cu * total_cut * (2 * len(RANKER_FEATURES) * 4 + 6 * 8)
+    ease = 2 * cu * n_items * 4 if cfg.ease > 0 and n_items <= cfg.ease_max_items else 0
+    pool = n_seg * cfg.segment_pool_factor * max(cfg.segment_popularity, cfg.segment_trending)
+    segment = 2 * cu * min(n_items, pool) * 8
+    return int(model["arrays_bytes"]) + 2 * n_items * dim * 4 + cand + ease + segment
 
 
 # --------------------------------------------------------------------------- chunk scoring
@@ -1181,16 +1281,22 @@ def score_chunk(job: _Job, b: int) -> dict:
         tm["segments_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        # exclude the catalogue items each user's events mention
         user_of_row = np.repeat(np.arange(len(U), dtype=np.int64), counts)
         ir = item_row[keep_row]
         has = ir >= 0
-        pairs = np.unique(user_of_row[has] * len(cat["ids"]) + ir[has])
-        ex_user = pairs // len(cat["ids"])
-        ex_item = pairs % len(cat["ids"])
-        indptr = np.concatenate([[0], np.cumsum(np.bincount(ex_user, minlength=len(U)))])
-        scores, rows = index.search(U, job.k, exclude=(indptr.astype(np.int64), ex_item))
-        tm["retrieval_s"] = time.perf_counter() - t
+        if job.two_stage:
+            scores, rows = _rank_two_stage(
+                res, job, U, soft, segment, user_of_row[has], ir[has], ts[keep_row][has],
+                w[keep_row][has], min(job.k, len(cat["ids"])))
+            tm["two_stage_s"] = time.perf_counter() - t
+        else:
+            # exclude the catalogue items each user's events mention
+            pairs = np.unique(user_of_row[has] * len(cat["ids"]) + ir[has])
+            ex_user = pairs // len(cat["ids"])
+            ex_item = pairs % len(cat["ids"])
+            indptr = np.concatenate([[0], np.cumsum(np.bincount(ex_user, minlength=len(U)))])
+            scores, rows = index.search(U, job.k, exclude=(indptr.astype(np.int64), ex_item))
+            tm["retrieval_s"] = time.perf_counter() - t
     else:
         user_ids = np.zeros(0, np.int64 if job.user_kind == "int" else object)
         U = np.zeros((0, dim), np.float32)
@@ -1227,6 +1333,49 @@ def score_chunk(job: _Job, b: int) -> dict:
     stats["timings_s"] = tm
     stats["resource_loads"] = _LOADS["count"]
     return stats
+
+
+def _rank_two_stage(res, job: _Job, U, soft, segment, iu, ii, ts, w, k: int):
+    """Candidates, then the ranker, for the users of one chunk: ``(scores, item rows)``,
+    each (m, k), padded with -inf / -1 as ``Ranker.topk`` pads.
+
+    Stage 1's per-user inputs come from the chunk's events through the functions ``fit``
+    uses: seen items and item-kNN seeds (:func:`~interestflow.recommend.user_seeds` of the
+    events with a catalogue item: ``iu`` chunk user, ``ii`` item row, ``ts``, ``w``), segment
+    weights (:func:`~interestflow.recommend.segment_weights` of the soft features, or of the
+    nearest centroid for ``segment_assignment="hard"``) and the ranker's user activity
+    (:func:`~interestflow.ranker.user_activity`; recency relative to ``job.behaviour_time``).
+    Users go through both stages ``CandidateConfig.chunk_users`` at a time, so the largest
+    arrays are one sub-chunk's candidates (``chunk_users x total cut`` rows of
+    ``len(RANKER_FEATURES)`` float32) and EASE's ``chunk_users x n_items`` block.
+    """
+    from .ranker import ranking_features, user_activity
+    from .recommend import segment_weights, user_seeds
+
+    gen, ranker = res["generator"], res["ranker"]
+    rec = gen.recommender_
+    m = len(U)
+    W = segment_weights(rec.config, soft, segment, np.zeros(m, bool))
+    s_ptr, s_idx, s_val = user_seeds(iu, ii, ts, w, m, gen.n_items_, rec.seed_half_life_days_)
+    count, last = user_activity(iu, ts, m)
+    # no event with an item in the whole job: every user's recency is NaN whatever t_ref is
+    t_ref = job.behaviour_time if job.behaviour_time is not None else job.reference_time
+    scores = np.full((m, k), -np.inf)
+    items = np.full((m, k), -1, np.int64)
+    # the content source for the whole chunk in one search (m x cut rows: bounded by the
+    # chunk, like the output): the exact kernel is ~1.4x faster on 8k-query blocks than on 1k
+    content = gen.content_search(U, (s_ptr, s_idx))
+    step = gen.config.chunk_users
+    for a in range(0, m, step):
+        b = min(m, a + step)
+        lo, hi = s_ptr[a], s_ptr[b]
+        ptr = s_ptr[a:b + 1] - lo
+        cand = gen.generate_for(U[a:b], (ptr, s_idx[lo:hi]), (ptr, s_idx[lo:hi], s_val[lo:hi]),
+                                W[a:b], content=(content[0][a:b], content[1][a:b]))
+        X = ranking_features(cand, rec.popularity_, segment_weights=W[a:b],
+                             count=count[a:b], last_ts=last[a:b], t_ref=t_ref)
+        scores[a:b], items[a:b] = ranker.topk(X, k)
+    return scores, items
 
 
 def _is_int_index(idx: pd.Index) -> bool:
@@ -1370,7 +1519,8 @@ def _stage(runner, out, st, marker, man_path, manifest, model, items, vector_col
         per_chunk = _chunk_users_for_memory(
             mem, n_items=len(cat["ids"]), dim=model["dim"], n_seg=len(model["centroids"]),
             k=int(k), rows_per_user=counted["rows"] / n_users, bytes_per_row=bpr,
-            has_text="text" in cols, has_vector="vector" in cols, index=built_index)
+            has_text="text" in cols, has_vector="vector" in cols, index=built_index,
+            two_stage=model if model["two_stage"] else None)
         buffer_bytes = int(min(_STAGING_BUFFER_BYTES, max(16 * 2**20, mem // 4)))
     else:
         per_chunk = int(chunk_users) if chunk_users is not None else DEFAULT_CHUNK_USERS
@@ -1403,11 +1553,13 @@ def _stage(runner, out, st, marker, man_path, manifest, model, items, vector_col
         raise ValueError(f"events: none of the {counted['rows']} rows is usable; rejected by "
                          f"reason: {by_reason}; first: {examples[:3]}")
     ref = float(max_ts) if now_s is None else float(now_s)
+    max_item_ts = max(r["max_item_ts"] for r in results)
     staged = {"n_buckets": n_buckets, "chunk_users": per_chunk,
               "users_estimate": counted["users"], "users_exact": counted["exact"],
               "rows": counted["rows"], "accepted": accepted,
               "rejected": rejected, "rejected_by_reason": by_reason,
               "rejected_examples": examples, "reference_time": ref,
+              "behaviour_time": float(max_item_ts) if np.isfinite(max_item_ts) else None,
               "user_kind": user_kind, "columns": cols,
               "catalogue": {"items": int(len(cat["ids"])), "source": cat["source"]},
               "index": built_index,
@@ -1436,7 +1588,14 @@ def score(events, model_dir, out, *, items=None, k: int = 10, chunk_users=None,
         strings (``"007"`` is not ``"7"``), Parquet and JSON ids keep the file's type.
     model_dir : str or os.PathLike
         A saved :class:`~interestflow.InterestEngine` (its encoder, half-life, segment
-        centroids and temperature, and by default its items).
+        centroids and temperature, and by default its items). With a learned ranker
+        (``ranker="lightgbm"``) its candidate generator and ranker too: the users' lists
+        then come from the same two stages as ``InterestEngine.recommend`` (see the module
+        docstring; ``items=`` is refused, and ``index=`` only indexes the catalogue for
+        staging: the content source searches the generator's own index, as ``recommend``
+        does). With ``segment_assignment="hard"`` the segment weights are the one-hot of the
+        nearest centroid (``fit`` uses the clustering's labels, which may differ for users at
+        a segment border; HDBSCAN noise users get a segment here).
     out : str or os.PathLike
         Output folder: ``users/part-NNNNN.parquet`` (``user_id``, ``vector`` list<float32>
         (dim,), ``segment``, ``segment_0..K-1``), ``recommendations/part-NNNNN.parquet``
@@ -1559,6 +1718,15 @@ def score(events, model_dir, out, *, items=None, k: int = 10, chunk_users=None,
         files, fmt = resolve_inputs(events, "events")
         items_files = resolve_inputs(items, "items")[0] if items is not None else None
         model = _read_model(model_dir)
+        if model["two_stage"] and items is not None:
+            raise ValueError(f"items= cannot be used with the model in {model['dir']}: it has a "
+                             "ranker, whose candidate sources (item-kNN, EASE, popularity, "
+                             "trends) are fitted on the model's own items; score without items=")
+        if model["two_stage"] and model["multi_interest"]:
+            raise ValueError(f"the model in {model['dir']} has a ranker and multi_interest=True; "
+                             "batch scoring does not build per-user interests from the events "
+                             "yet, so its lists would differ from InterestEngine.recommend's; "
+                             "use InterestEngine.recommend for this model")
         cmap = dict(column_map or {})
         string_cols = [cmap.get(c, c) for c in ("user_id", "item_id", "text")]
         dataset = _dataset(files, fmt, string_cols=string_cols)
@@ -1621,11 +1789,16 @@ def score(events, model_dir, out, *, items=None, k: int = 10, chunk_users=None,
                     raise
             n_buckets = int(staged["n_buckets"])
             scols = staged["columns"]
+            if model["two_stage"] and "behaviour_time" not in staged:
+                raise ValueError(f"{marker} was staged by an earlier interestflow without the "
+                                 "ranker's reference time; delete out and score again")
             job = _Job(out=str(out), model_dir=model["dir"], save_id=model["save_id"], k=int(k),
                        n_buckets=n_buckets, reference_time=float(staged["reference_time"]),
                        has_text="text" in scols, has_vector="vector" in scols,
                        has_weight="weight" in scols, has_item="item_id" in scols,
-                       user_kind=staged["user_kind"], index_id=staged["index"]["save_id"])
+                       user_kind=staged["user_kind"], index_id=staged["index"]["save_id"],
+                       two_stage=bool(model["two_stage"]),
+                       behaviour_time=staged.get("behaviour_time"))
             done_before = {int(b) for b in manifest["chunks"]}
             pending = [b for b in range(n_buckets) if b not in done_before]
             if done_before:

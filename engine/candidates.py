@@ -311,6 +311,35 @@ def _rows_csr(indptr, indices, rows, data=None):
     return ptr, indices[take].astype(np.int64), data[take]
 
 
+def _search_entries(s, i):
+    """(row, item, score, rank) of a search result (scores, rows), padding dropped."""
+    r = np.repeat(np.arange(len(i)), i.shape[1]).reshape(i.shape)
+    rank = np.broadcast_to(np.arange(1, i.shape[1] + 1), i.shape)
+    ok = i >= 0
+    return r[ok], i[ok], s[ok].astype(np.float64), rank[ok].astype(np.int64)
+
+
+def _pair_cosines(U, V, row, item):
+    """``U[row] . V[item]`` per entry, entries sorted by row: float32 of the float64 dot
+    product (the exact index's rescoring kernel, so a content candidate's cosine is its
+    content score to the bit), without gathering the (nnz, dim) rows of ``U`` and ``V``
+    (2 x 4 x dim bytes per candidate of memory traffic that dominated the features)."""
+    from interestflow.kernels import numba_ivf
+
+    n = len(row)
+    if n == 0:
+        return np.zeros(0, np.float32)
+    counts = np.bincount(row, minlength=len(U))
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    pos = np.arange(n) - np.repeat(starts, counts)
+    R = np.full((len(U), int(counts.max())), -1, np.int64)
+    R[row, pos] = item
+    out = np.empty(R.shape, np.float32)
+    numba_ivf.rescore(np.ascontiguousarray(U, np.float32), np.ascontiguousarray(V, np.float32),
+                      R, out)
+    return out[row, pos]
+
+
 # ------------------------------------------------------------------------------ EASE
 def fit_ease(indptr, indices, n_users: int, n_items: int, *, lam: float | None = None,
              device=None):
@@ -682,10 +711,8 @@ class CandidateGenerator:
         self._knn = sp.csr_matrix((rec.knn_weights_, rec.knn_indices_, rec.knn_indptr_),
                                   shape=(n_items, n_items))
         n_seen = np.diff(rec.seen_indptr_)
-        depth = min(n_items, cfg.popularity + (int(n_seen.max()) if len(n_seen) else 0))
-        pop = np.asarray(rec.popularity_, np.float64)
-        top = topk_rows(pop[None, :], depth)[0] if depth else np.zeros(0, np.int64)
-        self._pop_order = top[pop[top] > 0]
+        self._pop_order, self._pop_depth_ = np.zeros(0, np.int64), -1
+        self._pop_depth(int(n_seen.max()) if len(n_seen) else 0)
         self._pools = {}
         for name, M in (("segment_popularity", rec.segment_popularity_),
                         ("segment_trending", self.segment_trend_)):
@@ -702,6 +729,17 @@ class CandidateGenerator:
             self._ease_t = self.ease_b_ if isinstance(self.ease_b_, torch.Tensor) else \
                 torch.from_numpy(np.asarray(self.ease_b_, np.float32)).to(self.device_)
             self._ease_t = self._ease_t.contiguous()  # see fit_ease
+
+    def _pop_depth(self, max_seen: int):
+        """Popularity order deep enough that a user with ``max_seen`` seen items still gets
+        ``popularity`` unseen ones (the top ``popularity + max_seen`` items by popularity,
+        positive only; ties to the lower item row)."""
+        depth = min(self.n_items_, self.config.popularity + max_seen)
+        if depth <= self._pop_depth_:
+            return
+        pop = np.asarray(self.recommender_.popularity_, np.float64)
+        top = topk_rows(pop[None, :], depth)[0] if depth else np.zeros(0, np.int64)
+        self._pop_order, self._pop_depth_ = top[pop[top] > 0], depth
 
     @classmethod
     def from_engine(cls, engine, config: CandidateConfig | None = None, *, device=None
@@ -791,6 +829,109 @@ class CandidateGenerator:
         out.user_rows = rows
         return out
 
+    def content_search(self, user_vectors, seen=None):
+        """The content source of users given by their vectors: ``(scores, rows)``, each
+        (m, ``config.content``), -inf / -1 padded; ``seen`` (indptr, indices) is left out
+        when ``config.exclude_seen``. What :meth:`generate_for` searches per sub-chunk; a
+        caller with many users searches them in one call (the exact kernel is faster on
+        larger query blocks) and passes slices as ``generate_for(..., content=)``."""
+        self._check_fitted()
+        U = np.ascontiguousarray(user_vectors, np.float32)
+        cut = self.config.content
+        if cut == 0 or self._index is None:
+            return (np.full((len(U), 0), -np.inf, np.float32), np.full((len(U), 0), -1,
+                                                                        np.int64))
+        ex = seen if (seen is not None and self.config.exclude_seen) else None
+        return self._index.search(U, cut, exclude=ex)
+
+    def generate_for(self, user_vectors, seen, seeds, segment_weights, interests=None, *,
+                     content=None) -> Candidates:
+        """Candidates of users that are not rows of the fitted model, from their own state.
+
+        Runs the same per-chunk code as :meth:`generate` (every source, the same features),
+        with the users' vectors, seen items, item-kNN seeds and segment weights given instead
+        of read from the recommender's rows: the batch scorer (:mod:`interestflow.batch`)
+        builds them from a chunk's events with the functions ``fit`` uses
+        (:func:`~interestflow.recommend.user_seeds`,
+        :func:`~interestflow.recommend.segment_weights`), so that a user scored from the
+        events the model was fitted on gets exactly the candidates :meth:`generate` gives it.
+        Users are processed ``config.chunk_users`` at a time: EASE's dense score block is at
+        most ``chunk_users x n_items`` float32 (``n_items <= ease_max_items``).
+
+        Parameters
+        ----------
+        user_vectors : ndarray, shape (m, dim)
+            Unit interest vectors.
+        seen : tuple (indptr (m + 1,), indices)
+            CSR of the items each user interacted with (item rows, ascending per user).
+        seeds : tuple (indptr (m + 1,), indices, weights)
+            CSR of the users' item-kNN seed weights (:func:`~interestflow.recommend.user_seeds`).
+        segment_weights : ndarray, shape (m, K)
+            The users' segment weights, as ``Recommender.user_segment_weights_`` holds them.
+        interests : tuple (offsets (m + 1,), vectors (n, dim)), optional
+            Per-user interests (the content source searches each).
+        content : tuple (scores (m, cut), rows (m, cut)), optional
+            The content source already searched (:meth:`content_search` of these users and
+            ``seen``); not with ``interests``.
+
+        Returns
+        -------
+        Candidates
+            ``m`` users, in the order given; ``user_rows`` is None.
+        """
+        import scipy.sparse as sp
+
+        self._check_fitted()
+        rec = self.recommender_
+        U = np.ascontiguousarray(user_vectors, np.float32)
+        if U.ndim != 2 or U.shape[1] != rec.dim_:
+            raise ValueError(f"user_vectors must have shape (m, {rec.dim_}), got {U.shape}")
+        m, n_items = len(U), self.n_items_
+        K = rec.user_segment_weights_.shape[1]
+        W = np.asarray(segment_weights, np.float32)
+        if W.shape != (m, K):
+            raise ValueError(f"segment_weights must have shape ({m}, {K}), got {W.shape}")
+        s_ptr, s_idx = (np.asarray(a, np.int64) for a in seen)
+        d_ptr, d_idx = (np.asarray(a, np.int64) for a in seeds[:2])
+        d_val = np.asarray(seeds[2], np.float64)
+        for name, ptr, idx in (("seen", s_ptr, s_idx), ("seeds", d_ptr, d_idx)):
+            if ptr.shape != (m + 1,) or ptr[0] != 0 or ptr[-1] != len(idx):
+                raise ValueError(f"{name} must be a CSR of {m} users: indptr of shape "
+                                 f"({m + 1},) from 0 to len(indices); got indptr {ptr.shape}, "
+                                 f"{len(idx)} indices")
+            if len(idx) and (idx.min() < 0 or idx.max() >= n_items):
+                raise ValueError(f"{name} holds item rows outside [0, {n_items})")
+        if len(d_val) != len(d_idx):
+            raise ValueError(f"seeds has {len(d_idx)} indices but {len(d_val)} weights")
+        if content is not None:
+            if interests is not None:
+                raise ValueError("pass content= or interests=, not both (content= is the "
+                                 "search of the user vectors)")
+            cs, ci = content
+            want = (m, self.config.content if self._index is not None else 0)
+            if np.shape(cs) != want or np.shape(ci) != want:
+                raise ValueError(f"content must be (scores, rows) of shape {want} each "
+                                 f"(content_search of these users), got {np.shape(cs)}, "
+                                 f"{np.shape(ci)}")
+        self._pop_depth(int(np.diff(s_ptr).max()) if m else 0)
+        parts = []
+        step = self.config.chunk_users
+        for a in range(0, m, step):
+            b = min(m, a + step)
+            sub = np.arange(a, b)
+            inter = None
+            if interests is not None:
+                off = np.asarray(interests[0], np.int64)
+                iptr, iidx = _rows_csr(off, np.arange(off[-1]), sub)
+                inter = (iptr, np.asarray(interests[1], np.float32)[iidx])
+            sp_ptr, sp_idx, sp_val = _rows_csr(d_ptr, d_idx, sub, d_val)
+            parts.append(self._chunk(U[a:b], W[a:b], _rows_csr(s_ptr, s_idx, sub),
+                                     sp.csr_matrix((sp_val, sp_idx, sp_ptr),
+                                                   shape=(b - a, n_items)), inter,
+                                     content=None if content is None else
+                                     (content[0][a:b], content[1][a:b])))
+        return Candidates.concatenate(parts) if parts else _empty(0)
+
     def generate_cold(self, user_vectors, *, segment_weights=None, interest_vectors=None,
                       interest_offsets=None) -> Candidates:
         """Candidates of users with texts but no interactions: content and popularity, and
@@ -831,9 +972,10 @@ class CandidateGenerator:
         return Candidates.concatenate(parts) if parts else _empty(0)
 
     # ---------------------------------------------------------------- chunk
-    def _chunk(self, U, Wseg, seen, seeds, interests, cold=False) -> Candidates:
+    def _chunk(self, U, Wseg, seen, seeds, interests, cold=False, content=None) -> Candidates:
         """Candidates of one chunk: U (c, dim), Wseg (c, K) or None, seen (indptr, indices),
-        seeds a (c, n_items) CSR, interests (indptr, vectors) or None."""
+        seeds a (c, n_items) CSR, interests (indptr, vectors) or None, content the content
+        source's (scores, rows) already searched or None."""
         cfg, rec = self.config, self.recommender_
         c, n_items = len(U), self.n_items_
         if c == 0 or n_items == 0:
@@ -843,7 +985,8 @@ class CandidateGenerator:
         # entries of every source: (row, item, score, rank)
         found = {}
         if cfg.content > 0:
-            found["content"] = self._content(U, seen if exclude else None, interests)
+            found["content"] = self._content(U, seen if exclude else None, interests) \
+                if content is None else _search_entries(*content)
         knn_block = ease_block = recent_block = None
         if cfg.item_knn > 0 and not cold:
             knn_block = (seeds @ self._knn).tocsr()
@@ -888,11 +1031,7 @@ class CandidateGenerator:
     def _content(self, U, seen, interests):
         cut = self.config.content
         if interests is None:
-            s, i = self._index.search(U, cut, exclude=seen)
-            r = np.repeat(np.arange(len(U)), i.shape[1]).reshape(i.shape)
-            rank = np.broadcast_to(np.arange(1, i.shape[1] + 1), i.shape)
-            ok = i >= 0
-            return r[ok], i[ok], s[ok].astype(np.float64), rank[ok].astype(np.int64)
+            return _search_entries(*self._index.search(U, cut, exclude=seen))
         iptr, V = interests
         owner = np.repeat(np.arange(len(U)), np.diff(iptr))
         ex = None
@@ -1011,9 +1150,9 @@ class CandidateGenerator:
         V = rec.item_vectors_
         n = len(row)
         K = self.segment_trend_.shape[0]
+        F[:, col["content_cosine"]] = _pair_cosines(U, V, row, item)
         for a in range(0, n, block):
             r, it = row[a:a + block], item[a:a + block]
-            F[a:a + block, col["content_cosine"]] = np.einsum("ij,ij->i", U[r], V[it])
             if Wseg is not None and K:
                 w = Wseg[r].astype(np.float64)
                 F[a:a + block, col["segment_popularity"]] = np.einsum(

@@ -891,8 +891,9 @@ class InterestEngine:
             inter = self.interactions_
             act = user_activity(inter["user"], inter["ts"], rec.n_users_)
             self._user_activity = act
-        X = ranking_features(gen.generate(rows), rec, count=act[0], last_ts=act[1],
-                             t_ref=rec.behaviour_time_)
+        X = ranking_features(gen.generate(rows), rec.popularity_,
+                             segment_weights=rec.user_segment_weights_[rows],
+                             count=act[0][rows], last_ts=act[1][rows], t_ref=rec.behaviour_time_)
         scores, items = self.ranker_.topk(X, k)
         return items, scores
 

@@ -518,10 +518,13 @@ def open_saved(path, cls=None, *, verify_hashes: bool = True) -> SavedModel:
     return SavedModel(path, meta, shapes, n_users, n_items, int(shapes["user_vectors_"][1]))
 
 
-def load_engine(cls, path: Path, *, encoder=None):
+def load_engine(cls, path: Path, *, encoder=None, verify_hashes: bool = True):
+    """The engine saved in ``path`` (:meth:`InterestEngine.load`); ``verify_hashes=False``
+    skips only the SHA-256 check, for a process reopening a folder that another process of
+    the same job verified (see :func:`open_saved`)."""
     from .recommend import Recommender
 
-    saved = open_saved(path, cls)
+    saved = open_saved(path, cls, verify_hashes=verify_hashes)
     meta = saved.meta
     tensors = saved.tensors()
     engine = cls(encoder=encoder, **meta["params"])

@@ -253,57 +253,65 @@ def user_activity(inter_user, inter_ts, n_users: int) -> tuple[np.ndarray, np.nd
     return count, last
 
 
-def ranking_features(candidates: Candidates, recommender, *, count, last_ts,
+def ranking_features(candidates: Candidates, popularity, *, segment_weights, count, last_ts,
                      t_ref: float) -> Candidates:
     """The candidates with the ranker's extra columns appended (:data:`RANKER_FEATURES`).
+
+    Every per-user argument has one row per user of ``candidates`` (row ``j`` for the
+    candidates' user ``j``), whether the users are rows of a fitted model
+    (``InterestEngine.recommend``, training: index the model's arrays by the rows) or users
+    of a batch chunk (:mod:`interestflow.batch`); one code path serves both.
 
     Parameters
     ----------
     candidates : Candidates
-        Of known users (``user_rows`` set), columns :data:`FEATURE_NAMES`.
-    recommender : interestflow.recommend.Recommender
-        The recommender the candidates came from (its segment weights and popularity).
-    count, last_ts : ndarray, shape (n_users,)
-        :func:`user_activity` of the interactions that recommender was fitted on.
+        Columns :data:`FEATURE_NAMES`, ``m`` users.
+    popularity : ndarray, shape (n_items,)
+        The recommender's popularity (``Recommender.popularity_``) the candidates came from.
+    segment_weights : ndarray, shape (m, K)
+        The users' segment weights (``Recommender.user_segment_weights_`` of their rows).
+    count, last_ts : ndarray, shape (m,)
+        :func:`user_activity` of the users' interactions (count, latest time).
     t_ref : float
         Reference time of ``user_recency_days``, unix seconds.
     """
     if tuple(candidates.feature_names) != FEATURE_NAMES:
         raise ValueError("candidates must carry the columns of interestflow.candidates."
                          f"FEATURE_NAMES; got {list(candidates.feature_names)}")
-    if candidates.user_rows is None:
-        raise ValueError("candidates have no user_rows (cold users); the ranker needs known "
-                         "users")
-    rows = np.asarray(candidates.user_rows, np.int64)
+    m = candidates.n_users
+    W = np.asarray(segment_weights, np.float64)
+    c = np.asarray(count, np.float64)
+    last = np.asarray(last_ts, np.float64)
+    if W.ndim != 2 or len(W) != m or c.shape != (m,) or last.shape != (m,):
+        raise ValueError(f"segment_weights, count and last_ts must have one row per user of "
+                         f"the candidates ({m}); got shapes {W.shape}, {c.shape}, {last.shape}")
     nnz = len(candidates.items)
     sizes = np.diff(candidates.indptr)
-    owner = np.repeat(np.arange(len(rows)), sizes)
+    owner = np.repeat(np.arange(m), sizes)
     F = candidates.features
     col = {n: j for j, n in enumerate(FEATURE_NAMES)}
     extra = np.empty((nnz, len(PAIR_FEATURES) + len(USER_FEATURES)), np.float32)
     # pair features
-    pop = np.asarray(recommender.popularity_, np.float64)
+    pop = np.asarray(popularity, np.float64)
     total = pop.sum()
     share = pop[candidates.items] / total if total > 0 else np.zeros(nnz)
     with np.errstate(divide="ignore", invalid="ignore"):
         extra[:, 0] = np.where(share > 0, F[:, col["segment_popularity"]] / share, np.nan)
     cos = F[:, col["content_cosine"]]
-    best = np.full(len(rows), -np.inf, np.float32)
+    best = np.full(m, -np.inf, np.float32)
     if nnz:
         np.maximum.at(best, owner, cos)
     extra[:, 1] = cos - best[owner]
     # user features
-    c = np.asarray(count, np.float64)[rows]
-    last = np.asarray(last_ts, np.float64)[rows]
-    W = np.asarray(recommender.user_segment_weights_, np.float64)[rows]
     with np.errstate(divide="ignore", invalid="ignore"):
         ent = -np.where(W > 0, W * np.log(np.where(W > 0, W, 1.0)), 0.0).sum(axis=1)
         recency = np.where(np.isfinite(last), (float(t_ref) - last) / _SECONDS_PER_DAY, np.nan)
     user = np.stack([np.log1p(c), recency, ent,
-                     W.max(axis=1) if W.shape[1] else np.zeros(len(rows))], axis=1)
+                     W.max(axis=1) if W.shape[1] else np.zeros(m)], axis=1)
     extra[:, 2:] = user[owner]
     return Candidates(candidates.indptr, candidates.items,
-                      np.concatenate([F, extra], axis=1), RANKER_FEATURES, rows)
+                      np.concatenate([F, extra], axis=1), RANKER_FEATURES,
+                      candidates.user_rows)
 
 
 # --------------------------------------------------------------------------- ranker
@@ -634,7 +642,10 @@ def train_ranker(recommender, generator, *, inter_user, inter_item, inter_ts, in
         owner = np.repeat(cand.user_rows, np.diff(cand.indptr))
         label_parts.append(np.isin(owner * n + cand.items, truth).astype(np.float32))
         count, last = user_activity(iu[keep], ts[keep], n_users)
-        parts.append(ranking_features(cand, inner, count=count, last_ts=last,
+        r = cand.user_rows
+        parts.append(ranking_features(cand, inner.popularity_,
+                                      segment_weights=inner.user_segment_weights_[r],
+                                      count=count[r], last_ts=last[r],
                                       t_ref=inner.behaviour_time_))
     labels = np.concatenate(label_parts) if label_parts else np.zeros(0, np.float32)
     if not labels.any():

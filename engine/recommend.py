@@ -490,7 +490,7 @@ class Recommender:
                                      else float(cfg.seed_half_life_days))
         self.n_users_, self.n_items_, self.dim_ = n_users, n_items, dim
         self.user_vectors_, self.item_vectors_ = U, I
-        soft = _segment_weights(cfg, soft, seg, noise)
+        soft = segment_weights(cfg, soft, seg, noise)
         self.user_segment_weights_ = soft
         self._fit_behaviour(iu, ii, ts, wt, n_users, n_items)
 
@@ -525,12 +525,8 @@ class Recommender:
         # what update() needs to add interactions without a rebuild
         self.behaviour_time_ = t_ref
         self.segment_popularity_total_ = tot[:, 0]
-        # seeds: the user's items, weighted by recency relative to the user's latest one
-        last = np.full(n_users, -np.inf)
-        np.maximum.at(last, iu, ts)
-        seed = wt * _decay(last[iu] - ts, self.seed_half_life_days_)
-        s_ptr, s_idx, s_val = _csr(iu, ii, seed, (n_users, n_items), reduce="max")
-        self.seed_indptr_, self.seed_indices_, self.seed_weights_ = s_ptr, s_idx, s_val
+        self.seed_indptr_, self.seed_indices_, self.seed_weights_ = user_seeds(
+            iu, ii, ts, wt, n_users, n_items, self.seed_half_life_days_)
         self._sparse = None
         self.knn_indptr_, self.knn_indices_, self.knn_weights_ = _item_knn(
             p_ptr, p_idx, n_users, n_items, cfg.knn_neighbors, cfg.chunk_elements)
@@ -658,7 +654,7 @@ class Recommender:
         self.popularity_ = pop
 
         # segment popularity (unnormalised: normalised rows times their totals)
-        w_new = _segment_weights(cfg, soft[changed], seg[changed], noise[changed])
+        w_new = segment_weights(cfg, soft[changed], seg[changed], noise[changed])
         w_old = np.zeros_like(w_new)
         was = changed < n_u0
         w_old[was] = self.user_segment_weights_[changed[was]]
@@ -685,10 +681,8 @@ class Recommender:
         # seen rows (the popularity pairs) and seed rows of the changed users
         self.seen_indptr_, (self.seen_indices_,) = _replace_rows(
             self.seen_indptr_, [self.seen_indices_], changed, p_new[0], [p_new[1]], n_users)
-        last = np.full(m, -np.inf)
-        np.maximum.at(last, pos[iu[sel]], ts[sel])
-        seed = wt[sel] * _decay(last[pos[iu[sel]]] - ts[sel], hl_seed)
-        s_ptr, s_idx, s_val = _csr(pos[iu[sel]], ii[sel], seed, (m, n_items), reduce="max")
+        s_ptr, s_idx, s_val = user_seeds(pos[iu[sel]], ii[sel], ts[sel], wt[sel], m, n_items,
+                                         hl_seed)
         self.seed_indptr_, (self.seed_indices_, self.seed_weights_) = _replace_rows(
             self.seed_indptr_, [self.seed_indices_, self.seed_weights_], changed, s_ptr,
             [s_idx, s_val], n_users)
@@ -1029,8 +1023,31 @@ class Recommender:
         return rec
 
 
-def _segment_weights(cfg, soft, seg, noise):
-    """Per-user weights over segments for segment popularity: soft, or one-hot (``"hard"``)."""
+def user_seeds(inter_user, inter_item, inter_ts, inter_weight, n_users: int, n_items: int,
+               half_life_days: float):
+    """Item-kNN seeds of users from their interactions: CSR ``(indptr, indices, weights)``.
+
+    A user's seed weight of an item is the interaction's weight times
+    ``2 ** (-(t_last - ts) / half_life)``, ``t_last`` the user's latest interaction (so
+    the seeds do not depend on a global reference time); repeated (user, item) pairs keep
+    the largest. Every interacted pair is present (weight 0 included), so ``(indptr,
+    indices)`` is also the user's seen-items CSR. Rows are ``inter_user`` values in
+    ``[0, n_users)``; used by :meth:`Recommender.fit`, :meth:`Recommender.update` and the
+    batch scorer (:mod:`interestflow.batch`) alike.
+    """
+    iu = np.asarray(inter_user, np.int64)
+    ts = np.asarray(inter_ts, np.float64)
+    last = np.full(n_users, -np.inf)
+    np.maximum.at(last, iu, ts)
+    seed = np.asarray(inter_weight, np.float64) * _decay(last[iu] - ts, float(half_life_days))
+    return _csr(iu, np.asarray(inter_item, np.int64), seed, (n_users, n_items), reduce="max")
+
+
+def segment_weights(cfg, soft, seg, noise):
+    """Per-user weights over segments for segment popularity: soft, or one-hot (``"hard"``).
+
+    ``cfg`` a :class:`RecommendConfig`, ``soft`` (n, K) soft memberships, ``seg`` (n,)
+    segments in ``[0, K)``, ``noise`` (n,) bool (HDBSCAN noise users get no weight)."""
     if cfg.segment_assignment != "hard":
         return np.array(soft, np.float32)  # a copy: update() writes rows of it
     out = np.zeros(soft.shape, np.float32)

@@ -24,9 +24,10 @@ from _fakes import DIM, HashEncoder
 
 
 def fit_tiny_model(folder: Path):
-    """An InterestEngine fitted on the 40-user demo with 16-d hash vectors, saved to folder."""
+    """A content-only InterestEngine (no ranker) fitted on the 40-user demo with 16-d hash
+    vectors, saved to folder (the two-stage engine has its own tests below)."""
     data = make_demo_events(40)
-    eng = InterestEngine(encoder=HashEncoder(), n_segments=3,
+    eng = InterestEngine(encoder=HashEncoder(), n_segments=3, ranker=None,
                          recommend_config=RecommendConfig(weights={"content": 1.0}))
     eng.fit(data.events, data.items)
     eng.save(folder)
@@ -430,3 +431,126 @@ def test_memory_estimate_counts_the_bf16_ivf_copy(monkeypatch):
     extra = 2 * 384 * (1_000_000 + 4096 * SCAN_PAD)
     per_user = 20 * (3 * 64 + 24) + 3 * 384 * 4 + 3 * 32 * 4 + (10 + 20) * 48
     assert abs(fewer - extra / per_user) <= 1
+
+
+# ------------------------------------------------------------------ two stages (ranker)
+@pytest.fixture(scope="module")
+def ranked(tmp_path_factory):
+    """InterestEngine(ranker="lightgbm") on 300 demo users (4,347 events, 154 items): every
+    candidate source proposes items (content, item-kNN, EASE, popularity, both segment
+    sources), saved; its training events with the encoded texts as a vector column."""
+    root = tmp_path_factory.mktemp("ranked")
+    data = make_demo_events(300, seed=3)
+    eng = InterestEngine(encoder=HashEncoder(), n_segments=3, device="cpu",
+                         ranker="lightgbm").fit(data.events, data.items)
+    assert eng.ranker_ is not None and eng.candidates_.ease_b_ is not None
+    eng.save(root / "model")
+    ev = data.events.copy()
+    ev["vec"] = list(HashEncoder().encode(ev["text"].tolist()))
+    ev = ev.drop(columns="text").sample(frac=1.0, random_state=0)  # users interleaved
+    ev.to_parquet(root / "events.parquet")
+    return {"root": root, "eng": eng, "events": ev}
+
+
+def _assert_equals_recommend(eng, out: Path, k: int):
+    users, recs = read_out(out)
+    expect = eng.recommend(list(eng.user_ids_), k=k)
+    assert users["user_id"].tolist() == sorted(eng.user_ids_)
+    expect = expect.sort_values(["user_id", "rank"]).reset_index(drop=True)
+    assert len(recs) == len(expect) == k * len(eng.user_ids_)
+    # every user: the same items in the same order, scores to float32 precision
+    pd.testing.assert_frame_equal(recs[["user_id", "item_id", "rank"]],
+                                  expect[["user_id", "item_id", "rank"]], check_dtype=False)
+    np.testing.assert_allclose(recs["score"].to_numpy(), expect["score"].to_numpy(),
+                               rtol=1e-6, atol=1e-6)
+    return recs
+
+
+def test_two_stage_lists_equal_recommend_for_every_user(ranked, tmp_path):
+    eng, root = ranked["eng"], ranked["root"]
+    s = score(root / "events.parquet", root / "model", tmp_path / "out", k=10,
+              chunk_users=64, vector_col="vec", progress=False)
+    assert s["users"] == 300 and s["chunks"]["total"] == 5 and s["rejected"]["total"] == 0
+    recs = _assert_equals_recommend(eng, tmp_path / "out", 10)
+    assert s["timings_s"]["chunk_stages_sum_s"]["two_stage_s"] > 0
+    # the ranker's lists differ from the content-cosine lists (the stages are not a no-op)
+    users, _ = read_out(tmp_path / "out")
+    U = np.stack(users["vector"])
+    cos = U @ eng.item_vectors_.T
+    seen = eng.recommender_
+    rows = eng.user_rows(users["user_id"])
+    differ = 0
+    for j, r in enumerate(rows):
+        c = cos[j].copy()
+        c[seen.seen_indices_[seen.seen_indptr_[r]:seen.seen_indptr_[r + 1]]] = -np.inf
+        top = eng.item_ids_[np.argsort(-c, kind="stable")[:10]]
+        got = recs["item_id"].to_numpy()[10 * j:10 * j + 10]
+        differ += not np.array_equal(top, got)
+    assert differ > 150
+
+
+def test_two_stage_chunking_and_resume_give_the_same_output(ranked, tmp_path, capsys):
+    """Fewer, larger chunks give the same parts' union; a run SIGKILLed after its first
+    chunk resumes to the uninterrupted output."""
+    root = ranked["root"]
+    score(root / "events.parquet", root / "model", tmp_path / "one", k=5, chunk_users=1000,
+          vector_col="vec", progress=False)
+    _assert_equals_recommend(ranked["eng"], tmp_path / "one", 5)
+    args = ["score", "--events", str(root / "events.parquet"), "--model-dir",
+            str(root / "model"), "--out", str(tmp_path / "killed"), "--vector-col", "vec",
+            "--chunk-users", "40", "--k", "5", "--no-progress"]
+    out = tmp_path / "killed"
+
+    def some_chunks_done(o):
+        m = _manifest(o)
+        return m is not None and len(m["chunks"]) >= 1
+
+    rc, err = _run_until([sys.executable, "-c", _CHILD, *args], out, some_chunks_done)
+    assert rc == -signal.SIGKILL, err
+    m = _manifest(out)
+    assert 1 <= len(m["chunks"]) < m["staging"]["n_buckets"]
+    from interestflow.cli import main
+
+    assert main(args) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["chunks"]["done_before"] >= 1
+    _assert_equals_recommend(ranked["eng"], out, 5)
+
+
+def test_two_stage_refuses_items_table(ranked, tmp_path):
+    root = ranked["root"]
+    items = pd.DataFrame({"item_id": ranked["eng"].item_ids_[:5],
+                          "vector": list(ranked["eng"].item_vectors_[:5])})
+    items.to_parquet(tmp_path / "items.parquet")
+    with pytest.raises(ValueError, match="items= cannot be used .* ranker"):
+        score(root / "events.parquet", root / "model", tmp_path / "out", items=tmp_path /
+              "items.parquet", vector_col="vec", progress=False)
+
+
+def test_memory_estimate_counts_the_two_stages(ranked, monkeypatch):
+    """A ranker model's fixed cost (loaded arrays, the generator's index, one sub-chunk of
+    candidates and EASE's block) is charged: fewer users per chunk by that many bytes."""
+    from interestflow import batch
+    from interestflow.candidates import CandidateConfig
+    from interestflow.ranker import RANKER_FEATURES
+
+    monkeypatch.setattr(batch, "_rss_bytes", lambda: 300 * 2**20)
+    model = batch._read_model(ranked["root"] / "model")
+    assert model["two_stage"]
+    args = dict(n_items=model["n_items"], dim=DIM, n_seg=3, k=10, rows_per_user=15.0,
+                bytes_per_row=64.0, has_text=False, has_vector=True)
+    mem = 2 * 2**30
+    two = batch._chunk_users_for_memory(mem, **args, two_stage=model)
+    cfg = CandidateConfig()
+    n_items, n_feat = model["n_items"], len(RANKER_FEATURES)
+    cand = cfg.chunk_users * 450 * (2 * n_feat * 4 + 48)
+    ease = 2 * cfg.chunk_users * n_items * 4
+    segment = 2 * cfg.chunk_users * min(n_items, 3 * 2 * 50) * 8
+    extra = model["arrays_bytes"] + 2 * n_items * DIM * 4 + cand + ease + segment
+    assert batch._two_stage_bytes(model, DIM, 3) == extra
+    fixed = 300 * 2**20 + 2 * n_items * DIM * 4 + batch._RUNTIME_MARGIN_BYTES \
+        + 2 * batch._GATHER_ROWS * DIM * 4
+    per_user = 15 * (3 * 64 + 24 + 2 * DIM * 4) + 3 * DIM * 4 + 3 * 3 * 4 + (10 + 15) * 48
+    per_user += 15 * 24 + 10 * 16 + 3 * 4 + 100 * 12
+    assert two == int((mem / 1.15 - fixed - extra) // per_user)
+    assert two < batch._chunk_users_for_memory(mem, **args)

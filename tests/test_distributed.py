@@ -97,3 +97,27 @@ def test_worker_killed_mid_run_loses_and_duplicates_nothing(job, tmp_path, monke
     assert sorted(p.name for p in (tmp_path / "out" / "users").iterdir()) == \
         [f"part-{b:05d}.parquet" for b in range(total)]
     assert_same_output(tmp_path / "out", root / "single")
+
+
+def test_two_stage_on_dask_equals_recommend(tmp_path):
+    """A ranker model on dask='local:2': each worker loads the candidate generator and the
+    ranker once, and every user's list equals InterestEngine.recommend's."""
+    from test_batch import _assert_equals_recommend
+    from _fakes import HashEncoder
+
+    from interestflow import InterestEngine
+    from interestflow.synthetic import make_demo_events
+
+    data = make_demo_events(120, seed=4)
+    eng = InterestEngine(encoder=HashEncoder(), n_segments=3, device="cpu",
+                         ranker="lightgbm").fit(data.events, data.items)
+    assert eng.ranker_ is not None
+    eng.save(tmp_path / "model")
+    ev = data.events.copy()
+    ev["vec"] = list(HashEncoder().encode(ev["text"].tolist()))
+    ev.drop(columns="text").to_parquet(tmp_path / "events.parquet")
+    s = batch.score(tmp_path / "events.parquet", tmp_path / "model", tmp_path / "out", k=6,
+                    chunk_users=30, vector_col="vec", dask="local:2", progress=False)
+    assert s["users"] == 120 and s["chunks"]["total"] == 4
+    assert all(w["resource_loads"] == 1 for w in s["workers"].values())
+    _assert_equals_recommend(eng, tmp_path / "out", 6)

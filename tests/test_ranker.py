@@ -53,7 +53,8 @@ def test_ranking_features_by_value():
     rec, gen = _toy()
     cand = gen.generate(np.arange(4))
     count, last = user_activity(IU, TS, 4)
-    X = ranking_features(cand, rec, count=count, last_ts=last, t_ref=12 * DAY)
+    X = ranking_features(cand, rec.popularity_, segment_weights=rec.user_segment_weights_,
+                         count=count, last_ts=last, t_ref=12 * DAY)
     assert X.feature_names == RANKER_FEATURES
     n = len(FEATURE_NAMES)
     # the candidate columns are carried as they are (NaN where a source is absent)
@@ -307,8 +308,10 @@ def test_recommend_ranks_candidates_and_excludes_seen(fitted):
     rows = fitted.user_rows(users[:1])
     act = user_activity(fitted.interactions_["user"], fitted.interactions_["ts"],
                         len(fitted.user_ids_))
-    X = ranking_features(gen.generate(rows), fitted.recommender_, count=act[0],
-                         last_ts=act[1], t_ref=fitted.recommender_.behaviour_time_)
+    rec = fitted.recommender_
+    X = ranking_features(gen.generate(rows), rec.popularity_,
+                         segment_weights=rec.user_segment_weights_[rows], count=act[0][rows],
+                         last_ts=act[1][rows], t_ref=rec.behaviour_time_)
     s, items = r.topk(X, 10)
     np.testing.assert_array_equal(out["item_id"].to_numpy()[:10], fitted.item_ids_[items[0]])
     np.testing.assert_allclose(out["score"].to_numpy()[:10], s[0].astype(np.float32))
