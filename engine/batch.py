@@ -1336,46 +1336,14 @@ def score_chunk(job: _Job, b: int) -> dict:
 
 
 def _rank_two_stage(res, job: _Job, U, soft, segment, iu, ii, ts, w, k: int):
-    """Candidates, then the ranker, for the users of one chunk: ``(scores, item rows)``,
-    each (m, k), padded with -inf / -1 as ``Ranker.topk`` pads.
+    """Candidates, then the ranker, for the users of one chunk
+    (:func:`interestflow.ranker.rank_users`; recency relative to ``job.behaviour_time``, the
+    job's latest event with a catalogue item, as ``fit``'s ``behaviour_time_``)."""
+    from .ranker import rank_users
 
-    Stage 1's per-user inputs come from the chunk's events through the functions ``fit``
-    uses: seen items and item-kNN seeds (:func:`~interestflow.recommend.user_seeds` of the
-    events with a catalogue item: ``iu`` chunk user, ``ii`` item row, ``ts``, ``w``), segment
-    weights (:func:`~interestflow.recommend.segment_weights` of the soft features, or of the
-    nearest centroid for ``segment_assignment="hard"``) and the ranker's user activity
-    (:func:`~interestflow.ranker.user_activity`; recency relative to ``job.behaviour_time``).
-    Users go through both stages ``CandidateConfig.chunk_users`` at a time, so the largest
-    arrays are one sub-chunk's candidates (``chunk_users x total cut`` rows of
-    ``len(RANKER_FEATURES)`` float32) and EASE's ``chunk_users x n_items`` block.
-    """
-    from .ranker import ranking_features, user_activity
-    from .recommend import segment_weights, user_seeds
-
-    gen, ranker = res["generator"], res["ranker"]
-    rec = gen.recommender_
-    m = len(U)
-    W = segment_weights(rec.config, soft, segment, np.zeros(m, bool))
-    s_ptr, s_idx, s_val = user_seeds(iu, ii, ts, w, m, gen.n_items_, rec.seed_half_life_days_)
-    count, last = user_activity(iu, ts, m)
-    # no event with an item in the whole job: every user's recency is NaN whatever t_ref is
     t_ref = job.behaviour_time if job.behaviour_time is not None else job.reference_time
-    scores = np.full((m, k), -np.inf)
-    items = np.full((m, k), -1, np.int64)
-    # the content source for the whole chunk in one search (m x cut rows: bounded by the
-    # chunk, like the output): the exact kernel is ~1.4x faster on 8k-query blocks than on 1k
-    content = gen.content_search(U, (s_ptr, s_idx))
-    step = gen.config.chunk_users
-    for a in range(0, m, step):
-        b = min(m, a + step)
-        lo, hi = s_ptr[a], s_ptr[b]
-        ptr = s_ptr[a:b + 1] - lo
-        cand = gen.generate_for(U[a:b], (ptr, s_idx[lo:hi]), (ptr, s_idx[lo:hi], s_val[lo:hi]),
-                                W[a:b], content=(content[0][a:b], content[1][a:b]))
-        X = ranking_features(cand, rec.popularity_, segment_weights=W[a:b],
-                             count=count[a:b], last_ts=last[a:b], t_ref=t_ref)
-        scores[a:b], items[a:b] = ranker.topk(X, k)
-    return scores, items
+    return rank_users(res["generator"], res["ranker"], U, soft, segment, iu, ii, ts, w, k,
+                      t_ref=t_ref)
 
 
 def _is_int_index(idx: pd.Index) -> bool:

@@ -995,6 +995,95 @@ class InterestEngine:
             "rank": (np.cumsum(valid, axis=1)[valid]).astype(np.int64),
         })
 
+    def recommend_from_events(self, events, k: int = 10, *, ts_unit="s") -> pd.DataFrame:
+        """Top-``k`` items for users given by their events, not by the fitted state: new
+        users (cold start), or known users seen through other events. Nothing is fitted or
+        stored; the engine is unchanged.
+
+        Each user's vector is the time-decayed weighted mean of its events' encoded texts
+        (the engine's half-life; unit length), its soft segment features come from the
+        fitted centroids, and the items of its events that are in the catalogue are its
+        interactions (seen items, item-kNN and EASE seeds, activity). Then the same two
+        stages as :meth:`recommend` (:func:`interestflow.ranker.rank_users`; recency
+        relative to the later of the fitted latest interaction and these events' latest
+        one). A user whose events carry texts only gets a cold-start list: content,
+        popularity and segment candidates ranked by the same model. Items of the events
+        that are not in the catalogue count only through their texts.
+
+        Parameters
+        ----------
+        events : pandas.DataFrame or pyarrow.Table
+            Columns ``user_id``, ``text``, ``ts`` and optional ``item_id``, ``weight``;
+            checked like :meth:`fit`'s (a bad row raises naming the column and the row).
+        k : int, default 10
+        ts_unit : {"s", "ms", "us", "ns"}, default "s"
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``user_id, item_id, score, rank``, users sorted by id; the items of a
+            user's own events are left out.
+        """
+        from .interests import decayed_user_means
+        from .ranker import rank_users
+        from .segments import _unit, soft_features
+        from .validation import validate_events
+
+        self._check_fitted()
+        if getattr(self, "ranker_", None) is None or getattr(self, "candidates_", None) is None:
+            raise ValueError("recommend_from_events needs the two-stage engine (ranker="
+                             "'lightgbm' with a trained ranker_); this engine has none")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k={k!r} is invalid; pass an int >= 1")
+        ev = validate_events(events, ts_unit=ts_unit)
+        if len(ev) == 0:
+            raise ValueError("events has no rows; pass at least one event")
+        if "item_id" in ev.columns:
+            _check_same_id_type("item_id", ev["item_id"], self.item_ids_)
+        uvecs, codes = self._encode_unique(ev["text"])
+        user_codes, user_ids = _factorize(ev["user_id"])
+        order = np.argsort(user_codes, kind="stable")
+        counts = np.bincount(user_codes, minlength=len(user_ids))
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        ts = ev["ts"].to_numpy(np.float64)
+        w = ev["weight"].to_numpy(np.float64)
+        means, log2w = decayed_user_means(uvecs[codes[order]], offsets, ts[order], w[order],
+                                          half_life_days=float(self.half_life_days), now=None)
+        empty = ~np.isfinite(log2w)
+        if empty.any():
+            code = int(np.argmax(empty))
+            row = int(np.flatnonzero(user_codes == code)[0])
+            raise ValueError(
+                f"events column 'weight': {int(empty.sum())} user(s) have only zero-weight "
+                f"events; first is user_id {user_ids[code]!r} at row {row}; such a user "
+                "carries no interest signal: drop its events or give them weight > 0")
+        U = _unit(np.asarray(means, np.float32))
+        cents = np.asarray(self.segment_centroids_, np.float32)
+        soft = soft_features(U, cents, float(self.segment_temperature))
+        seg = np.argmax(U @ cents.T, axis=1).astype(np.int64) if len(cents) else \
+            np.zeros(len(U), np.int64)
+        if "item_id" in ev.columns:
+            irow = self.item_ids_.get_indexer(pd.Index(ev["item_id"]))
+        else:
+            irow = np.full(len(ev), -1, np.int64)
+        has = irow >= 0
+        rec = self.recommender_
+        t_ref = float(rec.behaviour_time_)
+        if has.any():
+            t_ref = max(t_ref, float(ts[has].max()))
+        k_eff = min(int(k), len(self.item_ids_))
+        scores, items = rank_users(self.candidates_, self.ranker_, U, soft, seg,
+                                   user_codes[has], irow[has], ts[has], w[has], k_eff,
+                                   t_ref=t_ref)
+        valid = items >= 0
+        n_per = valid.sum(axis=1)
+        return pd.DataFrame({
+            "user_id": np.repeat(user_ids.to_numpy(), n_per),
+            "item_id": self.item_ids_.to_numpy()[items[valid]],
+            "score": scores[valid].astype(np.float32),
+            "rank": (np.cumsum(valid, axis=1)[valid]).astype(np.int64),
+        })
+
     def interests(self) -> pd.DataFrame:
         """Per-user interests (``multi_interest=True``): one row per interest.
 

@@ -374,3 +374,57 @@ def test_partial_fit_keeps_the_ranker_and_recommends_for_new_users():
     mine = set(later.loc[later["user_id"] == "newcomer", "item_id"])
     assert not mine & set(out.loc[out["user_id"] == "newcomer", "item_id"])
 
+
+
+def test_recommend_from_events_equals_recommend_on_the_fitted_events(fitted):
+    ev = _events()
+    got = fitted.recommend_from_events(ev, k=7)
+    users = sorted(ev["user_id"].unique())
+    expect = fitted.recommend(users, k=7)
+    pd.testing.assert_frame_equal(got[["user_id", "item_id", "rank"]],
+                                  expect[["user_id", "item_id", "rank"]])
+    np.testing.assert_allclose(got["score"], expect["score"], rtol=1e-5, atol=1e-5)
+
+
+def test_users_with_texts_only_get_a_ranked_cold_start_list(fitted):
+    """New users whose events carry texts but no item: content, popularity and segment
+    candidates ordered by the same ranker (behaviour scores zero); unknown ids still raise
+    in recommend()."""
+    from interestflow.ranker import ranking_features
+    from interestflow.segments import _unit, soft_features
+
+    cold = pd.DataFrame({"user_id": ["new1", "new1", "new2"],
+                         "text": ["t3 w1", "t5 w2", "t7 w3"],
+                         "ts": 1.6e9 + np.array([80.0, 81.0, 85.0]) * DAY})
+    out = fitted.recommend_from_events(cold, k=5)
+    assert out.groupby("user_id").size().to_dict() == {"new1": 5, "new2": 5}
+    # by hand: the users' vectors, soft segments, then generate_for + the ranker
+    enc = HashEncoder()
+    v1 = enc.encode(["t3 w1", "t5 w2"])
+    w1 = 2.0 ** (-(np.array([80.0, 81.0]) - 81.0) / fitted.half_life_days)
+    U = _unit(np.stack([(w1[:, None] * v1).sum(0) / w1.sum(),
+                        enc.encode(["t7 w3"])[0]]).astype(np.float32))
+    soft = soft_features(U, fitted.segment_centroids_, fitted.segment_temperature)
+    gen, rec = fitted.candidates_, fitted.recommender_
+    empty = (np.zeros(3, np.int64), np.zeros(0, np.int64))
+    cand = gen.generate_for(U, empty, (*empty, np.zeros(0)), soft)
+    for s_ in ("item_knn", "ease"):
+        assert (cand.column(f"{s_}_rank") == 0).all()  # no interactions: no behaviour source
+    assert (cand.column("content_rank") > 0).any() and (cand.column("popularity_rank") > 0).any()
+    assert (cand.column("ease_all") == 0).all()
+    X = ranking_features(cand, rec.popularity_, segment_weights=soft, count=np.zeros(2),
+                         last_ts=np.full(2, -np.inf), t_ref=rec.behaviour_time_)
+    assert np.isnan(X.column("user_recency_days")).all()
+    scores, items = fitted.ranker_.topk(X, 5)
+    for j, u in enumerate(["new1", "new2"]):
+        got = out[out["user_id"] == u].sort_values("rank")
+        assert got["item_id"].tolist() == list(fitted.item_ids_[items[j]])
+        np.testing.assert_allclose(got["score"], scores[j], rtol=1e-5)
+    with pytest.raises(ValueError, match="unknown user id"):
+        fitted.recommend(["new1"], k=5)
+    with pytest.raises(ValueError, match="column 'text'"):
+        fitted.recommend_from_events(cold.assign(text=["ok", "", "ok"]), k=5)
+    plain = InterestEngine(encoder=HashEncoder(), n_segments=2, device="cpu",
+                           ranker=None).fit(_events())
+    with pytest.raises(ValueError, match="needs the two-stage engine"):
+        plain.recommend_from_events(cold, k=5)
