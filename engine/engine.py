@@ -22,6 +22,19 @@ def _factorize(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
     return codes.astype(np.int64), pd.Index(uniques)
 
 
+def _check_some_weight(log2w: np.ndarray, user_codes: np.ndarray, user_ids: pd.Index):
+    """Raise naming the first user all of whose events have weight 0 (``log2w`` -inf): such a
+    user carries no interest signal."""
+    empty = ~np.isfinite(log2w)
+    if empty.any():
+        code = int(np.argmax(empty))
+        row = int(np.flatnonzero(user_codes == code)[0])
+        raise ValueError(
+            f"events column 'weight': {int(empty.sum())} user(s) have only zero-weight "
+            f"events; first is user_id {user_ids[code]!r} at row {row}; such a user "
+            "carries no interest signal: drop its events or give them weight > 0")
+
+
 #: Default ``drift_threshold`` of :meth:`InterestEngine.partial_fit`: segments are refitted
 #: when the mean user-to-centroid cosine distance has grown by more than this share.
 DRIFT_THRESHOLD = 0.1
@@ -250,14 +263,7 @@ class InterestEngine:
         means, log2w = decayed_user_means(
             uvecs[ev_vec_code[order]], offsets, ts[order], w[order],
             half_life_days=float(self.half_life_days), now=now_s)
-        empty = ~np.isfinite(log2w)  # every event of the user has weight 0
-        if empty.any():
-            code = int(np.argmax(empty))
-            row = int(np.flatnonzero(user_codes == code)[0])
-            raise ValueError(
-                f"events column 'weight': {int(empty.sum())} user(s) have only zero-weight "
-                f"events; first is user_id {self.user_ids_[code]!r} at row {row}; such a user "
-                "carries no interest signal: drop its events or give them weight > 0")
+        _check_some_weight(log2w, user_codes, self.user_ids_)
         if self.multi_interest:
             from .multi_interest import user_interests
 
@@ -1049,14 +1055,7 @@ class InterestEngine:
         w = ev["weight"].to_numpy(np.float64)
         means, log2w = decayed_user_means(uvecs[codes[order]], offsets, ts[order], w[order],
                                           half_life_days=float(self.half_life_days), now=None)
-        empty = ~np.isfinite(log2w)
-        if empty.any():
-            code = int(np.argmax(empty))
-            row = int(np.flatnonzero(user_codes == code)[0])
-            raise ValueError(
-                f"events column 'weight': {int(empty.sum())} user(s) have only zero-weight "
-                f"events; first is user_id {user_ids[code]!r} at row {row}; such a user "
-                "carries no interest signal: drop its events or give them weight > 0")
+        _check_some_weight(log2w, user_codes, user_ids)
         U = _unit(np.asarray(means, np.float32))
         cents = np.asarray(self.segment_centroids_, np.float32)
         soft = soft_features(U, cents, float(self.segment_temperature))
