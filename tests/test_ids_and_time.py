@@ -23,10 +23,11 @@ T0 = 1_704_067_200  # 2024-01-01T00:00:00Z
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """A saved engine (40 demo users, 16-d hash vectors) to score item-only events with."""
+    """A saved content-only engine (40 demo users, 16-d hash vectors, no ranker: score's
+    items= needs one) to score item-only events with."""
     root = tmp_path_factory.mktemp("ids_time")
     data = make_demo_events(40)
-    eng = InterestEngine(encoder=HashEncoder(), n_segments=3,
+    eng = InterestEngine(encoder=HashEncoder(), n_segments=3, ranker=None,
                          recommend_config=RecommendConfig(weights={"content": 1.0}))
     eng.fit(data.events, data.items)
     eng.save(root / "model")
