@@ -11,10 +11,13 @@ def _python_blocks():
 
 def test_readme_example_runs(tmp_path, monkeypatch):
     blocks = _python_blocks()
-    assert len(blocks) == 1
+    assert len(blocks) == 2
     monkeypatch.chdir(tmp_path)
     scope: dict = {}
     exec(compile(blocks[0], str(README), "exec"), scope)
+    exec(compile(blocks[1], str(README), "exec"), scope)  # the cold-start example
+    out = scope["engine"].recommend_from_events(scope["new"], k=3)
+    assert out["user_id"].tolist() == ["dee"] * 3 and out["rank"].tolist() == [1, 2, 3]
     recs = scope["recs"]
     assert len(recs) == 6 and set(recs["user_id"]) == {"ana", "ben"}
     # the example's runner and coffee drinker end up in different segments
