@@ -77,6 +77,7 @@ from typing import Mapping
 import numpy as np
 
 from ._topk import topk_rows
+from .recommend import _integer, config_from_dict
 
 logger = logging.getLogger(__name__)
 
@@ -172,19 +173,7 @@ class CandidateConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "CandidateConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown CandidateConfig field(s) {unknown}; valid: "
-                             f"{sorted(names)}")
-        return cls(**dict(d))
-
-
-def _integer(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name}={value} is invalid; pass an integer >= {minimum}")
+        return config_from_dict(cls, d)
 
 
 @dataclass

@@ -80,6 +80,7 @@ from typing import Mapping
 import numpy as np
 
 from .candidates import FEATURE_NAMES, Candidates
+from .recommend import _integer, config_from_dict
 
 logger = logging.getLogger(__name__)
 
@@ -192,11 +193,7 @@ class RankerConfig:
                           ("max_train_users", 1), ("num_threads", 1), ("random_state", 0),
                           ("early_stopping_rounds", 1), ("label_splits", 1),
                           ("n_models", 1)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                raise TypeError(f"{name} must be an integer, got {v!r}")
-            if v < low:
-                raise ValueError(f"{name}={v} is invalid; pass an integer >= {low}")
+            _integer(name, getattr(self, name), minimum=low)
         v = self.validation_fraction
         if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
                 or not 0 <= float(v) < 1:
@@ -210,10 +207,11 @@ class RankerConfig:
                 raise ValueError(f"{name}={v} is invalid; pass a finite number > 0"
                                  + (" and < 1" if name == "holdout_fraction" else ""))
 
-    def used_features(self) -> tuple[str, ...]:
-        """The columns of :data:`RANKER_FEATURES` the models see, in order."""
+    def used_features(self, names=RANKER_FEATURES) -> tuple[str, ...]:
+        """``names`` (default :data:`RANKER_FEATURES`) without the excluded ones, in order:
+        the columns the models see."""
         gone = {n for e in self.exclude for n in FEATURE_GROUPS.get(e, (e,))}
-        return tuple(n for n in RANKER_FEATURES if n not in gone)
+        return tuple(n for n in names if n not in gone)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -222,11 +220,7 @@ class RankerConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "RankerConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown RankerConfig field(s) {unknown}; valid: {sorted(names)}")
-        return cls(**dict(d))
+        return config_from_dict(cls, d)
 
     def lightgbm_params(self) -> dict:
         """The LightGBM parameters of training (binary labels: gain 0 and 1)."""
@@ -347,7 +341,7 @@ def _lightgbm():
 
 
 class Ranker:
-    """One LightGBM lambdarank model over (user, candidate) features.
+    """LightGBM lambdarank models over (user, candidate) features, their scores averaged.
 
     Parameters
     ----------
@@ -412,52 +406,53 @@ class Ranker:
             raise ValueError("no user has a positive candidate; the ranker has nothing to "
                              "learn from (more interactions per user are needed)")
         cfg = self.config
-        boosters, reports = [], []
-        for j in range(int(cfg.n_models)):
-            b, rep = self._fit_one(lgb, candidates, y, sizes, owner, keep_user,
-                                   int(cfg.random_state) + j)
-            boosters.append(b)
-            reports.append(rep)
-        self.boosters_ = boosters
-        self.feature_names_ = self._used(candidates.feature_names)
-        keep = keep_user[owner]
-        self.training_ = {"rows": int(keep.sum()), "users": reports[0]["users"],
-                          "queries": int(keep_user.sum()),
-                          "validation_users": reports[0]["validation_users"],
-                          "rounds": [r["rounds"] for r in reports],
-                          "positives": int(y[keep].sum()), "prior": self.prior_,
-                          "users_dropped_no_positive": int((~keep_user & (sizes > 0)).sum())}
-        return self
-
-    def _fit_one(self, lgb, candidates, y, sizes, owner, keep_user, seed):
-        """One booster with ``seed`` for its validation users and LightGBM's sampling."""
-        cfg = dataclasses.replace(self.config, random_state=seed)
+        # what every model shares: its columns, the prior and the users validation samples
+        names = list(cfg.used_features(candidates.feature_names))
+        cols = [list(candidates.feature_names).index(n) for n in names]
+        X = np.ascontiguousarray(candidates.features[:, cols], np.float32)
+        init, missing_rank = _prior(candidates, cfg.prior)
+        self.prior_ = None if init is None else {"source": cfg.prior,
+                                                 "missing_rank": missing_rank}
         # queries are sampled for validation by user (``user_rows``; one query per row
         # without them), so one user's queries of several label splits stay on one side
         who = np.arange(candidates.n_users) if candidates.user_rows is None else \
             np.asarray(candidates.user_rows, np.int64)
         kept = np.unique(who[keep_user])
         n_valid = int(round(cfg.validation_fraction * len(kept))) if len(kept) >= 20 else 0
-        valid_user = np.zeros(candidates.n_users, bool)
-        if n_valid:
-            rng = np.random.default_rng(cfg.random_state)
-            valid_user = np.isin(who, rng.choice(kept, size=n_valid, replace=False)) & \
-                keep_user
-        names = list(self._used(candidates.feature_names))
-        cols = [list(candidates.feature_names).index(n) for n in names]
-        init, missing_rank = _prior(candidates, cfg.prior)
-        self.prior_ = None if init is None else {"source": cfg.prior,
-                                                 "missing_rank": missing_rank}
+        y32 = y.astype(np.float32)
 
         def dataset(users, reference=None):
             rows = users[owner]
-            return lgb.Dataset(np.ascontiguousarray(candidates.features[rows][:, cols],
-                                                    np.float32),
-                               label=y[rows].astype(np.float32), group=sizes[users],
+            return lgb.Dataset(X[rows], label=y32[rows], group=sizes[users],
                                init_score=None if init is None else init[rows],
                                feature_name=names, free_raw_data=True, reference=reference,
                                params={"verbosity": -1})
 
+        rounds = []
+        self.boosters_ = []
+        for j in range(int(cfg.n_models)):
+            seed = int(cfg.random_state) + j
+            b, best = self._fit_one(lgb, dataset, who, kept, n_valid, keep_user, seed)
+            self.boosters_.append(b)
+            rounds.append(best)
+        self.feature_names_ = tuple(names)
+        keep = keep_user[owner]
+        self.training_ = {"rows": int(keep.sum()), "users": int(len(kept)),
+                          "queries": int(keep_user.sum()), "validation_users": int(n_valid),
+                          "rounds": rounds, "positives": int(y[keep].sum()),
+                          "prior": self.prior_,
+                          "users_dropped_no_positive": int((~keep_user & (sizes > 0)).sum())}
+        return self
+
+    def _fit_one(self, lgb, dataset, who, kept, n_valid, keep_user, seed):
+        """One booster with ``seed`` for its validation users and LightGBM's sampling:
+        ``(booster of the kept rounds, rounds)``."""
+        cfg = dataclasses.replace(self.config, random_state=seed)
+        valid_user = np.zeros(len(keep_user), bool)
+        if n_valid:
+            rng = np.random.default_rng(cfg.random_state)
+            valid_user = np.isin(who, rng.choice(kept, size=n_valid, replace=False)) & \
+                keep_user
         train_ds = dataset(keep_user & ~valid_user)
         kw = {}
         if n_valid:
@@ -469,14 +464,7 @@ class Ranker:
         best = int(booster.best_iteration) if n_valid and booster.best_iteration > 0 \
             else int(booster.current_iteration())
         # the kept rounds only, through the text format: what is saved is what scores
-        return (lgb.Booster(model_str=booster.model_to_string(num_iteration=best)),
-                {"users": int(len(kept)), "validation_users": int(n_valid), "rounds": best})
-
-    def _used(self, names) -> tuple[str, ...]:
-        """``names`` without :attr:`RankerConfig.exclude`'s."""
-        ex = self.config.exclude
-        gone = {n for e in ex for n in FEATURE_GROUPS.get(e, (e,))}
-        return tuple(n for n in names if n not in gone)
+        return lgb.Booster(model_str=booster.model_to_string(num_iteration=best)), best
 
     def _check_fitted(self):
         if not hasattr(self, "boosters_"):

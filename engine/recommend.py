@@ -163,12 +163,17 @@ class RecommendConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "RecommendConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown RecommendConfig field(s) {unknown}; valid: "
-                             f"{sorted(names)}")
-        return cls(**dict(d))
+        return config_from_dict(cls, d)
+
+
+def config_from_dict(cls, d: Mapping):
+    """``cls(**d)`` for a config dataclass; a key that is not a field raises naming it (the
+    ``from_dict`` of :class:`RecommendConfig`, ``CandidateConfig`` and ``RankerConfig``)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; valid: {sorted(names)}")
+    return cls(**dict(d))
 
 
 def _choice(name, value, options):
