@@ -77,7 +77,7 @@ from typing import Mapping
 import numpy as np
 
 from ._topk import topk_rows
-from .recommend import _integer, config_from_dict
+from .recommend import _integer, _user_rows, config_from_dict
 
 logger = logging.getLogger(__name__)
 
@@ -788,17 +788,7 @@ class CandidateGenerator:
             ``m`` users, in the order given.
         """
         self._check_fitted()
-        rows = np.asarray(user_rows)
-        if rows.ndim != 1:
-            raise ValueError(f"user_rows must be 1-D, got shape {rows.shape}")
-        if len(rows) and not np.issubdtype(rows.dtype, np.integer):
-            raise TypeError(f"user_rows must be integers, got dtype {rows.dtype}")
-        rows = rows.astype(np.int64, copy=False)
-        bad = (rows < 0) | (rows >= self.n_users_)
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise ValueError(f"user_rows[{i}]={int(rows[i])} is not a known user row; "
-                             f"expected 0 <= row < {self.n_users_}")
+        rows = _user_rows(user_rows, self.n_users_)
         rec = self.recommender_
         parts = []
         step = self.config.chunk_users

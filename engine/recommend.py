@@ -166,6 +166,23 @@ class RecommendConfig:
         return config_from_dict(cls, d)
 
 
+def _user_rows(user_rows, n_users: int) -> np.ndarray:
+    """``user_rows`` as int64, checked: 1-D integers in ``[0, n_users)`` (raises naming the
+    first bad position)."""
+    rows = np.asarray(user_rows)
+    if rows.ndim != 1:
+        raise ValueError(f"user_rows must be 1-D, got shape {rows.shape}")
+    if len(rows) and not np.issubdtype(rows.dtype, np.integer):
+        raise TypeError(f"user_rows must be integers, got dtype {rows.dtype}")
+    rows = rows.astype(np.int64, copy=False)
+    bad = (rows < 0) | (rows >= n_users)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"user_rows[{i}]={int(rows[i])} is not a known user row; expected "
+                         f"0 <= row < {n_users}")
+    return rows
+
+
 def config_from_dict(cls, d: Mapping):
     """``cls(**d)`` for a config dataclass; a key that is not a field raises naming it (the
     ``from_dict`` of :class:`RecommendConfig`, ``CandidateConfig`` and ``RankerConfig``)."""
@@ -881,17 +898,7 @@ class Recommender:
             raise ValueError(f"k={k} is invalid; pass k >= 1")
         if not isinstance(exclude_seen, (bool, np.bool_)):
             raise TypeError(f"exclude_seen must be a bool, got {exclude_seen!r}")
-        rows = np.asarray(user_rows)
-        if rows.ndim != 1:
-            raise ValueError(f"user_rows must be 1-D, got shape {rows.shape}")
-        if len(rows) and not np.issubdtype(rows.dtype, np.integer):
-            raise TypeError(f"user_rows must be integers, got dtype {rows.dtype}")
-        rows = rows.astype(np.int64, copy=False)
-        bad = (rows < 0) | (rows >= self.n_users_)
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise ValueError(f"user_rows[{i}]={int(rows[i])} is not a known user row; expected "
-                             f"0 <= row < {self.n_users_}")
+        rows = _user_rows(user_rows, self.n_users_)
         k = int(k)
         items = np.full((len(rows), k), -1, np.int64)
         scores = np.full((len(rows), k), -np.inf, np.float32)
