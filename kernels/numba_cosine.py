@@ -98,9 +98,18 @@ _AUTO_BF16_MIN_DIM = 64
 #: while re-scoring stays cheap (candidates that cannot reach the top-k are pruned by their
 #: bounds). On clustered 384-d data with 100,000 keys m = 22 / 40 / 64 / 90 left 6.4% / 1.0% /
 #: 0.15% / 0.05% of the queries uncertified; m = 64 keeps the fallback rare at ~10% selection
-#: overhead. The fp32 margin is ~3e-5: a few extra suffice.
+#: overhead. The margin needed grows with k (the scores near the k-th best are denser the
+#: deeper the list): on the batch benchmark's 100,000 x 384 catalogue with 8,192 user-mean
+#: queries, k = 120 with m = 64 left 41% uncertified (a second pass: 4.1 s against 2.8 s), m =
+#: 128 none; k = 60 with m = 64 1.5%, m = 96 none. Hence m = 64 + k // 2 (see
+#: :func:`_extra_bf16`). The fp32 margin is ~3e-5: a few extra suffice.
 _EXTRA_BF16 = 64
 _EXTRA_FP32 = 6
+
+
+def _extra_bf16(k: int) -> int:
+    """Extra candidates of the bf16 candidate pass for a top-``k`` search."""
+    return _EXTRA_BF16 + int(k) // 2
 
 #: Scores per chunk tested with one vectorised max against the row threshold.
 _CHUNK = 64
@@ -579,8 +588,8 @@ def use_bf16_candidates(n_queries: int, n_keys: int, dim: int, k: int) -> tuple[
     """
     if not cpu_has_fast_bf16():
         return False, "this CPU has no native bf16 dot instructions (AVX512-BF16 or AMX)"
-    if k + _EXTRA_BF16 >= n_keys:
-        return False, f"k + {_EXTRA_BF16} candidates cover all {n_keys} keys"
+    if k + _extra_bf16(k) >= n_keys:
+        return False, f"k + {_extra_bf16(k)} candidates cover all {n_keys} keys"
     if dim < _AUTO_BF16_MIN_DIM:
         return False, f"dim={dim} < {_AUTO_BF16_MIN_DIM}: the matmul is not compute-bound"
     work = float(n_queries) * n_keys * dim
@@ -730,7 +739,7 @@ def _candidate_pass(p: _Problem, qrows, bf16, out_s, out_i):
     and its residual statistics in the pass's precision.
     """
     m = len(qrows)
-    c_len = min(p.k + (_EXTRA_BF16 if bf16 else _EXTRA_FP32), p.n_keys)
+    c_len = min(p.k + (_extra_bf16(p.k) if bf16 else _EXTRA_FP32), p.n_keys)
     ok = np.empty(m, np.bool_)
     kth = np.empty(m, np.float64)
     if c_len == p.n_keys:
@@ -845,7 +854,7 @@ def _topk(queries, keys, k, *, normalized=False, candidates="auto", stats=None):
         out_s = np.empty((n_q, k), np.float32 if p.to_f32 else np.float64)
         out_i = np.empty((n_q, k), np.int64)
         n_failed = 0
-        group = _group_rows(k + max(_EXTRA_BF16, _EXTRA_FP32))
+        group = _group_rows(k + max(_extra_bf16(k), _EXTRA_FP32))
         for g0 in range(0, n_q, group):
             rows = np.arange(g0, min(n_q, g0 + group), dtype=np.int64)
             ok, kth, qstats = _candidate_pass(p, rows, bf16, out_s, out_i)
