@@ -485,16 +485,27 @@ class Ranker:
         cols = [have.index(n) for n in self.feature_names_]
         X = candidates.features if cols == list(range(len(have))) else \
             np.ascontiguousarray(candidates.features[:, cols])
-        # prediction is a sum over trees per row: the thread count does not change it
+        # the models' mean, equal to the bit to summing Booster.predict of each in order and
+        # dividing (interestflow.kernels.numba_rank; a sum over trees per row, so the thread
+        # count does not change it)
         threads = 1 if len(candidates.items) < 20_000 else int(self.config.num_threads)
-        s = np.zeros(len(candidates.items))
-        for b in self.boosters_:  # in a fixed order: the same sum on every call
-            s += np.asarray(b.predict(X, num_threads=threads), np.float64)
-        s /= len(self.boosters_)
+        s = self._trees().predict(X, threads=threads)
         prior = getattr(self, "prior_", None)
         if prior:
             s = s + _prior(candidates, prior["source"], prior["missing_rank"])[0]
         return s
+
+    def _trees(self):
+        """The boosters as one :class:`~interestflow.kernels.numba_rank.TreeEnsemble` (parsed
+        from their text once; what :meth:`score` evaluates)."""
+        from interestflow.kernels.numba_rank import parse_lightgbm
+
+        key = tuple(id(b) for b in self.boosters_)
+        cached = getattr(self, "_ensemble", None)
+        if cached is None or cached[0] != key:
+            cached = (key, parse_lightgbm(self._model_strings()))
+            self._ensemble = cached
+        return cached[1]
 
     def topk(self, candidates: Candidates, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Best ``k`` candidates per user: ``(scores, items)``, each shape (n_users, k).
@@ -504,19 +515,11 @@ class Ranker:
         """
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k={k!r} is invalid; pass an int >= 1")
+        from interestflow.kernels.numba_rank import user_topk
+
         s = self.score(candidates)
-        m = candidates.n_users
-        sizes = np.diff(candidates.indptr)
-        owner = np.repeat(np.arange(m), sizes)
-        order = np.lexsort((candidates.items, -s, owner))
-        pos = np.arange(len(s)) - np.repeat(candidates.indptr[:-1], sizes)
-        keep = pos < k
-        scores = np.full((m, k), -np.inf)
-        items = np.full((m, k), -1, np.int64)
-        o = order[keep]
-        scores[owner[keep], pos[keep]] = s[o]
-        items[owner[keep], pos[keep]] = candidates.items[o]
-        return scores, items
+        return user_topk(candidates.indptr, candidates.items, s, int(k),
+                         threads=int(self.config.num_threads))
 
     # ------------------------------------------------------------ persistence
     def model_string(self) -> str:

@@ -1,0 +1,303 @@
+"""numba CPU kernels of the learned ranker (:mod:`interestflow.ranker`).
+
+- :func:`parse_lightgbm` / :class:`TreeEnsemble`: LightGBM text models (what the ranker saves)
+  as flat arrays, and their evaluation over float32 feature rows. The result equals
+  ``Booster.predict`` of each model to the bit: the same float64 comparisons of LightGBM's
+  numerical decision (missing values by each split's missing type and default direction,
+  ``|x| <= kZeroThreshold`` read as 0 as LightGBM's dense-row reader does) and the same
+  left-to-right float64 sum over the trees; several models are averaged as
+  ``Ranker.score`` averages them (their sum in order, then divided by their number).
+
+  Why not ``Booster.predict``: it turns every dense row into a sparse (feature, value) list
+  and back before walking the trees, a cost per row and per model (about 0.2 us for a
+  28-feature row on one Zen 4 core) that dominated the ranker's time on candidates (millions
+  of rows, 4 averaged models of a few dozen small trees each).
+- :func:`user_topk`: the best ``k`` of each user's candidates (score descending, ties to the
+  lower item), the order of ``Ranker.topk``.
+
+Kernels are serial and release the GIL; the callers split rows over threads (each thread
+writes its own rows). This module imports numba at import time; :mod:`interestflow.ranker`
+imports it only when scoring.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba as nb
+import numpy as np
+
+__all__ = ["TreeEnsemble", "parse_lightgbm", "user_topk"]
+
+#: LightGBM's ``kZeroThreshold`` (``1e-35f`` as a double): values of at most this magnitude
+#: are zeros to its dense-row reader and to splits whose missing type is "zero".
+K_ZERO = float(np.float32(1e-35))
+
+_MISSING_ZERO, _MISSING_NAN = 1, 2  # LightGBM missing types (0: none)
+
+
+@dataclass(frozen=True)
+class TreeEnsemble:
+    """Trees of one or more LightGBM models as flat arrays.
+
+    Tree ``t`` owns nodes ``node_start[t]`` to ``node_start[t + 1]``: its ``n_internal[t]``
+    splits (in LightGBM's order), then one node per leaf. Node ``i`` tests feature
+    ``feature[i]`` against ``threshold[i]``; ``nan_left[i]`` / ``zero_left[i]`` say where a NaN
+    and a value of magnitude at most :data:`K_ZERO` go (LightGBM's numerical decision, read
+    from the split's decision type); its children are tree-local node numbers
+    ``child[2 * i]`` (left) and ``child[2 * i + 1]``; a leaf's node is its own child both ways,
+    so ``depth[t]`` steps from the root end on leaf node ``n_internal[t] + l``, whose value is
+    ``leaf_value[leaf_start[t] + l]``. Trees ``model_start[m]`` to ``model_start[m + 1]``
+    make model ``m``.
+    """
+
+    feature: np.ndarray
+    threshold: np.ndarray
+    nan_left: np.ndarray
+    zero_left: np.ndarray
+    child: np.ndarray
+    leaf_value: np.ndarray
+    node_start: np.ndarray
+    leaf_start: np.ndarray
+    n_internal: np.ndarray
+    depth: np.ndarray
+    model_start: np.ndarray
+    n_features: int
+
+    @property
+    def n_models(self) -> int:
+        return len(self.model_start) - 1
+
+    def predict(self, X, *, threads: int = 1) -> np.ndarray:
+        """Mean of the models' raw scores for every row of ``X`` (n, n_features), float64."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        X = np.ascontiguousarray(X, np.float32)
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise ValueError(f"X must have shape (n, {self.n_features}), got {X.shape}")
+        n = len(X)
+        out = np.empty(n, np.float64)
+        args = (X, self.feature, self.threshold, self.nan_left, self.zero_left, self.child,
+                self.leaf_value, self.node_start, self.leaf_start, self.n_internal, self.depth,
+                self.model_start, out)
+        threads = max(1, min(int(threads), n // 10_000))
+        if threads == 1:
+            _predict_rows(0, n, *args)
+            return out
+        bounds = np.linspace(0, n, threads + 1).astype(np.int64)
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(lambda a: _predict_rows(int(bounds[a]), int(bounds[a + 1]), *args),
+                          range(threads)))
+        return out
+
+
+def _ints(line: str, name: str, count: int) -> list[int]:
+    vals = [int(v) for v in line.split()] if line else []
+    if len(vals) != count:
+        raise ValueError(f"LightGBM model: {name} has {len(vals)} values, expected {count}")
+    return vals
+
+
+def _floats(line: str, name: str, count: int) -> list[float]:
+    vals = [float(v) for v in line.split()] if line else []
+    if len(vals) != count:
+        raise ValueError(f"LightGBM model: {name} has {len(vals)} values, expected {count}")
+    return vals
+
+
+def _parse_one(text: str, n_features: int | None):
+    """Trees of one LightGBM text model: (n_features, list of per-tree dicts)."""
+    head, sep, rest = text.partition("\nTree=")
+    if not sep:
+        raise ValueError("not a LightGBM text model with trees (no 'Tree=' section)")
+    header = dict(line.split("=", 1) for line in head.splitlines() if "=" in line)
+    if int(header.get("num_tree_per_iteration", 1)) != 1 or int(header.get("num_class", 1)) != 1:
+        raise ValueError("LightGBM model: only single-output models are supported")
+    if "average_output" in head.splitlines():
+        raise ValueError("LightGBM model: average_output (random forest) is not supported")
+    nf = int(header["max_feature_idx"]) + 1
+    if n_features is not None and nf != n_features:
+        raise ValueError(f"LightGBM models disagree on the feature count ({nf} vs {n_features})")
+    body = rest.split("\nend of trees", 1)[0]
+    trees = []
+    for block in body.split("\nTree="):
+        fields = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        if not fields:
+            continue
+        n_leaves = int(fields["num_leaves"])
+        if int(fields.get("num_cat", 0)) or int(fields.get("is_linear", 0)):
+            raise ValueError("LightGBM model: categorical splits and linear trees are not "
+                             "supported")
+        n_nodes = n_leaves - 1
+        t = {"leaf_value": _floats(fields["leaf_value"], "leaf_value", n_leaves),
+             "feature": _ints(fields.get("split_feature", ""), "split_feature", n_nodes),
+             "threshold": _floats(fields.get("threshold", ""), "threshold", n_nodes),
+             "decision": _ints(fields.get("decision_type", ""), "decision_type", n_nodes),
+             "left": _ints(fields.get("left_child", ""), "left_child", n_nodes),
+             "right": _ints(fields.get("right_child", ""), "right_child", n_nodes)}
+        if any(d & 1 for d in t["decision"]):
+            raise ValueError("LightGBM model: categorical splits are not supported")
+        if any(not 0 <= f < nf for f in t["feature"]):
+            raise ValueError("LightGBM model: a split feature is out of range")
+        for side in ("left", "right"):
+            if any(not (-n_leaves <= c < n_nodes) for c in t[side]):
+                raise ValueError(f"LightGBM model: a {side} child is out of range")
+        trees.append(t)
+    return nf, trees
+
+
+def parse_lightgbm(models) -> TreeEnsemble:
+    """:class:`TreeEnsemble` of LightGBM text models (``Booster.model_to_string()``), in the
+    order given."""
+    if isinstance(models, str):
+        models = [models]
+    n_features = None
+    feature, threshold, decision, child, leaf_value = [], [], [], [], []
+    node_start, leaf_start, n_internal, depth, model_start = [0], [0], [], [], [0]
+    for text in models:
+        n_features, trees = _parse_one(text, n_features)
+        for t in trees:
+            n_int, n_leaves = len(t["feature"]), len(t["leaf_value"])
+            # internal nodes, then one node per leaf whose children are itself
+            kids = [[c if c >= 0 else n_int + ~c for c in t[side]] for side in ("left", "right")]
+            for j in range(n_int):
+                child += [kids[0][j], kids[1][j]]
+            for leaf in range(n_leaves):
+                child += [n_int + leaf, n_int + leaf]
+            feature += t["feature"] + [0] * n_leaves
+            threshold += t["threshold"] + [0.0] * n_leaves
+            decision += t["decision"] + [0] * n_leaves
+            leaf_value += t["leaf_value"]
+            node_start.append(node_start[-1] + n_int + n_leaves)
+            leaf_start.append(leaf_start[-1] + n_leaves)
+            n_internal.append(n_int)
+            depth.append(_depth(kids, n_int))
+        model_start.append(model_start[-1] + len(trees))
+    if n_features is None:
+        raise ValueError("no LightGBM model given")
+    threshold = np.asarray(threshold, np.float64)
+    decision = np.asarray(decision, np.int64)
+    missing = (decision >> 2) & 3
+    default_left = (decision & 2) > 0
+    # LightGBM's NumericalDecision: a NaN is 0 unless the missing type is NaN; a value with
+    # |x| <= kZeroThreshold goes the default way under missing type "zero"; else x <= threshold
+    zero_left = np.where(missing == _MISSING_ZERO, default_left, 0.0 <= threshold)
+    nan_left = np.where(missing == _MISSING_NAN, default_left, zero_left)
+    return TreeEnsemble(
+        feature=np.asarray(feature, np.int32), threshold=threshold,
+        nan_left=nan_left.astype(np.bool_), zero_left=zero_left.astype(np.bool_),
+        child=np.asarray(child, np.int32), leaf_value=np.asarray(leaf_value, np.float64),
+        node_start=np.asarray(node_start, np.int64), leaf_start=np.asarray(leaf_start, np.int64),
+        n_internal=np.asarray(n_internal, np.int64), depth=np.asarray(depth, np.int64),
+        model_start=np.asarray(model_start, np.int64), n_features=int(n_features))
+
+
+def _depth(kids, n_int: int) -> int:
+    """Longest root-to-leaf path (in splits) of a tree whose nodes ``>= n_int`` are leaves."""
+    if n_int == 0:
+        return 0
+    best, stack = 0, [(0, 0)]
+    while stack:
+        node, d = stack.pop()
+        if node >= n_int:
+            best = max(best, d)
+            continue
+        if d > n_int:
+            raise ValueError("LightGBM model: a tree is not a tree (a cycle)")
+        stack += [(kids[0][node], d + 1), (kids[1][node], d + 1)]
+    return best
+
+
+#: Rows walked down each tree together: independent chains of dependent loads that the CPU
+#: overlaps (one row at a time waits on each load of its path).
+_ROWS = 16
+
+
+@nb.njit(nogil=True, cache=True)
+def _predict_rows(r0, r1, X, feature, threshold, nan_left, zero_left, child, leaf_value,
+                  node_start, leaf_start, n_internal, depth, model_start, out):
+    n_models = model_start.shape[0] - 1
+    node = np.zeros(_ROWS, np.int64)
+    acc = np.zeros(_ROWS, np.float64)
+    total = np.zeros(_ROWS, np.float64)
+    for a in range(r0, r1, _ROWS):
+        nr = min(_ROWS, r1 - a)
+        total[:] = 0.0
+        for m in range(n_models):
+            acc[:] = 0.0
+            for t in range(model_start[m], model_start[m + 1]):
+                base = node_start[t]
+                node[:] = 0
+                # a fixed number of branch-free steps: a leaf's node sends every row to itself
+                for _ in range(depth[t]):
+                    for i in range(nr):
+                        j = base + node[i]
+                        x = np.float64(X[a + i, feature[j]])
+                        go_left = x <= threshold[j]
+                        go_left = nan_left[j] if np.isnan(x) else go_left
+                        go_left = zero_left[j] if abs(x) <= K_ZERO else go_left
+                        node[i] = child[2 * j + (0 if go_left else 1)]
+                first_leaf = leaf_start[t] - n_internal[t]
+                for i in range(nr):
+                    acc[i] += leaf_value[first_leaf + node[i]]
+            for i in range(nr):
+                total[i] += acc[i]
+        for i in range(nr):
+            out[a + i] = total[i] / n_models
+
+
+def user_topk(indptr, items, scores, k: int, *, threads: int = 1):
+    """Best ``k`` candidates of every user: ``(scores (m, k) float64, items (m, k) int64)``.
+
+    User ``u``'s candidates are ``items[indptr[u]:indptr[u + 1]]`` with ``scores`` there;
+    order: score descending, ties to the lower item (NaN scores last); padding ``-inf`` /
+    ``-1``.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    indptr = np.ascontiguousarray(indptr, np.int64)
+    items = np.ascontiguousarray(items, np.int64)
+    scores = np.ascontiguousarray(scores, np.float64)
+    m = len(indptr) - 1
+    out_s = np.full((m, k), -np.inf)
+    out_i = np.full((m, k), -1, np.int64)
+    threads = max(1, min(int(threads), m // 2_000))
+    if threads == 1:
+        _topk_users(0, m, indptr, items, scores, out_s, out_i)
+        return out_s, out_i
+    bounds = np.linspace(0, m, threads + 1).astype(np.int64)
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda a: _topk_users(int(bounds[a]), int(bounds[a + 1]), indptr, items,
+                                            scores, out_s, out_i), range(threads)))
+    return out_s, out_i
+
+
+@nb.njit(nogil=True, cache=True, inline="always")
+def _before(s1, i1, s2, i2):
+    """Whether (score s1, item i1) ranks before (s2, i2): higher score, then lower item; a
+    NaN score ranks after every number."""
+    if np.isnan(s1):
+        return np.isnan(s2) and i1 < i2
+    if np.isnan(s2):
+        return True
+    return s1 > s2 or (s1 == s2 and i1 < i2)
+
+
+@nb.njit(nogil=True, cache=True)
+def _topk_users(u0, u1, indptr, items, scores, out_s, out_i):
+    k = out_s.shape[1]
+    for u in range(u0, u1):
+        n = 0
+        for p in range(indptr[u], indptr[u + 1]):
+            s, it = scores[p], items[p]
+            if n == k and not _before(s, it, out_s[u, k - 1], out_i[u, k - 1]):
+                continue
+            pos = n if n < k else k - 1
+            while pos > 0 and _before(s, it, out_s[u, pos - 1], out_i[u, pos - 1]):
+                out_s[u, pos] = out_s[u, pos - 1]
+                out_i[u, pos] = out_i[u, pos - 1]
+                pos -= 1
+            out_s[u, pos] = s
+            out_i[u, pos] = it
+            if n < k:
+                n += 1
