@@ -75,6 +75,11 @@ def test_ranking_features_by_value():
     for j in range(4):
         lo, hi = X.indptr[j], X.indptr[j + 1]
         np.testing.assert_allclose(gap[lo:hi], cos[lo:hi] - cos[lo:hi].max(), atol=1e-7)
+    # the users' best of a column skips NaN (a user with only NaN or no rows: NaN)
+    v = np.array([np.nan, np.nan, 0.5, np.nan, 0.2], np.float32)
+    from interestflow.ranker import _user_max
+    np.testing.assert_array_equal(_user_max(v, np.array([0, 2, 2, 5])),
+                                  np.array([np.nan, np.nan, 0.5], np.float32))
     # segment_lift = segment popularity / popularity share; popularity without decay:
     # distinct users per item [2, 2, 2, 2, 0], share 1/4 each; item 4 has none: NaN
     lift = X.features[:, col["segment_lift"]]
@@ -401,7 +406,8 @@ def test_users_with_texts_only_get_a_ranked_cold_start_list(fitted):
     # by hand: the users' vectors, soft segments, then generate_for + the ranker
     enc = HashEncoder()
     v1 = enc.encode(["t3 w1", "t5 w2"])
-    w1 = 2.0 ** (-(np.array([80.0, 81.0]) - 81.0) / fitted.half_life_days)
+    # the later event weighs more: 2 ** (-(latest - ts) / half-life)
+    w1 = 2.0 ** ((np.array([80.0, 81.0]) - 81.0) / fitted.half_life_days)
     U = _unit(np.stack([(w1[:, None] * v1).sum(0) / w1.sum(),
                         enc.encode(["t7 w3"])[0]]).astype(np.float32))
     soft = soft_features(U, fitted.segment_centroids_, fitted.segment_temperature)
