@@ -281,15 +281,18 @@ def _csr_topk(indptr, indices, data, k):
                                np.asarray(data), int(k), False, _NO_SEEN, _NO_SEEN, 0)
 
 
-def _dense_topk(S, k):
-    """Top ``k`` finite entries of every row of a dense block: (row, col, value, rank)."""
+def _dense_topk(S, k, positive=False):
+    """Top ``k`` finite entries of every row of a dense block: (row, col, value, rank).
+
+    The order and ranks of ``topk_rows(S, k)``; ``positive``: as if every value that is not
+    ``> 0`` were ``-inf`` (left out, as a non-finite value of the top is)."""
     m, n = S.shape
     kk = min(k, n)
     if m == 0 or kk == 0:
         z = np.zeros(0, np.int64)
         return z, z, np.zeros(0), z
     # topk_rows(S, kk) (ties to the lower column), then the finite values with their rank
-    return _kernels().dense_topk(np.ascontiguousarray(S), kk)
+    return _kernels().dense_topk(np.ascontiguousarray(S), kk, bool(positive))
 
 
 def _rows_csr(indptr, indices, rows, data=None):
@@ -1130,13 +1133,13 @@ class CandidateGenerator:
             z = np.zeros(0, np.int64)
             return z, z, np.zeros(0), z
         S = Wseg.astype(np.float64) @ np.asarray(M[:, pool], np.float64)  # (c, pool)
-        S[~(S > 0)] = -np.inf
         if seen is not None and len(seen[1]):
             r = np.repeat(np.arange(c), np.diff(seen[0]))
             pos = np.searchsorted(pool, seen[1])
             hit = (pos < len(pool)) & (pool[np.minimum(pos, len(pool) - 1)] == seen[1])
             S[r[hit], pos[hit]] = -np.inf
-        row, j, val, rank = _dense_topk(S, cut)
+        # positive values only (the others as -inf: never proposed)
+        row, j, val, rank = _dense_topk(S, cut, positive=True)
         return row, pool[j], val, rank
 
     def _transposed(self, name, M):

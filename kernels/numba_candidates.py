@@ -152,38 +152,97 @@ def csr_topk(indptr, indices, data, k, positive, seen_ptr, seen_idx, n_cols):
     return out_r[:o], out_c[:o], out_v[:o], out_k[:o]
 
 
+@nb.njit(nogil=True, cache=True, inline="always")
+def _sift_down_vc(hv, hc, size, pos):
+    """:func:`_sift_down` for entries (value, column) without NaN: ``a`` ranks before ``b``
+    when ``va > vb`` or ``va == vb and ca < cb``."""
+    v = hv[pos]
+    col = hc[pos]
+    while True:
+        c = 2 * pos + 1
+        if c >= size:
+            break
+        if c + 1 < size:
+            v1 = hv[c + 1]
+            v0 = hv[c]
+            if v1 < v0 or (v1 == v0 and hc[c + 1] > hc[c]):
+                c += 1  # the child that ranks later
+        vc = hv[c]
+        if vc < v or (vc == v and hc[c] > col):
+            hv[pos] = vc
+            hc[pos] = hc[c]
+            pos = c
+        else:
+            break
+    hv[pos] = v
+    hc[pos] = col
+
+
 @nb.njit(nogil=True, cache=True)
-def dense_topk(S, k):
+def dense_topk(S, k, positive):
     """Top ``min(k, n)`` of every row of ``S`` (m, n) in the order of
     :func:`interestflow._topk.topk_rows` (descending, ties to the lower index, NaN last), then
     the finite values only: ``(row, col, value float64, rank)`` with the rank of the entry in
-    that top (so a ``+inf`` ahead of a value takes a rank), rows ascending, each by rank."""
+    that top (a ``+inf`` ahead of a value takes a rank), rows ascending, each by rank.
+
+    ``-inf`` and NaN rank after every finite value and are dropped, so they are skipped at
+    once; ``positive``: every value that is not ``> 0`` is treated as ``-inf`` (what
+    ``S[~(S > 0)] = -inf`` before the call gives).
+    """
     m, n = S.shape
     kk = min(k, n)
     out_r = np.empty(m * kk, np.int64)
     out_c = np.empty(m * kk, np.int64)
     out_v = np.empty(m * kk, np.float64)
     out_k = np.empty(m * kk, np.int64)
-    hv = np.empty(kk, S.dtype)
-    hc = np.empty(kk, np.int64)
-    hp = np.zeros(kk, np.int64)  # the column is the position: no tie is left
+    hv = np.empty(max(kk, 1), S.dtype)
+    hc = np.empty(max(kk, 1), np.int64)
     o = 0
     for r in range(m):
         size = 0
         row = S[r]
         for j in range(n):
             v = row[j]
-            if size == kk:
-                # columns come in ascending order: only a strictly better value (or any
-                # value over a NaN root) displaces the last-ranked entry
-                h = hv[0]
-                if not (v > h or (h != h and v == v)):
+            if positive:
+                if not v > 0:
                     continue
-            size = _push(hv, hc, hp, size, kk, v, np.int64(j), 0)
-        _drain(hv, hc, hp, size)
+            elif not v > -np.inf:  # -inf or NaN
+                continue
+            if size < kk:
+                # append, then sift up while the new entry ranks after its parent (the
+                # parent must rank after its children; an equal value ranks after: j is the
+                # largest column so far)
+                pos = size
+                size += 1
+                while pos > 0:
+                    par = (pos - 1) >> 1
+                    pv = hv[par]
+                    if v <= pv:
+                        hv[pos] = pv
+                        hc[pos] = hc[par]
+                        pos = par
+                    else:
+                        break
+                hv[pos] = v
+                hc[pos] = j
+            elif v > hv[0]:  # columns ascend: an equal value ranks after the root
+                hv[0] = v
+                hc[0] = j
+                _sift_down_vc(hv, hc, size, 0)
+        # sort best first: move the last-ranked entry to the back
+        t = size
+        while t > 1:
+            t -= 1
+            v = hv[t]
+            col = hc[t]
+            hv[t] = hv[0]
+            hc[t] = hc[0]
+            hv[0] = v
+            hc[0] = col
+            _sift_down_vc(hv, hc, t, 0)
         for j in range(size):
             v = hv[j]
-            if np.isfinite(v):
+            if v < np.inf:
                 out_r[o] = r
                 out_c[o] = hc[j]
                 out_v[o] = np.float64(v)
@@ -193,15 +252,14 @@ def dense_topk(S, k):
 
 
 @nb.njit(nogil=True, cache=True)
-def union_rows(c, rows, items):
-    """Union of (row, item) entries (rows in ``[0, c)``): ``(indptr (c + 1,), union items,
-    pos)``, the union sorted by row then item (``np.unique(row * n_items + item)``), ``pos[e]``
-    the place of entry ``e`` in it."""
+def _union_search(c, rows, items):
+    """:func:`union_rows` for any item range: a sort of the items per row, then a binary
+    search of every entry's item."""
     n = len(rows)
     counts = np.zeros(c + 1, np.int64)
     for e in range(n):
         counts[rows[e] + 1] += 1
-    start = np.cumsum(counts)  # start[r]: first slot of row r in the bucketed entries
+    start = np.cumsum(counts)
     fill = start[:c].copy()
     buf = np.empty(n, np.int64)
     for e in range(n):
@@ -212,7 +270,8 @@ def union_rows(c, rows, items):
     out = np.empty(n, np.int64)
     o = 0
     for r in range(c):
-        seg = np.sort(buf[start[r]:start[r + 1]])
+        seg = buf[start[r]:start[r + 1]]
+        seg.sort()
         for j in range(len(seg)):
             if j == 0 or seg[j] != seg[j - 1]:
                 out[o] = seg[j]
@@ -223,7 +282,7 @@ def union_rows(c, rows, items):
         r = rows[e]
         lo, hi = indptr[r], indptr[r + 1]
         x = items[e]
-        while lo < hi:  # the union row holds x
+        while lo < hi:
             mid = (lo + hi) >> 1
             if out[mid] < x:
                 lo = mid + 1
@@ -231,6 +290,53 @@ def union_rows(c, rows, items):
                 hi = mid
         pos[e] = lo
     return indptr, out[:o].copy(), pos
+
+
+@nb.njit(nogil=True, cache=True)
+def union_rows(c, rows, items):
+    """Union of (row, item) entries (rows in ``[0, c)``, items ``>= 0``): ``(indptr (c + 1,),
+    union items, pos)``, the union sorted by row then item (``np.unique(row * n_items +
+    item)``), ``pos[e]`` the place of entry ``e`` in it.
+
+    The entries are bucketed by row as keys ``item << b | e`` (``2**b > len(rows)``); a sort of
+    a row's keys orders it by item and carries each entry's index along."""
+    n = len(rows)
+    b = 1
+    while (np.int64(1) << b) <= n:
+        b += 1
+    top = np.int64(0)
+    for e in range(n):
+        top = max(top, np.int64(items[e]))
+    if b >= 62 or top >= (np.int64(1) << (62 - b)):
+        return _union_search(c, rows, items)
+    counts = np.zeros(c + 1, np.int64)
+    for e in range(n):
+        counts[rows[e] + 1] += 1
+    start = np.cumsum(counts)
+    fill = start[:c].copy()
+    buf = np.empty(n, np.int64)
+    for e in range(n):
+        r = rows[e]
+        buf[fill[r]] = (np.int64(items[e]) << b) | e
+        fill[r] += 1
+    mask = (np.int64(1) << b) - 1
+    indptr = np.zeros(c + 1, np.int64)
+    out = np.empty(n, np.int64)
+    pos = np.empty(n, np.int64)
+    o = -1
+    for r in range(c):
+        seg = buf[start[r]:start[r + 1]]
+        seg.sort()
+        prev = np.int64(-1)
+        for j in range(len(seg)):
+            it = seg[j] >> b
+            if it != prev:
+                o += 1
+                out[o] = it
+                prev = it
+            pos[seg[j] & mask] = o
+        indptr[r + 1] = o + 1
+    return indptr, out[:o + 1].copy(), pos
 
 
 @nb.njit(nogil=True, cache=True)
@@ -263,6 +369,31 @@ def fill_sources(F, pos, vals, ranks, src_ptr, src_score, src_rank, score_cols, 
         F[i, n_sources_col] = np.float32(cnt)
 
 
+@nb.njit(nogil=True, cache=True, inline="always")
+def _einsum_dot(W, MT, r, i, K):
+    """``np.einsum("ij,ji->i")``'s float64 sum of ``W[r, j] * MT[i, j]``: see
+    :func:`weighted_columns`."""
+    l0 = 0.0
+    l1 = 0.0
+    c = 0
+    while K - c >= 8:
+        l0 += np.float64(W[r, c + 6]) * np.float64(MT[i, c + 6])
+        l1 += np.float64(W[r, c + 7]) * np.float64(MT[i, c + 7])
+        l0 += np.float64(W[r, c + 4]) * np.float64(MT[i, c + 4])
+        l1 += np.float64(W[r, c + 5]) * np.float64(MT[i, c + 5])
+        l0 += np.float64(W[r, c + 2]) * np.float64(MT[i, c + 2])
+        l1 += np.float64(W[r, c + 3]) * np.float64(MT[i, c + 3])
+        l0 += np.float64(W[r, c]) * np.float64(MT[i, c])
+        l1 += np.float64(W[r, c + 1]) * np.float64(MT[i, c + 1])
+        c += 8
+    while c < K:
+        l0 += np.float64(W[r, c]) * np.float64(MT[i, c])
+        if c + 1 < K:
+            l1 += np.float64(W[r, c + 1]) * np.float64(MT[i, c + 1])
+        c += 2
+    return (l0 + l1) + 0.0
+
+
 @nb.njit(nogil=True, cache=True)
 def weighted_columns(W, MT, row, item, F, col):
     """``F[e, col] = float32(sum_j float64(W[row[e], j]) * float64(MT[item[e], j]))`` (``MT``
@@ -273,59 +404,58 @@ def weighted_columns(W, MT, row, item, F, col):
     float64 lanes at numpy's SSE/NEON baseline) gives lane ``l`` the products ``j = l mod 2``,
     taken in blocks of 8 as ``j + 6, j + 4, j + 2, j``, then the tail in order, then adds the
     two lanes and the (zero) output. Products of float32 inputs are exact in float64, so
-    numpy's FMA or not makes no difference.
+    numpy's FMA or not makes no difference. Two entries are summed side by side (independent
+    chains, each in that order; both matrices in one loop was slower).
     """
     K = W.shape[1]
-    for e in range(len(row)):
-        r = row[e]
-        i = item[e]
-        l0 = 0.0
-        l1 = 0.0
-        c = 0
-        while K - c >= 8:
-            l0 += np.float64(W[r, c + 6]) * np.float64(MT[i, c + 6])
-            l1 += np.float64(W[r, c + 7]) * np.float64(MT[i, c + 7])
-            l0 += np.float64(W[r, c + 4]) * np.float64(MT[i, c + 4])
-            l1 += np.float64(W[r, c + 5]) * np.float64(MT[i, c + 5])
-            l0 += np.float64(W[r, c + 2]) * np.float64(MT[i, c + 2])
-            l1 += np.float64(W[r, c + 3]) * np.float64(MT[i, c + 3])
-            l0 += np.float64(W[r, c]) * np.float64(MT[i, c])
-            l1 += np.float64(W[r, c + 1]) * np.float64(MT[i, c + 1])
-            c += 8
-        while c < K:
-            l0 += np.float64(W[r, c]) * np.float64(MT[i, c])
-            if c + 1 < K:
-                l1 += np.float64(W[r, c + 1]) * np.float64(MT[i, c + 1])
-            else:
-                l1 += 0.0
-            c += 2
-        F[e, col] = np.float32((l0 + l1) + 0.0)
+    n = len(row)
+    e = 0
+    while e + 1 < n:
+        a = _einsum_dot(W, MT, row[e], item[e], K)
+        b = _einsum_dot(W, MT, row[e + 1], item[e + 1], K)
+        F[e, col] = np.float32(a)
+        F[e + 1, col] = np.float32(b)
+        e += 2
+    if e < n:
+        F[e, col] = np.float32(_einsum_dot(W, MT, row[e], item[e], K))
 
 
 @nb.njit(nogil=True, cache=True)
 def pair_dots(U, V, row, item, out):
     """``out[e] = float32(sum_d float64(U[row[e], d]) * float64(V[item[e], d]))``, the sum in
-    index order (:func:`~interestflow.kernels.numba_ivf.rescore`'s arithmetic). Runs of four
-    entries of one row are summed side by side (independent chains; each keeps its order)."""
+    index order (:func:`~interestflow.kernels.numba_ivf.rescore`'s arithmetic). Runs of eight
+    entries of one row are summed side by side (independent chains; each keeps its order: a
+    float64 add waits for the previous one, so one chain at a time is latency-bound)."""
     dim = U.shape[1]
     n = len(row)
     e = 0
     while e < n:
         r = row[e]
-        if e + 3 < n and row[e + 1] == r and row[e + 2] == r and row[e + 3] == r:
+        if e + 7 < n and row[e + 7] == r and row[e + 1] == r and row[e + 2] == r \
+                and row[e + 3] == r and row[e + 4] == r and row[e + 5] == r \
+                and row[e + 6] == r:
             i0, i1, i2, i3 = item[e], item[e + 1], item[e + 2], item[e + 3]
-            a0 = a1 = a2 = a3 = 0.0
+            i4, i5, i6, i7 = item[e + 4], item[e + 5], item[e + 6], item[e + 7]
+            a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
             for d in range(dim):
                 x = np.float64(U[r, d])
                 a0 += x * np.float64(V[i0, d])
                 a1 += x * np.float64(V[i1, d])
                 a2 += x * np.float64(V[i2, d])
                 a3 += x * np.float64(V[i3, d])
+                a4 += x * np.float64(V[i4, d])
+                a5 += x * np.float64(V[i5, d])
+                a6 += x * np.float64(V[i6, d])
+                a7 += x * np.float64(V[i7, d])
             out[e] = np.float32(a0)
             out[e + 1] = np.float32(a1)
             out[e + 2] = np.float32(a2)
             out[e + 3] = np.float32(a3)
-            e += 4
+            out[e + 4] = np.float32(a4)
+            out[e + 5] = np.float32(a5)
+            out[e + 6] = np.float32(a6)
+            out[e + 7] = np.float32(a7)
+            e += 8
         else:
             i0 = item[e]
             a0 = 0.0

@@ -134,6 +134,9 @@ DENSE = np.array([
 def test_dense_topk_hand_made(k, dtype):
     S = DENSE.astype(dtype)
     assert_same(_dense_topk(S, k), ref_dense_topk(S, k))
+    P = S.copy()
+    P[~(P > 0)] = -np.inf  # what _segment did before the kernel's positive flag
+    assert_same(_dense_topk(S, k, positive=True), ref_dense_topk(P, k))
     assert_same(_dense_topk(S[:0], k), ref_dense_topk(S[:0], k))
     assert_same(_dense_topk(S[:, :0], k), ref_dense_topk(S[:, :0], k))
 
@@ -207,6 +210,10 @@ def test_weighted_columns_equal_einsum_bits(K):
         np.testing.assert_array_equal(F[:, 1].view(np.uint32),
                                       want.astype(np.float32).view(np.uint32))
         assert not F[:, [0, 2]].any()
+        F = np.zeros((n - 1, 3), np.float32)  # an odd count (the last entry alone)
+        nc.weighted_columns(W, np.ascontiguousarray(M.T), row[1:], item[1:], F, 0)
+        np.testing.assert_array_equal(F[:, 0].view(np.uint32),
+                                      want[1:].astype(np.float32).view(np.uint32))
 
 
 def test_pair_cosines_equal_rescore():
@@ -237,8 +244,14 @@ def test_random_blocks_with_ties(seed):
     D[rng.random((m, n)) < 0.1] = -np.inf
     D[rng.random((m, n)) < 0.02] = np.nan
     D[5] = -np.inf
+    P = D.copy()
+    P[~(P > 0)] = -np.inf
+    D[rng.random((m, n)) < 0.02] = np.inf
     for k in (1, 7, 50, 90, 200):
         assert_same(_dense_topk(D, k), ref_dense_topk(D, k))
+        assert_same(_dense_topk(D.astype(np.float32), k),
+                    ref_dense_topk(D.astype(np.float32), k))
+        assert_same(_dense_topk(P, k, positive=True), ref_dense_topk(P, k))
     S = sp.random(m, n, density=0.3, random_state=seed, format="csr")
     S.data = rng.integers(-1, 4, len(S.data)).astype(np.float64)
     S.data[rng.random(len(S.data)) < 0.05] = np.nan
@@ -249,3 +262,20 @@ def test_random_blocks_with_ties(seed):
                     ref_csr_topk(S.indptr, S.indices, S.data, k))
         assert_same(sparse_source(S, seen, k), ref_sparse_source(S, seen, k))
         assert_same(sparse_source(S, None, k), ref_sparse_source(S, None, k))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_union_rows_random(seed):
+    rng = np.random.default_rng(seed)
+    c, n_items = 50, 40
+    rows = np.sort(rng.integers(0, c, 600))
+    rows[rows == 7] = 8  # an empty row
+    items = rng.integers(0, n_items, len(rows))
+    keys = rows * n_items + items
+    allk = np.unique(keys)
+    for it, scale in ((items, 1), (items * (1 << 50), 1 << 50)):  # (2nd: the fallback path)
+        indptr, union, pos = nc.union_rows(c, rows, it)
+        np.testing.assert_array_equal(union, (allk % n_items) * scale)
+        np.testing.assert_array_equal(indptr, np.searchsorted(allk // n_items,
+                                                              np.arange(c + 1)))
+        np.testing.assert_array_equal(pos, np.searchsorted(allk, keys))
