@@ -255,37 +255,44 @@ def _empty(n_users: int, rows=None) -> Candidates:
 
 
 # ------------------------------------------------------------------------ sparse helpers
+def _kernels():
+    """The numba kernels of this module (imported on first use: ``import interestflow`` does
+    not import numba)."""
+    from interestflow.kernels import numba_candidates
+
+    return numba_candidates
+
+
+_NO_SEEN = np.zeros(0, np.int64)
+
+
 def _csr_topk(indptr, indices, data, k):
     """Top ``k`` entries of every CSR row by value (ties to the lower column).
 
-    Returns (row, col, value, rank) of the kept entries, rank 1-based.
+    Returns (row, col, value, rank) of the kept entries, rank 1-based: the entries of
+    ``np.lexsort((indices, -data, row))`` whose place in their row is ``<= k`` (NaN last),
+    selected per row by a bounded heap (:func:`~interestflow.kernels.numba_candidates.csr_topk`).
     """
     n = len(indices)
     if n == 0 or k == 0:
         z = np.zeros(0, np.int64)
         return z, z, np.zeros(0), z
-    row = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
-    order = np.lexsort((indices, -data, row))
-    row, col, val = row[order], indices[order], data[order]
-    starts = np.asarray(indptr[:-1], np.int64)
-    rank = np.arange(n) - np.repeat(starts, np.diff(indptr)) + 1
-    keep = rank <= k
-    return row[keep], col[keep].astype(np.int64), val[keep], rank[keep].astype(np.int64)
+    return _kernels().csr_topk(np.asarray(indptr, np.int64), np.asarray(indices),
+                               np.asarray(data), int(k), False, _NO_SEEN, _NO_SEEN, 0)
 
 
-def _dense_topk(S, k):
-    """Top ``k`` finite entries of every row of a dense block: (row, col, value, rank)."""
+def _dense_topk(S, k, positive=False):
+    """Top ``k`` finite entries of every row of a dense block: (row, col, value, rank).
+
+    The order and ranks of ``topk_rows(S, k)``; ``positive``: as if every value that is not
+    ``> 0`` were ``-inf`` (left out, as a non-finite value of the top is)."""
     m, n = S.shape
     kk = min(k, n)
     if m == 0 or kk == 0:
         z = np.zeros(0, np.int64)
         return z, z, np.zeros(0), z
-    top = topk_rows(S, kk)
-    val = np.take_along_axis(S, top, axis=1)
-    row = np.repeat(np.arange(m), kk).reshape(m, kk)
-    rank = np.broadcast_to(np.arange(1, kk + 1), (m, kk))
-    ok = np.isfinite(val)
-    return row[ok], top[ok], val[ok].astype(np.float64), rank[ok].astype(np.int64)
+    # topk_rows(S, kk) (ties to the lower column), then the finite values with their rank
+    return _kernels().dense_topk(np.ascontiguousarray(S), kk, bool(positive))
 
 
 def _rows_csr(indptr, indices, rows, data=None):
@@ -313,20 +320,14 @@ def _pair_cosines(U, V, row, item):
     product (the exact index's rescoring kernel, so a content candidate's cosine is its
     content score to the bit), without gathering the (nnz, dim) rows of ``U`` and ``V``
     (2 x 4 x dim bytes per candidate of memory traffic that dominated the features)."""
-    from interestflow.kernels import numba_ivf
-
     n = len(row)
+    out = np.empty(n, np.float32)
     if n == 0:
-        return np.zeros(0, np.float32)
-    counts = np.bincount(row, minlength=len(U))
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    pos = np.arange(n) - np.repeat(starts, counts)
-    R = np.full((len(U), int(counts.max())), -1, np.int64)
-    R[row, pos] = item
-    out = np.empty(R.shape, np.float32)
-    numba_ivf.rescore(np.ascontiguousarray(U, np.float32), np.ascontiguousarray(V, np.float32),
-                      R, out)
-    return out[row, pos]
+        return out
+    _kernels().pair_dots(np.ascontiguousarray(U, np.float32),
+                         np.ascontiguousarray(V, np.float32), np.asarray(row, np.int64),
+                         np.asarray(item, np.int64), out)
+    return out
 
 
 # ------------------------------------------------------------------------------ EASE
@@ -703,6 +704,7 @@ class CandidateGenerator:
         self._pop_order, self._pop_depth_ = np.zeros(0, np.int64), -1
         self._pop_depth(int(n_seen.max()) if len(n_seen) else 0)
         self._pools = {}
+        self._mt_cache = {}  # see _transposed
         for name, M in (("segment_popularity", rec.segment_popularity_),
                         ("segment_trending", self.segment_trend_)):
             m = min(n_items, cfg.segment_pool_factor * cfg.cut(name))
@@ -983,18 +985,26 @@ class CandidateGenerator:
                 if cfg.cut(name) > 0:
                     found[name] = self._segment(name, M, Wseg, seen if exclude else None,
                                                 cfg.cut(name))
-        # union: one entry per (row, item), sorted by row then item
-        keys = [f[0] * n_items + f[1] for f in found.values()]
-        allk = np.unique(np.concatenate(keys)) if keys else np.zeros(0, np.int64)
-        row, item = allk // n_items, allk % n_items
-        F = np.zeros((len(allk), len(FEATURE_NAMES)), np.float32)
+        # union: one entry per (row, item), sorted by row then item (np.unique of the keys
+        # row * n_items + item), each source's score and rank placed in it
+        kern = _kernels()
         col = {n: j for j, n in enumerate(FEATURE_NAMES)}
-        for s in SOURCES:
-            F[:, col[f"{s}_score"]] = np.nan
-        for s, (r, it, val, rank) in found.items():
-            pos = np.searchsorted(allk, r * n_items + it)
-            F[pos, col[f"{s}_score"]] = val
-            F[pos, col[f"{s}_rank"]] = rank
+        names = list(found)
+        z = np.zeros(0, np.int64)
+        r_all = np.concatenate([np.asarray(found[s][0], np.int64) for s in names] + [z])
+        indptr, item, pos = kern.union_rows(
+            c, r_all, np.concatenate([np.asarray(found[s][1], np.int64) for s in names] + [z]))
+        row = np.repeat(np.arange(c), np.diff(indptr))
+        F = np.zeros((len(item), len(FEATURE_NAMES)), np.float32)
+        src_ptr = np.zeros(len(names) + 1, np.int64)
+        np.cumsum([len(found[s][0]) for s in names], out=src_ptr[1:])
+        cols = lambda kind, which: np.array([col[f"{s}_{kind}"] for s in which], np.int64)
+        kern.fill_sources(
+            F, pos, np.concatenate([np.asarray(found[s][2], np.float64) for s in names]
+                                   + [np.zeros(0)]),
+            np.concatenate([np.asarray(found[s][3], np.int64) for s in names] + [z]),
+            src_ptr, cols("score", names), cols("rank", names), cols("score", SOURCES),
+            cols("rank", SOURCES), col["n_sources"])
         self._dense_features(F, col, row, item, U, Wseg, interests)
         # behaviour scores of every candidate, not only of those the source proposed (NaN
         # where the source is off or the user is cold)
@@ -1002,10 +1012,8 @@ class CandidateGenerator:
             np.asarray(knn_block[row, item]).ravel()
         F[:, col["ease_all"]] = np.nan if ease_block is None else ease_block[row, item]
         F[:, col["ease_recent"]] = np.nan if recent_block is None else recent_block[row, item]
-        F[:, col["n_sources"]] = (F[:, [col[f"{s}_rank"] for s in SOURCES]] > 0).sum(axis=1)
-        indptr = np.zeros(c + 1, np.int64)
-        np.cumsum(np.bincount(row, minlength=c), out=indptr[1:])
-        return Candidates(indptr, item.astype(np.int64), F, FEATURE_NAMES)
+        # n_sources (rank columns > 0) was filled with the sources
+        return Candidates(indptr, item, F, FEATURE_NAMES)
 
     def _content(self, U, seen, interests):
         cut = self.config.content
@@ -1037,19 +1045,15 @@ class CandidateGenerator:
     def _sparse_source(self, S, seen, cut):
         """Top ``cut`` positive entries of every row of a CSR score block, seen removed."""
         S.eliminate_zeros()
-        indptr, indices, data = S.indptr.astype(np.int64), S.indices.astype(np.int64), S.data
-        keep = data > 0
-        if seen is not None and len(seen[1]):
-            row = np.repeat(np.arange(S.shape[0]), np.diff(indptr))
-            n = S.shape[1]
-            seen_row = np.repeat(np.arange(S.shape[0]), np.diff(seen[0]))
-            keep &= ~np.isin(row * n + indices, seen_row * n + seen[1])
-        if not keep.all():
-            row = np.repeat(np.arange(S.shape[0]), np.diff(indptr))[keep]
-            indices, data = indices[keep], data[keep]
-            indptr = np.zeros(S.shape[0] + 1, np.int64)
-            np.cumsum(np.bincount(row, minlength=S.shape[0]), out=indptr[1:])
-        return _csr_topk(indptr, indices, data.astype(np.float64), cut)
+        if cut == 0 or S.nnz == 0:
+            z = np.zeros(0, np.int64)
+            return z, z, np.zeros(0), z
+        # the entries > 0 that are not seen, then _csr_topk's order and cut
+        sp_, si_ = (_NO_SEEN, _NO_SEEN) if seen is None or not len(seen[1]) else \
+            (np.asarray(seen[0], np.int64), np.asarray(seen[1], np.int64))
+        return _kernels().csr_topk(S.indptr.astype(np.int64), S.indices,
+                                   S.data.astype(np.float64), int(cut), True, sp_, si_,
+                                   int(S.shape[1]))
 
     def _ease_blocks(self, seen, seeds):
         """EASE scores of the chunk for every item, two (c, n_items) float32 blocks (n_items
@@ -1129,29 +1133,37 @@ class CandidateGenerator:
             z = np.zeros(0, np.int64)
             return z, z, np.zeros(0), z
         S = Wseg.astype(np.float64) @ np.asarray(M[:, pool], np.float64)  # (c, pool)
-        S[~(S > 0)] = -np.inf
         if seen is not None and len(seen[1]):
             r = np.repeat(np.arange(c), np.diff(seen[0]))
             pos = np.searchsorted(pool, seen[1])
             hit = (pos < len(pool)) & (pool[np.minimum(pos, len(pool) - 1)] == seen[1])
             S[r[hit], pos[hit]] = -np.inf
-        row, j, val, rank = _dense_topk(S, cut)
+        # positive values only (the others as -inf: never proposed)
+        row, j, val, rank = _dense_topk(S, cut, positive=True)
         return row, pool[j], val, rank
 
-    def _dense_features(self, F, col, row, item, U, Wseg, interests, block=16384):
+    def _transposed(self, name, M):
+        """C-contiguous (n_items, K) copy of a per-segment matrix ``M`` (K, n_items), kept
+        while ``M`` is the same object: an entry's K weights are then one contiguous read."""
+        cache = self.__dict__.setdefault("_mt_cache", {})
+        hit = cache.get(name)
+        if hit is None or hit[0] is not M:
+            hit = cache[name] = (M, np.ascontiguousarray(np.asarray(M).T))
+        return hit[1]
+
+    def _dense_features(self, F, col, row, item, U, Wseg, interests):
         rec = self.recommender_
         V = rec.item_vectors_
         n = len(row)
         K = self.segment_trend_.shape[0]
         F[:, col["content_cosine"]] = _pair_cosines(U, V, row, item)
-        for a in range(0, n, block):
-            r, it = row[a:a + block], item[a:a + block]
-            if Wseg is not None and K:
-                w = Wseg[r].astype(np.float64)
-                F[a:a + block, col["segment_popularity"]] = np.einsum(
-                    "ij,ji->i", w, np.asarray(rec.segment_popularity_[:, it]))
-                F[a:a + block, col["segment_trend"]] = np.einsum(
-                    "ij,ji->i", w, self.segment_trend_[:, it])
+        if Wseg is not None and K and n:
+            # np.einsum("ij,ji->i", Wseg[row] in float64, M[:, item]) per entry, to the bit
+            W = np.ascontiguousarray(Wseg)
+            kern = _kernels()
+            for name, M in (("segment_popularity", rec.segment_popularity_),
+                            ("segment_trend", self.segment_trend_)):
+                kern.weighted_columns(W, self._transposed(name, M), row, item, F, col[name])
         F[:, col["popularity"]] = np.asarray(rec.popularity_)[item]
         F[:, col["item_trend"]] = self.item_trend_[item]
         if interests is None:
