@@ -998,7 +998,10 @@ class CandidateGenerator:
         F = np.zeros((len(item), len(FEATURE_NAMES)), np.float32)
         src_ptr = np.zeros(len(names) + 1, np.int64)
         np.cumsum([len(found[s][0]) for s in names], out=src_ptr[1:])
-        cols = lambda kind, which: np.array([col[f"{s}_{kind}"] for s in which], np.int64)
+
+        def cols(kind, which):
+            return np.array([col[f"{s}_{kind}"] for s in which], np.int64)
+
         kern.fill_sources(
             F, pos, np.concatenate([np.asarray(found[s][2], np.float64) for s in names]
                                    + [np.zeros(0)]),

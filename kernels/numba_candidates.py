@@ -2,7 +2,7 @@
 
 Each kernel gives exactly what the numpy code it replaced gives (same entries, same order,
 same values to the bit); the numpy definitions are kept in the docstrings and checked against
-in ``tests/test_candidates.py``.
+in ``tests/test_numba_candidates.py``.
 
 - :func:`csr_topk`: the top ``k`` entries of every row of a CSR block, descending value, ties
   to the lower column (``lexsort((col, -val, row))`` and a cut at rank ``k``), optionally
