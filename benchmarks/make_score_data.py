@@ -146,7 +146,7 @@ def fit_model(out: Path, ids, vectors, ev_user, ev_ts, ev_item, n_segments: int,
                              recommend_config=RecommendConfig(weights={"content": 1.0}))
     else:
         eng = InterestEngine(encoder=ItemVectorEncoder(ids, vectors), n_segments=n_segments,
-                             merge_threshold=None, random_state=seed,
+                             merge_threshold=None, random_state=seed, ranker=None,
                              recommend_config=RecommendConfig(weights={"content": 1.0},
                                                               knn_neighbors=10))
     eng.fit(events, items)
