@@ -483,7 +483,8 @@ def _read_model(model_dir, *, verify_hashes: bool = True) -> dict:
             "multi_interest": bool(params.get("multi_interest", False)),
             "n_items": saved.n_items,
             "arrays_bytes": os.path.getsize(saved.arrays_path),
-            "candidates_config": saved.meta.get("candidates_config")}
+            "candidates_config": saved.meta.get("candidates_config"),
+            "ranker_config": (saved.meta.get("ranker") or {}).get("config")}
 
 
 def _model_encoder(model: dict):
@@ -1140,7 +1141,9 @@ def _two_stage_bytes(model: dict, dim: int, n_seg: int) -> int:
 
     cfg = CandidateConfig.from_dict(model["candidates_config"]["config"])
     n_items = int(model["n_items"])
-    cu = cfg.chunk_users
+    # ranker.rank_users runs num_threads sub-chunks side by side
+    threads = int((model.get("ranker_config") or {}).get("num_threads", 2))
+    cu = cfg.chunk_users * max(1, threads)
     total_cut = sum(cfg.cut(s) for s in SOURCES)
     # features twice (candidate columns, then the ranker's copy with its extra columns),
     # union keys / items / per-source entries (~6 int64 per entry)

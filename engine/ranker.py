@@ -482,8 +482,11 @@ class Ranker:
 
             raise NotFittedError("this Ranker is not fitted; call fit() first")
 
-    def score(self, candidates: Candidates) -> np.ndarray:
-        """Score of every candidate, shape (nnz,), float64 (higher is better)."""
+    def score(self, candidates: Candidates, *, threads: int | None = None) -> np.ndarray:
+        """Score of every candidate, shape (nnz,), float64 (higher is better).
+
+        ``threads``: threads of the tree walk (None: ``config.num_threads`` from 20,000
+        candidates on, else 1); the scores do not depend on it."""
         self._check_fitted()
         have = list(candidates.feature_names)
         missing = [n for n in self.feature_names_ if n not in have]
@@ -498,8 +501,9 @@ class Ranker:
         # the models' mean, equal to the bit to summing Booster.predict of each in order and
         # dividing (interestflow.kernels.numba_rank; a sum over trees per row, so the thread
         # count does not change it)
-        threads = 1 if len(candidates.items) < 20_000 else int(self.config.num_threads)
-        s = self._trees().predict(X, threads=threads)
+        if threads is None:
+            threads = 1 if len(candidates.items) < 20_000 else int(self.config.num_threads)
+        s = self._trees().predict(X, threads=int(threads))
         prior = getattr(self, "prior_", None)
         if prior:
             s = s + _prior(candidates, prior["source"], prior["missing_rank"])[0]
@@ -517,19 +521,20 @@ class Ranker:
             self._ensemble = cached
         return cached[1]
 
-    def topk(self, candidates: Candidates, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def topk(self, candidates: Candidates, k: int, *, threads: int | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
         """Best ``k`` candidates per user: ``(scores, items)``, each shape (n_users, k).
 
         Ties go to the lower item row. A user with fewer than ``k`` candidates is padded with
-        item ``-1`` and score ``-inf``.
+        item ``-1`` and score ``-inf``. ``threads`` as in :meth:`score`.
         """
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k={k!r} is invalid; pass an int >= 1")
         from interestflow.kernels.numba_rank import user_topk
 
-        s = self.score(candidates)
+        s = self.score(candidates, threads=threads)
         return user_topk(candidates.indptr, candidates.items, s, int(k),
-                         threads=int(self.config.num_threads))
+                         threads=int(self.config.num_threads if threads is None else threads))
 
     # ------------------------------------------------------------ persistence
     def model_string(self) -> str:
@@ -582,9 +587,10 @@ def rank_users(generator, ranker, U, soft, segment, iu, ii, ts, w, k: int, *, t_
     segment weights (:func:`~interestflow.recommend.segment_weights` of the soft features
     ``soft`` (m, K), or of the nearest centroid ``segment`` for hard assignment) and the user
     activity (:func:`user_activity`; recency relative to ``t_ref``). Users go through both
-    stages ``CandidateConfig.chunk_users`` at a time, so the largest arrays are one
-    sub-chunk's candidates (``chunk_users x total cut`` rows of ``len(RANKER_FEATURES)``
-    float32) and EASE's ``chunk_users x n_items`` block. A user without events with a
+    stages ``CandidateConfig.chunk_users`` at a time, ``RankerConfig.num_threads`` sub-chunks
+    side by side, so the largest arrays are that many sub-chunks' candidates (``chunk_users x
+    total cut`` rows of ``len(RANKER_FEATURES)`` float32) and EASE's ``chunk_users x
+    n_items`` blocks. A user without events with a
     catalogue item (texts only) is a cold start: content, popularity and segment candidates,
     ranked by the same model with zero behaviour scores.
     """
@@ -602,7 +608,14 @@ def rank_users(generator, ranker, U, soft, segment, iu, ii, ts, w, k: int, *, t_
     # output): the exact kernel is ~1.4x faster on 8k-query blocks than on 1k
     content = generator.content_search(U, (s_ptr, s_idx))
     step = generator.config.chunk_users
-    for a in range(0, m, step):
+    starts = range(0, m, step)
+    threads = max(1, min(int(ranker.config.num_threads), len(starts)))
+    # the popularity order deep enough for every sub-chunk before they run side by side
+    # (generate_for would deepen this shared state)
+    generator._pop_depth(int(np.diff(s_ptr).max()) if m else 0)
+
+    def part(a):
+        """Both stages for users [a, b): each sub-chunk writes only its own rows."""
         b = min(m, a + step)
         lo, hi = s_ptr[a], s_ptr[b]
         ptr = s_ptr[a:b + 1] - lo
@@ -611,7 +624,19 @@ def rank_users(generator, ranker, U, soft, segment, iu, ii, ts, w, k: int, *, t_
                                       content=(content[0][a:b], content[1][a:b]))
         X = ranking_features(cand, rec.popularity_, segment_weights=W[a:b],
                              count=count[a:b], last_ts=last[a:b], t_ref=t_ref)
-        scores[a:b], items[a:b] = ranker.topk(X, k)
+        scores[a:b], items[a:b] = ranker.topk(X, k, threads=1 if threads > 1 else None)
+
+    if threads == 1:
+        for a in starts:
+            part(a)
+    else:
+        # sub-chunks on ranker.config.num_threads threads: the candidate kernels are serial
+        # and release the GIL, so one thread per core runs its own sub-chunk (the results
+        # do not depend on which thread ran which)
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(part, starts))
     return scores, items
 
 

@@ -528,8 +528,9 @@ def test_two_stage_refuses_items_table(ranked, tmp_path):
 
 
 def test_memory_estimate_counts_the_two_stages(ranked, monkeypatch):
-    """A ranker model's fixed cost (loaded arrays, the generator's index, one sub-chunk of
-    candidates and EASE's block) is charged: fewer users per chunk by that many bytes."""
+    """A ranker model's fixed cost (loaded arrays, the generator's index, the candidates and
+    EASE blocks of the num_threads (2) sub-chunks in flight) is charged: fewer users per
+    chunk by that many bytes."""
     from interestflow import batch
     from interestflow.candidates import CandidateConfig
     from interestflow.ranker import RANKER_FEATURES
@@ -542,10 +543,11 @@ def test_memory_estimate_counts_the_two_stages(ranked, monkeypatch):
     mem = 2 * 2**30
     two = batch._chunk_users_for_memory(mem, **args, two_stage=model)
     cfg = CandidateConfig()
+    assert model["ranker_config"]["num_threads"] == 2
     n_items, n_feat = model["n_items"], len(RANKER_FEATURES)
-    cand = cfg.chunk_users * 450 * (2 * n_feat * 4 + 48)
-    ease = 2 * cfg.chunk_users * n_items * 4
-    segment = 2 * cfg.chunk_users * min(n_items, 3 * 2 * 50) * 8
+    cand = 2 * cfg.chunk_users * 450 * (2 * n_feat * 4 + 48)
+    ease = 2 * 2 * cfg.chunk_users * n_items * 4
+    segment = 2 * 2 * cfg.chunk_users * min(n_items, 3 * 2 * 50) * 8
     extra = model["arrays_bytes"] + 2 * n_items * DIM * 4 + cand + ease + segment
     assert batch._two_stage_bytes(model, DIM, 3) == extra
     fixed = 300 * 2**20 + 2 * n_items * DIM * 4 + batch._RUNTIME_MARGIN_BYTES \
