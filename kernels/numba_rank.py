@@ -32,6 +32,7 @@ __all__ = ["TreeEnsemble", "parse_lightgbm", "user_topk"]
 #: LightGBM's ``kZeroThreshold`` (``1e-35f`` as a double): values of at most this magnitude
 #: are zeros to its dense-row reader and to splits whose missing type is "zero".
 K_ZERO = float(np.float32(1e-35))
+K_ZERO32 = np.float32(1e-35)  # the same number
 
 _MISSING_ZERO, _MISSING_NAN = 1, 2  # LightGBM missing types (0: none)
 
@@ -42,20 +43,32 @@ class TreeEnsemble:
 
     Tree ``t`` owns nodes ``node_start[t]`` to ``node_start[t + 1]``: its ``n_internal[t]``
     splits (in LightGBM's order), then one node per leaf. Node ``i`` tests feature
-    ``feature[i]`` against ``threshold[i]``; ``nan_left[i]`` / ``zero_left[i]`` say where a NaN
+    ``feature[i]`` against ``threshold[i]`` (float64, as LightGBM; the walk compares the float32
+    features with ``threshold32[i]``, the largest float32 not above it: the same decision for
+    every float32, infinities included, without widening each feature); ``nan_left[i]`` / ``zero_left[i]`` say where a NaN
     and a value of magnitude at most :data:`K_ZERO` go (LightGBM's numerical decision, read
     from the split's decision type); its children are tree-local node numbers
     ``child[2 * i]`` (left) and ``child[2 * i + 1]``; a leaf's node is its own child both ways,
     so ``depth[t]`` steps from the root end on leaf node ``n_internal[t] + l``, whose value is
     ``leaf_value[leaf_start[t] + l]``. Trees ``model_start[m]`` to ``model_start[m + 1]``
     make model ``m``.
+
+    ``child_gt`` holds the same children for the walk without a missing-value branch (used
+    when no split has LightGBM's "zero" missing type, ``any_zero_missing`` False): a node
+    whose NaN goes right keeps (left, right) and is taken first when ``x <= threshold``
+    (False for a NaN), a node whose NaN goes left stores (right, left) and is taken first when
+    ``x > threshold`` (also False for a NaN); a value of magnitude at most :data:`K_ZERO` is
+    read as 0 first, as LightGBM's dense-row reader does.
     """
 
     feature: np.ndarray
     threshold: np.ndarray
+    threshold32: np.ndarray
     nan_left: np.ndarray
     zero_left: np.ndarray
     child: np.ndarray
+    child_gt: np.ndarray
+    any_zero_missing: bool
     leaf_value: np.ndarray
     node_start: np.ndarray
     leaf_start: np.ndarray
@@ -77,16 +90,23 @@ class TreeEnsemble:
             raise ValueError(f"X must have shape (n, {self.n_features}), got {X.shape}")
         n = len(X)
         out = np.empty(n, np.float64)
-        args = (X, self.feature, self.threshold, self.nan_left, self.zero_left, self.child,
-                self.leaf_value, self.node_start, self.leaf_start, self.n_internal, self.depth,
-                self.model_start, out)
+        if self.any_zero_missing:
+            kernel = _predict_rows
+            args = (X, self.feature, self.threshold32, self.nan_left, self.zero_left,
+                    self.child, self.leaf_value, self.node_start, self.leaf_start,
+                    self.n_internal, self.depth, self.model_start, out)
+        else:
+            kernel = _predict_rows_gt
+            args = (X, self.feature, self.threshold32, self.nan_left, self.child_gt,
+                    self.leaf_value, self.node_start, self.leaf_start, self.n_internal,
+                    self.depth, self.model_start, out)
         threads = max(1, min(int(threads), n // 10_000))
         if threads == 1:
-            _predict_rows(0, n, *args)
+            kernel(0, n, *args)
             return out
         bounds = np.linspace(0, n, threads + 1).astype(np.int64)
         with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(lambda a: _predict_rows(int(bounds[a]), int(bounds[a + 1]), *args),
+            list(pool.map(lambda a: kernel(int(bounds[a]), int(bounds[a + 1]), *args),
                           range(threads)))
         return out
 
@@ -183,10 +203,18 @@ def parse_lightgbm(models) -> TreeEnsemble:
     # |x| <= kZeroThreshold goes the default way under missing type "zero"; else x <= threshold
     zero_left = np.where(missing == _MISSING_ZERO, default_left, 0.0 <= threshold)
     nan_left = np.where(missing == _MISSING_NAN, default_left, zero_left)
+    with np.errstate(over="ignore"):
+        threshold32 = threshold.astype(np.float32)  # nearest; beyond the range: +-inf
+    up = threshold32.astype(np.float64) > threshold
+    threshold32[up] = np.nextafter(threshold32[up], np.float32(-np.inf))
+    child = np.asarray(child, np.int32)
+    child_gt = child.reshape(-1, 2).copy()
+    child_gt[nan_left] = child_gt[nan_left][:, ::-1]
     return TreeEnsemble(
-        feature=np.asarray(feature, np.int32), threshold=threshold,
+        feature=np.asarray(feature, np.int32), threshold=threshold, threshold32=threshold32,
         nan_left=nan_left.astype(np.bool_), zero_left=zero_left.astype(np.bool_),
-        child=np.asarray(child, np.int32), leaf_value=np.asarray(leaf_value, np.float64),
+        child=child, child_gt=child_gt.ravel(),
+        any_zero_missing=bool((missing == _MISSING_ZERO).any()), leaf_value=np.asarray(leaf_value, np.float64),
         node_start=np.asarray(node_start, np.int64), leaf_start=np.asarray(leaf_start, np.int64),
         n_internal=np.asarray(n_internal, np.int64), depth=np.asarray(depth, np.int64),
         model_start=np.asarray(model_start, np.int64), n_features=int(n_features))
@@ -214,7 +242,7 @@ _ROWS = 16
 
 
 @nb.njit(nogil=True, cache=True)
-def _predict_rows(r0, r1, X, feature, threshold, nan_left, zero_left, child, leaf_value,
+def _predict_rows(r0, r1, X, feature, threshold32, nan_left, zero_left, child, leaf_value,
                   node_start, leaf_start, n_internal, depth, model_start, out):
     n_models = model_start.shape[0] - 1
     node = np.zeros(_ROWS, np.int64)
@@ -232,11 +260,46 @@ def _predict_rows(r0, r1, X, feature, threshold, nan_left, zero_left, child, lea
                 for _ in range(depth[t]):
                     for i in range(nr):
                         j = base + node[i]
-                        x = np.float64(X[a + i, feature[j]])
-                        go_left = x <= threshold[j]
+                        x = X[a + i, feature[j]]
+                        go_left = x <= threshold32[j]
                         go_left = nan_left[j] if np.isnan(x) else go_left
-                        go_left = zero_left[j] if abs(x) <= K_ZERO else go_left
+                        go_left = zero_left[j] if abs(x) <= K_ZERO32 else go_left
                         node[i] = child[2 * j + (0 if go_left else 1)]
+                first_leaf = leaf_start[t] - n_internal[t]
+                for i in range(nr):
+                    acc[i] += leaf_value[first_leaf + node[i]]
+            for i in range(nr):
+                total[i] += acc[i]
+        for i in range(nr):
+            out[a + i] = total[i] / n_models
+
+
+@nb.njit(nogil=True, cache=True)
+def _predict_rows_gt(r0, r1, X, feature, threshold32, gt, child_gt, leaf_value, node_start,
+                     leaf_start, n_internal, depth, model_start, out):
+    """:func:`_predict_rows` for ensembles without "zero" missing-type splits: one comparison
+    per step (see :class:`TreeEnsemble`'s ``child_gt``)."""
+    n_models = model_start.shape[0] - 1
+    node = np.zeros(_ROWS, np.int64)
+    acc = np.zeros(_ROWS, np.float64)
+    total = np.zeros(_ROWS, np.float64)
+    zero = np.float32(0.0)
+    for a in range(r0, r1, _ROWS):
+        nr = min(_ROWS, r1 - a)
+        total[:] = 0.0
+        for m in range(n_models):
+            acc[:] = 0.0
+            for t in range(model_start[m], model_start[m + 1]):
+                base = node_start[t]
+                node[:] = 0
+                for _ in range(depth[t]):
+                    for i in range(nr):
+                        j = base + node[i]
+                        x = X[a + i, feature[j]]
+                        x = zero if abs(x) <= K_ZERO32 else x
+                        thr = threshold32[j]
+                        first = (x > thr) if gt[j] else (x <= thr)
+                        node[i] = child_gt[2 * j + (0 if first else 1)]
                 first_leaf = leaf_start[t] - n_internal[t]
                 for i in range(nr):
                     acc[i] += leaf_value[first_leaf + node[i]]

@@ -61,6 +61,9 @@ def _edge_rows(ens, d, seed):
 
 
 def test_each_model_equals_booster_predict_to_the_bit():
+    # both walks: the one-comparison walk, and the general one of "zero" missing-type splits
+    assert [parse_lightgbm(b.model_to_string()).any_zero_missing for b in _boosters()] == \
+        [False, True, False, False]
     for b in _boosters():
         ens = parse_lightgbm(b.model_to_string())
         X = _edge_rows(ens, 6, 1)
