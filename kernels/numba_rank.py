@@ -90,16 +90,10 @@ class TreeEnsemble:
             raise ValueError(f"X must have shape (n, {self.n_features}), got {X.shape}")
         n = len(X)
         out = np.empty(n, np.float64)
-        if self.any_zero_missing:
-            kernel = _predict_rows
-            args = (X, self.feature, self.threshold32, self.nan_left, self.zero_left,
-                    self.child, self.leaf_value, self.node_start, self.leaf_start,
-                    self.n_internal, self.depth, self.model_start, out)
-        else:
-            kernel = _predict_rows_gt
-            args = (X, self.feature, self.threshold32, self.nan_left, self.child_gt,
-                    self.leaf_value, self.node_start, self.leaf_start, self.n_internal,
-                    self.depth, self.model_start, out)
+        args = (X, self.any_zero_missing, self.feature, self.threshold32, self.nan_left,
+                self.zero_left, self.child, self.child_gt, self.leaf_value, self.node_start,
+                self.leaf_start, self.n_internal, self.depth, self.model_start, out)
+        kernel = _predict_rows
         threads = max(1, min(int(threads), n // 10_000))
         if threads == 1:
             kernel(0, n, *args)
@@ -242,43 +236,13 @@ _ROWS = 16
 
 
 @nb.njit(nogil=True, cache=True)
-def _predict_rows(r0, r1, X, feature, threshold32, nan_left, zero_left, child, leaf_value,
-                  node_start, leaf_start, n_internal, depth, model_start, out):
-    n_models = model_start.shape[0] - 1
-    node = np.zeros(_ROWS, np.int64)
-    acc = np.zeros(_ROWS, np.float64)
-    total = np.zeros(_ROWS, np.float64)
-    for a in range(r0, r1, _ROWS):
-        nr = min(_ROWS, r1 - a)
-        total[:] = 0.0
-        for m in range(n_models):
-            acc[:] = 0.0
-            for t in range(model_start[m], model_start[m + 1]):
-                base = node_start[t]
-                node[:] = 0
-                # a fixed number of branch-free steps: a leaf's node sends every row to itself
-                for _ in range(depth[t]):
-                    for i in range(nr):
-                        j = base + node[i]
-                        x = X[a + i, feature[j]]
-                        go_left = x <= threshold32[j]
-                        go_left = nan_left[j] if np.isnan(x) else go_left
-                        go_left = zero_left[j] if abs(x) <= K_ZERO32 else go_left
-                        node[i] = child[2 * j + (0 if go_left else 1)]
-                first_leaf = leaf_start[t] - n_internal[t]
-                for i in range(nr):
-                    acc[i] += leaf_value[first_leaf + node[i]]
-            for i in range(nr):
-                total[i] += acc[i]
-        for i in range(nr):
-            out[a + i] = total[i] / n_models
-
-
-@nb.njit(nogil=True, cache=True)
-def _predict_rows_gt(r0, r1, X, feature, threshold32, gt, child_gt, leaf_value, node_start,
-                     leaf_start, n_internal, depth, model_start, out):
-    """:func:`_predict_rows` for ensembles without "zero" missing-type splits: one comparison
-    per step (see :class:`TreeEnsemble`'s ``child_gt``)."""
+def _predict_rows(r0, r1, X, general, feature, threshold32, nan_left, zero_left, child,
+                  child_gt, leaf_value, node_start, leaf_start, n_internal, depth, model_start,
+                  out):
+    """Mean score of rows ``r0:r1`` into ``out``. ``general``: LightGBM's decision with its
+    missing-value cases (``nan_left``, ``zero_left``, ``child``); else one comparison per
+    step (``nan_left`` picks ``x > threshold`` or ``x <= threshold``, ``child_gt``; see
+    :class:`TreeEnsemble`), for ensembles without "zero" missing-type splits."""
     n_models = model_start.shape[0] - 1
     node = np.zeros(_ROWS, np.int64)
     acc = np.zeros(_ROWS, np.float64)
@@ -292,14 +256,21 @@ def _predict_rows_gt(r0, r1, X, feature, threshold32, gt, child_gt, leaf_value, 
             for t in range(model_start[m], model_start[m + 1]):
                 base = node_start[t]
                 node[:] = 0
+                # a fixed number of branch-free steps: a leaf's node sends every row to itself
                 for _ in range(depth[t]):
                     for i in range(nr):
                         j = base + node[i]
                         x = X[a + i, feature[j]]
-                        x = zero if abs(x) <= K_ZERO32 else x
                         thr = threshold32[j]
-                        first = (x > thr) if gt[j] else (x <= thr)
-                        node[i] = child_gt[2 * j + (0 if first else 1)]
+                        if general:
+                            go_left = x <= thr
+                            go_left = nan_left[j] if np.isnan(x) else go_left
+                            go_left = zero_left[j] if abs(x) <= K_ZERO32 else go_left
+                            node[i] = child[2 * j + (0 if go_left else 1)]
+                        else:
+                            x = zero if abs(x) <= K_ZERO32 else x  # LightGBM's reader: 0
+                            first = (x > thr) if nan_left[j] else (x <= thr)
+                            node[i] = child_gt[2 * j + (0 if first else 1)]
                 first_leaf = leaf_start[t] - n_internal[t]
                 for i in range(nr):
                     acc[i] += leaf_value[first_leaf + node[i]]
