@@ -252,20 +252,28 @@ def dense_topk(S, k, positive):
 
 
 @nb.njit(nogil=True, cache=True)
+def _bucket_by_row(c, rows, values):
+    """``values`` grouped by row (rows in ``[0, c)``, entry order kept within a row):
+    ``(start (c + 1,), grouped)``, row ``r`` owning ``grouped[start[r]:start[r + 1]]``."""
+    counts = np.zeros(c + 1, np.int64)
+    for e in range(len(rows)):
+        counts[rows[e] + 1] += 1
+    start = np.cumsum(counts)
+    fill = start[:c].copy()
+    buf = np.empty(len(rows), np.int64)
+    for e in range(len(rows)):
+        r = rows[e]
+        buf[fill[r]] = values[e]
+        fill[r] += 1
+    return start, buf
+
+
+@nb.njit(nogil=True, cache=True)
 def _union_search(c, rows, items):
     """:func:`union_rows` for any item range: a sort of the items per row, then a binary
     search of every entry's item."""
     n = len(rows)
-    counts = np.zeros(c + 1, np.int64)
-    for e in range(n):
-        counts[rows[e] + 1] += 1
-    start = np.cumsum(counts)
-    fill = start[:c].copy()
-    buf = np.empty(n, np.int64)
-    for e in range(n):
-        r = rows[e]
-        buf[fill[r]] = items[e]
-        fill[r] += 1
+    start, buf = _bucket_by_row(c, rows, np.asarray(items, np.int64))
     indptr = np.zeros(c + 1, np.int64)
     out = np.empty(n, np.int64)
     o = 0
@@ -309,16 +317,10 @@ def union_rows(c, rows, items):
         top = max(top, np.int64(items[e]))
     if b >= 62 or top >= (np.int64(1) << (62 - b)):
         return _union_search(c, rows, items)
-    counts = np.zeros(c + 1, np.int64)
+    keys = np.empty(n, np.int64)
     for e in range(n):
-        counts[rows[e] + 1] += 1
-    start = np.cumsum(counts)
-    fill = start[:c].copy()
-    buf = np.empty(n, np.int64)
-    for e in range(n):
-        r = rows[e]
-        buf[fill[r]] = (np.int64(items[e]) << b) | e
-        fill[r] += 1
+        keys[e] = (np.int64(items[e]) << b) | e
+    start, buf = _bucket_by_row(c, rows, keys)
     mask = (np.int64(1) << b) - 1
     indptr = np.zeros(c + 1, np.int64)
     out = np.empty(n, np.int64)
