@@ -826,7 +826,7 @@ def _candidate_part(ctx, d, rec, gen_dev) -> tuple[dict, object]:
     return info, cand
 
 
-def _ranker_part(ctx, d, rec, cand, labels_of) -> dict:
+def _ranker_part(ctx, d, rec, cand, labels_of, item_first_ts) -> dict:
     """A Ranker trained (CPU) on some users' candidates; scoring throughput on all of them."""
     from interestflow.candidates import Candidates
     from interestflow.ranker import Ranker, RankerConfig, ranking_features, user_activity
@@ -836,7 +836,7 @@ def _ranker_part(ctx, d, rec, cand, labels_of) -> dict:
     r = cand.user_rows
     X, t_feat = wall(lambda: ranking_features(
         cand, rec.popularity_, segment_weights=rec.user_segment_weights_[r], count=count[r],
-        last_ts=last[r], t_ref=d["t_split"]), ctx)
+        last_ts=last[r], t_ref=d["t_split"], item_first_ts=item_first_ts), ctx)
     y = labels_of(X).astype(np.float32)
     m = min(p["ranker_train_users"], X.n_users)
     hi = int(X.indptr[m])
@@ -943,6 +943,7 @@ def section_two_stage(ctx) -> dict:
                                "of the EASE part); the CPU generator is the same state moved "
                                "to the CPU (from_state), so only generate() is compared")
     out["candidates"], cand = _candidate_part(ctx, d, rec, gen)
+    first_ts = gen.item_first_ts_
     gen = None
     missing = _lightgbm_missing()
     if missing:
@@ -958,7 +959,7 @@ def section_two_stage(ctx) -> dict:
 
         part = Candidates(cand.indptr[:len(sub) + 1], cand.items[:hi], cand.features[:hi],
                           cand.feature_names, user_rows=cand.user_rows[sub])
-        out["ranker"] = _ranker_part(ctx, d, rec, part, labels_of)
+        out["ranker"] = _ranker_part(ctx, d, rec, part, labels_of, first_ts)
     cand = d = None
     if ctx.device.type == "cuda":
         torch.cuda.empty_cache()

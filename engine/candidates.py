@@ -454,6 +454,16 @@ def _selected_ease_lambda(inter_user, inter_item, inter_ts, n_users: int, n_item
 
 
 # --------------------------------------------------------------------------- trending
+def item_first_times(inter_item, inter_ts, n_items: int) -> np.ndarray:
+    """Time of each item's first interaction, unix seconds (float64, NaN for an item without
+    one): what ``item_age_days`` of the ranker measures from (see
+    :func:`interestflow.ranker.ranking_features`)."""
+    first = np.full(n_items, np.inf)
+    np.minimum.at(first, np.asarray(inter_item, np.int64), np.asarray(inter_ts, np.float64))
+    first[np.isinf(first)] = np.nan
+    return first
+
+
 def segment_trends(inter_user, inter_item, inter_ts, segment_weights, n_items: int, *,
                    t_ref: float, window_days: float, baseline_windows: int):
     """Per-segment and global item trends: ``(T (K, n_items), item_trend (n_items,))``.
@@ -587,6 +597,7 @@ class CandidateGenerator:
         self.segment_trend_, self.item_trend_ = segment_trends(
             iu, ii, ts, rec.user_segment_weights_, n_items, t_ref=self.trend_time_,
             window_days=self.trend_window_days_, baseline_windows=cfg.trend_baseline_windows)
+        self.item_first_ts_ = item_first_times(ii, ts, n_items)
         self.ease_b_, self.ease_lambda_, self.ease_selection_ = None, None, None
         if cfg.ease > 0 and 0 < n_items <= cfg.ease_max_items:
             lam = cfg.ease_lambda
@@ -650,6 +661,7 @@ class CandidateGenerator:
             iu, ii, ts, rec.user_segment_weights_, n_items, t_ref=self.trend_time_,
             window_days=self.trend_window_days_,
             baseline_windows=self.config.trend_baseline_windows)
+        self.item_first_ts_ = item_first_times(ii, ts, n_items)
         if self.ease_b_ is not None and n_items > self.ease_b_.shape[0]:
             import torch
 
@@ -1188,11 +1200,12 @@ class CandidateGenerator:
     # ------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, np.ndarray]:
         """Arrays this generator adds to its recommender's state (safetensors-ready):
-        ``segment_trend`` (K, n_items), ``item_trend`` (n_items,) and, when EASE was fitted,
-        ``ease_b`` (n_items, n_items)."""
+        ``segment_trend`` (K, n_items), ``item_trend`` (n_items,), ``item_first_ts``
+        (n_items,) and, when EASE was fitted, ``ease_b`` (n_items, n_items)."""
         self._check_fitted()
         state = {"segment_trend": np.ascontiguousarray(self.segment_trend_, np.float32),
-                 "item_trend": np.ascontiguousarray(self.item_trend_, np.float32)}
+                 "item_trend": np.ascontiguousarray(self.item_trend_, np.float32),
+                 "item_first_ts": np.ascontiguousarray(self.item_first_ts_, np.float64)}
         if self.ease_b_ is not None:
             b = self.ease_b_
             b = b.cpu().numpy() if hasattr(b, "cpu") else np.asarray(b)
@@ -1227,6 +1240,12 @@ class CandidateGenerator:
         gen.trend_time_ = float(config_dict["trend_time"])
         gen.segment_trend_ = np.asarray(state_dict["segment_trend"], np.float32)
         gen.item_trend_ = np.asarray(state_dict["item_trend"], np.float32)
+        first = state_dict.get("item_first_ts")
+        if first is None:
+            # saved before this array existed: only rankers of that time read the generator,
+            # and none of them has the item_age_days feature that uses it
+            first = np.full(recommender.n_items_, np.nan)
+        gen.item_first_ts_ = np.asarray(first, np.float64)
         b = state_dict.get("ease_b")
         gen.ease_b_ = None if b is None else np.asarray(b, np.float32)
         lam = config_dict.get("ease_lambda")

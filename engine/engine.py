@@ -899,7 +899,8 @@ class InterestEngine:
             self._user_activity = act
         X = ranking_features(gen.generate(rows), rec.popularity_,
                              segment_weights=rec.user_segment_weights_[rows],
-                             count=act[0][rows], last_ts=act[1][rows], t_ref=rec.behaviour_time_)
+                             count=act[0][rows], last_ts=act[1][rows], t_ref=rec.behaviour_time_,
+                             item_first_ts=gen.item_first_ts_)
         scores, items = self.ranker_.topk(X, k)
         return items, scores
 

@@ -73,12 +73,12 @@ _SHAPES = {
     "recommender.knn_weights": (("R",), "f"), "recommender.weights": (("C",), "f"),
     "recommender.segment_popularity_total": (("K",), "f"),
     "candidates.segment_trend": (("K", "I"), "f"), "candidates.item_trend": (("I",), "f"),
-    "candidates.ease_b": (("I", "I"), "f"),
+    "candidates.ease_b": (("I", "I"), "f"), "candidates.item_first_ts": (("I",), "f"),
 }
 #: Arrays in _SHAPES that a save may lack (saves from before partial_fit's incremental
 #: recommender statistics; partial_fit rebuilds them once).
 _OPTIONAL = ("recommender.segment_popularity_total", "candidates.segment_trend",
-             "candidates.item_trend", "candidates.ease_b")
+             "candidates.item_trend", "candidates.ease_b", "candidates.item_first_ts")
 #: Candidate-generation state (interestflow.candidates); absent from older saves, which load
 #: without it (``candidates_`` is None: CandidateGenerator.from_engine rebuilds it). ease_b
 #: only when EASE was fitted (n_items <= ease_max_items).

@@ -54,7 +54,8 @@ def test_ranking_features_by_value():
     cand = gen.generate(np.arange(4))
     count, last = user_activity(IU, TS, 4)
     X = ranking_features(cand, rec.popularity_, segment_weights=rec.user_segment_weights_,
-                         count=count, last_ts=last, t_ref=12 * DAY)
+                         count=count, last_ts=last, t_ref=12 * DAY,
+                         item_first_ts=gen.item_first_ts_)
     assert X.feature_names == RANKER_FEATURES
     n = len(FEATURE_NAMES)
     # the candidate columns are carried as they are (NaN where a source is absent)
@@ -82,6 +83,18 @@ def test_ranking_features_by_value():
                                   np.array([np.nan, np.nan, 0.5], np.float32))
     # segment_lift = segment popularity / popularity share; popularity without decay:
     # distinct users per item [2, 2, 2, 2, 0], share 1/4 each; item 4 has none: NaN
+    # item_age_days: the user's latest interaction minus the item's first, in days; first
+    # interactions of items 0-4: days 0, 0, 10, 9, none (NaN)
+    np.testing.assert_array_equal(gen.item_first_ts_, np.array([0, 0, 10, 9, np.nan]) * DAY)
+    last_day = np.array([0.0, 10.0, 10.0, 9.0])[owner]
+    first_day = np.array([0.0, 0.0, 10.0, 9.0, np.nan])[X.items]
+    np.testing.assert_array_equal(X.features[:, col["item_age_days"]],
+                                  (last_day - first_day).astype(np.float32))
+    assert (X.features[:, col["item_age_days"]] < 0).any()  # an item newer than the user
+    with pytest.raises(ValueError, match="item_first_ts"):
+        ranking_features(cand, rec.popularity_, segment_weights=rec.user_segment_weights_,
+                         count=count, last_ts=last, t_ref=12 * DAY,
+                         item_first_ts=gen.item_first_ts_[:3])
     lift = X.features[:, col["segment_lift"]]
     seg_pop = X.column("segment_popularity")
     has = X.items < 4
@@ -283,6 +296,16 @@ def test_labels_come_from_the_inner_holdouts_and_features_from_the_earlier_part(
         n_earlier = inner_train.groupby("user_id").size()
         np.testing.assert_allclose(cand.features[here, col], np.log1p(
             n_earlier.reindex(users[owner[here]]).to_numpy()), rtol=1e-6)
+        # item_age_days from the earlier part only: the user's latest earlier event minus the
+        # item's first earlier event (NaN for an item only the held-out events have)
+        last_u = inner_train.groupby("user_id")["ts"].max()
+        first_i = inner_train.groupby("item_id")["ts"].min()
+        items = eng.item_ids_[cand.items[here]]
+        want = (last_u.reindex(users[owner[here]]).to_numpy()
+                - first_i.reindex(items).to_numpy()) / DAY
+        age = cand.features[here, RANKER_FEATURES.index("item_age_days")]
+        np.testing.assert_allclose(age, want, rtol=1e-6, atol=1e-3)
+        assert np.isnan(want).sum() == np.isnan(age).sum()
         rest = inner_train
     assert eng.ranker_.training_["positives"] == int(labels.sum())
 
@@ -316,7 +339,8 @@ def test_recommend_ranks_candidates_and_excludes_seen(fitted):
     rec = fitted.recommender_
     X = ranking_features(gen.generate(rows), rec.popularity_,
                          segment_weights=rec.user_segment_weights_[rows], count=act[0][rows],
-                         last_ts=act[1][rows], t_ref=rec.behaviour_time_)
+                         last_ts=act[1][rows], t_ref=rec.behaviour_time_,
+                         item_first_ts=gen.item_first_ts_)
     s, items = r.topk(X, 10)
     np.testing.assert_array_equal(out["item_id"].to_numpy()[:10], fitted.item_ids_[items[0]])
     np.testing.assert_allclose(out["score"].to_numpy()[:10], s[0].astype(np.float32))
@@ -419,7 +443,8 @@ def test_users_with_texts_only_get_a_ranked_cold_start_list(fitted):
     assert (cand.column("content_rank") > 0).any() and (cand.column("popularity_rank") > 0).any()
     assert (cand.column("ease_all") == 0).all()
     X = ranking_features(cand, rec.popularity_, segment_weights=soft, count=np.zeros(2),
-                         last_ts=np.full(2, -np.inf), t_ref=rec.behaviour_time_)
+                         last_ts=np.full(2, -np.inf), t_ref=rec.behaviour_time_,
+                         item_first_ts=gen.item_first_ts_)
     assert np.isnan(X.column("user_recency_days")).all()
     scores, items = fitted.ranker_.topk(X, 5)
     for j, u in enumerate(["new1", "new2"]):
