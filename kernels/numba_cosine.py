@@ -75,6 +75,7 @@ import numba as nb
 import numpy as np
 import torch
 
+from interestflow.kernels.numba_prefetch import prefetch_row
 from interestflow.resolve import cpu_has_fast_bf16
 
 __all__ = ["cosine_topk_numba", "CANDIDATE_OPTIONS", "AUTO_BF16_MIN_WORK"]
@@ -128,6 +129,8 @@ _TAU = 2.0 ** -126
 _EPS32 = 2.0 ** -24
 _EPS64 = 2.0 ** -53
 _INSERTION_SORT_MAX = 64
+#: Candidate rows prefetched ahead of the one being re-scored (see numba_prefetch).
+_AHEAD = 4
 
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -410,7 +413,11 @@ def _rescore(q, invq, qrows, qstats, keys, invk, cand, cand_lo, cand_hi, c_hi, a
         low_k = sc[k - 1]  # NaN keeps every candidate below (comparisons are False)
         n = 0
         good = True
+        for t in range(min(_AHEAD, c_len)):
+            prefetch_row(keys, cand[i, t])
         for t in range(c_len):
+            if t + _AHEAD < c_len:  # rows in a random order: load a few ahead
+                prefetch_row(keys, cand[i, t + _AHEAD])
             j = cand[i, t]
             if j < 0:
                 good = False

@@ -17,6 +17,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from interestflow.kernels.numba_prefetch import prefetch_row
+
 __all__ = ["heap_rows", "heap_rows_bf16", "rescore"]
 
 
@@ -129,6 +131,8 @@ def rescore(q, vectors, rows, out):
             r3 = rows[i, j + 3] if j + 3 < width else -1
             # missing candidates read row 0 and are overwritten with -inf below
             s0, s1, s2, s3 = max(r0, 0), max(r1, 0), max(r2, 0), max(r3, 0)
+            for a in range(j + 4, min(j + 8, width)):  # the next four: random rows
+                prefetch_row(vectors, rows[i, a])
             a0 = a1 = a2 = a3 = 0.0
             for d in range(dim):
                 x = np.float64(q[i, d])

@@ -215,3 +215,32 @@ def test_bad_inputs():
     bad[2, 0] = float("inf")
     with pytest.raises(ValueError, match="queries row 2 contains NaN or infinity"):
         nc.cosine_topk_numba(bad, keys, 2)
+
+
+def test_prefetch_row_is_a_hint_that_changes_nothing():
+    """prefetch_row compiles for the tables the kernels read (float32, float64, uint16 bf16
+    bits, strided views), ignores rows outside the table and leaves every value as it was."""
+    import numba as nb
+    import numpy as np
+
+    from interestflow.kernels.numba_prefetch import prefetch_row
+
+    @nb.njit
+    def summed(a, rows):
+        s = 0.0
+        for r in rows:
+            prefetch_row(a, r)  # -1 and len(a) included: ignored
+            if 0 <= r < a.shape[0]:
+                for c in range(a.shape[1]):
+                    s += a[r, c]
+        return s
+
+    rng = np.random.default_rng(0)
+    rows = np.array([3, -1, 0, 7, 8, 2, 100], np.int64)
+    for a in (rng.normal(size=(8, 33)).astype(np.float32), rng.normal(size=(8, 5)),
+              rng.integers(0, 2 ** 15, size=(8, 70)).astype(np.uint16),
+              rng.normal(size=(8, 40)).astype(np.float32)[:, ::3]):
+        before = a.copy()
+        want = sum(float(a[r].astype(np.float64).sum()) for r in rows if 0 <= r < len(a))
+        np.testing.assert_allclose(summed(a, rows), want, rtol=1e-12)
+        np.testing.assert_array_equal(a, before)
