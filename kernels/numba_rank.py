@@ -12,6 +12,10 @@
   and back before walking the trees, a cost per row and per model (about 0.2 us for a
   28-feature row on one Zen 4 core) that dominated the ranker's time on candidates (millions
   of rows, 4 averaged models of a few dozen small trees each).
+  Small trees (at most :data:`TABLE_MAX_SPLITS` splits; the ranker's default ``num_leaves=7``
+  gives 6) are scored by leaf tables: every split's comparison is made (independent
+  comparisons over a block of rows instead of a chain of dependent loads down the tree) and
+  the combination of decisions indexes a table of the leaf the walk would reach.
 - :func:`user_topk`: the best ``k`` of each user's candidates (score descending, ties to the
   lower item), the order of ``Ranker.topk``.
 
@@ -59,6 +63,13 @@ class TreeEnsemble:
     (False for a NaN), a node whose NaN goes left stores (right, left) and is taken first when
     ``x > threshold`` (also False for a NaN); a value of magnitude at most :data:`K_ZERO` is
     read as 0 first, as LightGBM's dense-row reader does.
+
+    ``leaf_table`` (when every tree has at most :data:`TABLE_MAX_SPLITS` splits, else None):
+    tree ``t``'s entries ``table_start[t]`` to ``table_start[t + 1]``, one per combination of
+    its split decisions (bit ``b`` of the entry number: split ``b`` sends the row to
+    ``child_gt``'s first child, or with ``any_zero_missing`` to ``child``'s left child), give
+    the leaf that the walk reaches with those decisions. The table kernel takes every split's
+    decision (independent comparisons, no chain of dependent loads) and looks the leaf up.
     """
 
     feature: np.ndarray
@@ -76,6 +87,8 @@ class TreeEnsemble:
     depth: np.ndarray
     model_start: np.ndarray
     n_features: int
+    table_start: np.ndarray = None
+    leaf_table: np.ndarray = None
 
     @property
     def n_models(self) -> int:
@@ -90,10 +103,17 @@ class TreeEnsemble:
             raise ValueError(f"X must have shape (n, {self.n_features}), got {X.shape}")
         n = len(X)
         out = np.empty(n, np.float64)
-        args = (X, self.any_zero_missing, self.feature, self.threshold32, self.nan_left,
-                self.zero_left, self.child, self.child_gt, self.leaf_value, self.node_start,
-                self.leaf_start, self.n_internal, self.depth, self.model_start, out)
-        kernel = _predict_rows
+        if self.leaf_table is not None:
+            args = (X, self.any_zero_missing, self.feature, self.threshold32, self.nan_left,
+                    self.zero_left, self.node_start, self.n_internal, self.table_start,
+                    self.leaf_table, self.leaf_value, self.leaf_start, self.model_start, out)
+            kernel = _predict_table
+        else:
+            args = (X, self.any_zero_missing, self.feature, self.threshold32, self.nan_left,
+                    self.zero_left, self.child, self.child_gt, self.leaf_value,
+                    self.node_start, self.leaf_start, self.n_internal, self.depth,
+                    self.model_start, out)
+            kernel = _predict_rows
         threads = max(1, min(int(threads), n // 10_000))
         if threads == 1:
             kernel(0, n, *args)
@@ -204,7 +224,15 @@ def parse_lightgbm(models) -> TreeEnsemble:
     child = np.asarray(child, np.int32)
     child_gt = child.reshape(-1, 2).copy()
     child_gt[nan_left] = child_gt[nan_left][:, ::-1]
+    node_start_a, n_internal_a = np.asarray(node_start, np.int64), np.asarray(n_internal,
+                                                                            np.int64)
+    any_zero = bool((missing == _MISSING_ZERO).any())
+    table_start = leaf_table = None
+    if not len(n_internal_a) or n_internal_a.max() <= TABLE_MAX_SPLITS:
+        table_start, leaf_table = _leaf_tables(child if any_zero else child_gt.ravel(),
+                                               node_start_a, n_internal_a)
     return TreeEnsemble(
+        table_start=table_start, leaf_table=leaf_table,
         feature=np.asarray(feature, np.int32), threshold=threshold, threshold32=threshold32,
         nan_left=nan_left.astype(np.bool_), zero_left=zero_left.astype(np.bool_),
         child=child, child_gt=child_gt.ravel(),
@@ -212,6 +240,32 @@ def parse_lightgbm(models) -> TreeEnsemble:
         node_start=np.asarray(node_start, np.int64), leaf_start=np.asarray(leaf_start, np.int64),
         n_internal=np.asarray(n_internal, np.int64), depth=np.asarray(depth, np.int64),
         model_start=np.asarray(model_start, np.int64), n_features=int(n_features))
+
+
+#: Trees with at most this many splits are scored by a leaf table (2 ** splits entries each;
+#: the default ``num_leaves=7`` gives 6 splits, 64 entries).
+TABLE_MAX_SPLITS = 10
+
+
+def _leaf_tables(child, node_start, n_internal):
+    """``(table_start, leaf_table)``: for every tree and every combination ``code`` of its
+    split decisions (bit ``b``: split ``b`` takes ``child``'s first child), the leaf the walk
+    ends on, as a leaf number (0-based, LightGBM's order)."""
+    child = np.asarray(child, np.int64).reshape(-1, 2)
+    sizes = 1 << n_internal
+    table_start = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    leaf_table = np.empty(int(table_start[-1]), np.int32)
+    for t in range(len(n_internal)):
+        ni, base = int(n_internal[t]), int(node_start[t])
+        codes = np.arange(1 << ni)
+        node = np.zeros(len(codes), np.int64)
+        for _ in range(ni):  # a path has at most ni splits; a leaf maps to itself
+            inside = node < ni
+            bit = (codes >> np.minimum(node, 62)) & 1
+            nxt = np.where(bit == 1, child[base + node, 0], child[base + node, 1])
+            node = np.where(inside, nxt, node)
+        leaf_table[table_start[t]:table_start[t + 1]] = node - ni
+    return table_start, leaf_table
 
 
 def _depth(kids, n_int: int) -> int:
@@ -274,6 +328,59 @@ def _predict_rows(r0, r1, X, general, feature, threshold32, nan_left, zero_left,
                 first_leaf = leaf_start[t] - n_internal[t]
                 for i in range(nr):
                     acc[i] += leaf_value[first_leaf + node[i]]
+            for i in range(nr):
+                total[i] += acc[i]
+        for i in range(nr):
+            out[a + i] = total[i] / n_models
+
+
+@nb.njit(nogil=True, cache=True)
+def _predict_table(r0, r1, X, general, feature, threshold32, nan_left, zero_left, node_start,
+                   n_internal, table_start, leaf_table, leaf_value, leaf_start, model_start,
+                   out):
+    """:func:`_predict_rows` by leaf tables: for ``_ROWS`` rows at a time (copied feature by
+    feature, values of magnitude at most :data:`K_ZERO` as 0), every split's decision is one
+    comparison over the rows (bit ``b`` of each row's code), then the tree's table gives the
+    leaf. The same decisions as the walk, the same leaves, the same sums: equal to the bit."""
+    n_models = model_start.shape[0] - 1
+    nf = X.shape[1]
+    xt = np.zeros((nf, _ROWS), np.float32)
+    code = np.zeros(_ROWS, np.int64)
+    acc = np.zeros(_ROWS, np.float64)
+    total = np.zeros(_ROWS, np.float64)
+    zero = np.float32(0.0)
+    for a in range(r0, r1, _ROWS):
+        nr = min(_ROWS, r1 - a)
+        for i in range(nr):
+            for f in range(nf):
+                x = X[a + i, f]
+                xt[f, i] = zero if abs(x) <= K_ZERO32 else x
+        total[:] = 0.0
+        for m in range(n_models):
+            acc[:] = 0.0
+            for t in range(model_start[m], model_start[m + 1]):
+                base = node_start[t]
+                code[:] = 0
+                for b in range(n_internal[t]):
+                    j = base + b
+                    xs = xt[feature[j]]
+                    thr = threshold32[j]
+                    if general:  # LightGBM's decision: a 0 (|x| <= K_ZERO) or NaN by type
+                        nl, zl = nan_left[j], zero_left[j]
+                        for i in range(_ROWS):
+                            x = xs[i]
+                            left = zl if x == zero else (nl if np.isnan(x) else x <= thr)
+                            code[i] |= np.int64(left) << b
+                    elif nan_left[j]:
+                        for i in range(_ROWS):
+                            code[i] |= np.int64(xs[i] > thr) << b
+                    else:
+                        for i in range(_ROWS):
+                            code[i] |= np.int64(xs[i] <= thr) << b
+                first_leaf = leaf_start[t]
+                start = table_start[t]
+                for i in range(nr):
+                    acc[i] += leaf_value[first_leaf + leaf_table[start + code[i]]]
             for i in range(nr):
                 total[i] += acc[i]
         for i in range(nr):

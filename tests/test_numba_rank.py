@@ -2,12 +2,15 @@
 Booster.predict to the bit (NaN, zero and threshold edge cases, every missing type, several
 models averaged), and the per-user top-k order equals a lexsort reference."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 lgb = pytest.importorskip("lightgbm")
 
-from interestflow.kernels.numba_rank import K_ZERO, parse_lightgbm, user_topk  # noqa: E402
+from interestflow.kernels.numba_rank import (K_ZERO, TABLE_MAX_SPLITS,  # noqa: E402
+                                             parse_lightgbm, user_topk)
 
 
 def _data(n, d, seed):
@@ -60,12 +63,23 @@ def _edge_rows(ens, d, seed):
     return np.concatenate(rows)
 
 
-def test_each_model_equals_booster_predict_to_the_bit():
-    # both walks: the one-comparison walk, and the general one of "zero" missing-type splits
+def _kernel(ens, kernel):
+    """``ens`` scored by the leaf tables ("table", the default for small trees) or by the
+    tree walk ("walk", what trees of more than TABLE_MAX_SPLITS splits get)."""
+    assert ens.leaf_table is not None  # these test models have small trees
+    if kernel == "walk":
+        ens = dataclasses.replace(ens, leaf_table=None, table_start=None)
+    return ens
+
+
+@pytest.mark.parametrize("kernel", ["table", "walk"])
+def test_each_model_equals_booster_predict_to_the_bit(kernel):
+    # both decisions: one comparison per split, and the general one of "zero" missing-type
+    # splits
     assert [parse_lightgbm(b.model_to_string()).any_zero_missing for b in _boosters()] == \
         [False, True, False, False]
     for b in _boosters():
-        ens = parse_lightgbm(b.model_to_string())
+        ens = _kernel(parse_lightgbm(b.model_to_string()), kernel)
         X = _edge_rows(ens, 6, 1)
         want = b.predict(X)
         got = ens.predict(X)
@@ -75,9 +89,10 @@ def test_each_model_equals_booster_predict_to_the_bit():
                                       np.repeat(want, 20))
 
 
-def test_models_averaged_as_the_ranker_averages_them():
+@pytest.mark.parametrize("kernel", ["table", "walk"])
+def test_models_averaged_as_the_ranker_averages_them(kernel):
     bs = _boosters()
-    ens = parse_lightgbm([b.model_to_string() for b in bs])
+    ens = _kernel(parse_lightgbm([b.model_to_string() for b in bs]), kernel)
     assert ens.n_models == 4
     X = _edge_rows(ens, 6, 2)
     want = np.zeros(len(X))
@@ -87,6 +102,30 @@ def test_models_averaged_as_the_ranker_averages_them():
     np.testing.assert_array_equal(ens.predict(X), want)
     with pytest.raises(ValueError, match=r"shape \(n, 6\)"):
         ens.predict(X[:, :5])
+
+
+def test_leaf_tables_by_hand_and_big_trees_walk():
+    """The table of one tree by hand; trees of more than TABLE_MAX_SPLITS splits get no table
+    (the walk scores them) and still equal Booster.predict."""
+    from interestflow.kernels.numba_rank import _leaf_tables
+
+    # splits 0 (root), 1 (left of 0) and 2 (right of 0); leaves: 1 -> (L0, L1), 2 -> (L2, L3)
+    # child pairs as (first, second), leaves numbered from node 3 on
+    child = [1, 2, 3, 4, 5, 6] + [3, 3, 4, 4, 5, 5, 6, 6]
+    start, table = _leaf_tables(child, np.array([0]), np.array([3]))
+    assert start.tolist() == [0, 8]
+    # code bit b: split b takes its first child; bit 0 -> split 1 (bit 1 picks L0/L1), else
+    # split 2 (bit 2 picks L2/L3)
+    want = [(0 if c >> 1 & 1 else 1) if c & 1 else (2 if c >> 2 & 1 else 3) for c in range(8)]
+    assert table.tolist() == want
+    X, y = _data(4000, 6, 5)
+    b = lgb.train({"objective": "regression", "num_leaves": TABLE_MAX_SPLITS + 10,
+                   "min_data_in_leaf": 5, "seed": 1, "verbosity": -1, "deterministic": True},
+                  lgb.Dataset(X, label=y, params={"verbosity": -1}), num_boost_round=5)
+    ens = parse_lightgbm(b.model_to_string())
+    assert ens.leaf_table is None and ens.n_internal.max() > TABLE_MAX_SPLITS
+    Z = _edge_rows(ens, 6, 3)
+    np.testing.assert_array_equal(ens.predict(Z), b.predict(Z))
 
 
 def test_bad_model_text_is_refused():
