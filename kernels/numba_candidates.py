@@ -27,8 +27,6 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from interestflow.kernels.numba_prefetch import prefetch_row
-
 __all__ = ["csr_topk", "dense_topk", "union_rows", "fill_sources", "weighted_columns",
            "pair_dots"]
 
@@ -440,8 +438,6 @@ def pair_dots(U, V, row, item, out):
                 and row[e + 6] == r:
             i0, i1, i2, i3 = item[e], item[e + 1], item[e + 2], item[e + 3]
             i4, i5, i6, i7 = item[e + 4], item[e + 5], item[e + 6], item[e + 7]
-            for a in range(e + 8, min(e + 16, n)):  # the next eight: rows in a random order
-                prefetch_row(V, item[a])
             a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
             for d in range(dim):
                 x = np.float64(U[r, d])
