@@ -536,7 +536,7 @@ class CandidateGenerator:
     # ------------------------------------------------------------------- fit
     def fit(self, recommender, *, inter_user, inter_item, inter_ts, half_life_days: float,
             inter_weight=None, interest_vectors=None, interest_offsets=None,
-            device=None) -> "CandidateGenerator":
+            device=None, index=None) -> "CandidateGenerator":
         """Build the state that the recommender does not keep (EASE, trends, the index).
 
         Parameters
@@ -557,6 +557,11 @@ class CandidateGenerator:
             Per-user interests (``multi_interest=True``): the content source searches each.
         device : str or torch.device, optional
             Where EASE is fitted and scored and the index searches (None: CUDA when visible).
+        index : interestflow.retrieval.ItemIndex, optional
+            The content index, already fitted over ``recommender.item_vectors_`` with this
+            config's ``index_kind`` (shared, not copied): the ranker's inner splits reuse the
+            fitted generator's when the item vectors are the same (a second IVF index over a
+            1,000,000-item catalogue costs its K-means and ~4 GB).
 
         Returns
         -------
@@ -611,7 +616,12 @@ class CandidateGenerator:
         elif cfg.ease > 0 and n_items > cfg.ease_max_items:
             logger.info("candidates: EASE off, %d items > ease_max_items=%d (dense B would "
                         "take %.1f GB)", n_items, cfg.ease_max_items, 4 * n_items ** 2 / 1e9)
-        self._prepare()
+        if index is not None:
+            if getattr(index, "n_items_", None) != n_items:
+                raise ValueError(f"index: a fitted ItemIndex over the recommender's {n_items} "
+                                 f"items is needed, got {getattr(index, 'n_items_', None)}")
+            self._index = index
+        self._prepare(keep_index=index is not None)
         return self
 
     def update(self, recommender, *, inter_user, inter_item, inter_ts, inter_weight=None

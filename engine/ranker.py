@@ -722,7 +722,10 @@ def train_ranker(recommender, generator, *, inter_user, inter_item, inter_ts, in
         gen = CandidateGenerator(scfg).fit(
             inner, inter_user=iu[keep], inter_item=ii[keep], inter_ts=ts[keep],
             inter_weight=wt[keep], half_life_days=float(half_life_days),
-            device=generator.device_ if device is None else device)
+            device=generator.device_ if device is None else device,
+            # the same item vectors (no item rebuilt from interactions): the same index
+            index=(generator._index if inner.item_vectors_ is rec.item_vectors_
+                   and device is None else None))
         # users with a held-out item they had not interacted with before
         n = np.int64(n_items)
         truth = np.unique(iu[hold] * n + ii[hold])

@@ -1125,16 +1125,24 @@ def subset_recommender(config: RecommendConfig, keep: np.ndarray, *, user_vector
     Ui = np.zeros((n_users, U.shape[1]), np.float64)
     np.add.at(Ui, iu[tr], V[tr] * w_tr[:, None])
     Ui = _unit(Ui)
-    Ii = I.astype(np.float64).copy()
-    rebuilt = np.zeros((n_items, I.shape[1]))
-    np.add.at(rebuilt, ii[tr], V[tr] * wt[tr, None])
-    Ii[from_inter] = _unit(rebuilt)[from_inter]
+    # only the interaction-built items change: described ones keep I as it is (no copy: with
+    # a described catalogue of 1,000,000 x 384 a float64 copy and its rebuild took 9 GB)
+    Ii = np.ascontiguousarray(I, np.float32)
+    rows = np.flatnonzero(from_inter)
+    if len(rows):
+        pos = np.full(n_items, -1, np.int64)
+        pos[rows] = np.arange(len(rows))
+        sel = tr & from_inter[ii]
+        rebuilt = np.zeros((len(rows), I.shape[1]))
+        np.add.at(rebuilt, pos[ii[sel]], V[sel] * wt[sel, None])
+        Ii = Ii.copy()
+        Ii[rows] = _unit(rebuilt).astype(np.float32)
     has_text = ~from_inter
     has_text[np.unique(ii[tr])] = True
     inner.popularity_half_life_days_ = float(popularity_half_life_days)
     inner.seed_half_life_days_ = float(seed_half_life_days)
     inner.n_users_, inner.n_items_, inner.dim_ = n_users, n_items, U.shape[1]
-    inner.user_vectors_, inner.item_vectors_ = Ui.astype(np.float32), Ii.astype(np.float32)
+    inner.user_vectors_, inner.item_vectors_ = Ui.astype(np.float32), Ii
     inner.user_segment_weights_ = user_segment_weights
     inner._fit_behaviour(iu[tr], ii[tr], ts[tr], wt[tr], n_users, n_items)
     return inner, has_text

@@ -459,3 +459,33 @@ def test_users_with_texts_only_get_a_ranked_cold_start_list(fitted):
                            ranker=None).fit(_events())
     with pytest.raises(ValueError, match="needs the two-stage engine"):
         plain.recommend_from_events(cold, k=5)
+
+
+def test_inner_splits_share_the_fitted_index_when_items_are_described(monkeypatch):
+    """With an items table (described items: the inner splits' item vectors are the fitted
+    ones) every inner CandidateGenerator reuses the fitted generator's ItemIndex instead of
+    fitting its own (an IVF index over a large catalogue costs a K-means and gigabytes)."""
+    from interestflow import candidates as cmod
+
+    seen = []
+    fit = cmod.CandidateGenerator.fit
+
+    def spy(self, rec, **kw):
+        out = fit(self, rec, **kw)
+        seen.append((kw.get("index"), self._index))
+        return out
+
+    monkeypatch.setattr(cmod.CandidateGenerator, "fit", spy)
+    ev = _events()
+    items = pd.DataFrame({"item_id": np.arange(60), "text": [f"item {i}" for i in range(60)]})
+    eng = InterestEngine(encoder=HashEncoder(), n_segments=2, device="cpu",
+                         ranker="lightgbm").fit(ev, items)
+    outer = eng.candidates_._index
+    assert len(seen) == 3  # the fitted generator, then one per label split
+    assert seen[0][0] is None
+    assert all(given is outer and used is outer for given, used in seen[1:])
+    with pytest.raises(ValueError, match="fitted ItemIndex over the recommender's 60"):
+        cmod.CandidateGenerator().fit(eng.recommender_, inter_user=np.zeros(0, np.int64),
+                                      inter_item=np.zeros(0, np.int64),
+                                      inter_ts=np.zeros(0), half_life_days=30.0,
+                                      device="cpu", index=object())

@@ -451,3 +451,38 @@ def test_content_only_streaming_path_equals_the_dense_path(monkeypatch, exclude_
     np.testing.assert_allclose(fast_s, dense_s, rtol=1e-5, atol=1e-5)
     if exclude_seen:
         assert (fast_i[0] >= 0).sum() == 5 and np.isneginf(fast_s[0, 5:]).all()
+
+
+def test_subset_recommender_rebuilds_only_interaction_items_and_shares_the_rest():
+    """Items built from interactions get the unit mean of their kept interactions' vectors
+    (the float64 rebuild of every item, as before, to the bit); described items keep the
+    fitted vectors, and with no interaction-built item the array itself is shared (no copy
+    of a large catalogue)."""
+    from interestflow.recommend import subset_recommender
+
+    rng = np.random.default_rng(3)
+    n_users, n_items, d, n = 6, 5, 4, 30
+    U = rng.normal(size=(n_users, d)).astype(np.float32)
+    I = rng.normal(size=(n_items, d)).astype(np.float32)
+    iu, ii = rng.integers(0, n_users, n), rng.integers(0, n_items, n)
+    ts, wt = rng.uniform(0, 1e6, n), rng.uniform(0.5, 2.0, n)
+    V = rng.normal(size=(n, d)).astype(np.float32)
+    keep = rng.random(n) < 0.7
+    kw = dict(user_vectors=U, item_vectors=I, inter_user=iu, inter_item=ii, inter_ts=ts,
+              inter_weight=wt, inter_vectors=V, user_segment_weights=np.ones((n_users, 1)),
+              popularity_half_life_days=30.0, seed_half_life_days=30.0, half_life_days=30.0)
+    from_inter = np.array([True, False, True, True, False])
+    inner, has_text = subset_recommender(RecommendConfig(), keep,
+                                         item_from_interactions=from_inter, **kw)
+    # reference: every item rebuilt in float64, then the described ones put back
+    ref = I.astype(np.float64).copy()
+    rebuilt = np.zeros((n_items, d))
+    np.add.at(rebuilt, ii[keep], V[keep] * wt[keep, None])
+    nrm = np.linalg.norm(rebuilt, axis=1, keepdims=True)
+    unit = np.where(nrm > 0, rebuilt / np.where(nrm > 0, nrm, 1.0), 0.0)
+    ref[from_inter] = unit[from_inter]
+    np.testing.assert_array_equal(inner.item_vectors_, ref.astype(np.float32))
+    assert has_text.tolist() == list(~from_inter | np.isin(np.arange(n_items), ii[keep]))
+    described, _ = subset_recommender(RecommendConfig(), keep,
+                                      item_from_interactions=np.zeros(n_items, bool), **kw)
+    assert described.item_vectors_ is I
