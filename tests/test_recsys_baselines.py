@@ -144,3 +144,21 @@ def test_tune_picks_the_best_inner_ndcg_first_on_ties(monkeypatch):
     const = lambda tr, users, v: (np.sort(tr["item_id"].unique()),  # noqa: E731
                                   np.zeros((len(users), tr["item_id"].nunique())))
     assert R.tune(const, train.reset_index(drop=True), ("x", "y"))[0] == "x"
+
+
+def test_segment_popularity_recs_by_hand():
+    """benchmarks/segments_eval.py: the most popular unseen items inside the user's segment,
+    ties by global popularity then the lower item; K = 1 (one segment) is global popularity."""
+    S = load_script("segments_eval", ROOT / "benchmarks" / "segments_eval.py")
+    # segment 0 = {a, b, c}, segment 1 = {d, e}
+    train = _events([("a", 1), ("b", 1), ("c", 2), ("b", 2), ("a", 3),
+                     ("d", 4), ("e", 4), ("d", 5), ("e", 6), ("d", 6), ("c", 6)])
+    labels = pd.Series({"a": 0, "b": 0, "c": 0, "d": 1, "e": 1})
+    got = S.segment_popularity_recs(train, labels, ["a", "c", "d"], k=3)
+    # in segment 0: item 1 (a, b), 2 (b, c), 3 (a), 6 (c); globally 6 has 3 users, 4 has 2
+    assert got["a"] == [2, 6, 4]          # unseen: 2 (2 in seg), 6 (1 in seg), then 4, 5
+    assert got["c"] == [1, 3, 4]          # 1 (2 in seg), 3 (1 in seg, global 1) vs 4 (0)
+    assert got["d"] == [1, 2, 3]          # seg 1 has seen everything it rated: global order
+    one = S.segment_popularity_recs(train, pd.Series(0, index=list("abcde")), ["d"], k=3)
+    pop = R.popularity(train, ["d"])
+    assert one["d"] == pop["d"][:3] == [1, 2, 3]
