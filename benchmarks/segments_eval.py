@@ -32,7 +32,6 @@ import argparse
 import os
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -84,7 +83,7 @@ def _labels_by_k(vectors: np.ndarray, user_ids, ks, *, merge: bool):
         if k >= len(user_ids):
             continue
         cfg = SegmentConfig(n_segments=int(k), merge_threshold=0.95 if merge else None)
-        labels, _, k_eff, _ = fit_segments(vectors, cfg, device="cpu")
+        labels, _, _, _ = fit_segments(vectors, cfg, device="cpu")
         out[k] = pd.Series(labels, index=user_ids)
     return out
 

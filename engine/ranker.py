@@ -321,10 +321,9 @@ def ranking_features(candidates: Candidates, popularity, *, segment_weights, cou
         extra[:, 0] = np.where(share > 0, F[:, col["segment_popularity"]] / share, np.nan)
     cos = F[:, col["content_cosine"]]
     extra[:, 1] = cos - np.repeat(_user_max(cos, candidates.indptr), sizes)
-    with np.errstate(invalid="ignore"):  # -inf - x for a user without interactions: NaN
-        age = (np.repeat(np.where(np.isfinite(last), last, np.nan), sizes)
-               - first[candidates.items]) / _SECONDS_PER_DAY
-    extra[:, 2] = age
+    # a user without interactions (latest time -inf) or an item without any: NaN
+    extra[:, 2] = (np.repeat(np.where(np.isfinite(last), last, np.nan), sizes)
+                   - first[candidates.items]) / _SECONDS_PER_DAY
     # user features
     with np.errstate(divide="ignore", invalid="ignore"):
         ent = -np.where(W > 0, W * np.log(np.where(W > 0, W, 1.0)), 0.0).sum(axis=1)

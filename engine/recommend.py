@@ -1127,15 +1127,16 @@ def subset_recommender(config: RecommendConfig, keep: np.ndarray, *, user_vector
     Ui = _unit(Ui)
     # only the interaction-built items change: described ones keep I as it is (no copy: with
     # a described catalogue of 1,000,000 x 384 a float64 copy and its rebuild took 9 GB)
-    Ii = np.ascontiguousarray(I, np.float32)
     rows = np.flatnonzero(from_inter)
-    if len(rows):
+    if not len(rows):
+        Ii = np.ascontiguousarray(I, np.float32)
+    else:
+        Ii = np.array(I, np.float32)  # a copy: the rebuilt rows must not reach I
         pos = np.full(n_items, -1, np.int64)
         pos[rows] = np.arange(len(rows))
         sel = tr & from_inter[ii]
         rebuilt = np.zeros((len(rows), I.shape[1]))
         np.add.at(rebuilt, pos[ii[sel]], V[sel] * wt[sel, None])
-        Ii = Ii.copy()
         Ii[rows] = _unit(rebuilt).astype(np.float32)
     has_text = ~from_inter
     has_text[np.unique(ii[tr])] = True

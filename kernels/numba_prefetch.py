@@ -1,7 +1,7 @@
 """A software prefetch for numba kernels that read rows of a large table in a random order.
 
-The re-scoring and pair-cosine kernels read one item row (1.5 KB for 384 float32) per
-(query, candidate) pair from a table of hundreds of MB: each row is a cache miss, and a
+The re-scoring kernels (the certified top-k's and ``numba_ivf.rescore``) read one item row
+(1.5 KB for 384 float32) per (query, candidate) pair from a table of hundreds of MB: each row is a cache miss, and a
 kernel that waits for one row at a time is bound by memory latency, not by its arithmetic
 (on a Zen 4 core, a 384-d float64 dot over random rows of a 100,000 x 384 float32 table took
 ~3x as long as over rows already in cache). :func:`prefetch_row` asks the CPU to start

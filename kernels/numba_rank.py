@@ -224,21 +224,22 @@ def parse_lightgbm(models) -> TreeEnsemble:
     child = np.asarray(child, np.int32)
     child_gt = child.reshape(-1, 2).copy()
     child_gt[nan_left] = child_gt[nan_left][:, ::-1]
-    node_start_a, n_internal_a = np.asarray(node_start, np.int64), np.asarray(n_internal,
-                                                                            np.int64)
+    child_gt = child_gt.ravel()
+    node_start = np.asarray(node_start, np.int64)
+    n_internal = np.asarray(n_internal, np.int64)
     any_zero = bool((missing == _MISSING_ZERO).any())
     table_start = leaf_table = None
-    if not len(n_internal_a) or n_internal_a.max() <= TABLE_MAX_SPLITS:
-        table_start, leaf_table = _leaf_tables(child if any_zero else child_gt.ravel(),
-                                               node_start_a, n_internal_a)
+    if not len(n_internal) or n_internal.max() <= TABLE_MAX_SPLITS:
+        table_start, leaf_table = _leaf_tables(child if any_zero else child_gt, node_start,
+                                               n_internal)
     return TreeEnsemble(
         table_start=table_start, leaf_table=leaf_table,
         feature=np.asarray(feature, np.int32), threshold=threshold, threshold32=threshold32,
         nan_left=nan_left.astype(np.bool_), zero_left=zero_left.astype(np.bool_),
-        child=child, child_gt=child_gt.ravel(),
-        any_zero_missing=bool((missing == _MISSING_ZERO).any()), leaf_value=np.asarray(leaf_value, np.float64),
-        node_start=np.asarray(node_start, np.int64), leaf_start=np.asarray(leaf_start, np.int64),
-        n_internal=np.asarray(n_internal, np.int64), depth=np.asarray(depth, np.int64),
+        child=child, child_gt=child_gt, any_zero_missing=any_zero,
+        leaf_value=np.asarray(leaf_value, np.float64), node_start=node_start,
+        leaf_start=np.asarray(leaf_start, np.int64), n_internal=n_internal,
+        depth=np.asarray(depth, np.int64),
         model_start=np.asarray(model_start, np.int64), n_features=int(n_features))
 
 
