@@ -38,11 +38,13 @@ Lifecycle events (observed at snapshot t), from the flows ``F[i, j]`` = users in
 segment i and current segment j (users present in both snapshots):
 
 * ``split``: previous i sends at least ``split_threshold`` of its members (and at least
-  ``min_segment_size`` users) to each of >= 2 current segments. ``value`` = share of i's
-  members in the listed segments.
+  ``min_segment_size`` users) to each of >= 2 current segments, each of which is mostly
+  (>= 50%) made of i's members. ``value`` = share of i's members in the listed segments.
 * ``merge``: current j receives at least ``merge_threshold`` of its members (and at least
-  ``min_segment_size`` users) from each of >= 2 previous segments. ``value`` = share of j's
-  members coming from them.
+  ``min_segment_size`` users) from each of >= 2 previous segments, each of which mostly
+  (>= 50%) went into j. ``value`` = share of j's members coming from them. (The "mostly"
+  conditions keep users who cross a boundary between two lasting segments, in both
+  directions, from reading as a split and a merge at once.)
 * ``appear``: an unmatched current segment that is not a split part or a merge result.
   ``value`` = its best matching score (below ``match_threshold``).
 * ``vanish``: an unmatched previous segment that did not split and is not a merge source.
@@ -57,6 +59,30 @@ vanishes there and the segments after it appear with new ids (``value`` 0).
   ``1 - cos`` between two centroids of ``n_a`` and ``n_b`` unit vectors drawn from one
   segment whose members' mean has length ``R`` (a tight or large segment has little noise, a
   small diffuse one more).
+
+Significance: which candidate events are reported (``lifecycle_``; every candidate, with its
+evidence and the reason it was left out, is in ``lifecycle_candidates_``)
+
+* ``stability`` (split, merge, appear, vanish): do the segments involved exist as separate
+  groups, or is the cut arbitrary? The users of the split's parts (the merge's sources, or
+  the appearing / vanishing segment and its nearest neighbour), in the snapshot where they
+  are separate, are re-clustered 10 times: each time a random half of them by a fresh
+  K-means with as many clusters; ``stability`` is the mean adjusted Rand index with the
+  tracked segments (clipped at 0). Two real groups give ~1; a cloud cut in two gives much
+  less. Reported only when ``stability >= min_stability`` (default 0.6).
+* ``p_value`` (appear, vanish): is the segment's kind of user new (gone), or did only the
+  clustering change? Users of the segment's kind are counted in both snapshots (nearest to
+  its centroid, at least as close as its lowest-decile member); the p-value is that of its
+  share in its own snapshot if it were at most twice the other snapshot's share (one-sided
+  binomial). Reported only when ``p_value <= max_p_value`` (default 0.01). This is what
+  keeps a theme that gets its own segment once enough users hold it from "appearing".
+* hysteresis: a split whose parts merge again, a merge split again, or a segment that
+  appears and vanishes, within 2 snapshots, is transient: neither event is reported.
+
+Drift events keep their own test (the move against sampling noise above) and carry NaN in
+both columns. On real data with permuted timestamps (no dynamics left) these rules leave
+~0-1 split / merge / appear / vanish events per 10 transitions
+(``benchmarks/tracking_null.py``).
 """
 
 from __future__ import annotations
@@ -76,7 +102,8 @@ __all__ = ["SegmentTracker", "cluster_users", "match_segments", "update_segments
            "tracking_schemas", "TRACKING_TABLES"]
 
 #: Tables written by :meth:`SegmentTracker.to_run_dir`, in ``RUN_DIR/tracking/<name>.parquet``.
-TRACKING_TABLES = ("snapshots", "assignments", "lifecycle", "transitions", "map")
+TRACKING_TABLES = ("snapshots", "assignments", "lifecycle", "lifecycle_candidates",
+                   "transitions", "map")
 _WINDOWS = ("tumbling", "sliding")
 _EVENT_ORDER = {"appear": 0, "vanish": 1, "split": 2, "merge": 3, "drift": 4}
 # A fresh k-means++ solution replaces the warm-started one only when its inertia is this much
@@ -91,6 +118,14 @@ _FIRST_N_INIT = 10
 # excess over the expectation fluctuates in proportion to it, so small diffuse segments need
 # the relative test (on the planted scenarios stable segments reach 1.6x, planted drifts 3x+).
 _DRIFT_NOISE_RATIO = 2.0
+#: a part of a split is mostly made of the split segment's members; a source of a merge
+#: mostly went into the merged segment (users in both snapshots)
+_CORE_SHARE = 0.5
+# half-samples per stability score (see _stability)
+_STABILITY_REPEATS = 10
+# a split undone by a merge (or the reverse), or an appear then vanish, within this many
+# snapshots is transient: neither event is reported
+_HYSTERESIS = 2
 # Clustering problems up to this many vector elements (n_users * dim) run with one torch
 # intra-op thread and one BLAS thread: their K-means steps and silhouettes take microseconds,
 # so thread start-up and barrier waits dominate, and on a busy CPU each barrier waits for a
@@ -123,7 +158,13 @@ def tracking_schemas():
                                   ("segment_id", pa.int64())]),
         "lifecycle": pa.schema([("snapshot", pa.int32()), ("event", pa.string()),
                                 ("segments_from", ids), ("segments_to", ids),
-                                ("value", pa.float64()), ("detail", pa.string())]),
+                                ("value", pa.float64()), ("p_value", pa.float64()),
+                                ("stability", pa.float64()), ("detail", pa.string())]),
+        "lifecycle_candidates": pa.schema([
+            ("snapshot", pa.int32()), ("event", pa.string()), ("segments_from", ids),
+            ("segments_to", ids), ("value", pa.float64()), ("p_value", pa.float64()),
+            ("stability", pa.float64()), ("detail", pa.string()), ("reported", pa.bool_()),
+            ("reason", pa.string())]),
         "transitions": pa.schema([("snapshot", pa.int32()), ("from_segment", pa.int64()),
                                   ("to_segment", pa.int64()), ("n_users", pa.int64())]),
         "map": pa.schema([("snapshot", pa.int32()), ("user_id", pa.string()),
@@ -533,6 +574,12 @@ class SegmentTracker:
     min_segment_size : int, default 5
         Segments smaller than this are dissolved into their neighbours; split/merge flows need
         at least this many users.
+    max_p_value : float, default 0.01
+        Appear / vanish events are reported only with a p-value at most this (module
+        docstring, "Significance").
+    min_stability : float, default 0.6
+        Split / merge / appear / vanish events are reported only with a stability at least
+        this (module docstring, "Significance").
     n_keywords : int, default 8
         Keywords per segment and snapshot (c-TF-IDF) when ``texts`` are given.
     n_texts : int, default 3
@@ -547,7 +594,11 @@ class SegmentTracker:
     Attributes
     ----------
     snapshots_, assignments_, lifecycle_, transitions_, map_ : pandas.DataFrame
-        The tracking tables (schemas: :func:`tracking_schemas`).
+        The tracking tables (schemas: :func:`tracking_schemas`). ``lifecycle_`` holds the
+        reported (significant, not transient) events.
+    lifecycle_candidates_ : pandas.DataFrame
+        Every candidate event with its ``p_value``, ``stability``, ``reported`` and the
+        ``reason`` it was left out ("" when reported).
     windows_ : pandas.DataFrame
         One row per snapshot: ``snapshot, window_start, window_end, n_users, n_segments,
         init, silhouette``. ``init`` says where the kept solution came from: ``"warm"``
@@ -589,8 +640,9 @@ class SegmentTracker:
     def __init__(self, *, freq="30D", window="tumbling", window_length=None, origin=None,
                  half_life_days=30.0, n_segments="auto", k_max=None, match_weight=0.5,
                  match_threshold=0.4, split_threshold=0.25, merge_threshold=0.25,
-                 drift_threshold=0.05, min_segment_size=5, n_keywords=8, n_texts=3,
-                 random_state=0, backend="auto", device=None):
+                 drift_threshold=0.05, min_segment_size=5, max_p_value=0.01,
+                 min_stability=0.6, n_keywords=8, n_texts=3, random_state=0, backend="auto",
+                 device=None):
         self.freq = freq
         self.window = window
         self.window_length = window_length
@@ -604,6 +656,8 @@ class SegmentTracker:
         self.merge_threshold = merge_threshold
         self.drift_threshold = drift_threshold
         self.min_segment_size = min_segment_size
+        self.max_p_value = max_p_value
+        self.min_stability = min_stability
         self.n_keywords = n_keywords
         self.n_texts = n_texts
         self.random_state = random_state
@@ -612,7 +666,8 @@ class SegmentTracker:
 
     _PARAMS = ("freq", "window", "window_length", "origin", "half_life_days", "n_segments",
                "k_max", "match_weight", "match_threshold", "split_threshold",
-               "merge_threshold", "drift_threshold", "min_segment_size", "n_keywords",
+               "merge_threshold", "drift_threshold", "min_segment_size", "max_p_value",
+               "min_stability", "n_keywords",
                "n_texts", "random_state", "backend", "device")
 
     def get_params(self, deep=True) -> dict:
@@ -655,6 +710,8 @@ class SegmentTracker:
             _check_number(name, getattr(self, name), lo=0, hi=1)
         _check_number("drift_threshold", self.drift_threshold, lo=0, hi=2)
         _check_int("min_segment_size", self.min_segment_size, 1)
+        _check_number("max_p_value", self.max_p_value, lo=0, hi=1)
+        _check_number("min_stability", self.min_stability, lo=-1, hi=1)
         _check_int("n_keywords", self.n_keywords, 1)
         _check_int("n_texts", self.n_texts, 1)
         _check_int("random_state", self.random_state, 0)
@@ -691,35 +748,47 @@ class SegmentTracker:
             check_n_segments(self.n_segments, len(users))
         starts, ends = self._windows(ts_ns, offset, length)
         self.timings_ = dict.fromkeys(("user_vectors_s", "choose_k_s", "cluster_s", "match_s",
-                                       "labels_s", "map_s"), 0.0)
+                                       "significance_s", "labels_s", "map_s"), 0.0)
+        snaps, events, rows_win, self._drift_scores = self._run(vec, codes, ts_ns, w, starts,
+                                                                ends)
+        self._tables(snaps, events, rows_win, users, vec, codes, ts_ns, texts)
+        self.timings_["total_s"] = time.perf_counter() - t_total
+        return self
+
+    def _run(self, vec, codes, ts_ns, w, starts, ends):
+        """Cluster every window and match it to the previous one. Returns ``(snaps, events,
+        rows_win, drift_scores)``; events are ``(t, kind, from, to, value, detail, p_value,
+        stability)``."""
+        def book(stage, sec):
+            self.timings_[stage] += sec
+
         next_id = 0
         prev = None
-        self._drift_scores = []
+        drift = []
         snaps, events, rows_win = [], [], []
         for t, (s_ns, e_ns) in enumerate(zip(starts, ends)):
             tic = time.perf_counter()
             snap = self._user_vectors(vec, codes, ts_ns, w, s_ns, e_ns)
-            self.timings_["user_vectors_s"] += time.perf_counter() - tic
+            book("user_vectors_s", time.perf_counter() - tic)
             snap["t"] = t
-            self._cluster(snap, prev, t)
+            self._cluster(snap, prev, t, book)
             tic = time.perf_counter()
             if prev is None or len(prev["centroids"]) == 0:
                 ids = np.arange(next_id, next_id + len(snap["centroids"]), dtype=np.int64)
                 next_id += len(ids)
                 snap["ids"] = ids
                 if prev is not None:  # after an empty snapshot every segment is new
-                    events += [(t, "appear", [], [int(i)], 0.0, "after an empty snapshot")
+                    events += [(t, "appear", [], [int(i)], 0.0, "after an empty snapshot", np.nan,
+                                np.nan)
                                for i in ids]
             else:
-                next_id = self._match(prev, snap, next_id, events)
-            self.timings_["match_s"] += time.perf_counter() - tic
+                next_id = self._match(prev, snap, next_id, events, drift)
+            book("match_s", time.perf_counter() - tic)
             rows_win.append((t, s_ns, e_ns, len(snap["users"]), len(snap["centroids"]),
                              snap["init"], snap["silhouette"]))
             snaps.append(snap)
             prev = snap
-        self._tables(snaps, events, rows_win, users, vec, codes, ts_ns, texts)
-        self.timings_["total_s"] = time.perf_counter() - t_total
-        return self
+        return snaps, events, rows_win, drift
 
     def _check_inputs(self, event_vectors, user_ids, ts, weights, texts):
         if isinstance(event_vectors, (list, tuple)):
@@ -840,7 +909,33 @@ class SegmentTracker:
                     row_user=np.cumsum(active)[inv[keep_rows]] - 1)
         return snap
 
-    def _cluster(self, snap, prev, t):
+    def _stability(self, snap, rows, t) -> float:
+        """Stability of the split of the users of segments ``rows`` (of ``snap``) into those
+        segments: mean adjusted Rand index between that split and a fresh K-means (k-means++,
+        3 starts, K = ``len(rows)``) of a random half of those users, over
+        :data:`_STABILITY_REPEATS` halves. About 1 for well separated groups; about 0 for
+        an arbitrary cut through one cloud of users. NaN with fewer than two segments."""
+        from sklearn.metrics import adjusted_rand_score
+
+        rows = np.asarray(rows, np.int64)
+        if len(rows) < 2:
+            return float("nan")
+        tic = time.perf_counter()
+        member = np.isin(snap["labels"], rows)
+        x, lab = snap["x"][member], snap["labels"][member]
+        rng = np.random.default_rng([int(self.random_state), int(t), *rows.tolist()])
+        half = max(len(x) // 2, 2 * len(rows))
+        scores = []
+        for r in range(_STABILITY_REPEATS):
+            pick = np.sort(rng.choice(len(x), size=min(half, len(x)), replace=False))
+            got, _, _ = _kmeans(x[pick], len(rows), "k-means++", n_init=3,
+                                random_state=int(rng.integers(2**31)), backend=self.backend,
+                                device=self.device)
+            scores.append(adjusted_rand_score(lab[pick], got))
+        self.timings_["significance_s"] += time.perf_counter() - tic
+        return float(max(0.0, np.mean(scores)))
+
+    def _cluster(self, snap, prev, t, book):
         """Cluster one snapshot (see :func:`cluster_users`) and keep what matching needs."""
         x = snap["x"]
         warm_from = prev["centroids"] if prev is not None and len(prev["centroids"]) else None
@@ -852,16 +947,17 @@ class SegmentTracker:
                             random_state=int(self.random_state) + t, backend=self.backend,
                             device=self.device)
         for stage, sec in res.pop("timings").items():
-            self.timings_[stage] += sec
+            book(stage, sec)
         snap.update(res)
 
-    def _match(self, prev, snap, next_id, events):
+    def _match(self, prev, snap, next_id, events, drift):
         """Assign stable ids to ``snap``'s segments and append lifecycle events."""
         t = snap["t"]
         kp, kc = len(prev["centroids"]), len(snap["centroids"])
         if kc == 0:
             snap["ids"] = np.zeros(0, np.int64)
-            events += [(t, "vanish", [int(i)], [], 0.0, "empty snapshot") for i in prev["ids"]]
+            events += [(t, "vanish", [int(i)], [], 0.0, "empty snapshot", np.nan, np.nan)
+                       for i in prev["ids"]]
             return next_id
         # flows over users present in both snapshots
         common, ip, ic = np.intersect1d(prev["users"], snap["users"], assume_unique=True,
@@ -890,7 +986,8 @@ class SegmentTracker:
         split_from, split_to, merge_from, merge_to = set(), set(), set(), set()
         found = []
         for i in range(kp):
-            parts = np.flatnonzero(big[i] & (out_share[i] >= float(self.split_threshold)))
+            parts = np.flatnonzero(big[i] & (out_share[i] >= float(self.split_threshold))
+                                   & (in_share[i] >= _CORE_SHARE))
             if len(parts) >= 2:
                 parts = parts[np.argsort(-out_share[i, parts], kind="stable")]
                 split_from.add(i)
@@ -899,9 +996,11 @@ class SegmentTracker:
                 found.append((t, "split", [int(pid[i])], sorted(int(ids[j]) for j in parts),
                               float(out_share[i, parts].sum()),
                               f"segment {pid[i]} ({out_tot[i]} users present in both "
-                              f"snapshots): {detail}"))
+                              f"snapshots): {detail}", np.nan,
+                              self._stability(snap, parts, t)))
         for j in range(kc):
-            srcs = np.flatnonzero(big[:, j] & (in_share[:, j] >= float(self.merge_threshold)))
+            srcs = np.flatnonzero(big[:, j] & (in_share[:, j] >= float(self.merge_threshold))
+                                  & (out_share[:, j] >= _CORE_SHARE))
             if len(srcs) >= 2:
                 srcs = srcs[np.argsort(-in_share[srcs, j], kind="stable")]
                 merge_to.add(j)
@@ -910,20 +1009,25 @@ class SegmentTracker:
                 found.append((t, "merge", sorted(int(pid[i]) for i in srcs), [int(ids[j])],
                               float(in_share[srcs, j].sum()),
                               f"segment {ids[j]} ({in_tot[j]} users present in both "
-                              f"snapshots): {detail}"))
+                              f"snapshots): {detail}", np.nan,
+                              self._stability(prev, srcs, t)))
         matched_prev = set(match.values())
         for j in range(kc):
             if j not in match and j not in split_to and j not in merge_to:
                 new_users = int((snap["labels"] == j).sum() - in_tot[j])
                 found.append((t, "appear", [], [int(ids[j])], float(np.max(score[:, j])),
                               f"segment {ids[j]}: {int((snap['labels'] == j).sum())} users, "
-                              f"{new_users} new; best match score {np.max(score[:, j]):.2f}"))
+                              f"{new_users} new; best match score {np.max(score[:, j]):.2f}",
+                              _novelty(snap, prev, j),
+                              self._stability(snap, _with_nearest(snap, j), t)))
         for i in range(kp):
             if i not in matched_prev and i not in split_from and i not in merge_from:
                 gone = int((prev["labels"] == i).sum() - out_tot[i])
                 found.append((t, "vanish", [int(pid[i])], [], float(np.max(score[i])),
                               f"segment {pid[i]}: {int((prev['labels'] == i).sum())} users, "
-                              f"{gone} absent now; best match score {np.max(score[i]):.2f}"))
+                              f"{gone} absent now; best match score {np.max(score[i]):.2f}",
+                              _novelty(prev, snap, i),
+                              self._stability(prev, _with_nearest(prev, i), t)))
         for j, i in sorted(match.items()):
             if i in split_from or i in merge_from or j in split_to or j in merge_to:
                 continue
@@ -934,8 +1038,8 @@ class SegmentTracker:
                 found.append((t, "drift", [int(pid[i])], [int(ids[j])], d,
                               f"segment {ids[j]}: centroid cosine {cos[i, j]:.3f} to the "
                               f"previous snapshot; sampling noise alone gives 1 - cos ~ "
-                              f"{noise:.3f}"))
-            self._drift_scores.append((t, int(ids[j]), d, noise))
+                              f"{noise:.3f}", np.nan, np.nan))
+            drift.append((t, int(ids[j]), d, noise))
         found.sort(key=lambda e: (_EVENT_ORDER[e[1]], e[2], e[3]))
         events += found
         return next_id
@@ -987,12 +1091,21 @@ class SegmentTracker:
                                           "segment_id": seg_arr.astype(np.int64)})
 
         ev = pd.DataFrame(events, columns=["snapshot", "event", "segments_from", "segments_to",
-                                           "value", "detail"])
+                                           "value", "detail", "p_value", "stability"])
         ev["snapshot"] = ev["snapshot"].astype(np.int32)
-        ev["value"] = ev["value"].astype(np.float64)
+        for c in ("value", "p_value", "stability"):
+            ev[c] = ev[c].astype(np.float64)
         ev["event"] = ev["event"].astype(object)
         ev["detail"] = ev["detail"].astype(object)
-        self.lifecycle_ = ev.reset_index(drop=True)
+        ev["reason"] = _unreported(events, float(self.max_p_value),
+                                   float(self.min_stability))
+        ev["reported"] = ev["reason"] == ""
+        self.lifecycle_candidates_ = ev[["snapshot", "event", "segments_from", "segments_to",
+                                         "value", "p_value", "stability", "detail",
+                                         "reported", "reason"]].reset_index(drop=True)
+        self.lifecycle_ = ev.loc[ev["reported"], ["snapshot", "event", "segments_from",
+                                                  "segments_to", "value", "p_value",
+                                                  "stability", "detail"]].reset_index(drop=True)
 
         trans = []
         for a, b in zip(snaps, snaps[1:]):
@@ -1070,7 +1183,9 @@ class SegmentTracker:
         """The tracking tables keyed by name (:data:`TRACKING_TABLES`)."""
         self._check_fitted()
         return {"snapshots": self.snapshots_, "assignments": self.assignments_,
-                "lifecycle": self.lifecycle_, "transitions": self.transitions_,
+                "lifecycle": self.lifecycle_,
+                "lifecycle_candidates": self.lifecycle_candidates_,
+                "transitions": self.transitions_,
                 "map": self.map_}
 
     def to_run_dir(self, path):
@@ -1096,6 +1211,77 @@ class SegmentTracker:
             table = pa.Table.from_pandas(df, schema=schemas[name], preserve_index=False)
             write_parquet(table, out / f"{name}.parquet")
         return out
+
+
+def _with_nearest(snap, row) -> list:
+    """``[row, the segment of snap whose centroid is nearest to row's]`` ([row] if alone)."""
+    c = snap["centroids"]
+    if len(c) < 2:
+        return [int(row)]
+    cos = c @ c[row]
+    cos[row] = -np.inf
+    return [int(row), int(np.argmax(cos))]
+
+
+def _novelty(snap, other, row) -> float:
+    """One-sided p-value that segment ``row`` of ``snap`` is new there (against ``other``).
+
+    A user is "of the segment's kind" when its nearest centroid of ``snap`` is the segment's
+    and its cosine to it is at least the segment's lowest-decile member cosine. Null: the
+    share of such users in ``snap`` is at most twice their share in ``other`` (binomial, the
+    ``other`` share Laplace-smoothed). Small for a segment whose kind of user ``other``
+    lacked; about 1 when ``other`` held as many such users and only the clustering changed
+    (for example a segment resolved once more users arrived)."""
+    from scipy.stats import binom
+
+    if len(snap["x"]) == 0 or len(other["x"]) == 0:
+        return float("nan")
+    c = snap["centroids"]
+    own = snap["x"][snap["labels"] == row] @ c[row]
+    floor = float(np.quantile(own, 0.1)) if len(own) else 1.0
+
+    def count(x):
+        sims = x @ c.T
+        return int(((np.argmax(sims, axis=1) == row) & (sims[:, row] >= floor)).sum())
+
+    x1, n1 = count(snap["x"]), len(snap["x"])
+    x0, n0 = count(other["x"]), len(other["x"])
+    base = min(1.0, 2.0 * (x0 + 1) / (n0 + 2))
+    return float(binom.sf(x1 - 1, n1, base))
+
+
+def _transient(events) -> list:
+    """Per event ``(t, kind, from, to, ...)``: "" or why it is transient (hysteresis: a split
+    undone by a merge of the same segments, a merge split again, or a segment that appears
+    and vanishes, within :data:`_HYSTERESIS` snapshots; both events of such a pair)."""
+    reason = [""] * len(events)
+    for ia, a in enumerate(events):
+        for ib, b in enumerate(events):
+            if not 0 < b[0] - a[0] <= _HYSTERESIS:
+                continue
+            undo = ((a[1] == "split" and b[1] == "merge" and len(set(a[3]) & set(b[2])) >= 2)
+                    or (a[1] == "merge" and b[1] == "split" and list(b[2]) == list(a[3]))
+                    or (a[1] == "appear" and b[1] == "vanish" and list(b[2]) == list(a[3])))
+            if undo:
+                reason[ia] = f"transient: {b[1]} at snapshot {b[0]}"
+                reason[ib] = f"transient: {a[1]} at snapshot {a[0]}"
+    return reason
+
+
+def _unreported(events, max_p: float, min_stability: float) -> list:
+    """Why each event ``(..., p_value, stability)`` is not reported ("" = reported):
+    transient (see :func:`_transient`), not new (p-value above ``max_p``) or not stable
+    (stability below ``min_stability``). NaN (not tested for that kind) passes."""
+    out = _transient(events)
+    for i, e in enumerate(events):
+        p, st = e[-2], e[-1]
+        if out[i]:
+            continue
+        if p > max_p:
+            out[i] = f"not new: p = {p:.3g} > {max_p:g}"
+        elif st < min_stability:
+            out[i] = f"not stable: stability {st:.2f} < {min_stability:g}"
+    return out
 
 
 def _centroid_noise(r_a, n_a, r_b, n_b) -> float:

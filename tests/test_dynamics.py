@@ -467,3 +467,112 @@ def test_map_is_the_pca_of_all_snapshots_together():
     ref = PCA(2).fit_transform(np.vstack([a, b]).astype(np.float64))
     assert got.shape == (801, 2) and got.dtype == np.float32
     assert np.allclose(np.abs(got), np.abs(ref), atol=1e-4)
+
+
+# ------------------------------------------------------------ significance and hysteresis
+
+def _stationary(seed=0, n_windows=8):
+    """No dynamics at all: every user keeps one interest (a point in a broad cloud around
+    three overlapping themes) for all windows; more users each window (as real data grows),
+    each writing 1-3 events per window about its interest."""
+    rng = np.random.default_rng(seed)
+    themes = _topics(3, seed=seed)
+    s = _Stream(seed=seed, noise=0.35, per_window=1)
+    n_users = 0
+    taste = {}
+    for w in range(n_windows):
+        n_users = int(20 + 25 * w)
+        for i in range(n_users):
+            u = f"u{i:03d}"
+            if u not in taste:
+                mix = rng.dirichlet([0.7, 0.7, 0.7])
+                taste[u] = mix @ themes + 0.3 * rng.standard_normal(DIM)
+            for _ in range(int(rng.integers(1, 4))):
+                s.add(w, [u], taste[u])
+    return s
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_stationary_stream_reports_no_structural_events(seed):
+    tr = _fit(_stationary(seed))
+    kinds = ("split", "merge", "appear", "vanish")
+    raw = tr.lifecycle_candidates_[tr.lifecycle_candidates_["event"].isin(kinds)]
+    reported = tr.lifecycle_[tr.lifecycle_["event"].isin(kinds)]
+    assert len(raw) >= 3               # the clustering alone does produce candidates ...
+    assert len(reported) == 0          # ... and none survives the tests
+    assert (raw["reason"] != "").all() and not raw["reported"].any()
+    # every candidate carries its evidence
+    tested = raw[raw["event"].isin(("appear", "vanish"))]
+    assert tested["p_value"].between(0, 1).all()
+    assert raw["stability"].dropna().between(0, 1).all()
+
+
+def test_lifecycle_columns_carry_significance():
+    top = _topics(4)
+    mixed = (top[0] + top[1]) / np.sqrt(2)
+    s = _Stream()
+    ab, c, d = _users("ab", 20), _users("c", 12), _users("d", 12)
+    for w in range(3):
+        s.add(w, c, top[2])
+        s.add(w, d, top[3])
+        if w < 2:
+            s.add(w, ab, mixed)
+        else:
+            s.add(w, ab[:10], top[0])
+            s.add(w, ab[10:], top[1])
+    tr = _fit(s)
+    assert list(tr.lifecycle_.columns) == [f.name for f in tracking_schemas()["lifecycle"]]
+    row = tr.lifecycle_.iloc[0]
+    assert row["event"] == "split" and row["stability"] == pytest.approx(1.0)
+    assert np.isnan(row["p_value"])    # splits are judged by stability only
+
+
+def test_split_undone_by_a_merge_is_transient():
+    top = _topics(4)
+    mixed = (top[0] + top[1]) / np.sqrt(2)
+    s = _Stream()
+    ab, c, d = _users("ab", 20), _users("c", 12), _users("d", 12)
+    for w in range(4):
+        s.add(w, c, top[2])
+        s.add(w, d, top[3])
+        if w != 2:
+            s.add(w, ab, mixed)
+        else:                                           # apart for one window only
+            s.add(w, ab[:10], top[0])
+            s.add(w, ab[10:], top[1])
+    tr = _fit(s)
+    allev = tr.lifecycle_candidates_
+    assert allev["event"].tolist() == ["split", "merge"]
+    assert allev["reason"].tolist() == ["transient: merge at snapshot 3",
+                                        "transient: split at snapshot 2"]
+    assert tr.lifecycle_.empty
+    # with hysteresis the stable split of the same users four windows apart is reported
+    s2 = _Stream()
+    for w in range(6):
+        s2.add(w, c, top[2])
+        s2.add(w, d, top[3])
+        if w < 2 or w >= 5:
+            s2.add(w, ab, mixed)
+        else:
+            s2.add(w, ab[:10], top[0])
+            s2.add(w, ab[10:], top[1])
+    kinds = [(int(r.snapshot), r.event) for r in _fit(s2).lifecycle_.itertuples()]
+    assert kinds == [(2, "split"), (5, "merge")]
+
+
+def test_segment_resolved_by_more_users_is_not_new():
+    """A theme held by the same share of users all along gets its own segment only once
+    there are enough of them (here: more users overall, the same 1 in 15 on theme c). The
+    appearance is the clustering's, not the users', so it is not reported."""
+    top = _topics(3)
+    s = _Stream(noise=0.2)
+    for w in range(3):
+        scale = 1 if w < 2 else 5
+        s.add(w, _users("a", 28 * scale), top[0])
+        s.add(w, _users("b", 28 * scale), top[1])
+        s.add(w, _users("c", 4 * scale), top[2])       # 4 (< min_segment_size), then 20
+    tr = _fit(s, min_segment_size=5)
+    raw = tr.lifecycle_candidates_
+    app = raw[raw["event"] == "appear"]
+    assert len(app) == 1 and app["p_value"].iloc[0] > 0.01
+    assert tr.lifecycle_[tr.lifecycle_["event"] == "appear"].empty
