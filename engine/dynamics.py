@@ -580,6 +580,11 @@ class SegmentTracker:
     min_stability : float, default 0.6
         Split / merge / appear / vanish events are reported only with a stability at least
         this (module docstring, "Significance").
+    min_coverage : float, default 0.5
+        A first or last window that the data covers less than this share of (the data ends
+        a few days into the last window, or an ``origin`` well before the first event) is
+        left out, with a warning; 0 keeps every window. ``windows_["coverage"]`` has each
+        kept window's share.
     n_keywords : int, default 8
         Keywords per segment and snapshot (c-TF-IDF) when ``texts`` are given.
     n_texts : int, default 3
@@ -596,15 +601,20 @@ class SegmentTracker:
     snapshots_, assignments_, lifecycle_, transitions_, map_ : pandas.DataFrame
         The tracking tables (schemas: :func:`tracking_schemas`). ``lifecycle_`` holds the
         reported (significant, not transient) events.
+    dropped_windows_ : list of dict
+        Windows left out by ``min_coverage``: ``window_start, window_end, coverage,
+        n_events``.
     lifecycle_candidates_ : pandas.DataFrame
         Every candidate event with its ``p_value``, ``stability``, ``reported`` and the
         ``reason`` it was left out ("" when reported).
     windows_ : pandas.DataFrame
         One row per snapshot: ``snapshot, window_start, window_end, n_users, n_segments,
-        init, silhouette``. ``init`` says where the kept solution came from: ``"warm"``
+        init, silhouette, coverage``. ``init`` says where the kept solution came from: ``"warm"``
         (previous centroids), ``"fresh"`` (k-means++ beat the warm start by > 1% inertia),
         ``"first"`` (no previous centroids), ``"single"`` (K = 1), ``"empty"`` (no users).
-        ``silhouette`` is that of the chosen K (NaN when K is fixed or 1).
+        ``silhouette`` is that of the chosen K (NaN when K is fixed or 1). ``coverage``:
+        the share of the window's span inside the data's time range (1 but for the first
+        and last windows).
     paths_ : pandas.DataFrame
         Index ``user_id``, one column per snapshot: each user's segment id (nullable
         ``Int64``; ``<NA>`` when the user is not in that snapshot).
@@ -631,7 +641,7 @@ class SegmentTracker:
     >>> rng = np.random.default_rng(0)
     >>> v = np.repeat(np.eye(3, dtype=np.float32), 40, axis=0) + 0.05 * rng.random((120, 3))
     >>> users = [f"u{i % 60}" for i in range(120)]
-    >>> ts = np.where(np.arange(120) < 60, 86400.0, 40 * 86400.0)
+    >>> ts = np.where(np.arange(120) < 60, 86400.0, 55 * 86400.0)
     >>> tr = SegmentTracker(n_segments=2, freq="30D").fit(v.astype(np.float32), users, ts)
     >>> tr.windows_["n_users"].tolist()
     [60, 60]
@@ -641,7 +651,7 @@ class SegmentTracker:
                  half_life_days=30.0, n_segments="auto", k_max=None, match_weight=0.5,
                  match_threshold=0.4, split_threshold=0.25, merge_threshold=0.25,
                  drift_threshold=0.05, min_segment_size=5, max_p_value=0.01,
-                 min_stability=0.6, n_keywords=8, n_texts=3, random_state=0, backend="auto",
+                 min_stability=0.6, min_coverage=0.5, n_keywords=8, n_texts=3, random_state=0, backend="auto",
                  device=None):
         self.freq = freq
         self.window = window
@@ -658,6 +668,7 @@ class SegmentTracker:
         self.min_segment_size = min_segment_size
         self.max_p_value = max_p_value
         self.min_stability = min_stability
+        self.min_coverage = min_coverage
         self.n_keywords = n_keywords
         self.n_texts = n_texts
         self.random_state = random_state
@@ -667,7 +678,7 @@ class SegmentTracker:
     _PARAMS = ("freq", "window", "window_length", "origin", "half_life_days", "n_segments",
                "k_max", "match_weight", "match_threshold", "split_threshold",
                "merge_threshold", "drift_threshold", "min_segment_size", "max_p_value",
-               "min_stability", "n_keywords",
+               "min_stability", "min_coverage", "n_keywords",
                "n_texts", "random_state", "backend", "device")
 
     def get_params(self, deep=True) -> dict:
@@ -712,6 +723,7 @@ class SegmentTracker:
         _check_int("min_segment_size", self.min_segment_size, 1)
         _check_number("max_p_value", self.max_p_value, lo=0, hi=1)
         _check_number("min_stability", self.min_stability, lo=-1, hi=1)
+        _check_number("min_coverage", self.min_coverage, lo=0, hi=1)
         _check_int("n_keywords", self.n_keywords, 1)
         _check_int("n_texts", self.n_texts, 1)
         _check_int("random_state", self.random_state, 0)
@@ -747,6 +759,7 @@ class SegmentTracker:
         if self.n_segments != "auto":
             check_n_segments(self.n_segments, len(users))
         starts, ends = self._windows(ts_ns, offset, length)
+        starts, ends, self.coverage_ = self._whole_windows(ts_ns, starts, ends)
         self.timings_ = dict.fromkeys(("user_vectors_s", "choose_k_s", "cluster_s", "match_s",
                                        "significance_s", "labels_s", "map_s"), 0.0)
         snaps, events, rows_win, self._drift_scores = self._run(vec, codes, ts_ns, w, starts,
@@ -754,6 +767,33 @@ class SegmentTracker:
         self._tables(snaps, events, rows_win, users, vec, codes, ts_ns, texts)
         self.timings_["total_s"] = time.perf_counter() - t_total
         return self
+
+    def _whole_windows(self, ts_ns, starts, ends):
+        """Drop a leading or trailing window that the data covers less than
+        ``min_coverage`` of (coverage: the part of the window's span between the first and
+        the last event of the whole data set), with a warning naming it and its events; a
+        part-window would otherwise read as most segments vanishing. Returns the kept
+        ``starts, ends`` and their coverage."""
+        lo, hi = int(ts_ns.min()), int(ts_ns.max()) + 1
+        span = (ends - starts).astype(np.float64)
+        cov = (np.minimum(ends, hi) - np.maximum(starts, lo)).clip(0) / span
+        keep = np.ones(len(starts), bool)
+        floor = float(self.min_coverage)
+        if len(starts) > 1:
+            for i in (0, len(starts) - 1):
+                if cov[i] < floor:
+                    keep[i] = False
+        self.dropped_windows_ = []
+        for i in np.flatnonzero(~keep):
+            n = int(((ts_ns >= starts[i]) & (ts_ns < ends[i])).sum())
+            a, b = (pd.Timestamp(int(v), tz="UTC") for v in (starts[i], ends[i]))
+            self.dropped_windows_.append({"window_start": a, "window_end": b,
+                                          "coverage": float(cov[i]), "n_events": n})
+            logger.warning("window %s to %s holds %.0f%% of a whole window's span (min_coverage"
+                           "=%g): left out of tracking with its %d events, so that a part-"
+                           "window is not read as segments vanishing", a, b, 100 * cov[i],
+                           floor, n)
+        return starts[keep], ends[keep], cov[keep]
 
     def _run(self, vec, codes, ts_ns, w, starts, ends):
         """Cluster every window and match it to the previous one. Returns ``(snaps, events,
@@ -1139,7 +1179,8 @@ class SegmentTracker:
             "snapshot": np.asarray(wc[0], np.int32), "window_start": utc(wc[1]),
             "window_end": utc(wc[2]), "n_users": np.asarray(wc[3], np.int64),
             "n_segments": np.asarray(wc[4], np.int64), "init": list(wc[5]),
-            "silhouette": np.asarray(wc[6], np.float64)})
+            "silhouette": np.asarray(wc[6], np.float64),
+            "coverage": np.asarray(self.coverage_, np.float64)})
         paths = pd.DataFrame({"user_id": pd.array(uid_str[u_arr], dtype="str"), "snapshot": t_arr,
                               "segment_id": seg_arr})
         wide = paths.pivot(index="user_id", columns="snapshot", values="segment_id")

@@ -576,3 +576,31 @@ def test_segment_resolved_by_more_users_is_not_new():
     app = raw[raw["event"] == "appear"]
     assert len(app) == 1 and app["p_value"].iloc[0] > 0.01
     assert tr.lifecycle_[tr.lifecycle_["event"] == "appear"].empty
+
+
+def test_part_window_at_the_end_is_left_out_not_read_as_vanishing(caplog):
+    top = _topics(3)
+    s = _Stream()
+    groups = [_users(g, 12) for g in "abc"]
+    for w in range(3):
+        for g, d in zip(groups, top):
+            s.add(w, g, d)
+    v, u, t = s.arrays()
+    # one more event, one day into a fourth window: the data ends there
+    v = np.vstack([v, v[:1]])
+    u = np.append(u, u[0])
+    origin = np.floor(t.min() / DAY) * DAY                # windows start at the first day
+    t = np.append(t, origin + 3 * 30 * DAY + 0.5 * DAY)
+    with caplog.at_level("WARNING", logger="interestflow.dynamics"):
+        tr = SegmentTracker(random_state=0).fit(v, u, t)
+    assert tr.n_snapshots_ == 3
+    assert len(tr.dropped_windows_) == 1
+    gone = tr.dropped_windows_[0]
+    assert gone["n_events"] == 1 and gone["coverage"] == pytest.approx(0.5 / 30, abs=0.01)
+    assert "left out of tracking with its 1 events" in caplog.text
+    assert tr.windows_["coverage"].tolist() == pytest.approx([1.0, 1.0, 1.0], abs=0.05)
+    assert tr.lifecycle_candidates_.empty            # nothing "vanishes"
+    # min_coverage=0 keeps it, and the part-window reads as two segments vanishing
+    kept = SegmentTracker(random_state=0, min_coverage=0).fit(v, u, t)
+    assert kept.n_snapshots_ == 4 and kept.windows_["coverage"].iloc[-1] < 0.05
+    assert (kept.lifecycle_candidates_["event"] == "vanish").sum() == 2
