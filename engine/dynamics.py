@@ -69,13 +69,18 @@ evidence and the reason it was left out, is in ``lifecycle_candidates_``)
   are separate, are re-clustered 10 times: each time a random half of them by a fresh
   K-means with as many clusters; ``stability`` is the mean adjusted Rand index with the
   tracked segments (clipped at 0). Two real groups give ~1; a cloud cut in two gives much
-  less. Reported only when ``stability >= min_stability`` (default 0.6).
-* ``p_value`` (appear, vanish): is the segment's kind of user new (gone), or did only the
-  clustering change? Users of the segment's kind are counted in both snapshots (nearest to
-  its centroid, at least as close as its lowest-decile member); the p-value is that of its
+  less. Reported only when ``stability >= min_stability`` (default 0.6); an appearing or
+  vanishing segment that is its snapshot's only one has no stability and is not reported.
+* ``p_value``: is the segment's kind of user new (gone), or did only the clustering
+  change? Users of a segment's kind are counted in both snapshots (nearest to its
+  centroid, at least as close as its lower-quartile member); the p-value is that of its
   share in its own snapshot if it were at most twice the other snapshot's share (one-sided
-  binomial). Reported only when ``p_value <= max_p_value`` (default 0.01). This is what
-  keeps a theme that gets its own segment once enough users hold it from "appearing".
+  binomial). Appear: the new segment against the previous snapshot; vanish: the gone
+  segment against the current one; split: at least one part new (the smallest part p-value
+  times the number of parts); merge: at least one source gone (likewise). Reported only
+  when ``p_value <= max_p_value`` (default 0.01). This keeps a theme that gets its own
+  segment once enough users hold it from "appearing", and a cut through a cloud of users
+  that moves between snapshots from "splitting" and "merging".
 * hysteresis: a split whose parts merge again, a merge split again, or a segment that
   appears and vanishes, within 2 snapshots, is transient: neither event is reported.
 
@@ -575,8 +580,8 @@ class SegmentTracker:
         Segments smaller than this are dissolved into their neighbours; split/merge flows need
         at least this many users.
     max_p_value : float, default 0.01
-        Appear / vanish events are reported only with a p-value at most this (module
-        docstring, "Significance").
+        Split / merge / appear / vanish events are reported only with a p-value at most
+        this (module docstring, "Significance").
     min_stability : float, default 0.6
         Split / merge / appear / vanish events are reported only with a stability at least
         this (module docstring, "Significance").
@@ -1036,7 +1041,8 @@ class SegmentTracker:
                 found.append((t, "split", [int(pid[i])], sorted(int(ids[j]) for j in parts),
                               float(out_share[i, parts].sum()),
                               f"segment {pid[i]} ({out_tot[i]} users present in both "
-                              f"snapshots): {detail}", np.nan,
+                              f"snapshots): {detail}",
+                              _any_new([_novelty(snap, prev, j) for j in parts]),
                               self._stability(snap, parts, t)))
         for j in range(kc):
             srcs = np.flatnonzero(big[:, j] & (in_share[:, j] >= float(self.merge_threshold))
@@ -1049,7 +1055,8 @@ class SegmentTracker:
                 found.append((t, "merge", sorted(int(pid[i]) for i in srcs), [int(ids[j])],
                               float(in_share[srcs, j].sum()),
                               f"segment {ids[j]} ({in_tot[j]} users present in both "
-                              f"snapshots): {detail}", np.nan,
+                              f"snapshots): {detail}",
+                              _any_new([_novelty(prev, snap, i) for i in srcs]),
                               self._stability(prev, srcs, t)))
         matched_prev = set(match.values())
         for j in range(kc):
@@ -1264,11 +1271,20 @@ def _with_nearest(snap, row) -> list:
     return [int(row), int(np.argmax(cos))]
 
 
+def _any_new(p_values) -> float:
+    """p-value that at least one of several segments is new (Bonferroni: the smallest
+    times their number, capped at 1)."""
+    p = np.asarray(p_values, np.float64)
+    if not len(p) or np.isnan(p).all():
+        return float("nan")
+    return float(min(1.0, np.nanmin(p) * len(p)))
+
+
 def _novelty(snap, other, row) -> float:
     """One-sided p-value that segment ``row`` of ``snap`` is new there (against ``other``).
 
     A user is "of the segment's kind" when its nearest centroid of ``snap`` is the segment's
-    and its cosine to it is at least the segment's lowest-decile member cosine. Null: the
+    and its cosine to it is at least the lower quartile of its members' cosines. Null: the
     share of such users in ``snap`` is at most twice their share in ``other`` (binomial, the
     ``other`` share Laplace-smoothed). Small for a segment whose kind of user ``other``
     lacked; about 1 when ``other`` held as many such users and only the clustering changed
@@ -1279,7 +1295,7 @@ def _novelty(snap, other, row) -> float:
         return float("nan")
     c = snap["centroids"]
     own = snap["x"][snap["labels"] == row] @ c[row]
-    floor = float(np.quantile(own, 0.1)) if len(own) else 1.0
+    floor = float(np.quantile(own, 0.25)) if len(own) else 1.0
 
     def count(x):
         sims = x @ c.T
@@ -1312,13 +1328,17 @@ def _transient(events) -> list:
 def _unreported(events, max_p: float, min_stability: float) -> list:
     """Why each event ``(..., p_value, stability)`` is not reported ("" = reported):
     transient (see :func:`_transient`), not new (p-value above ``max_p``) or not stable
-    (stability below ``min_stability``). NaN (not tested for that kind) passes."""
+    (stability below ``min_stability``). NaN (not tested for that kind) passes, but for an
+    appearing / vanishing segment that was its snapshot's only one (no stability: nothing
+    to be separate from; "everyone" turning into segments is a change of K)."""
     out = _transient(events)
     for i, e in enumerate(events):
         p, st = e[-2], e[-1]
         if out[i]:
             continue
-        if p > max_p:
+        if e[1] in ("appear", "vanish") and np.isnan(st) and not np.isnan(p):
+            out[i] = "alone in its snapshot: a change of K, nothing to be separate from"
+        elif p > max_p:
             out[i] = f"not new: p = {p:.3g} > {max_p:g}"
         elif st < min_stability:
             out[i] = f"not stable: stability {st:.2f} < {min_stability:g}"
