@@ -139,6 +139,57 @@ def choose_n_segments(vectors: np.ndarray, config: SegmentConfig, *, device=None
     return best, scores
 
 
+#: K values the usefulness rule tries (capped below the number of users).
+USE_KS = (2, 4, 8, 16, 32, 64)
+
+
+def segment_popularity_recall(labels, kept_user, kept_item, truth_user, truth_item,
+                              n_items: int, k: int = 10) -> float:
+    """Mean recall@k of recommending each user the most popular unseen items of the user's
+    segment (distinct kept users of the segment per item; ties by global popularity, then the
+    lower item), over the users of ``truth`` (their held-out unseen items).
+
+    ``labels`` (n_users,) segment per user (-1: none, global popularity); ``kept_*`` the
+    (user, item) pairs the segments are built from (the users' seen items); ``truth_*`` the
+    held-out pairs (seen pairs already removed).
+    """
+    labels = np.asarray(labels, np.int64)
+    ku, ki = np.asarray(kept_user, np.int64), np.asarray(kept_item, np.int64)
+    pair = np.unique(ku * n_items + ki)
+    pu, pi = pair // n_items, pair % n_items
+    glob = np.bincount(pi, minlength=n_items)
+    glob_order = np.lexsort((np.arange(n_items), -glob))
+    seg = labels[pu]
+    ok = seg >= 0
+    vals, cnt = np.unique(seg[ok] * n_items + pi[ok], return_counts=True)
+    s_of, i_of = vals // n_items, vals % n_items
+    # per segment: its items by (count desc, global desc, item asc)
+    order = np.lexsort((i_of, -glob[i_of], -cnt, s_of))
+    s_of, i_of = s_of[order], i_of[order]
+    n_seg = int(labels.max()) + 1 if len(labels) else 0
+    starts = np.searchsorted(s_of, np.arange(n_seg + 1))
+    seen_ptr = np.searchsorted(pu, np.arange(len(labels) + 1))
+    tu, ti = np.asarray(truth_user, np.int64), np.asarray(truth_item, np.int64)
+    users = np.unique(tu)
+    recalls = []
+    for u in users:
+        seen = set(pi[seen_ptr[u]:seen_ptr[u + 1]].tolist())
+        want = set(ti[tu == u].tolist())
+        got = []
+        s = labels[u]
+        lists = ([i_of[starts[s]:starts[s + 1]]] if s >= 0 else []) + [glob_order]
+        for lst in lists:
+            for it in lst.tolist():
+                if it not in seen and it not in got:
+                    got.append(it)
+                    if len(got) == k:
+                        break
+            if len(got) == k:
+                break
+        recalls.append(len(want.intersection(got)) / len(want))
+    return float(np.mean(recalls)) if recalls else 0.0
+
+
 def soft_features(vectors: np.ndarray, centroids: np.ndarray, temperature: float) -> np.ndarray:
     """Softmax over cosine(user, centroid) / temperature, shape (n_users, K), rows sum to 1."""
     sims = _unit(vectors) @ _unit(centroids).T
