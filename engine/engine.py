@@ -290,6 +290,13 @@ class InterestEngine:
         # segments
         t = time.perf_counter()
         cfg = self._segment_config()
+        self.segment_use_by_k_ = {}
+        if (self.segmenter == "kmeans" and self.n_segments == "auto"
+                and "item_id" in ev.columns and ev["item_id"].notna().any()):
+            k_use = self._choose_k_by_use(ev, uvecs, ev_vec_code, user_codes, ts, w, cfg)
+            if k_use is not None:
+                from dataclasses import replace as _replace
+                cfg = _replace(cfg, n_segments=int(k_use))
         labels, centroids, k, sil = fit_segments(self.user_vectors_, cfg, device=self.device)
         self.segments_ = labels
         self.segment_centroids_ = centroids
@@ -734,6 +741,40 @@ class InterestEngine:
                     len(match) - len(moved),
                     f", {len(moved)} matched one moved to a free id" if moved else "",
                     len(fresh))
+
+    def _choose_k_by_use(self, ev, uvecs, ev_vec_code, user_codes, ts, w, cfg):
+        """K for ``n_segments="auto"`` by usefulness (see
+        :func:`interestflow.segments.choose_n_segments_by_use`): each user's latest 20% of
+        the events with an item held out, user vectors from the rest. None when no user has
+        a held-out item it had not seen before."""
+        from .interests import decayed_user_means
+        from .recommend import holdout_mask
+        from .segments import choose_n_segments_by_use
+
+        has_item = ev["item_id"].notna().to_numpy()
+        sel = np.flatnonzero(has_item)
+        items = pd.Index(ev["item_id"].iloc[sel].unique())
+        irow = items.get_indexer(ev["item_id"].iloc[sel])
+        hold = np.zeros(len(ev), bool)
+        hold[sel[holdout_mask(user_codes[sel], ts[sel], 0.2)]] = True
+        keep = ~hold
+        order = np.flatnonzero(keep)[np.argsort(user_codes[keep], kind="stable")]
+        n_users = len(self.user_ids_)
+        counts = np.bincount(user_codes[order], minlength=n_users)
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        means, _ = decayed_user_means(uvecs[ev_vec_code[order]], offsets, ts[order], w[order],
+                                      half_life_days=float(self.half_life_days))
+        kept = keep[sel]
+        n_items = len(items)
+        seen = set((user_codes[sel][kept] * n_items + irow[kept]).tolist())
+        tk = user_codes[sel][~kept] * n_items + irow[~kept]
+        tk = np.unique(tk[~np.isin(tk, list(seen))])
+        if not len(tk):
+            return None
+        k, self.segment_use_by_k_ = choose_n_segments_by_use(
+            _unit(means), user_codes[sel][kept], irow[kept], tk // n_items, tk % n_items,
+            n_items, cfg, device=self.device)
+        return k
 
     def _set_segment_distance(self, *, baseline: bool):
         """Mean cosine distance of users to their segment's centroid (noise left out)."""

@@ -190,6 +190,33 @@ def segment_popularity_recall(labels, kept_user, kept_item, truth_user, truth_it
     return float(np.mean(recalls)) if recalls else 0.0
 
 
+def choose_n_segments_by_use(inner_vectors: np.ndarray, kept_user, kept_item, truth_user,
+                             truth_item, n_items: int, config: "SegmentConfig", *,
+                             device=None) -> tuple[int, dict]:
+    """Pick K in :data:`USE_KS` by :func:`segment_popularity_recall` on an inner temporal
+    split: segments fitted (K-means and the config's merging, as ``fit_segments``) on user
+    vectors built from each user's earlier events only (``inner_vectors``), popularity from
+    those earlier (user, item) pairs, recall of the users' latest held-out items. The best
+    recall wins, the smaller K on a tie (4 decimals). Returns ``(k, {k: recall})``."""
+    from dataclasses import replace
+
+    n = len(inner_vectors)
+    scores: dict[int, float] = {}
+    for k in USE_KS:
+        if k >= n:
+            break
+        labels, _, _, _ = fit_segments(inner_vectors, replace(config, n_segments=int(k)),
+                                       device=device)
+        scores[k] = segment_popularity_recall(labels, kept_user, kept_item, truth_user,
+                                              truth_item, n_items)
+    if not scores:
+        return 1, {}
+    best = max(scores, key=lambda k: (round(scores[k], 4), -k))
+    logger.info("n_segments='auto': chose K=%d (inner segment-popularity recall@10 %.4f) "
+                "from %s", best, scores[best], {k: round(v, 4) for k, v in scores.items()})
+    return best, scores
+
+
 def soft_features(vectors: np.ndarray, centroids: np.ndarray, temperature: float) -> np.ndarray:
     """Softmax over cosine(user, centroid) / temperature, shape (n_users, K), rows sum to 1."""
     sims = _unit(vectors) @ _unit(centroids).T
