@@ -166,7 +166,9 @@ def _demo_fit(n_users: int, seed: int, progress: bool, out):
           f"{engine.timings_['encode_s']:.1f} s", file=out)
 
     summary = engine.segment_summary().sort_values("size", ascending=False)
-    print(f"\nsegments found: {engine.n_segments_} (n_segments='auto', silhouette)", file=out)
+    rule = {"use": "K by inner-split segment-popularity recall",
+            "silhouette": "K by silhouette"}.get(engine.n_segments_rule_, engine.n_segments_rule_)
+    print(f"\nsegments found: {engine.n_segments_} (n_segments='auto': {rule})", file=out)
     for row in summary.itertuples():
         print(f"  segment {row.segment:>2}  {row.size:>4} users  {row.keywords}", file=out)
 

@@ -69,6 +69,10 @@ def _check_same_id_type(column: str, new: pd.Series, known: pd.Index, where: str
             f"engine was fitted with {type(b).__name__} ids ({b!r}); cast them to the same type")
 
 
+# n_segments="auto" by usefulness: users sampled (seeded) for the inner split when more
+_USE_SAMPLE = 20_000
+
+
 class InterestEngine:
     """Users' texts to interest vectors, segments and recommendations.
 
@@ -80,8 +84,13 @@ class InterestEngine:
         Half-life of the exponential time decay applied to a user's events: an event this
         many days older than the reference time weighs half as much.
     n_segments : int or "auto", default "auto"
-        Number of user segments (``segmenter="kmeans"``); ``"auto"`` picks K by cosine
-        silhouette on a sample.
+        Number of user segments (``segmenter="kmeans"``). ``"auto"`` picks K for what
+        segments are for when the events name items: K in 2, 3, 4, 6, ..., 48, 64 by how
+        well each user's segment's most popular items predict the user's next items on an
+        inner temporal split of the training events (each user's latest 20% held out), the
+        smallest K within one standard error of the best
+        (:func:`interestflow.segments.choose_n_segments_by_use`); without items, by cosine
+        silhouette on a sample. ``n_segments_rule_`` says which rule ran.
     segmenter : {"kmeans", "hdbscan"}, default "kmeans"
         ``"hdbscan"`` finds the number of segments from density and reports users in no
         dense region as segment ``-1`` (noise); see :class:`interestflow.segments.SegmentConfig`.
@@ -290,6 +299,16 @@ class InterestEngine:
         # segments
         t = time.perf_counter()
         cfg = self._segment_config()
+        self.segment_use_by_k_ = {}
+        self.n_segments_rule_ = ("fixed" if self.n_segments != "auto" else
+                                 "hdbscan" if self.segmenter == "hdbscan" else "silhouette")
+        if (self.segmenter == "kmeans" and self.n_segments == "auto"
+                and "item_id" in ev.columns and ev["item_id"].notna().any()):
+            k_use = self._choose_k_by_use(ev, uvecs, ev_vec_code, user_codes, ts, w, cfg)
+            if k_use is not None:
+                from dataclasses import replace as _replace
+                cfg = _replace(cfg, n_segments=int(k_use))
+                self.n_segments_rule_ = "use"
         labels, centroids, k, sil = fit_segments(self.user_vectors_, cfg, device=self.device)
         self.segments_ = labels
         self.segment_centroids_ = centroids
@@ -350,7 +369,9 @@ class InterestEngine:
         mean cosine distance of users to their segment's centroid (``segment_distance_``, the
         K-means objective) since the segments were last fitted (``segment_distance_fit_``),
         exceeds ``drift_threshold``. A refit re-chooses K by silhouette (``n_segments="auto"``;
-        a fixed ``n_segments`` is used as it is now), warm-starting K-means from the current
+        when fit chose K by usefulness, which needs the events, silhouette may only raise
+        it: users of a new interest arrived; a fixed ``n_segments`` is used as it is now),
+        warm-starting K-means from the current
         centroids when K is unchanged, then maps the new segments to the old ids by optimal
         matching of centroids and members (:func:`interestflow.dynamics.match_segments`, the
         tracker's matching): a matched segment keeps its id and keywords, a new segment gets a
@@ -689,7 +710,14 @@ class InterestEngine:
         old_labels, old_cents = self.segments_, self.segment_centroids_
         k_old = len(old_cents)
         if self.segmenter == "kmeans":
-            if self.n_segments == "auto":
+            if self.n_segments == "auto" and getattr(self, "n_segments_rule_", "") == "use":
+                # the usefulness rule needs the events (not kept): K may grow by silhouette
+                # (users of a new interest arrived) but not fall below the chosen K
+                k, self.silhouette_by_k_ = choose_n_segments(
+                    U, replace(cfg, k_min=max(int(cfg.k_min), k_old),
+                               k_max=None if cfg.k_max is None else max(cfg.k_max, k_old)),
+                    device=self.device)
+            elif self.n_segments == "auto":
                 k, self.silhouette_by_k_ = choose_n_segments(U, cfg, device=self.device)
             else:
                 k = int(self.n_segments)
@@ -734,6 +762,48 @@ class InterestEngine:
                     len(match) - len(moved),
                     f", {len(moved)} matched one moved to a free id" if moved else "",
                     len(fresh))
+
+    def _choose_k_by_use(self, ev, uvecs, ev_vec_code, user_codes, ts, w, cfg):
+        """K for ``n_segments="auto"`` by usefulness (see
+        :func:`interestflow.segments.choose_n_segments_by_use`): each user's latest 20% of
+        the events with an item held out, user vectors from the rest; over a seeded sample
+        of ``_USE_SAMPLE`` users when there are more. None when no user has a held-out item
+        it had not seen before."""
+        from .interests import decayed_user_means
+        from .recommend import holdout_mask
+        from .segments import choose_n_segments_by_use
+
+        n_users = len(self.user_ids_)
+        if n_users > _USE_SAMPLE:  # a seeded sample of users (and all their events)
+            pick = np.random.default_rng(int(self.random_state)).choice(
+                n_users, _USE_SAMPLE, replace=False)
+            recode = np.full(n_users, -1, np.int64)
+            recode[np.sort(pick)] = np.arange(_USE_SAMPLE)
+            user_codes = recode[user_codes]
+            n_users = _USE_SAMPLE
+        has_item = ev["item_id"].notna().to_numpy() & (user_codes >= 0)
+        sel = np.flatnonzero(has_item)
+        items = pd.Index(ev["item_id"].iloc[sel].unique())
+        irow = items.get_indexer(ev["item_id"].iloc[sel])
+        hold = np.zeros(len(ev), bool)
+        hold[sel[holdout_mask(user_codes[sel], ts[sel], 0.2)]] = True
+        keep = ~hold & (user_codes >= 0)
+        order = np.flatnonzero(keep)[np.argsort(user_codes[keep], kind="stable")]
+        counts = np.bincount(user_codes[order], minlength=n_users)
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        means, _ = decayed_user_means(uvecs[ev_vec_code[order]], offsets, ts[order], w[order],
+                                      half_life_days=float(self.half_life_days))
+        kept = keep[sel]
+        n_items = len(items)
+        seen = set((user_codes[sel][kept] * n_items + irow[kept]).tolist())
+        tk = user_codes[sel][~kept] * n_items + irow[~kept]
+        tk = np.unique(tk[~np.isin(tk, list(seen))])
+        if not len(tk):
+            return None
+        k, self.segment_use_by_k_ = choose_n_segments_by_use(
+            _unit(means), user_codes[sel][kept], irow[kept], tk // n_items, tk % n_items,
+            n_items, cfg, device=self.device)
+        return k
 
     def _set_segment_distance(self, *, baseline: bool):
         """Mean cosine distance of users to their segment's centroid (noise left out)."""

@@ -264,6 +264,10 @@ def save_engine(engine, path: Path) -> Path:
         "n_events_": int(engine.n_events_),
         "segment_keywords_": {str(k): v for k, v in engine.segment_keywords_.items()},
         "silhouette_by_k_": {str(k): v for k, v in engine.silhouette_by_k_.items()},
+        # which rule chose K, and the inner-split recall per K (absent in older saves)
+        "n_segments_rule_": getattr(engine, "n_segments_rule_", None),
+        "segment_use_by_k_": {str(k): v for k, v in
+                              getattr(engine, "segment_use_by_k_", {}).items()},
         # partial_fit's segment drift: now and at the last segment fit (absent in older saves)
         "segment_distance_": getattr(engine, "segment_distance_", None),
         "segment_distance_fit_": getattr(engine, "segment_distance_fit_", None),
@@ -544,6 +548,10 @@ def load_engine(cls, path: Path, *, encoder=None, verify_hashes: bool = True):
     engine.n_events_ = int(meta["n_events_"])
     engine.segment_keywords_ = meta["segment_keywords_"]
     engine.silhouette_by_k_ = meta["silhouette_by_k_"]
+    if meta.get("n_segments_rule_") is not None:
+        engine.n_segments_rule_ = str(meta["n_segments_rule_"])
+    engine.segment_use_by_k_ = {int(k): float(v) for k, v in
+                                (meta.get("segment_use_by_k_") or {}).items()}
     engine.segment_distance_ = meta.get("segment_distance_")
     engine.segment_distance_fit_ = meta.get("segment_distance_fit_")
     rec_state = {k[len(_REC_PREFIX):]: v for k, v in tensors.items() if k.startswith(_REC_PREFIX)}
