@@ -108,7 +108,7 @@ __all__ = ["SegmentTracker", "cluster_users", "match_segments", "update_segments
 
 #: Tables written by :meth:`SegmentTracker.to_run_dir`, in ``RUN_DIR/tracking/<name>.parquet``.
 TRACKING_TABLES = ("snapshots", "assignments", "lifecycle", "lifecycle_candidates",
-                   "transitions", "map")
+                   "transitions", "map", "trends")
 _WINDOWS = ("tumbling", "sliding")
 _EVENT_ORDER = {"appear": 0, "vanish": 1, "split": 2, "merge": 3, "drift": 4}
 # A fresh k-means++ solution replaces the warm-started one only when its inertia is this much
@@ -170,6 +170,10 @@ def tracking_schemas():
             ("segments_to", ids), ("value", pa.float64()), ("p_value", pa.float64()),
             ("stability", pa.float64()), ("detail", pa.string()), ("reported", pa.bool_()),
             ("reason", pa.string())]),
+        "trends": pa.schema([("snapshot", pa.int32()), ("segment_id", pa.int64()),
+                             ("kind", pa.string()), ("key", pa.string()),
+                             ("share", pa.float64()), ("previous_share", pa.float64()),
+                             ("n_users", pa.int64()), ("p_value", pa.float64())]),
         "transitions": pa.schema([("snapshot", pa.int32()), ("from_segment", pa.int64()),
                                   ("to_segment", pa.int64()), ("n_users", pa.int64())]),
         "map": pa.schema([("snapshot", pa.int32()), ("user_id", pa.string()),
@@ -606,6 +610,12 @@ class SegmentTracker:
     snapshots_, assignments_, lifecycle_, transitions_, map_ : pandas.DataFrame
         The tracking tables (schemas: :func:`tracking_schemas`). ``lifecycle_`` holds the
         reported (significant, not transient) events.
+    trends_ : pandas.DataFrame
+        Items (``item_ids`` given) and keywords (``texts`` given) whose share of a segment's
+        users rose significantly since the previous snapshot: ``snapshot, segment_id, kind
+        ("item" / "keyword"), key, share, previous_share, n_users, p_value`` (see
+        :mod:`interestflow.trends`; at most ``n_keywords`` per segment, snapshot and kind,
+        p-values at most ``max_p_value``).
     dropped_windows_ : list of dict
         Windows left out by ``min_coverage``: ``window_start, window_end, coverage,
         n_events``.
@@ -737,7 +747,7 @@ class SegmentTracker:
         return off, length
 
     # ---------------------------------------------------------------------------- fit
-    def fit(self, event_vectors, user_ids, ts, weights=None, texts=None):
+    def fit(self, event_vectors, user_ids, ts, weights=None, texts=None, item_ids=None):
         """Build snapshots, cluster them, match ids and detect lifecycle events.
 
         Parameters
@@ -751,13 +761,18 @@ class SegmentTracker:
         weights : array-like, shape (n_events,), optional
             Non-negative event weights; default 1.
         texts : sequence of str, length n_events, optional
-            Event texts; when given, segments get keywords and representative texts.
+            Event texts; when given, segments get keywords and representative texts, and
+            ``trends_`` the keywords rising inside segments.
+        item_ids : array-like, shape (n_events,), optional
+            Item of each event (null: none); when given, ``trends_`` holds the items rising
+            inside segments.
 
         Returns
         -------
         self
         """
         t_total = time.perf_counter()
+        item_codes, item_names = _item_codes(item_ids, len(event_vectors))
         offset, length = self._check_params()
         vec, codes, users, ts_ns, w, texts = self._check_inputs(event_vectors, user_ids, ts,
                                                                 weights, texts)
@@ -770,8 +785,51 @@ class SegmentTracker:
         snaps, events, rows_win, self._drift_scores = self._run(vec, codes, ts_ns, w, starts,
                                                                 ends)
         self._tables(snaps, events, rows_win, users, vec, codes, ts_ns, texts)
+        tic = time.perf_counter()
+        self.trends_ = self._trends(snaps, texts, item_codes, item_names)
+        self.timings_["trends_s"] = time.perf_counter() - tic
         self.timings_["total_s"] = time.perf_counter() - t_total
         return self
+
+    def _trends(self, snaps, texts, item_codes, item_names) -> pd.DataFrame:
+        """Items and keywords rising inside segments (:mod:`interestflow.trends`)."""
+        from .labels import term_presence
+        from .trends import TREND_COLUMNS, empty_trends, rising_keys
+
+        keyed = []
+        if item_codes is not None:
+            keyed.append(("item", item_codes, None, item_names))
+        if texts is not None:
+            x, terms = term_presence(texts)
+            if x.shape[1]:
+                keyed.append(("keyword", None, x, terms))
+        rows = []
+        for kind, codes, x, names in keyed:
+            pairs = []
+            for s in snaps:  # distinct (user row, key) pairs of each window
+                if codes is not None:
+                    k = codes[s["rows"]]
+                    p = np.stack([s["row_user"], k], axis=1)[k >= 0]
+                else:
+                    sub = x[s["rows"]].tocoo()
+                    p = np.stack([s["row_user"][sub.row], sub.col], axis=1)
+                pairs.append(np.unique(p.reshape(-1, 2), axis=0))
+            for a, b, pa_, pb in zip(snaps, snaps[1:], pairs, pairs[1:]):
+                if not len(a["users"]) or not len(b["users"]):
+                    continue
+                found = rising_keys(a["ids"][a["labels"]], pa_, b["ids"][b["labels"]], pb,
+                                    len(names), max_p_value=float(self.max_p_value),
+                                    top_n=int(self.n_keywords))
+                rows += [(b["t"], sid, kind, str(names[key]), sh, before, n, p)
+                         for sid, key, sh, before, n, p in found]
+        if not rows:
+            return empty_trends()
+        df = pd.DataFrame(rows, columns=list(TREND_COLUMNS))
+        df["snapshot"] = df["snapshot"].astype(np.int32)
+        df["segment_id"] = df["segment_id"].astype(np.int64)
+        df["n_users"] = df["n_users"].astype(np.int64)
+        return df.sort_values(["snapshot", "segment_id", "kind", "p_value"],
+                              kind="stable").reset_index(drop=True)
 
     def _whole_windows(self, ts_ns, starts, ends):
         """Drop a leading or trailing window that the data covers less than
@@ -1233,7 +1291,7 @@ class SegmentTracker:
         return {"snapshots": self.snapshots_, "assignments": self.assignments_,
                 "lifecycle": self.lifecycle_,
                 "lifecycle_candidates": self.lifecycle_candidates_,
-                "transitions": self.transitions_,
+                "transitions": self.transitions_, "trends": self.trends_,
                 "map": self.map_}
 
     def to_run_dir(self, path):
@@ -1259,6 +1317,20 @@ class SegmentTracker:
             table = pa.Table.from_pandas(df, schema=schemas[name], preserve_index=False)
             write_parquet(table, out / f"{name}.parquet")
         return out
+
+
+def _item_codes(item_ids, n):
+    """``(codes (n,) int64, -1 for null, names)`` or ``(None, None)``."""
+    if item_ids is None:
+        return None, None
+    if isinstance(item_ids, (str, bytes)):
+        raise TypeError("item_ids must be a sequence of ids (one per event), not a string")
+    arr = pd.Series(np.asarray(item_ids, dtype=object))
+    if len(arr) != n:
+        raise ValueError(f"item_ids has {len(arr)} entries but event_vectors has {n} rows; "
+                         "pass one item id (or null) per event")
+    codes, names = pd.factorize(arr.astype(object).where(arr.notna(), None), sort=False)
+    return codes.astype(np.int64), np.asarray(names, dtype=object)
 
 
 def _with_nearest(snap, row) -> list:

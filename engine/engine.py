@@ -612,7 +612,8 @@ class InterestEngine:
         tracker = SegmentTracker(**params)
         vecs, codes = self._encode_unique(ev["text"])
         tracker.fit(vecs[codes], ev["user_id"].to_numpy(), ev["ts"].to_numpy(np.float64),
-                    weights=ev["weight"].to_numpy(np.float64), texts=ev["text"].tolist())
+                    weights=ev["weight"].to_numpy(np.float64), texts=ev["text"].tolist(),
+                    item_ids=ev["item_id"].to_numpy(object) if "item_id" in ev.columns else None)
         return tracker
 
     def _partial_items(self, ev, it, uvecs, codes, w):

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["detect_language", "representative_texts", "segment_keywords"]
+__all__ = ["detect_language", "representative_texts", "segment_keywords", "term_presence"]
 
 # CJK Unified Ideographs (+ extension A, compatibility), kana and hangul syllables.
 _CJK_CLASS = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af"
@@ -113,6 +113,43 @@ def _check_labels(labels, n: int) -> np.ndarray:
     return arr.astype(np.int64, copy=False)
 
 
+def _vectorizer(texts, stop_words, ngram_range, min_df, language, binary=False):
+    """The term counter of :func:`segment_keywords` (CJK character bigrams or Latin words)."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
+
+    if language == "auto":
+        language = detect_language(texts)
+    if language == "cjk":
+        if stop_words is None:
+            stop, skip_fn = None, False
+        elif isinstance(stop_words, str):
+            stop, skip_fn = frozenset(ENGLISH_STOP_WORDS), True
+        else:
+            stop, skip_fn = frozenset(w.lower() for w in stop_words), True
+        return CountVectorizer(analyzer=_cjk_analyzer(stop, skip_fn), min_df=min_df,
+                               binary=binary)
+    sw = stop_words if stop_words is None or isinstance(stop_words, str) else list(stop_words)
+    return CountVectorizer(stop_words=sw, ngram_range=tuple(ngram_range), min_df=min_df,
+                           binary=binary)
+
+
+def term_presence(texts: Sequence[str], *, min_df=2):
+    """Which terms each text uses: ``(X, terms)``, ``X`` a binary CSR matrix (n_texts,
+    n_terms) with the terms :func:`segment_keywords` counts (English stop words dropped; CJK
+    character bigrams for CJK text), kept when at least ``min_df`` texts use them. No term
+    at all gives an empty matrix.
+    """
+    from scipy import sparse
+
+    texts = _check_texts(texts)
+    vec = _vectorizer(texts, "english", (1, 1), min_df, "auto", binary=True)
+    try:
+        x = vec.fit_transform(texts).tocsr()
+    except ValueError:  # empty vocabulary
+        return sparse.csr_matrix((len(texts), 0), dtype=np.int64), np.zeros(0, dtype=object)
+    return x, vec.get_feature_names_out()
+
+
 def segment_keywords(
     texts: Sequence[str],
     labels,
@@ -169,7 +206,6 @@ def segment_keywords(
     ('espresso', 'monstera')
     """
     from scipy import sparse
-    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
 
     texts = _check_texts(texts)
     if len(texts) == 0:
@@ -188,20 +224,7 @@ def segment_keywords(
     if isinstance(stop_words, str) and stop_words != "english":
         raise ValueError(f"stop_words={stop_words!r} is not supported; pass 'english', None "
                          "or a list of words")
-    if language == "auto":
-        language = detect_language(texts)
-
-    if language == "cjk":
-        if stop_words is None:
-            stop, skip_fn = None, False
-        elif isinstance(stop_words, str):
-            stop, skip_fn = frozenset(ENGLISH_STOP_WORDS), True
-        else:
-            stop, skip_fn = frozenset(w.lower() for w in stop_words), True
-        vec = CountVectorizer(analyzer=_cjk_analyzer(stop, skip_fn), min_df=min_df)
-    else:
-        sw = stop_words if stop_words is None or isinstance(stop_words, str) else list(stop_words)
-        vec = CountVectorizer(stop_words=sw, ngram_range=tuple(ngram_range), min_df=min_df)
+    vec = _vectorizer(texts, stop_words, ngram_range, min_df, language)
     try:
         x = vec.fit_transform(texts)
     except ValueError as exc:

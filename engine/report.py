@@ -17,8 +17,12 @@ Run-directory schema (columns that the report reads)::
                                   keywords, representative_texts
     tracking/assignments.parquet  snapshot, user_id, segment_id (-1 = noise)
     tracking/lifecycle.parquet    snapshot, event, segments_from, segments_to, value, detail
+                                  [, p_value, stability]
     tracking/transitions.parquet  snapshot (the later one), from_segment, to_segment, n_users
     tracking/map.parquet          snapshot, user_id, x, y
+    tracking/lifecycle_candidates.parquet   optional: snapshot, event, reported, reason
+    tracking/trends.parquet       optional: snapshot, segment_id, kind, key, share,
+                                  previous_share, n_users, p_value
 
 Without a ``tracking/`` folder the report shows the static segments (map by a principal-
 component projection of the user vectors, sizes, keywords) and says that tracking was not
@@ -73,6 +77,8 @@ class _Tracking:
     lifecycle: pd.DataFrame
     transitions: pd.DataFrame
     map: pd.DataFrame
+    candidates: pd.DataFrame | None  # every candidate event (optional file)
+    trends: pd.DataFrame | None  # rising items / keywords (optional file)
     order: list  # snapshot numbers, ascending
     labels: dict  # snapshot -> "t3 · 2024-03-01 – 2024-03-08"
 
@@ -259,7 +265,22 @@ def _load_tracking(run_dir: Path) -> _Tracking:
     first = snaps.drop_duplicates("snapshot").set_index("snapshot").loc[order]
     starts, ends = _fmt_times(first["window_start"]), _fmt_times(first["window_end"])
     labels = {t: f"t{t} · {a} – {b}" for t, a, b in zip(order, starts, ends)}
-    return _Tracking(snaps, asg, life, trans, mp, order, labels)
+    cand = trends = None
+    cand_rel, trend_rel = "tracking/lifecycle_candidates.parquet", "tracking/trends.parquet"
+    if (run_dir / cand_rel).is_file():
+        cand = _read_table(run_dir, cand_rel, ["snapshot", "event", "reported", "reason"])
+    if (run_dir / trend_rel).is_file():
+        trends = _read_table(run_dir, trend_rel, ["snapshot", "segment_id", "kind", "key",
+                                                  "share", "previous_share", "n_users",
+                                                  "p_value"])
+        for col in ("snapshot", "segment_id", "n_users"):
+            _check_int(trends, col, trend_rel)
+        for col in ("share", "previous_share", "p_value"):
+            _check_float(trends, col, trend_rel)
+    for col in ("p_value", "stability"):
+        if col in life.columns:
+            _check_float(life, col, life_rel, allow_nan=True)
+    return _Tracking(snaps, asg, life, trans, mp, cand, trends, order, labels)
 
 
 def _load_run(run_dir) -> _Run:
@@ -804,6 +825,39 @@ def _sample(df: pd.DataFrame, cap: int) -> pd.DataFrame:
         columns="_k")
 
 
+def _trends_section(tr: "_Tracking", colors) -> str:
+    """Rising items / keywords per snapshot and segment (tracking/trends.parquet)."""
+    if tr.trends is None:
+        return ('<p class="note">This run directory has no tracking/trends.parquet (run '
+                'directories written before trends were tracked lack it): no trends to '
+                'show.</p>')
+    t = tr.trends
+    note = ('<p class="note">Items and keywords whose share of a segment\'s users rose '
+            'significantly since the previous snapshot (tracking/trends.parquet: one-sided '
+            'binomial p-value against the previous share, Bonferroni over the keys tested). '
+            'Share = users of the segment who used it in that window.</p>')
+    if not len(t):
+        return note + '<p class="note" id="no-trends">Nothing rose significantly.</p>'
+    blocks = []
+    for snap in sorted(t["snapshot"].unique(), reverse=True):
+        rows = t[t["snapshot"] == snap].sort_values(["segment_id", "kind", "p_value"],
+                                                    kind="stable")
+        body = "".join(
+            f'<tr><td class="nw"><span class="sw" style="background:'
+            f'{colors.get(int(r.segment_id), "#999")}"></span>{_esc(_seg_name(r.segment_id))}'
+            f'</td><td>{_esc(r.kind)}</td><td class="wrap">{_esc(r.key)}</td>'
+            f'<td class="num">{100 * r.previous_share:.0f}% → {100 * r.share:.0f}%</td>'
+            f'<td class="num">{int(r.n_users):,}</td><td class="num">{r.p_value:.2g}</td></tr>'
+            for r in rows.itertuples(index=False))
+        opened = " open" if snap == t["snapshot"].max() else ""
+        label = tr.labels.get(int(snap), f"t{snap}")
+        blocks.append(f"<details{opened}><summary>{_esc(label)} · {len(rows)} rising</summary>"
+                      "<table><tr><th>segment</th><th>kind</th><th>item / keyword</th>"
+                      "<th>share</th><th>users</th><th>p-value</th></tr>"
+                      f"{body}</table></details>")
+    return note + "".join(blocks)
+
+
 def render_report(run_dir, *, title: str | None = None, max_map_points: int = 2000) -> str:
     """The report of ``run_dir`` as one HTML string (see :func:`write_report`)."""
     if isinstance(max_map_points, bool) or not isinstance(max_map_points, (int, np.integer)):
@@ -904,6 +958,18 @@ def render_report(run_dir, *, title: str | None = None, max_map_points: int = 20
 
         # --- lifecycle
         life = tr.lifecycle.sort_values(["snapshot", "event"], kind="stable")
+        has_sig = "p_value" in life.columns and "stability" in life.columns
+        # the table: most significant first (smallest p-value, then highest stability)
+        table_rows = (life.assign(_p=life["p_value"].fillna(1.0),
+                                  _s=-life["stability"].fillna(0.0))
+                      .sort_values(["_p", "_s", "snapshot"], kind="stable")
+                      if has_sig else life)
+
+        def sig_cells(r):
+            if not has_sig:
+                return ""
+            return "".join(f'<td class="num">{"–" if pd.isna(v) else f"{v:.2g}"}</td>'
+                           for v in (r.p_value, r.stability))
         grey = 'fill="#ccc" class="ev"'
         shapes = "".join(
             f'<span class="item"><svg width="18" height="18" viewBox="0 0 18 18">'
@@ -914,19 +980,38 @@ def render_report(run_dir, *, title: str | None = None, max_map_points: int = 20
             f"<td>{_esc(', '.join(map(_seg_name, r.segments_from)) or '–')}</td>"
             f"<td>{_esc(', '.join(map(_seg_name, r.segments_to)) or '–')}</td>"
             f"<td class=\"num\">{'' if pd.isna(r.value) else f'{r.value:.3f}'}</td>"
-            f'<td class="wrap">{_esc(r.detail)}</td></tr>' for r in life.itertuples(index=False))
+            + sig_cells(r) +
+            f'<td class="wrap">{_esc(r.detail)}</td></tr>'
+            for r in table_rows.itertuples(index=False))
+        sig_head = "<th>p-value</th><th>stability</th>" if has_sig else ""
         table = (f"<table><tr><th>snapshot</th><th>event</th><th>from</th><th>to</th>"
-                 f"<th>value</th><th>detail</th></tr>{rows}</table>" if len(life) else
-                 '<p class="note" id="no-events">No lifecycle events were detected.</p>')
+                 f"<th>value</th>{sig_head}<th>detail</th></tr>{rows}</table>" if len(life)
+                 else '<p class="note" id="no-events">No lifecycle events were detected.</p>')
         counts = life["event"].value_counts()
+        left_out = ""
+        if tr.candidates is not None:
+            out = tr.candidates[~tr.candidates["reported"].astype(bool)]
+            why = out["reason"].astype(str).str.split(":").str[0].value_counts()
+            left_out = (f' {len(out):,} candidate events were not reported (' + _esc(
+                ", ".join(f"{k}: {int(v)}" for k, v in why.items())) + '; all of them, with '
+                'their reasons, are in tracking/lifecycle_candidates.parquet).'
+                if len(out) else " No candidate event was left out.")
         sections.append(("lifecycle", "Lifecycle events",
                          '<p class="note">Events in tracking/lifecycle.parquet at the snapshot '
                          'where they are observed; marker shape = kind, colour = segment. Hover '
                          'a marker for details. Counts: '
                          + _esc(", ".join(f"{k} {int(counts.get(k, 0))}"
-                                          for k in LIFECYCLE_EVENTS)) + ".</p>"
+                                          for k in LIFECYCLE_EVENTS)) + "."
+                         + (" Reported are the events that pass the significance tests "
+                            "(stability over re-clustered half-samples, a p-value that the "
+                            "segments involved are new or gone, no flip-flop within 2 "
+                            "snapshots); the table lists the most significant first."
+                            if has_sig else "") + left_out + "</p>"
                          + f'<div class="legend shapes">{shapes}</div>'
                          + _svg_timeline(tr.order, tr.labels, short, life, colors) + table))
+
+        # --- trending inside segments
+        sections.append(("trends", "Trending inside segments", _trends_section(tr, colors)))
 
         # --- keywords per snapshot
         blocks = []
@@ -988,6 +1073,7 @@ def render_report(run_dir, *, title: str | None = None, max_map_points: int = 20
                          + _svg_static_sizes(sizes, colors)))
         sections.append(("transitions", "Transitions between snapshots", not_run))
         sections.append(("lifecycle", "Lifecycle events", not_run))
+        sections.append(("trends", "Trending inside segments", not_run))
         texts = "representative_texts" in seg.columns
         rows = [(int(r.segment), int(r.size), list(r.keywords),
                  list(r.representative_texts) if texts else None)

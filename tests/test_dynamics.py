@@ -622,3 +622,39 @@ def test_the_only_segment_of_a_snapshot_is_not_reported_vanishing():
     assert van["p_value"].iloc[0] < 1e-6
     assert van["reason"].iloc[0].startswith("alone in its snapshot")
     assert "vanish" not in tr.lifecycle_["event"].tolist()
+
+
+def test_trends_name_the_item_and_keyword_rising_inside_a_segment():
+    top = _topics(2)
+    s = _Stream(per_window=2)
+    a, b = _users("a", 30), _users("b", 30)
+    for w in range(3):
+        s.add(w, a, top[0])
+        s.add(w, b, top[1])
+    v, u, t = s.arrays()
+    win = (t // (30 * DAY)).astype(int)
+    rng = np.random.default_rng(1)
+    items = np.array([f"i{rng.integers(20)}" for _ in range(len(u))], dtype=object)
+    texts = np.array(["plain words here"] * len(u), dtype=object)
+    # in window 2, 20 of a's 30 users buy item "hot" and write about "theremin"
+    first = {}
+    for r in range(len(u)):
+        if win[r] == 2 and u[r].startswith("a") and int(u[r][1:]) < 20 and u[r] not in first:
+            first[u[r]] = r
+    for r in first.values():
+        items[r], texts[r] = "hot", "my new theremin"
+    items[np.flatnonzero((win == 0) & (u == "a00"))[0]] = "hot"   # one early buyer
+    items[np.flatnonzero(win == 1)[:3]] = None                     # events without an item
+    tr = SegmentTracker(random_state=0).fit(v, u, t, texts=list(texts), item_ids=items)
+    seg_a = _id_of(tr, 2, "a00")
+    got = tr.trends_
+    assert set(got["segment_id"]) == {seg_a} and set(got["snapshot"]) == {2}
+    row = got[(got["kind"] == "item")].iloc[0]
+    assert row["key"] == "hot" and row["share"] == pytest.approx(20 / 30)
+    assert row["previous_share"] == 0.0 and row["n_users"] == 20 and row["p_value"] < 1e-6
+    words = got[got["kind"] == "keyword"]["key"].tolist()
+    assert "theremin" in words and "plain" not in words
+    assert len(got[got["kind"] == "item"]) == 1          # random items do not "rise"
+    # the table is written with the others
+    assert "trends" in tr.tables() and list(got.columns) == [
+        f.name for f in tracking_schemas()["trends"]]

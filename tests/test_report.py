@@ -2,6 +2,7 @@
 
 import base64
 import hashlib
+import html
 import json
 import os
 import re
@@ -19,7 +20,7 @@ from interestflow.report import LIFECYCLE_EVENTS, _sample, render_report, write_
 EVIL = "<script>alert('xss')</script>"
 EVIL_ATTR = '"><img src=x onerror=alert(1)>'
 CHINESE = ["电影", "剧情", "演员"]
-SECTIONS = ("map", "sizes", "transitions", "lifecycle", "keywords")
+SECTIONS = ("map", "sizes", "transitions", "lifecycle", "trends", "keywords")
 T = 4
 
 
@@ -253,7 +254,7 @@ def test_report_without_tracking_shows_static_segments(tmp_path):
     tables = make_run_dir(d, tracking=False)
     text = write_report(d).read_text(encoding="utf-8")  # default output path
     assert (d / "report.html").is_file()
-    assert text.count("Tracking was not run") == 4  # map, sizes, transitions, lifecycle
+    assert text.count("Tracking was not run") == 5  # map, sizes, transitions, lifecycle, trends
     for sid in SECTIONS:
         assert f'<section id="{sid}">' in text
     groups = _snapshot_groups(text)
@@ -486,3 +487,37 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
     assert check["visible"] == [False] * (T - 1) + [True]
     assert check["after_slide"] == [True] + [False] * (T - 1)
     assert check["label"].startswith("t0 · 2024-01-01")
+
+
+def test_trends_and_significance_are_shown_when_the_tables_have_them(run_dir):
+    d, tables = run_dir
+    tdir = d / "tracking"
+    life = tables["lifecycle"].assign(p_value=[0.5, 0.001, np.nan, 0.02, np.nan],
+                                      stability=[0.7, 0.95, np.nan, 0.8, np.nan])
+    life.to_parquet(tdir / "lifecycle.parquet")
+    pd.DataFrame({"snapshot": np.array([1, 2], np.int32), "event": ["split", "appear"],
+                  "reported": [False, False],
+                  "reason": ["transient: merge at snapshot 2", "not new: p = 0.5 > 0.01"]}
+                 ).to_parquet(tdir / "lifecycle_candidates.parquet")
+    text = render_report(d)
+    assert '<section id="trends">' in text and "no tracking/trends.parquet" in text
+    assert "<th>p-value</th><th>stability</th>" in text
+    # most significant first: the merge (p 0.001) heads the table, the split (0.5) trails
+    rows = re.findall(r"<tr><td class=\"nw\">[^<]*</td><td class=\"nw\">(\w+)</td>", text)
+    assert rows[:2] == ["merge", "vanish"] and rows.index("split") > rows.index("vanish")
+    assert "2 candidate events were not reported (transient: 1, not new: 1" in text
+    trends = pd.DataFrame({
+        "snapshot": np.array([2, 3], np.int32), "segment_id": np.array([1, 0], np.int64),
+        "kind": ["item", "keyword"], "key": ["i0042", EVIL], "share": [0.4, 0.3],
+        "previous_share": [0.05, 0.0], "n_users": np.array([8, 6], np.int64),
+        "p_value": [1e-5, 0.003]})
+    trends.to_parquet(tdir / "trends.parquet")
+    text = render_report(d)
+    sec = re.search(r'<section id="trends">(.*?)</section>', text, flags=re.S).group(1)
+    assert "i0042" in sec and "5% → 40%" in sec and "1e-05" in sec
+    assert EVIL not in sec and html.escape(EVIL, quote=True) in sec
+    assert sec.index("t3") < sec.index("t2")                       # latest snapshot first
+    bad = trends.assign(share=[0.4, np.nan])
+    bad.to_parquet(tdir / "trends.parquet")
+    with pytest.raises(ValueError, match="trends.parquet"):
+        render_report(d)
