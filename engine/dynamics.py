@@ -173,7 +173,8 @@ def tracking_schemas():
         "trends": pa.schema([("snapshot", pa.int32()), ("segment_id", pa.int64()),
                              ("kind", pa.string()), ("key", pa.string()),
                              ("share", pa.float64()), ("previous_share", pa.float64()),
-                             ("n_users", pa.int64()), ("p_value", pa.float64())]),
+                             ("n_users", pa.int64()), ("p_value", pa.float64()),
+                             ("label", pa.string())]),
         "transitions": pa.schema([("snapshot", pa.int32()), ("from_segment", pa.int64()),
                                   ("to_segment", pa.int64()), ("n_users", pa.int64())]),
         "map": pa.schema([("snapshot", pa.int32()), ("user_id", pa.string()),
@@ -613,7 +614,8 @@ class SegmentTracker:
     trends_ : pandas.DataFrame
         Items (``item_ids`` given) and keywords (``texts`` given) whose share of a segment's
         users rose significantly since the previous snapshot: ``snapshot, segment_id, kind
-        ("item" / "keyword"), key, share, previous_share, n_users, p_value`` (see
+        ("item" / "keyword"), key, share, previous_share, n_users, p_value, label`` (label:
+        for an item, the text of the first event naming it, clipped; "" for keywords; see
         :mod:`interestflow.trends`; at most ``n_keywords`` per segment, snapshot and kind,
         p-values at most ``max_p_value``).
     dropped_windows_ : list of dict
@@ -796,6 +798,18 @@ class SegmentTracker:
         from .labels import term_presence
         from .trends import TREND_COLUMNS, empty_trends, rising_keys
 
+        first_text = {}
+        if item_codes is not None and texts is not None:  # an item's label: a text naming it
+            has = np.flatnonzero(item_codes >= 0)
+            codes_, at = np.unique(item_codes[has], return_index=True)
+            first_text = {int(c): texts[has[i]] for c, i in zip(codes_, at)}
+
+        def label(kind, key):
+            if kind == "item" and int(key) in first_text:
+                t = " ".join(first_text[int(key)].split())
+                return t if len(t) <= 80 else t[:79] + "…"
+            return ""
+
         keyed = []
         if item_codes is not None:
             keyed.append(("item", item_codes, None, item_names))
@@ -820,11 +834,12 @@ class SegmentTracker:
                 found = rising_keys(a["ids"][a["labels"]], pa_, b["ids"][b["labels"]], pb,
                                     len(names), max_p_value=float(self.max_p_value),
                                     top_n=int(self.n_keywords))
-                rows += [(b["t"], sid, kind, str(names[key]), sh, before, n, p)
-                         for sid, key, sh, before, n, p in found]
+                rows += [(b["t"], sid, kind, str(names[key]), sh, before, n, p,
+                          label(kind, key)) for sid, key, sh, before, n, p in found]
         if not rows:
             return empty_trends()
         df = pd.DataFrame(rows, columns=list(TREND_COLUMNS))
+        df["label"] = df["label"].astype(object)
         df["snapshot"] = df["snapshot"].astype(np.int32)
         df["segment_id"] = df["segment_id"].astype(np.int64)
         df["n_users"] = df["n_users"].astype(np.int64)

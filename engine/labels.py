@@ -136,8 +136,8 @@ def _vectorizer(texts, stop_words, ngram_range, min_df, language, binary=False):
 def term_presence(texts: Sequence[str], *, min_df=2):
     """Which terms each text uses: ``(X, terms)``, ``X`` a binary CSR matrix (n_texts,
     n_terms) with the terms :func:`segment_keywords` counts (English stop words dropped; CJK
-    character bigrams for CJK text), kept when at least ``min_df`` texts use them. No term
-    at all gives an empty matrix.
+    character bigrams for CJK text) but numbers, kept when at least ``min_df`` texts use
+    them. No term at all gives an empty matrix.
     """
     from scipy import sparse
 
@@ -147,7 +147,9 @@ def term_presence(texts: Sequence[str], *, min_df=2):
         x = vec.fit_transform(texts).tocsr()
     except ValueError:  # empty vocabulary
         return sparse.csr_matrix((len(texts), 0), dtype=np.int64), np.zeros(0, dtype=object)
-    return x, vec.get_feature_names_out()
+    terms = vec.get_feature_names_out()
+    words = np.flatnonzero([not t.isdigit() for t in terms])  # numbers (years, sizes) say little
+    return x[:, words], terms[words]
 
 
 def segment_keywords(

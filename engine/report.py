@@ -62,6 +62,10 @@ _PALETTE = (
 _TEXT_CLIP = 400  # characters of one representative text shown
 
 
+#: The transitions diagram draws at most this many (the latest) snapshots.
+_SANKEY_SNAPSHOTS = 12
+
+
 def _esc(value) -> str:
     return html.escape(str(value), quote=True)
 
@@ -845,7 +849,9 @@ def _trends_section(tr: "_Tracking", colors) -> str:
         body = "".join(
             f'<tr><td class="nw"><span class="sw" style="background:'
             f'{colors.get(int(r.segment_id), "#999")}"></span>{_esc(_seg_name(r.segment_id))}'
-            f'</td><td>{_esc(r.kind)}</td><td class="wrap">{_esc(r.key)}</td>'
+            f'</td><td>{_esc(r.kind)}</td><td class="wrap">{_esc(r.key)}'
+            + (f'<br><span class="note">{_esc(r.label)}</span>'
+               if getattr(r, "label", "") and r.label != r.key else "") + '</td>'
             f'<td class="num">{100 * r.previous_share:.0f}% → {100 * r.share:.0f}%</td>'
             f'<td class="num">{int(r.n_users):,}</td><td class="num">{r.p_value:.2g}</td></tr>'
             for r in rows.itertuples(index=False))
@@ -948,10 +954,19 @@ def render_report(run_dir, *, title: str | None = None, max_map_points: int = 20
 
         # --- transitions
         if len(tr.order) > 1:
+            shown_t = tr.order[-_SANKEY_SNAPSHOTS:]
+            cut = ""
+            if len(shown_t) < len(tr.order):
+                cut = (f'<p class="note warn" id="sankey-cut-note">The last '
+                       f'{len(shown_t)} of {len(tr.order)} snapshots are drawn (more columns '
+                       'would not be readable); every transition is in '
+                       'tracking/transitions.parquet.</p>')
             body = ('<p class="note">Users moving between consecutive snapshots '
                     '(tracking/transitions.parquet). Node "noise" = users absent or unassigned '
-                    'at that snapshot. Hover a band for the count.</p>'
-                    + _svg_sankey(tr.order, short, tr.transitions, colors))
+                    'at that snapshot. Hover a band for the count.</p>' + cut
+                    + _svg_sankey(shown_t, [short[tr.order.index(t)] for t in shown_t],
+                                  tr.transitions[tr.transitions["snapshot"].isin(shown_t[1:])],
+                                  colors))
         else:
             body = '<p class="note">Only one snapshot: there are no transitions to draw.</p>'
         sections.append(("transitions", "Transitions between snapshots", body))

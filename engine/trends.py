@@ -22,7 +22,7 @@ __all__ = ["rising_keys", "TREND_COLUMNS"]
 
 #: Columns of the trends table (``SegmentTracker.trends_``).
 TREND_COLUMNS = ("snapshot", "segment_id", "kind", "key", "share", "previous_share",
-                 "n_users", "p_value")
+                 "n_users", "p_value", "label")
 
 
 def rising_keys(seg_prev, pairs_prev, seg_cur, pairs_cur, n_keys: int, *, max_p_value=0.01,
@@ -81,4 +81,5 @@ def empty_trends() -> pd.DataFrame:
     return pd.DataFrame({"snapshot": np.zeros(0, np.int32), "segment_id": np.zeros(0, np.int64),
                          "kind": pd.Series([], dtype=object), "key": pd.Series([], dtype=object),
                          "share": np.zeros(0), "previous_share": np.zeros(0),
-                         "n_users": np.zeros(0, np.int64), "p_value": np.zeros(0)})
+                         "n_users": np.zeros(0, np.int64), "p_value": np.zeros(0),
+                         "label": pd.Series([], dtype=object)})

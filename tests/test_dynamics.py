@@ -652,6 +652,7 @@ def test_trends_name_the_item_and_keyword_rising_inside_a_segment():
     row = got[(got["kind"] == "item")].iloc[0]
     assert row["key"] == "hot" and row["share"] == pytest.approx(20 / 30)
     assert row["previous_share"] == 0.0 and row["n_users"] == 20 and row["p_value"] < 1e-6
+    assert row["label"] == "plain words here"       # the text of the first event naming it
     words = got[got["kind"] == "keyword"]["key"].tolist()
     assert "theremin" in words and "plain" not in words
     assert len(got[got["kind"] == "item"]) == 1          # random items do not "rise"

@@ -521,3 +521,16 @@ def test_trends_and_significance_are_shown_when_the_tables_have_them(run_dir):
     bad.to_parquet(tdir / "trends.parquet")
     with pytest.raises(ValueError, match="trends.parquet"):
         render_report(d)
+
+
+def test_transitions_of_many_snapshots_draw_the_latest_twelve(run_dir, monkeypatch):
+    import interestflow.report as report
+
+    d, _ = run_dir
+    text = render_report(d)
+    assert "sankey-cut-note" not in text
+    monkeypatch.setattr(report, "_SANKEY_SNAPSHOTS", 2)
+    text = render_report(d)
+    sec = re.search(r'<section id="transitions">(.*?)</section>', text, flags=re.S).group(1)
+    assert "The last 2 of 4 snapshots are drawn" in sec
+    assert "t2 · " in sec and "t3 · " in sec and "t1 · " not in sec
