@@ -46,8 +46,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=Path("/tmp/interestflow-real-reports"))
     ap.add_argument("--screenshot", action="store_true")
     a = ap.parse_args(argv)
-    if not (a.data / R.AMAZON).exists():
-        print(f"real_reports: skipped, data not found under {a.data}")
+    if R.data_missing("real_reports", a.data, list(FREQ)):
         return 0
     from interestflow import Encoder, InterestEngine
     from interestflow.report import write_report

@@ -82,6 +82,18 @@ from _harness import write_results  # noqa: E402
 
 AMAZON = Path("amazon_musical_instruments_5core") / "Musical_instruments_reviews.csv"
 MOVIELENS = Path("movielens_ml-latest-small")
+
+
+def data_missing(script: str, data: Path, names) -> bool:
+    """True (after saying what is missing) when a data set in ``names`` is not under
+    ``data``: the benchmarks skip rather than fail where the shared data is absent."""
+    paths = {"amazon": data / AMAZON, "movielens": data / MOVIELENS / "tags.csv",
+             "movielens_ratings": data / MOVIELENS / "ratings.csv"}
+    missing = [str(paths[n]) for n in names if not paths[n].exists()]
+    if missing:
+        print(f"{script}: skipped, data not found: {', '.join(missing)} "
+              "(pass --data pointing at the shared data folder)")
+    return bool(missing)
 K = 10
 ABLATIONS = ("text", "segment", "dynamics")  # interestflow.ranker.FEATURE_GROUPS
 COLD_MAX = 3  # the cold slice: evaluated users with at most this many training events
@@ -756,12 +768,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     wanted = list(LOADERS) if args.dataset == "all" else [args.dataset]
-    paths = {"amazon": args.data / AMAZON, "movielens": args.data / MOVIELENS / "tags.csv",
-             "movielens_ratings": args.data / MOVIELENS / "ratings.csv"}
-    missing = [str(paths[n]) for n in wanted if not paths[n].exists()]
-    if missing:
-        print(f"recsys_eval: skipped, data not found: {', '.join(missing)} "
-              f"(pass --data pointing at the shared data folder)")
+    if data_missing("recsys_eval", args.data, wanted):
         return 0
 
     from interestflow import Encoder

@@ -188,12 +188,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dataset", choices=[*DATASETS, "all"], default="all")
     a = ap.parse_args(argv)
     wanted = list(DATASETS) if a.dataset == "all" else [a.dataset]
-    paths = {"amazon": a.data / R.AMAZON, "movielens_ratings": a.data / R.MOVIELENS /
-             "ratings.csv"}
-    missing = [str(paths[n]) for n in wanted if not paths[n].exists()]
-    if missing:
-        print(f"segments_eval: skipped, data not found: {', '.join(missing)} "
-              "(pass --data pointing at the shared data folder)")
+    if R.data_missing("segments_eval", a.data, wanted):
         return 0
     from interestflow import Encoder
 

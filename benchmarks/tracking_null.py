@@ -141,12 +141,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
     wanted = list(FREQ) if a.dataset == "all" else [a.dataset]
-    paths = {"amazon": a.data / R.AMAZON, "movielens_ratings": a.data / R.MOVIELENS /
-             "ratings.csv"}
-    missing = [str(paths[n]) for n in wanted if not paths[n].exists()]
-    if missing:
-        print(f"tracking_null: skipped, data not found: {', '.join(missing)} "
-              "(pass --data pointing at the shared data folder)")
+    if R.data_missing("tracking_null", a.data, wanted):
         return 0
     from interestflow import Encoder
 

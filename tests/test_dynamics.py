@@ -91,20 +91,26 @@ def test_ids_stable_and_no_events_when_nothing_changes():
     assert (np.diag(tr1.to_numpy()) == 12).all() and tr1.to_numpy().sum() == 48
 
 
-def test_split_keeps_the_parent_id_on_one_part():
+def _split_stream(n_windows, apart):
+    """Users c and d on their own topics throughout; the 20 "ab" users write about a mix of
+    two topics, except in the windows where ``apart(w)``: then half write about each."""
     top = _topics(4)
     mixed = (top[0] + top[1]) / np.sqrt(2)
     s = _Stream()
     ab, c, d = _users("ab", 20), _users("c", 12), _users("d", 12)
-    for w in range(3):
+    for w in range(n_windows):
         s.add(w, c, top[2])
         s.add(w, d, top[3])
-        if w < 2:
-            s.add(w, ab, mixed)
-        else:
+        if apart(w):
             s.add(w, ab[:10], top[0])
             s.add(w, ab[10:], top[1])
-    tr = _fit(s)
+        else:
+            s.add(w, ab, mixed)
+    return s
+
+
+def test_split_keeps_the_parent_id_on_one_part():
+    tr = _fit(_split_stream(3, lambda w: w >= 2))
     parent = _id_of(tr, 1, "ab00")
     parts = sorted({_id_of(tr, 2, "ab00"), _id_of(tr, 2, "ab10")})
     assert len(parts) == 2 and parent in parts
@@ -507,19 +513,7 @@ def test_stationary_stream_reports_no_structural_events(seed):
 
 
 def test_lifecycle_columns_carry_significance():
-    top = _topics(4)
-    mixed = (top[0] + top[1]) / np.sqrt(2)
-    s = _Stream()
-    ab, c, d = _users("ab", 20), _users("c", 12), _users("d", 12)
-    for w in range(3):
-        s.add(w, c, top[2])
-        s.add(w, d, top[3])
-        if w < 2:
-            s.add(w, ab, mixed)
-        else:
-            s.add(w, ab[:10], top[0])
-            s.add(w, ab[10:], top[1])
-    tr = _fit(s)
+    tr = _fit(_split_stream(3, lambda w: w >= 2))
     assert list(tr.lifecycle_.columns) == [f.name for f in tracking_schemas()["lifecycle"]]
     row = tr.lifecycle_.iloc[0]
     assert row["event"] == "split" and row["stability"] == pytest.approx(1.0)
@@ -527,34 +521,14 @@ def test_lifecycle_columns_carry_significance():
 
 
 def test_split_undone_by_a_merge_is_transient():
-    top = _topics(4)
-    mixed = (top[0] + top[1]) / np.sqrt(2)
-    s = _Stream()
-    ab, c, d = _users("ab", 20), _users("c", 12), _users("d", 12)
-    for w in range(4):
-        s.add(w, c, top[2])
-        s.add(w, d, top[3])
-        if w != 2:
-            s.add(w, ab, mixed)
-        else:                                           # apart for one window only
-            s.add(w, ab[:10], top[0])
-            s.add(w, ab[10:], top[1])
-    tr = _fit(s)
+    tr = _fit(_split_stream(4, lambda w: w == 2))      # apart for one window only
     allev = tr.lifecycle_candidates_
     assert allev["event"].tolist() == ["split", "merge"]
     assert allev["reason"].tolist() == ["transient: merge at snapshot 3",
                                         "transient: split at snapshot 2"]
     assert tr.lifecycle_.empty
     # with hysteresis the stable split of the same users four windows apart is reported
-    s2 = _Stream()
-    for w in range(6):
-        s2.add(w, c, top[2])
-        s2.add(w, d, top[3])
-        if w < 2 or w >= 5:
-            s2.add(w, ab, mixed)
-        else:
-            s2.add(w, ab[:10], top[0])
-            s2.add(w, ab[10:], top[1])
+    s2 = _split_stream(6, lambda w: 2 <= w < 5)
     kinds = [(int(r.snapshot), r.event) for r in _fit(s2).lifecycle_.itertuples()]
     assert kinds == [(2, "split"), (5, "merge")]
 
