@@ -76,8 +76,10 @@ evidence and the reason it was left out, is in ``lifecycle_candidates_``)
   centroid, at least as close as its lower-quartile member); the p-value is that of its
   share in its own snapshot if it were at most twice the other snapshot's share (one-sided
   binomial). Appear: the new segment against the previous snapshot; vanish: the gone
-  segment against the current one; split: at least one part new (the smallest part p-value
-  times the number of parts); merge: at least one source gone (likewise). Reported only
+  segment against the current one; split: the parts' kinds of user new against the
+  previous snapshot (pooled, or any single part: see ``_split_p``); merge: at least one
+  source's kind gone (one source may simply absorb the others: the smallest source p-value
+  times their number). Reported only
   when ``p_value <= max_p_value`` (default 0.01). This keeps a theme that gets its own
   segment once enough users hold it from "appearing", and a cut through a cloud of users
   that moves between snapshots from "splitting" and "merging".
@@ -1115,7 +1117,7 @@ class SegmentTracker:
                               float(out_share[i, parts].sum()),
                               f"segment {pid[i]} ({out_tot[i]} users present in both "
                               f"snapshots): {detail}",
-                              _any_new([_novelty(snap, prev, j) for j in parts]),
+                              _split_p(snap, prev, parts),
                               self._stability(snap, parts, t)))
         for j in range(kc):
             srcs = np.flatnonzero(big[:, j] & (in_share[:, j] >= float(self.merge_threshold))
@@ -1129,7 +1131,8 @@ class SegmentTracker:
                               float(in_share[srcs, j].sum()),
                               f"segment {ids[j]} ({in_tot[j]} users present in both "
                               f"snapshots): {detail}",
-                              _any_new([_novelty(prev, snap, i) for i in srcs]),
+                              min(1.0, len(srcs) * min(_novelty(prev, snap, i)
+                                                       for i in srcs)),
                               self._stability(prev, srcs, t)))
         matched_prev = set(match.values())
         for j in range(kc):
@@ -1358,35 +1361,42 @@ def _with_nearest(snap, row) -> list:
     return [int(row), int(np.argmax(cos))]
 
 
-def _any_new(p_values) -> float:
-    """p-value that at least one of several segments is new (Bonferroni: the smallest
-    times their number, capped at 1)."""
-    p = np.asarray(p_values, np.float64)
-    if not len(p) or np.isnan(p).all():
-        return float("nan")
-    return float(min(1.0, np.nanmin(p) * len(p)))
+def _split_p(snap, prev, parts) -> float:
+    """p-value that a split's parts hold kinds of user the previous snapshot lacked: two
+    tests of that null, Bonferroni-combined (twice the smaller p-value): the parts pooled
+    (together they replace the parent), and any single part new (the smallest part p-value
+    times their number; the other part may be the parent's continuation)."""
+    per = [_novelty(snap, prev, j) for j in parts]
+    any_part = min(1.0, len(per) * min(per))
+    return float(min(1.0, 2.0 * min(_novelty(snap, prev, parts), any_part)))
 
 
-def _novelty(snap, other, row) -> float:
-    """One-sided p-value that segment ``row`` of ``snap`` is new there (against ``other``).
+def _novelty(snap, other, rows) -> float:
+    """One-sided p-value that the kind of user of segments ``rows`` of ``snap`` (one row, or
+    the parts of a split / sources of a merge, pooled) is new there (against ``other``).
 
-    A user is "of the segment's kind" when its nearest centroid of ``snap`` is the segment's
-    and its cosine to it is at least the lower quartile of its members' cosines. Null: the
-    share of such users in ``snap`` is at most twice their share in ``other`` (binomial, the
-    ``other`` share Laplace-smoothed). Small for a segment whose kind of user ``other``
-    lacked; about 1 when ``other`` held as many such users and only the clustering changed
-    (for example a segment resolved once more users arrived)."""
+    A user is of a segment's kind when its nearest centroid of ``snap`` is that segment's
+    and its cosine to it is at least the lower quartile of the segment's members' cosines.
+    Null: the share of such users in ``snap`` is at most twice their share in ``other``
+    (binomial, the ``other`` share Laplace-smoothed). Small for segments whose kind of user
+    ``other`` lacked; about 1 when ``other`` held as many such users and only the
+    clustering changed (for example a segment resolved once more users arrived)."""
     from scipy.stats import binom
 
     if len(snap["x"]) == 0 or len(other["x"]) == 0:
         return float("nan")
+    rows = np.atleast_1d(np.asarray(rows, np.int64))
     c = snap["centroids"]
-    own = snap["x"][snap["labels"] == row] @ c[row]
-    floor = float(np.quantile(own, 0.25)) if len(own) else 1.0
+    floor = np.full(len(c), np.inf)
+    for r in rows:
+        own = snap["x"][snap["labels"] == r] @ c[r]
+        if len(own):
+            floor[r] = float(np.quantile(own, 0.25))
 
     def count(x):
         sims = x @ c.T
-        return int(((np.argmax(sims, axis=1) == row) & (sims[:, row] >= floor)).sum())
+        near = np.argmax(sims, axis=1)
+        return int((np.isin(near, rows) & (sims[np.arange(len(x)), near] >= floor[near])).sum())
 
     x1, n1 = count(snap["x"]), len(snap["x"])
     x0, n0 = count(other["x"]), len(other["x"])
