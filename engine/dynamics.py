@@ -68,8 +68,9 @@ evidence and the reason it was left out, is in ``lifecycle_candidates_``)
   the appearing / vanishing segment and its nearest neighbour), in the snapshot where they
   are separate, are re-clustered 10 times: each time a random half of them by a fresh
   K-means with as many clusters; ``stability`` is the mean adjusted Rand index with the
-  tracked segments (clipped at 0). Two real groups give ~1; a cloud cut in two gives much
-  less. Reported only when ``stability >= min_stability`` (default 0.6); an appearing or
+  tracked segments (clipped at 0). Two real groups give ~1; a round cloud cut in two gives
+  much less (an elongated cloud is cut the same way every time and can pass: the p-value
+  below is the second guard). Reported only when ``stability >= min_stability`` (default 0.6); an appearing or
   vanishing segment that is its snapshot's only one has no stability and is not reported.
 * ``p_value``: is the segment's kind of user new (gone), or did only the clustering
   change? Users of a segment's kind are counted in both snapshots (nearest to its
@@ -863,6 +864,8 @@ class SegmentTracker:
             for i in (0, len(starts) - 1):
                 if cov[i] < floor:
                     keep[i] = False
+            if not keep.any():  # two part-windows: keep the better covered one
+                keep[int(np.argmax(cov))] = True
         self.dropped_windows_ = []
         for i in np.flatnonzero(~keep):
             n = int(((ts_ns >= starts[i]) & (ts_ns < ends[i])).sum())
@@ -1343,7 +1346,10 @@ def _item_codes(item_ids, n):
         return None, None
     if isinstance(item_ids, (str, bytes)):
         raise TypeError("item_ids must be a sequence of ids (one per event), not a string")
-    arr = pd.Series(np.asarray(item_ids, dtype=object))
+    raw = np.asarray(item_ids, dtype=object)
+    if raw.ndim != 1:
+        raise ValueError(f"item_ids must be 1-D (one id per event), got shape {raw.shape}")
+    arr = pd.Series(raw)
     if len(arr) != n:
         raise ValueError(f"item_ids has {len(arr)} entries but event_vectors has {n} rows; "
                          "pass one item id (or null) per event")
@@ -1378,7 +1384,9 @@ def _novelty(snap, other, rows) -> float:
     A user is of a segment's kind when its nearest centroid of ``snap`` is that segment's
     and its cosine to it is at least the lower quartile of the segment's members' cosines.
     Null: the share of such users in ``snap`` is at most twice their share in ``other``
-    (binomial, the ``other`` share Laplace-smoothed). Small for segments whose kind of user
+    (binomial with the ``other`` share, Laplace-smoothed, taken as known: its own sampling
+    error is ignored, so with a small ``other`` snapshot the p-value is too small; the
+    doubling margin and ``max_p_value`` absorb part of that). Small for segments whose kind of user
     ``other`` lacked; about 1 when ``other`` held as many such users and only the
     clustering changed (for example a segment resolved once more users arrived)."""
     from scipy.stats import binom
@@ -1405,13 +1413,17 @@ def _novelty(snap, other, rows) -> float:
 
 
 def _transient(events) -> list:
-    """Per event ``(t, kind, from, to, ...)``: "" or why it is transient (hysteresis: a split
-    undone by a merge of the same segments, a merge split again, or a segment that appears
-    and vanishes, within :data:`_HYSTERESIS` snapshots; both events of such a pair)."""
+    """Per event ``(t, kind, from, to, ..., p_value, stability)``: "" or why it is transient
+    (hysteresis: a split undone by a merge of the same segments, a merge split again, or a
+    segment that appears and vanishes, within :data:`_HYSTERESIS` snapshots; both events of
+    such a pair). Events around an empty snapshot (no test possible) never pair. A pair is
+    formed whatever the events' significance: a flip that fails the tests on one side is
+    still a flip."""
     reason = [""] * len(events)
+    untested = [np.isnan(e[-2]) and np.isnan(e[-1]) and e[1] != "drift" for e in events]
     for ia, a in enumerate(events):
         for ib, b in enumerate(events):
-            if not 0 < b[0] - a[0] <= _HYSTERESIS:
+            if untested[ia] or untested[ib] or not 0 < b[0] - a[0] <= _HYSTERESIS:
                 continue
             undo = ((a[1] == "split" and b[1] == "merge" and len(set(a[3]) & set(b[2])) >= 2)
                     or (a[1] == "merge" and b[1] == "split" and list(b[2]) == list(a[3]))

@@ -548,8 +548,8 @@ def load_engine(cls, path: Path, *, encoder=None, verify_hashes: bool = True):
     engine.n_events_ = int(meta["n_events_"])
     engine.segment_keywords_ = meta["segment_keywords_"]
     engine.silhouette_by_k_ = meta["silhouette_by_k_"]
-    if meta.get("n_segments_rule_") is not None:
-        engine.n_segments_rule_ = str(meta["n_segments_rule_"])
+    rule = meta.get("n_segments_rule_")  # None: an older save (the rule was not recorded)
+    engine.n_segments_rule_ = None if rule is None else str(rule)
     engine.segment_use_by_k_ = {int(k): float(v) for k, v in
                                 (meta.get("segment_use_by_k_") or {}).items()}
     engine.segment_distance_ = meta.get("segment_distance_")

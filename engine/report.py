@@ -838,7 +838,8 @@ def _trends_section(tr: "_Tracking", colors) -> str:
     t = tr.trends
     note = ('<p class="note">Items and keywords whose share of a segment\'s users rose '
             'significantly since the previous snapshot (tracking/trends.parquet: one-sided '
-            'binomial p-value against the previous share, Bonferroni over the keys tested). '
+            'Fisher p-value against the previous share, Bonferroni over the keys tested in '
+            'that segment and snapshot). '
             'Share = users of the segment who used it in that window.</p>')
     if not len(t):
         return note + '<p class="note" id="no-trends">Nothing rose significantly.</p>'
@@ -851,7 +852,8 @@ def _trends_section(tr: "_Tracking", colors) -> str:
             f'{colors.get(int(r.segment_id), "#999")}"></span>{_esc(_seg_name(r.segment_id))}'
             f'</td><td>{_esc(r.kind)}</td><td class="wrap">{_esc(r.key)}'
             + (f'<br><span class="note">{_esc(r.label)}</span>'
-               if getattr(r, "label", "") and r.label != r.key else "") + '</td>'
+               if isinstance(getattr(r, "label", None), str) and r.label
+               and r.label != r.key else "") + '</td>'
             f'<td class="num">{100 * r.previous_share:.0f}% → {100 * r.share:.0f}%</td>'
             f'<td class="num">{int(r.n_users):,}</td><td class="num">{r.p_value:.2g}</td></tr>'
             for r in rows.itertuples(index=False))

@@ -173,16 +173,20 @@ def segment_popularity_recall(labels, kept_user, kept_item, truth_user, truth_it
     starts = np.searchsorted(s_of, np.arange(n_seg + 1))
     seen_ptr = np.searchsorted(pu, np.arange(len(labels) + 1))
     tu, ti = np.asarray(truth_user, np.int64), np.asarray(truth_item, np.int64)
-    users = np.unique(tu)
+    by_user = np.argsort(tu, kind="stable")
+    tu, ti = tu[by_user], ti[by_user]
+    users, first = np.unique(tu, return_index=True)
+    ends = np.append(first[1:], len(tu))
     recalls = []
-    for u in users:
+    for u, lo, hi in zip(users.tolist(), first.tolist(), ends.tolist()):
         seen = set(pi[seen_ptr[u]:seen_ptr[u + 1]].tolist())
-        want = set(ti[tu == u].tolist())
+        want = set(ti[lo:hi].tolist())
         got = []
         s = labels[u]
         lists = ([i_of[starts[s]:starts[s + 1]]] if s >= 0 else []) + [glob_order]
+        need = k + len(seen)  # no list has to be read further than this
         for lst in lists:
-            for it in lst.tolist():
+            for it in lst[:need].tolist():
                 if it not in seen and it not in got:
                     got.append(it)
                     if len(got) == k:

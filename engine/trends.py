@@ -5,12 +5,14 @@ grew from one snapshot to the next, with a significance (used by
 For a segment id present in snapshots ``t - 1`` and ``t``, the share of a key (an item, or a
 keyword of the users' texts) is the number of the segment's users at that snapshot who used
 it in that window, over the segment's users then. A key is *rising* when its share at ``t``
-is above its share at ``t - 1`` and the rise is significant: the one-sided binomial
-p-value of at least ``c_t`` of ``n_t`` users if each used it with the previous share
-(Laplace-smoothed, ``(c_{t-1} + 1) / (n_{t-1} + 2)``), times the number of keys tested for
-that segment and snapshot (Bonferroni: keys used by at least ``min_users`` of its users),
-is at most ``max_p_value``. The ``top_n`` largest rises per segment, snapshot and kind are
-kept.
+is above its share at ``t - 1`` and the rise is significant: the one-sided Fisher exact
+p-value of the two shares (``c_t`` of ``n_t`` against ``c_{t-1}`` of ``n_{t-1}``, both
+counts' sampling error included), times the number of keys tested for that segment,
+snapshot and kind (Bonferroni: keys used by at least ``min_users`` of its users), is at most
+``max_p_value``. The ``top_n`` largest rises per segment, snapshot and kind are kept.
+Limits: the correction is per segment, snapshot and kind, not over the whole table (a
+report of many segments and snapshots holds some chance rises); users present in both
+snapshots are counted as independent samples.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def rising_keys(seg_prev, pairs_prev, seg_cur, pairs_cur, n_keys: int, *, max_p_
     >>> [(s, k, share) for s, k, share, *_ in rising_keys(seg0, before, seg1, after, 1)]
     [(0, 0, 0.5)]
     """
-    from scipy.stats import binom
+    from scipy.stats import hypergeom
 
     seg_prev, seg_cur = np.asarray(seg_prev, np.int64), np.asarray(seg_cur, np.int64)
     pairs_prev = np.asarray(pairs_prev, np.int64).reshape(-1, 2)
@@ -68,8 +70,9 @@ def rising_keys(seg_prev, pairs_prev, seg_cur, pairs_cur, n_keys: int, *, max_p_
         if not len(cand):
             continue
         share, before = c1[cand] / n1, c0[cand] / n0
-        base = (c0[cand] + 1.0) / (n0 + 2.0)
-        p = np.minimum(1.0, binom.sf(c1[cand] - 1, n1, base) * len(cand))
+        # one-sided Fisher: P(>= c1 of the c0 + c1 users with the key fall among the n1)
+        p = hypergeom.sf(c1[cand] - 1, n0 + n1, c0[cand] + c1[cand], n1)
+        p = np.minimum(1.0, p * len(cand))
         ok = np.flatnonzero((p <= max_p_value) & (share > before))
         order = ok[np.lexsort((cand[ok], -(share[ok] - before[ok])))][:top_n]
         out += [(int(s), int(cand[j]), float(share[j]), float(before[j]), int(c1[cand[j]]),

@@ -633,3 +633,13 @@ def test_trends_name_the_item_and_keyword_rising_inside_a_segment():
     # the table is written with the others
     assert "trends" in tr.tables() and list(got.columns) == [
         f.name for f in tracking_schemas()["trends"]]
+
+
+def test_two_part_windows_keep_the_better_covered_one():
+    v = np.eye(4, DIM, dtype=np.float32)[[0, 1, 0, 1]]
+    users = ["a", "b", "a", "b"]
+    day = pd.Timestamp("2024-01-01", tz="UTC").value / 1e9
+    ts = np.array([19, 19, 35, 35]) * DAY + day              # 2024-01-20 and 2024-02-05
+    tr = SegmentTracker(freq="30D", origin="2024-01-01", n_segments=2).fit(v, users, ts)
+    assert tr.n_snapshots_ == 1 and len(tr.dropped_windows_) == 1
+    assert tr.windows_["coverage"].iloc[0] == pytest.approx(11 / 30, abs=0.01)
