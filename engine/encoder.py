@@ -278,6 +278,12 @@ class Encoder:
     pooling : {"mean", "cls", "max"}, optional
         How token vectors become one text vector. ``None`` (default): the mode in the model's
         sentence-transformers ``1_Pooling/config.json`` when there is one, else ``"mean"``.
+    cache : str or os.PathLike, optional
+        A persistent embedding store (:class:`interestflow.embedding_store.EmbeddingStore`,
+        one SQLite file): :meth:`encode` (with ``normalize=True``) looks every text up first,
+        encodes each distinct missing text once and writes it. A store made by another
+        encoder (other model files, pooling, max length or dtype) is refused.
+        ``cache_encoded_`` is the number of texts the last call encoded.
 
     Attributes
     ----------
@@ -320,8 +326,15 @@ class Encoder:
     ((2, 384), dtype('float32'))
     """
 
-    def __init__(self, model=None, *, device=None, dtype="auto", max_length=256, pooling=None):
+    def __init__(self, model=None, *, device=None, dtype="auto", max_length=256, pooling=None,
+                 cache=None):
         import torch
+
+        if cache is not None and not isinstance(cache, (str, os.PathLike)):
+            raise TypeError(f"cache must be None or a path (str or os.PathLike), got "
+                            f"{type(cache).__name__}")
+        self.cache = None if cache is None else Path(cache).expanduser()
+        self._cache_store = None
 
         self.is_default_model = model is None
         if model is None:
@@ -484,7 +497,6 @@ class Encoder:
         ValueError
             When a text is not a string or is empty/whitespace, naming its row.
         """
-        torch = self._torch
         texts = self._check_texts(texts)
         if batch_size is not None:
             if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
@@ -504,6 +516,35 @@ class Encoder:
                                     or not isinstance(workers, (int, np.integer)) or workers < 1):
             raise ValueError(f"cpu_workers={workers!r} must be None or an int >= 1")
 
+        if self.cache is not None and normalize and len(texts):
+            return self._encode_cached(texts, int(budget), batch_size, show_progress)
+        return self._encode_all(texts, int(budget), batch_size, bool(normalize), show_progress)
+
+    def _store(self):
+        """The embedding store at ``self.cache`` (opened on first use)."""
+        if self._cache_store is None:
+            from .embedding_store import EmbeddingStore, encoder_identity
+
+            self._cache_store = EmbeddingStore(self.cache, encoder_identity(self))
+        return self._cache_store
+
+    def _encode_cached(self, texts: list, budget: int, batch_size, show_progress):
+        """Look every text up in the store, encode the distinct misses once, store them."""
+        store = self._store()
+        out, found = store.get(texts)
+        miss = np.flatnonzero(~found)
+        if len(miss):
+            uniq = list(dict.fromkeys(texts[i] for i in miss))
+            new = self._encode_all(uniq, budget, batch_size, True, show_progress)
+            store.put(uniq, new)
+            row = {t: j for j, t in enumerate(uniq)}
+            out[miss] = new[[row[texts[i]] for i in miss]]
+        self.cache_encoded_ = len(dict.fromkeys(texts[i] for i in miss))
+        return out
+
+    def _encode_all(self, texts: list, budget: int, batch_size, normalize: bool,
+                    show_progress) -> np.ndarray:
+        torch = self._torch
         n = len(texts)
         out = np.empty((n, self.dim), dtype=np.float32)
         if n == 0:
