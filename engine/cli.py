@@ -48,6 +48,9 @@ def _build_parser() -> argparse.ArgumentParser:
     r.add_argument("--model", default=None, help="local Hugging Face encoder directory "
                    "(default: the packaged all-MiniLM-L6-v2)")
     r.add_argument("--dtype", default="auto", help="encoder dtype: auto, float32, bfloat16, float16")
+    r.add_argument("--embedding-cache", default=None, metavar="PATH",
+                   help="persistent embedding store (one SQLite file): texts encoded before "
+                        "are looked up, new ones written; refused if made by another encoder")
     for col in ("user", "text", "ts", "item", "weight"):
         r.add_argument(f"--{col}-col", default=None,
                        help=f"name of the column holding {col} (renamed to the standard name)")
@@ -248,8 +251,9 @@ def run(args) -> int:
 
     # the run is written into a fresh folder that replaces --out as a whole (interestflow.outdir)
     with new_run_dir(final, command="run", what="--out") as out:
-        encoder = Encoder(args.model, dtype=args.dtype)
-        engine = InterestEngine(encoder=encoder, n_segments=args.n_segments,
+        encoder = Encoder(args.model, dtype=args.dtype, cache=args.embedding_cache)
+        engine = InterestEngine(encoder=encoder, embedding_cache=args.embedding_cache,
+                                n_segments=args.n_segments,
                                 half_life_days=args.half_life_days,
                                 ranker=None if args.ranker == "none" else args.ranker,
                                 show_progress=not args.no_progress)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -123,6 +124,12 @@ class InterestEngine:
         Device for clustering (``None`` picks automatically).
     show_progress : bool, optional
         Progress bars on long steps; ``None`` shows them on an interactive terminal.
+    embedding_cache : str or os.PathLike, optional
+        A persistent embedding store for the default encoder (``Encoder(cache=...)``): every
+        text is looked up before it is encoded and written after; saved with the model, so
+        ``interestflow score`` chunks of a saved model share it. A saved model whose store
+        is gone still loads (an empty store is created on first use). With your own
+        ``encoder``, pass ``Encoder(..., cache=PATH)`` instead.
 
     Examples
     --------
@@ -134,8 +141,9 @@ class InterestEngine:
                  segmenter: str = "kmeans", merge_threshold: float | None = 0.95,
                  multi_interest: bool = False, segment_temperature: float = 0.05, recommend_config=None,
                  ranker="lightgbm", random_state: int = 0, device=None,
-                 show_progress=None):
+                 show_progress=None, embedding_cache=None):
         self.encoder = encoder
+        self.embedding_cache = embedding_cache
         self.half_life_days = half_life_days
         self.n_segments = n_segments
         self.segmenter = segmenter
@@ -169,7 +177,16 @@ class InterestEngine:
             raise ValueError(f"n_segments={self.n_segments!r} applies to segmenter='kmeans'; "
                              "segmenter='hdbscan' finds the number of segments itself: leave "
                              "n_segments='auto'")
+        cache = self.embedding_cache
+        if cache is not None and not isinstance(cache, (str, os.PathLike)):
+            raise TypeError(f"embedding_cache must be None or a path, got {type(cache).__name__}")
         enc = self.encoder
+        enc_cache = getattr(enc, "cache", None)
+        if cache is not None and enc is not None and (
+                not isinstance(enc_cache, (str, os.PathLike))
+                or Path(enc_cache) != Path(cache).expanduser()):
+            raise ValueError("embedding_cache is given with an encoder that does not use it; "
+                             "pass encoder=Encoder(..., cache=PATH) (or leave encoder=None)")
         if enc is not None and (isinstance(enc, (str, bytes, Path))
                                 or not callable(getattr(enc, "encode", None))):
             raise TypeError("encoder must be an interestflow.Encoder (an object with "
@@ -186,11 +203,12 @@ class InterestEngine:
         if self.encoder is None:
             from .encoder import Encoder
             spec = getattr(self, "encoder_spec_", None)  # set by load(): rebuild the same encoder
+            cache = self.embedding_cache
             if spec and not spec.get("is_default_model", True) and spec.get("model"):
                 self.encoder = Encoder(spec["model"], max_length=spec["max_length"],
-                                       pooling=spec["pooling"])
+                                       pooling=spec["pooling"], cache=cache)
             else:
-                self.encoder = Encoder()
+                self.encoder = Encoder(cache=cache)
         return self.encoder
 
     def _encode_unique(self, texts: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -1231,5 +1249,7 @@ class InterestEngine:
                 "multi_interest": self.multi_interest,
                 "segment_temperature": self.segment_temperature,
                 "ranker": self.ranker.to_dict() if hasattr(self.ranker, "to_dict")
-                else self.ranker, "random_state": self.random_state}
+                else self.ranker, "random_state": self.random_state,
+                "embedding_cache": None if self.embedding_cache is None
+                else str(self.embedding_cache)}
 

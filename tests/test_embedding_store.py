@@ -102,3 +102,27 @@ def test_encoder_cache_encodes_each_text_once(tmp_path, cached_encoder):
     other = Encoder(cache=tmp_path / "emb.sqlite", max_length=128)
     with pytest.raises(ValueError, match="another encoder"):
         other.encode(["x"])
+
+
+def test_engine_embedding_cache_is_saved_and_shared(tmp_path, cached_encoder):
+    import pandas as pd
+
+    from interestflow import Encoder, InterestEngine
+
+    store = tmp_path / "emb.sqlite"
+    ev = pd.DataFrame({"user_id": ["u1", "u1", "u2", "u2"],
+                       "text": ["guitar strings", "a tuner", "espresso beans", "a grinder"],
+                       "ts": [1.7e9, 1.7e9 + 60, 1.7e9 + 120, 1.7e9 + 180],
+                       "item_id": ["i1", "i2", "i3", "i4"]})
+    eng = InterestEngine(embedding_cache=store, ranker=None, n_segments=2,
+                         show_progress=False).fit(ev)
+    assert eng.encoder.cache == store and eng.encoder.cache_encoded_ == 4
+    assert eng.get_params()["embedding_cache"] == str(store)
+    eng.save(tmp_path / "model")
+    back = InterestEngine.load(tmp_path / "model")
+    back.partial_fit(ev.assign(ts=ev["ts"] + 3600))      # the same texts: all found
+    assert back.encoder.cache_encoded_ == 0 and back.encoder._store().hits == 4
+    with pytest.raises(ValueError, match="does not use it"):
+        InterestEngine(encoder=cached_encoder, embedding_cache=store).fit(ev)
+    assert InterestEngine(encoder=Encoder(cache=store), embedding_cache=store,
+                          ranker=None, n_segments=2, show_progress=False).fit(ev)
