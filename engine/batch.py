@@ -649,6 +649,7 @@ class _Job:
     index_id: str
     two_stage: bool = False
     behaviour_time: float | None = None
+    embedding_cache: str | None = None
 
 
 def _staging(out: Path) -> Path:
@@ -1228,7 +1229,14 @@ def score_chunk(job: _Job, b: int) -> dict:
             text_pos[src_text] = codes
             if len(uniques):
                 if res["encoder"] is None:
-                    res["encoder"] = _model_encoder(model)
+                    enc = _model_encoder(model)
+                    if job.embedding_cache is not None:  # given for this job: it wins
+                        enc.cache, enc._cache_store = Path(job.embedding_cache), None
+                    if getattr(enc, "cache", None) is None:
+                        # no persistent store: one for this job, shared by its chunks and
+                        # processes (removed with the staging folder at the end)
+                        enc.cache = _staging(Path(job.out)) / "embeddings.sqlite"
+                    res["encoder"] = enc
                 text_vectors = np.asarray(res["encoder"].encode(list(uniques),
                                                                 show_progress=False), np.float32)
         src_item = ~src_vec & ~src_text
@@ -1545,7 +1553,7 @@ def _stage(runner, out, st, marker, man_path, manifest, model, items, vector_col
 
 def score(events, model_dir, out, *, items=None, k: int = 10, chunk_users=None,
           max_memory=None, vector_col=None, index="auto", now=None, dask=None, progress=None,
-          column_map=None, ts_unit="s", max_rejected=None) -> dict:
+          column_map=None, ts_unit="s", max_rejected=None, embedding_cache=None) -> dict:
     """Score every user of an event table with a fitted model, in bounded memory, resumably.
 
     Parameters
@@ -1617,6 +1625,11 @@ def score(events, model_dir, out, *, items=None, k: int = 10, chunk_users=None,
         or ``"5%"``). Above it, ``score`` still finishes and writes every output and the
         summary (which records the limit and that it was exceeded), then raises
         :class:`RejectedRowsError`. Default: no limit (the counts are in the summary).
+    embedding_cache : str or os.PathLike, optional
+        A persistent embedding store for the texts (see ``Encoder(cache=...)``; refused if
+        another encoder made it); default: the one the model was saved with, else a store
+        for this job only (``OUT/_staging``), so that every chunk and worker encodes each
+        distinct text once.
 
     Returns
     -------
@@ -1769,7 +1782,9 @@ def score(events, model_dir, out, *, items=None, k: int = 10, chunk_users=None,
                        has_weight="weight" in scols, has_item="item_id" in scols,
                        user_kind=staged["user_kind"], index_id=staged["index"]["save_id"],
                        two_stage=bool(model["two_stage"]),
-                       behaviour_time=staged.get("behaviour_time"))
+                       behaviour_time=staged.get("behaviour_time"),
+                       embedding_cache=None if embedding_cache is None
+                       else str(Path(embedding_cache).expanduser()))
             done_before = {int(b) for b in manifest["chunks"]}
             pending = [b for b in range(n_buckets) if b not in done_before]
             if done_before:

@@ -93,6 +93,9 @@ def _build_parser() -> argparse.ArgumentParser:
         sc.add_argument(f"--{col}-col", default=None,
                         help=f"name of the column holding {std} (default {std})")
     _add_ts_unit(sc)
+    sc.add_argument("--embedding-cache", default=None, metavar="PATH",
+                    help="persistent embedding store for the texts (default: the model's, "
+                         "else one for this job only, shared by its chunks)")
     sc.add_argument("--max-rejected", default=None, metavar="N|P%",
                     help="most rejected rows allowed: a count (100) or a share of the rows "
                          "(5%%, 0.05); above it the outputs and summary are still written, "
@@ -355,7 +358,8 @@ def score(args) -> int:
                               vector_col=args.vector_col, index=args.index, now=now,
                               dask=args.dask, progress=False if args.no_progress else None,
                               column_map=column_map or None, ts_unit=args.ts_unit,
-                              max_rejected=args.max_rejected)
+                              max_rejected=args.max_rejected,
+                              embedding_cache=args.embedding_cache)
     except RejectedRowsError as exc:  # finished and written, but too many rows rejected
         print(json.dumps(exc.summary, indent=2, ensure_ascii=False))
         _print_rejected(exc.summary, args.out)

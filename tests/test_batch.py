@@ -556,3 +556,40 @@ def test_memory_estimate_counts_the_two_stages(ranked, monkeypatch):
     per_user += 15 * 24 + 10 * 16 + 3 * 4 + 100 * 12
     assert two == int((mem / 1.15 - fixed - extra) // per_user)
     assert two < batch._chunk_users_for_memory(mem, **args)
+
+
+def test_chunks_of_one_job_encode_each_distinct_text_once(cached_encoder, tmp_path,
+                                                          monkeypatch):
+    from interestflow.encoder import Encoder
+
+    data = make_demo_events(24, seed=5)
+    eng = InterestEngine(encoder=cached_encoder, n_segments=2, ranker=None).fit(
+        data.events, data.items)
+    eng.save(tmp_path / "model")
+    ev = data.events.copy()
+    pool = sorted(ev["text"].unique())[:30]             # users of every chunk share texts
+    ev["text"] = [pool[i % 30] for i in range(len(ev))]
+    ev.to_csv(tmp_path / "ev.csv", index=False)
+    encoded = []
+    real = Encoder._encode_all
+    monkeypatch.setattr(Encoder, "_encode_all",
+                        lambda self, texts, *a, **k: encoded.extend(texts) or real(self, texts,
+                                                                                    *a, **k))
+    s = score(tmp_path / "ev.csv", tmp_path / "model", tmp_path / "out", k=3, chunk_users=4,
+              progress=False)
+    assert s["users"] == 24
+    per_chunk = sum(g["text"].nunique() for _, g in ev.groupby(
+        ev["user_id"].map({u: i // 4 for i, u in enumerate(sorted(ev["user_id"].unique()))})))
+    assert len(encoded) == len(set(encoded)) == ev["text"].nunique() < per_chunk
+    assert not (tmp_path / "out" / "_staging").exists()     # the job's store went with it
+
+    # a persistent store given for the job: a second job (other out) encodes nothing
+    store = tmp_path / "emb.sqlite"
+    encoded.clear()
+    score(tmp_path / "ev.csv", tmp_path / "model", tmp_path / "o2", k=3, chunk_users=4,
+          progress=False, embedding_cache=store)
+    assert len(encoded) == 30 and store.is_file()
+    encoded.clear()
+    score(tmp_path / "ev.csv", tmp_path / "model", tmp_path / "o3", k=3, chunk_users=4,
+          progress=False, embedding_cache=store)
+    assert encoded == []
