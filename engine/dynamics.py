@@ -1134,8 +1134,8 @@ class SegmentTracker:
                               float(in_share[srcs, j].sum()),
                               f"segment {ids[j]} ({in_tot[j]} users present in both "
                               f"snapshots): {detail}",
-                              min(1.0, len(srcs) * min(_novelty(prev, snap, i)
-                                                       for i in srcs)),
+                              min(1.0, len(srcs) * min(_novelty_parts(prev, snap,
+                                                                      srcs)[0])),
                               self._stability(prev, srcs, t)))
         matched_prev = set(match.values())
         for j in range(kc):
@@ -1372,28 +1372,33 @@ def _split_p(snap, prev, parts) -> float:
     tests of that null, Bonferroni-combined (twice the smaller p-value): the parts pooled
     (together they replace the parent), and any single part new (the smallest part p-value
     times their number; the other part may be the parent's continuation)."""
-    per = [_novelty(snap, prev, j) for j in parts]
+    per, pooled = _novelty_parts(snap, prev, parts)
     any_part = min(1.0, len(per) * min(per))
-    return float(min(1.0, 2.0 * min(_novelty(snap, prev, parts), any_part)))
+    return float(min(1.0, 2.0 * min(pooled, any_part)))
 
 
-def _novelty(snap, other, rows) -> float:
-    """One-sided p-value that the kind of user of segments ``rows`` of ``snap`` (one row, or
-    the parts of a split / sources of a merge, pooled) is new there (against ``other``).
+def _novelty(snap, other, row) -> float:
+    """:func:`_novelty_parts` of one segment."""
+    return _novelty_parts(snap, other, [row])[1]
+
+
+def _novelty_parts(snap, other, rows) -> tuple[list, float]:
+    """One-sided p-values that the kinds of user of segments ``rows`` of ``snap`` are new
+    there (against ``other``): ``([p per row], p of the rows pooled)``.
 
     A user is of a segment's kind when its nearest centroid of ``snap`` is that segment's
     and its cosine to it is at least the lower quartile of the segment's members' cosines.
     Null: the share of such users in ``snap`` is at most twice their share in ``other``
     (binomial with the ``other`` share, Laplace-smoothed, taken as known: its own sampling
     error is ignored, so with a small ``other`` snapshot the p-value is too small; the
-    doubling margin and ``max_p_value`` absorb part of that). Small for segments whose kind of user
-    ``other`` lacked; about 1 when ``other`` held as many such users and only the
+    doubling margin and ``max_p_value`` absorb part of that). Small for segments whose kind
+    of user ``other`` lacked; about 1 when ``other`` held as many such users and only the
     clustering changed (for example a segment resolved once more users arrived)."""
     from scipy.stats import binom
 
-    if len(snap["x"]) == 0 or len(other["x"]) == 0:
-        return float("nan")
     rows = np.atleast_1d(np.asarray(rows, np.int64))
+    if len(snap["x"]) == 0 or len(other["x"]) == 0:
+        return [float("nan")] * len(rows), float("nan")
     c = snap["centroids"]
     floor = np.full(len(c), np.inf)
     for r in rows:
@@ -1401,15 +1406,19 @@ def _novelty(snap, other, rows) -> float:
         if len(own):
             floor[r] = float(np.quantile(own, 0.25))
 
-    def count(x):
+    def counts(x):  # users of each row's kind
         sims = x @ c.T
         near = np.argmax(sims, axis=1)
-        return int((np.isin(near, rows) & (sims[np.arange(len(x)), near] >= floor[near])).sum())
+        ok = sims[np.arange(len(x)), near] >= floor[near]
+        return np.array([int((ok & (near == r)).sum()) for r in rows])
 
-    x1, n1 = count(snap["x"]), len(snap["x"])
-    x0, n0 = count(other["x"]), len(other["x"])
-    base = min(1.0, 2.0 * (x0 + 1) / (n0 + 2))
-    return float(binom.sf(x1 - 1, n1, base))
+    x1, x0 = counts(snap["x"]), counts(other["x"])
+    n1, n0 = len(snap["x"]), len(other["x"])
+
+    def p(a, b):
+        return float(binom.sf(a - 1, n1, min(1.0, 2.0 * (b + 1) / (n0 + 2))))
+
+    return [p(a, b) for a, b in zip(x1, x0)], p(int(x1.sum()), int(x0.sum()))
 
 
 def _transient(events) -> list:

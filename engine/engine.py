@@ -738,7 +738,6 @@ class InterestEngine:
                     U, replace(cfg, k_min=max(int(cfg.k_min), k_old),
                                k_max=None if cfg.k_max is None else max(cfg.k_max, k_old)),
                     device=self.device)
-                k = max(int(k), k_old)  # candidate_ks' geometric grid may go below k_min
             elif self.n_segments == "auto":
                 k, self.silhouette_by_k_ = choose_n_segments(U, cfg, device=self.device)
             else:

@@ -90,7 +90,8 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 def candidate_ks(n_users: int, k_min: int, k_max: int | None) -> list[int]:
-    """Candidate K values for ``"auto"``: every K up to 16, then a geometric grid."""
+    """Candidate K values for ``"auto"`` in ``[k_min, hi]``: every K up to 16, then a
+    geometric grid."""
     hi = k_max if k_max is not None else int(np.clip(round(np.sqrt(n_users / 2)), k_min, 64))
     hi = min(hi, n_users - 1)
     lo = min(k_min, hi)
@@ -101,7 +102,7 @@ def candidate_ks(n_users: int, k_min: int, k_max: int | None) -> list[int]:
     while k < hi:
         k = int(round(k * 1.25))
         ks.append(min(k, hi))
-    return sorted(set(ks))
+    return sorted(k for k in set(ks) if k >= lo)
 
 
 def choose_n_segments(vectors: np.ndarray, config: SegmentConfig, *, device=None) -> tuple[int, dict]:
