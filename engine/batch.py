@@ -497,6 +497,21 @@ def _model_encoder(model: dict):
     return eng._get_encoder()
 
 
+def _job_encoder(model: dict, job):
+    """The model's encoder with the job's embedding store: ``job.embedding_cache`` when a
+    path (it wins), none when False, else the model's store, else one for this job only
+    (``OUT/_staging/embeddings.sqlite``, shared by its chunks and processes, removed with
+    the staging folder at the end)."""
+    enc = _model_encoder(model)
+    if job.embedding_cache is False:
+        enc.cache, enc._cache_store = None, None
+    elif job.embedding_cache is not None:
+        enc.cache, enc._cache_store = Path(job.embedding_cache), None
+    elif getattr(enc, "cache", None) is None:
+        enc.cache = _staging(Path(job.out)) / "embeddings.sqlite"
+    return enc
+
+
 def _check_vectors(name, flat, lengths, dim, where):
     """(n, dim) float32 from a list column's values; raises naming the first bad row."""
     bad_len = lengths != dim
@@ -649,7 +664,7 @@ class _Job:
     index_id: str
     two_stage: bool = False
     behaviour_time: float | None = None
-    embedding_cache: str | None = None
+    embedding_cache: str | bool | None = None  # a path, None (model's or job's), False (none)
 
 
 def _staging(out: Path) -> Path:
@@ -1229,16 +1244,16 @@ def score_chunk(job: _Job, b: int) -> dict:
             text_pos[src_text] = codes
             if len(uniques):
                 if res["encoder"] is None:
-                    enc = _model_encoder(model)
-                    if job.embedding_cache is not None:  # given for this job: it wins
-                        enc.cache, enc._cache_store = Path(job.embedding_cache), None
-                    if getattr(enc, "cache", None) is None:
-                        # no persistent store: one for this job, shared by its chunks and
-                        # processes (removed with the staging folder at the end)
-                        enc.cache = _staging(Path(job.out)) / "embeddings.sqlite"
-                    res["encoder"] = enc
-                text_vectors = np.asarray(res["encoder"].encode(list(uniques),
-                                                                show_progress=False), np.float32)
+                    res["encoder"] = _job_encoder(model, job)
+                enc = res["encoder"]
+                text_vectors = np.asarray(enc.encode(list(uniques), show_progress=False),
+                                          np.float32)
+                cache = getattr(enc, "cache", None)
+                stats["texts"] = {
+                    "distinct": len(uniques),
+                    "encoded": int(enc.cache_encoded_ if cache is not None else len(uniques)),
+                    "store": ("none" if cache is None else "job" if Path(cache) ==
+                              _staging(Path(job.out)) / "embeddings.sqlite" else "persistent")}
         src_item = ~src_vec & ~src_text
         tm["encode_s"] = time.perf_counter() - t
 
@@ -1625,11 +1640,14 @@ def score(events, model_dir, out, *, items=None, k: int = 10, chunk_users=None,
         or ``"5%"``). Above it, ``score`` still finishes and writes every output and the
         summary (which records the limit and that it was exceeded), then raises
         :class:`RejectedRowsError`. Default: no limit (the counts are in the summary).
-    embedding_cache : str or os.PathLike, optional
+    embedding_cache : str, os.PathLike or False, optional
         A persistent embedding store for the texts (see ``Encoder(cache=...)``; refused if
         another encoder made it); default: the one the model was saved with, else a store
         for this job only (``OUT/_staging``), so that every chunk and worker encodes each
-        distinct text once.
+        distinct text once (two workers that meet a new text at the same moment may both
+        encode it). ``False``: no store; each chunk encodes its own distinct texts. The
+        summary's ``texts`` counts the distinct texts of each chunk summed (``looked_up``)
+        and how many of them were encoded.
 
     Returns
     -------
@@ -1677,6 +1695,10 @@ def score(events, model_dir, out, *, items=None, k: int = 10, chunk_users=None,
     mem = parse_memory(max_memory) if max_memory is not None else None
     if index not in ("auto", "exact", "ivf"):
         raise ValueError(f"index={index!r} is not valid; pass one of 'auto', 'exact', 'ivf'")
+    if not (embedding_cache is None or embedding_cache is False
+            or isinstance(embedding_cache, (str, os.PathLike))):
+        raise TypeError(f"embedding_cache must be a path, None or False, got "
+                        f"{embedding_cache!r}")
     if vector_col is not None and not isinstance(vector_col, str):
         raise TypeError(f"vector_col must be a column name (str), got "
                         f"{type(vector_col).__name__}")
@@ -1783,7 +1805,8 @@ def score(events, model_dir, out, *, items=None, k: int = 10, chunk_users=None,
                        user_kind=staged["user_kind"], index_id=staged["index"]["save_id"],
                        two_stage=bool(model["two_stage"]),
                        behaviour_time=staged.get("behaviour_time"),
-                       embedding_cache=None if embedding_cache is None
+                       embedding_cache=embedding_cache if (embedding_cache is None
+                                                       or embedding_cache is False)
                        else str(Path(embedding_cache).expanduser()))
             done_before = {int(b) for b in manifest["chunks"]}
             pending = [b for b in range(n_buckets) if b not in done_before]
@@ -1844,7 +1867,12 @@ def _finish(out: Path, manifest, man_path, staged, job, timings, t_start, pendin
     stage_t: dict = {}
     zero_users = 0
     zero_examples = []
+    texts = {"looked_up": 0, "encoded": 0, "store": None}
     for s in chunks.values():
+        if "texts" in s:
+            texts["looked_up"] += int(s["texts"]["distinct"])
+            texts["encoded"] += int(s["texts"]["encoded"])
+            texts["store"] = s["texts"].get("store")
         for r, c in s.get("rejected", {}).items():
             by_reason[r] = by_reason.get(r, 0) + int(c)
         for key, v in s["timings_s"].items():
@@ -1877,6 +1905,7 @@ def _finish(out: Path, manifest, man_path, staged, job, timings, t_start, pendin
         "index": staged["index"],
         "dask": dask,
         "workers": workers,
+        "texts": texts,
         "timings_s": timings_s,
         "users_per_s": (round(users_now / timings["chunks_wall_s"], 1)
                         if users_now and timings.get("chunks_wall_s") else None),

@@ -93,9 +93,12 @@ def _build_parser() -> argparse.ArgumentParser:
         sc.add_argument(f"--{col}-col", default=None,
                         help=f"name of the column holding {std} (default {std})")
     _add_ts_unit(sc)
-    sc.add_argument("--embedding-cache", default=None, metavar="PATH",
-                    help="persistent embedding store for the texts (default: the model's, "
-                         "else one for this job only, shared by its chunks)")
+    store = sc.add_mutually_exclusive_group()
+    store.add_argument("--embedding-cache", default=None, metavar="PATH",
+                       help="persistent embedding store for the texts (default: the model's, "
+                            "else one for this job only, shared by its chunks)")
+    store.add_argument("--no-embedding-cache", dest="embedding_cache", action="store_const",
+                       const=False, help="no embedding store: each chunk encodes its own texts")
     sc.add_argument("--max-rejected", default=None, metavar="N|P%",
                     help="most rejected rows allowed: a count (100) or a share of the rows "
                          "(5%%, 0.05); above it the outputs and summary are still written, "

@@ -559,7 +559,8 @@ def test_memory_estimate_counts_the_two_stages(ranked, monkeypatch):
 
 
 def test_chunks_of_one_job_encode_each_distinct_text_once(cached_encoder, tmp_path,
-                                                          monkeypatch):
+                                                          monkeypatch, capsys):
+    from interestflow.cli import main
     from interestflow.encoder import Encoder
 
     data = make_demo_events(24, seed=5)
@@ -582,6 +583,26 @@ def test_chunks_of_one_job_encode_each_distinct_text_once(cached_encoder, tmp_pa
         ev["user_id"].map({u: i // 4 for i, u in enumerate(sorted(ev["user_id"].unique()))})))
     assert len(encoded) == len(set(encoded)) == ev["text"].nunique() < per_chunk
     assert not (tmp_path / "out" / "_staging").exists()     # the job's store went with it
+    assert s["texts"]["encoded"] == 30 and s["texts"]["store"] == "job"
+    assert s["texts"]["looked_up"] > 30                      # chunks did share texts
+
+    # no store (--no-embedding-cache, embedding_cache=False): each chunk encodes its own
+    # distinct texts, same output
+    encoded.clear()
+    assert main(["score", "--events", str(tmp_path / "ev.csv"), "--model-dir",
+                 str(tmp_path / "model"), "--out", str(tmp_path / "o0"), "--k", "3",
+                 "--chunk-users", "4", "--no-progress", "--no-embedding-cache"]) == 0
+    s0 = json.loads(capsys.readouterr().out)
+    assert s0["texts"] == {"looked_up": s["texts"]["looked_up"],
+                           "encoded": s["texts"]["looked_up"], "store": "none"}
+    assert len(encoded) == s["texts"]["looked_up"]
+    recs = [pd.read_parquet(tmp_path / o / "recommendations").sort_values(["user_id", "rank"],
+                                                                          ignore_index=True)
+            for o in ("out", "o0")]
+    # same items; scores equal to bf16 rounding (a text's vector depends slightly on the
+    # batch it was encoded in, and the two jobs batch differently)
+    pd.testing.assert_frame_equal(recs[0], recs[1], check_exact=False, atol=1e-3)
+    assert (recs[0]["item_id"] == recs[1]["item_id"]).all()
 
     # a persistent store given for the job: a second job (other out) encodes nothing
     store = tmp_path / "emb.sqlite"
@@ -590,6 +611,9 @@ def test_chunks_of_one_job_encode_each_distinct_text_once(cached_encoder, tmp_pa
           progress=False, embedding_cache=store)
     assert len(encoded) == 30 and store.is_file()
     encoded.clear()
-    score(tmp_path / "ev.csv", tmp_path / "model", tmp_path / "o3", k=3, chunk_users=4,
-          progress=False, embedding_cache=store)
-    assert encoded == []
+    s3 = score(tmp_path / "ev.csv", tmp_path / "model", tmp_path / "o3", k=3, chunk_users=4,
+               progress=False, embedding_cache=store)
+    assert encoded == [] and s3["texts"]["encoded"] == 0
+    assert s3["texts"]["store"] == "persistent"
+    with pytest.raises(TypeError, match="embedding_cache must be a path, None or False"):
+        score(tmp_path / "ev.csv", tmp_path / "model", tmp_path / "o4", embedding_cache=True)
