@@ -129,7 +129,11 @@ class InterestEngine:
         text is looked up before it is encoded and written after; saved with the model, so
         ``interestflow score`` chunks of a saved model share it. A saved model whose store
         is gone still loads (an empty store is created on first use). With your own
-        ``encoder``, pass ``Encoder(..., cache=PATH)`` instead.
+        ``encoder``, pass ``Encoder(..., cache=PATH)`` instead. Off by default because only
+        you know where such a file may live: a service may have no writable disk, a Dask job
+        needs it on a file system every worker sees, and it grows with every text (up to its
+        ``max_rows``). Without it, :meth:`fit` then :meth:`track` encode the same texts
+        twice (:meth:`partial_fit` encodes only its new texts either way).
 
     Examples
     --------
