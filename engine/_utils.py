@@ -1,0 +1,223 @@
+"""Internals shared by interestflow's modules: one checker per kind of value, the one row
+normaliser, the time converters, the worker-thread context, a 2-D PCA.
+
+Private to the distribution (``interestflow`` and ``interestflow.kernels``): modules import
+these names from here instead of from each other (``ARCHITECTURE.md``; a test fails when a
+module imports another module's private name). Nothing here imports torch at module level.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import numbers
+
+import numpy as np
+
+__all__ = ["check_int", "unit_rows", "datetimes_to_seconds", "time_to_seconds",
+           "torch_threads", "TorchWorkers", "pca_2d"]
+
+
+# ------------------------------------------------------------------------------- checkers
+def check_int(name: str, value, minimum: int | None = None, maximum: int | None = None, *,
+              none_ok: bool = False):
+    """``value`` as a Python int, or a named error.
+
+    ``TypeError`` when it is not an integer (bools are not: ``True`` is not a count);
+    ``ValueError`` when it is outside ``[minimum, maximum]`` (either bound optional).
+    ``None`` passes through when ``none_ok``.
+    """
+    if value is None and none_ok:
+        return None
+    if minimum is not None and maximum is not None:
+        rng = f" in [{minimum}, {maximum}]"
+    elif minimum is not None:
+        rng = f" >= {minimum}"
+    elif maximum is not None:
+        rng = f" <= {maximum}"
+    else:
+        rng = ""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer{rng}{' or None' if none_ok else ''}, got "
+                        f"{type(value).__name__} ({value!r})")
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ValueError(f"{name}={value} is invalid; pass an integer{rng}")
+    return int(value)
+
+
+# ------------------------------------------------------------------------------- vectors
+def unit_rows(x, *, dtype=np.float32, name: str | None = None,
+              chunk: int = 1 << 16) -> np.ndarray:
+    """A copy of ``x`` (n, d) with rows scaled to unit L2 norm; an all-zero row stays zero.
+
+    Norms are computed in float64 (in blocks of ``chunk`` rows, so a float32 input needs
+    no float64 copy of the whole array) and divided with torch's ``normalize`` epsilon
+    (1e-12). ``dtype``: of the result (``None``: the input's floating dtype). With
+    ``name``, a row holding NaN or infinity raises ``ValueError`` naming ``name`` and the row.
+    """
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise ValueError(f"{name or 'x'} must be 2-D (rows of vectors), got shape {x.shape}")
+    if dtype is None:
+        dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64
+    out = np.empty(x.shape, dtype)
+    for a in range(0, x.shape[0], chunk):
+        blk = np.asarray(x[a:a + chunk], dtype=np.float64)
+        if name is not None:
+            bad = ~np.isfinite(blk).all(axis=1)
+            if bad.any():
+                row = a + int(np.argmax(bad))
+                raise ValueError(f"{name} row {row} contains NaN or infinity; pass finite "
+                                 "values")
+        norm = np.sqrt(np.einsum("ij,ij->i", blk, blk))
+        out[a:a + chunk] = blk / np.maximum(norm, 1e-12)[:, None]
+    return out
+
+
+def pca_2d(x: np.ndarray) -> np.ndarray:
+    """(n, 2) coordinates of ``x`` (n, d) on its first two principal axes, signs fixed so
+    that the largest loading of each axis is positive (reruns draw the same picture)."""
+    x = x - x.mean(axis=0, keepdims=True)
+    _, vecs = np.linalg.eigh(x.T @ x)
+    comps = vecs[:, ::-1][:, :2]
+    signs = np.sign(comps[np.abs(comps).argmax(axis=0), [0, 1]])
+    signs[signs == 0] = 1
+    return x @ (comps * signs)
+
+
+# ---------------------------------------------------------------------------------- time
+def datetimes_to_seconds(s) -> np.ndarray:
+    """A datetime64 pandas Series (any unit; tz-aware converted to UTC, naive taken as UTC)
+    as float64 unix seconds, at microsecond resolution."""
+    import pandas as pd
+
+    if isinstance(s.dtype, pd.DatetimeTZDtype):
+        s = s.dt.tz_convert("UTC").dt.tz_localize(None)
+    us = s.to_numpy().astype("datetime64[us]").astype(np.int64)
+    return us.astype(np.float64) / 1e6
+
+
+def time_to_seconds(value, name: str, *, scale: float = 1.0, strings: bool = False) -> float:
+    """One time as float unix seconds: a number (times ``scale``), a datetime / date, a
+    pandas Timestamp, a numpy datetime64, or (``strings=True``) an ISO 8601 string. Naive
+    times are UTC. Raises ``TypeError`` / ``ValueError`` naming ``name``."""
+    import pandas as pd
+
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a time (unix seconds or a datetime), got bool")
+    if value is pd.NaT or (isinstance(value, np.datetime64) and np.isnat(value)):
+        raise ValueError(f"{name} must be a valid time, got NaT")
+    if isinstance(value, numbers.Real):
+        out = float(value) * scale
+    elif isinstance(value, (pd.Timestamp, np.datetime64)):
+        # .asm8 is the UTC instant (naive Timestamps are taken as UTC); microseconds, not
+        # nanoseconds, so that years past 2262 (refused later as implausible) do not overflow
+        dt64 = value.asm8 if isinstance(value, pd.Timestamp) else value
+        out = float(dt64.astype("datetime64[us]").astype(np.int64)) / 1e6
+    elif isinstance(value, _dt.datetime):
+        if value.tzinfo is None:  # naive times are UTC, as in validate_events
+            value = value.replace(tzinfo=_dt.timezone.utc)
+        out = value.timestamp()
+    elif isinstance(value, _dt.date):
+        out = _dt.datetime(value.year, value.month, value.day,
+                           tzinfo=_dt.timezone.utc).timestamp()
+    elif strings and isinstance(value, str):
+        try:
+            out = float(datetimes_to_seconds(pd.Series(
+                pd.to_datetime([value], utc=True, format="ISO8601")))[0])
+        except (ValueError, OverflowError):
+            raise ValueError(f"{name} is not an ISO 8601 time: {value!r:.60}") from None
+    else:
+        raise TypeError(
+            f"{name} must be unix seconds (float), a datetime, a pandas Timestamp or a "
+            f"numpy datetime64, got {type(value).__name__}")
+    if not math.isfinite(out):
+        raise ValueError(f"{name} must be finite, got {out}")
+    return out
+
+
+# ------------------------------------------------------------------------------- threads
+class torch_threads:
+    """Context: ``torch.set_num_threads(n)`` for the calling thread when ``n`` is fewer
+    than now, restored on exit; ``n=None`` changes nothing."""
+
+    def __init__(self, n: int | None):
+        self.n = n
+        self.old = None
+
+    def __enter__(self):
+        if self.n is not None:
+            import torch
+
+            self.old = torch.get_num_threads()
+            if self.n < self.old:
+                torch.set_num_threads(self.n)
+        return self
+
+    def __exit__(self, *exc):
+        if self.old is not None and self.n < self.old:
+            import torch
+
+            torch.set_num_threads(self.old)
+        return False
+
+
+class TorchWorkers:
+    """Plain worker threads, each running torch with ``threads_each`` intra-op threads.
+
+    Why plain threads: torch's intra-op setting is per thread (OpenMP), so small products run
+    better side by side than each split across cores, and numba kernels release the GIL.
+    Their idle threads block (OpenMP's spin after every parallel region, which is what numba
+    ``prange`` next to torch ran into: 3.4 s against 1.9 s for one bf16 pass on 2 cores).
+    Setting the workers' threads also changes torch's default for new threads, so the
+    caller's ``torch.get_num_threads()`` is restored on :meth:`close` / exit.
+
+    Parameters
+    ----------
+    n : int, optional
+        Worker threads (default: the caller's ``torch.get_num_threads()``). With one, tasks
+        run in the calling thread.
+    threads_each : int, default 1
+        torch intra-op threads of each worker.
+    name : str
+        Thread name prefix (seen in debuggers and profilers).
+    """
+
+    def __init__(self, n: int | None = None, *, threads_each: int = 1,
+                 name: str = "interestflow"):
+        import torch
+
+        self._torch = torch
+        self.restore = torch.get_num_threads()
+        self.n = max(1, int(self.restore if n is None else n))
+        self.pool = None
+        if self.n > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.pool = ThreadPoolExecutor(self.n, initializer=torch.set_num_threads,
+                                           initargs=(max(1, int(threads_each)),),
+                                           thread_name_prefix=name)
+
+    def map(self, fn, items) -> list:
+        """``[fn(x) for x in items]``, run on the workers."""
+        if self.pool is None:
+            return [fn(x) for x in items]
+        return list(self.pool.map(fn, items))
+
+    def ranges(self, kernel, n_items: int, *args) -> None:
+        """``kernel(*args, lo, hi)`` over ``[0, n_items)`` split into a few ranges a worker."""
+        step = max(1, -(-n_items // (4 * self.n)))
+        self.map(lambda lo: kernel(*args, lo, min(n_items, lo + step)), range(0, n_items, step))
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+            self.pool = None
+            self._torch.set_num_threads(self.restore)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
