@@ -14,11 +14,46 @@ import numbers
 
 import numpy as np
 
-__all__ = ["check_int", "unit_rows", "datetimes_to_seconds", "time_to_seconds",
+__all__ = ["NotFittedError", "not_fitted", "check_int", "check_matrix", "check_user_rows", "unit_rows", "datetimes_to_seconds", "time_to_seconds",
            "torch_threads", "TorchWorkers", "pca_2d"]
 
 
 # ------------------------------------------------------------------------------- checkers
+_NOT_FITTED = None
+
+
+def _not_fitted_class():
+    """Built on first use: importing scikit-learn takes ~1 s, too much for every import."""
+    global _NOT_FITTED
+    if _NOT_FITTED is None:
+        from sklearn.exceptions import NotFittedError as _SklearnNotFitted
+
+        class NotFittedError(_SklearnNotFitted, RuntimeError):
+            """Raised when an interestflow object is used before it is fitted.
+
+            A ``sklearn.exceptions.NotFittedError`` (so a ``ValueError`` and an
+            ``AttributeError``, as scikit-learn estimators raise) and also a ``RuntimeError``
+            (what the engine and the tracker raised before).
+            """
+
+        NotFittedError.__module__ = "interestflow"
+        NotFittedError.__qualname__ = "NotFittedError"
+        _NOT_FITTED = NotFittedError
+    return _NOT_FITTED
+
+
+def not_fitted(message: str):
+    """The one not-fitted error, to raise: ``raise not_fitted("this X is not fitted yet;
+    call fit() first")`` (a :class:`NotFittedError`)."""
+    return _not_fitted_class()(message)
+
+
+def __getattr__(name):
+    if name == "NotFittedError":
+        return _not_fitted_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def check_int(name: str, value, minimum: int | None = None, maximum: int | None = None, *,
               none_ok: bool = False):
     """``value`` as a Python int, or a named error.
@@ -46,6 +81,43 @@ def check_int(name: str, value, minimum: int | None = None, maximum: int | None 
 
 
 # ------------------------------------------------------------------------------- vectors
+def check_matrix(name, x, rows=None, dim=None):
+    """Finite float32 C-contiguous (n, dim) matrix; raises naming ``name`` and the bad row."""
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n, dim), got shape {x.shape}")
+    if rows is not None and x.shape[0] != rows:
+        raise ValueError(f"{name} has {x.shape[0]} rows, expected {rows}")
+    if dim is not None and x.shape[1] != dim:
+        raise ValueError(f"{name} must have {dim} columns (the other vectors' dim), got "
+                         f"{x.shape[1]}")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise TypeError(f"{name} must be a float array, got dtype {x.dtype}")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    bad = ~np.isfinite(x).all(axis=1)
+    if bad.any():
+        raise ValueError(f"{name} has NaN/inf at row {int(np.argmax(bad))} "
+                         f"({int(bad.sum())} rows); vectors must be finite")
+    return x
+
+
+def check_user_rows(user_rows, n_users: int) -> np.ndarray:
+    """``user_rows`` as int64, checked: 1-D integers in ``[0, n_users)`` (raises naming the
+    first bad position)."""
+    rows = np.asarray(user_rows)
+    if rows.ndim != 1:
+        raise ValueError(f"user_rows must be 1-D, got shape {rows.shape}")
+    if len(rows) and not np.issubdtype(rows.dtype, np.integer):
+        raise TypeError(f"user_rows must be integers, got dtype {rows.dtype}")
+    rows = rows.astype(np.int64, copy=False)
+    bad = (rows < 0) | (rows >= n_users)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"user_rows[{i}]={int(rows[i])} is not a known user row; expected "
+                         f"0 <= row < {n_users}")
+    return rows
+
+
 def unit_rows(x, *, dtype=np.float32, name: str | None = None,
               chunk: int = 1 << 16) -> np.ndarray:
     """A copy of ``x`` (n, d) with rows scaled to unit L2 norm; an all-zero row stays zero.

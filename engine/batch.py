@@ -552,7 +552,7 @@ def _build_catalogue(model: dict, items, vector_col, column_map, show) -> dict:
     from safetensors import safe_open
 
     from .persistence import _read_ids
-    from .segments import _unit
+    from ._utils import unit_rows as _unit
 
     dim = model["dim"]
     if items is None:
@@ -1186,7 +1186,8 @@ def score_chunk(job: _Job, b: int) -> dict:
 
     from .interests import decayed_user_means
     from .io import write_parquet
-    from .segments import _unit, soft_features
+    from ._utils import unit_rows as _unit
+    from .segments import soft_features
 
     t_all = time.perf_counter()
     tm = {}

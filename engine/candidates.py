@@ -77,7 +77,8 @@ from typing import Mapping
 import numpy as np
 
 from ._topk import topk_rows
-from .recommend import _integer, _user_rows, config_from_dict
+from ._utils import check_int, check_user_rows, not_fitted
+from .recommend import config_from_dict
 
 logger = logging.getLogger(__name__)
 
@@ -148,9 +149,9 @@ class CandidateConfig:
 
     def __post_init__(self):
         for name in SOURCES + ("ease_max_items", "ease_select_max_items"):
-            _integer(name, getattr(self, name), minimum=0)
+            check_int(name, getattr(self, name), minimum=0)
         for name in ("trend_baseline_windows", "segment_pool_factor", "chunk_users"):
-            _integer(name, getattr(self, name), minimum=1)
+            check_int(name, getattr(self, name), minimum=1)
         if not isinstance(self.exclude_seen, (bool, np.bool_)):
             raise TypeError(f"exclude_seen must be a bool, got {self.exclude_seen!r}")
         for name in ("ease_lambda", "trend_window_days"):
@@ -571,7 +572,7 @@ class CandidateGenerator:
 
         cfg = self.config
         if not hasattr(recommender, "weights_"):
-            raise ValueError("recommender is not fitted; call Recommender.fit() first")
+            raise not_fitted("recommender is not fitted; call Recommender.fit() first")
         rec = recommender
         n_users, n_items = rec.n_users_, rec.n_items_
         iu = np.asarray(inter_user, np.int64)
@@ -775,7 +776,7 @@ class CandidateGenerator:
     # -------------------------------------------------------------- generate
     def _check_fitted(self):
         if not hasattr(self, "recommender_"):
-            raise ValueError("this CandidateGenerator is not fitted; call fit() first")
+            raise not_fitted("this CandidateGenerator is not fitted; call fit() first")
 
     def user_rows(self, user_ids) -> np.ndarray:
         """Rows of ``user_ids`` (needs ids: :meth:`from_engine`); raises naming an unknown id."""
@@ -812,7 +813,7 @@ class CandidateGenerator:
             ``m`` users, in the order given.
         """
         self._check_fitted()
-        rows = _user_rows(user_rows, self.n_users_)
+        rows = check_user_rows(user_rows, self.n_users_)
         rec = self.recommender_
         parts = []
         step = self.config.chunk_users

@@ -102,7 +102,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from .segments import _unit, candidate_ks, check_n_segments
+from ._utils import unit_rows as _unit
+from .segments import candidate_ks, check_n_segments
 
 logger = logging.getLogger(__name__)
 

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator
 
 from .validation import now_seconds
-from .segments import (SegmentConfig, _unit, check_n_segments, fit_segments, one_hot,
+from ._utils import not_fitted, unit_rows
+from .segments import (SegmentConfig, check_n_segments, fit_segments, one_hot,
                        soft_features)
 
 logger = logging.getLogger(__name__)
@@ -74,7 +76,7 @@ def _check_same_id_type(column: str, new: pd.Series, known: pd.Index, where: str
 _USE_SAMPLE = 20_000
 
 
-class InterestEngine:
+class InterestEngine(BaseEstimator):
     """Users' texts to interest vectors, segments and recommendations.
 
     Parameters
@@ -121,7 +123,10 @@ class InterestEngine:
     random_state : int, default 0
         Seed for sampling and clustering (and the ranker's user sample and LightGBM seed).
     device : str, optional
-        Device for clustering (``None`` picks automatically).
+        Device of the stages that run on one: the default encoder, segment clustering
+        (K chosen, K-means) and :meth:`track`'s tracker (``None``: each picks a GPU when
+        there is one, else the CPU). An ``encoder`` you pass keeps its own device; the
+        recommender runs on the CPU (numpy / numba).
     show_progress : bool, optional
         Progress bars on long steps; ``None`` shows them on an interactive terminal.
     embedding_cache : str or os.PathLike, optional
@@ -210,9 +215,9 @@ class InterestEngine:
             cache = self.embedding_cache
             if spec and not spec.get("is_default_model", True) and spec.get("model"):
                 self.encoder = Encoder(spec["model"], max_length=spec["max_length"],
-                                       pooling=spec["pooling"], cache=cache)
+                                       pooling=spec["pooling"], cache=cache, device=self.device)
             else:
-                self.encoder = Encoder(cache=cache)
+                self.encoder = Encoder(cache=cache, device=self.device)
         return self.encoder
 
     def _encode_unique(self, texts: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -307,7 +312,7 @@ class InterestEngine:
             self.interest_importance_ = np.asarray(ui.importance, np.float64)
             self.interest_sizes_ = np.asarray(ui.sizes, np.int64)
             timings["interests_n"] = int(len(ui.importance))
-        self.user_vectors_ = _unit(means)
+        self.user_vectors_ = unit_rows(means)
         self.user_mean_ = np.asarray(means, np.float32)  # sufficient statistic for partial_fit
         self.user_log2_weight_ = log2w
         self.reference_time_ = float(ts.max() if now_s is None else now_s)
@@ -529,7 +534,7 @@ class InterestEngine:
             self.user_mean_[aff] = mean
             self.user_log2_weight_ = log2w
             self.user_vectors_ = _rows(self.user_vectors_, n_users)
-            self.user_vectors_[aff] = _unit(self.user_mean_[aff])
+            self.user_vectors_[aff] = unit_rows(self.user_mean_[aff])
             self.reference_time_ = ref
             timings["user_vectors_s"] = time.perf_counter() - t
 
@@ -663,7 +668,7 @@ class InterestEngine:
             source = np.concatenate([source, np.full(pad, "events")]).astype("U6")
         if it is not None:
             rows = self.item_ids_.get_indexer(it["item_id"])
-            self.item_vectors_[rows] = _unit(uvecs[codes[len(ev):]])
+            self.item_vectors_[rows] = unit_rows(uvecs[codes[len(ev):]])
             source[rows] = "items"
         if "item_id" in ev.columns:
             has = ev["item_id"].notna().to_numpy()
@@ -675,7 +680,7 @@ class InterestEngine:
             np.add.at(self.item_event_weight_, rows, w[has])
             wsum = self.item_event_weight_[urows]
             upd = (source[urows] == "events") & (wsum > 0)
-            self.item_vectors_[urows[upd]] = _unit(sums[upd] / wsum[upd][:, None])
+            self.item_vectors_[urows[upd]] = unit_rows(sums[upd] / wsum[upd][:, None])
         self.item_vector_source_ = source
 
     def _update_segments(self, aff, old_vectors, n_old, rechoose_k, drift_threshold) -> bool:
@@ -750,7 +755,7 @@ class InterestEngine:
                 km = KMeans(n_clusters=k, init=old_cents, n_init=1,
                             random_state=int(self.random_state), device=self.device)
                 labels = np.asarray(km.fit_predict(U)).astype(np.int64)
-                cents = _unit(np.asarray(km.cluster_centers_, np.float32))
+                cents = unit_rows(np.asarray(km.cluster_centers_, np.float32))
                 if cfg.merge_threshold is not None and k > 1:
                     labels, cents = merge_close_segments(U, labels, cents,
                                                          float(cfg.merge_threshold))
@@ -826,7 +831,7 @@ class InterestEngine:
         if not len(tk):
             return None
         k, self.segment_use_by_k_ = choose_n_segments_by_use(
-            _unit(means), user_codes[sel][kept], irow[kept], tk // n_items, tk % n_items,
+            unit_rows(means), user_codes[sel][kept], irow[kept], tk // n_items, tk % n_items,
             n_items, cfg, device=self.device)
         return k
 
@@ -897,7 +902,7 @@ class InterestEngine:
         # an event-built item vector is a weighted mean: keep its sum for partial_fit
         self.item_event_sum_ = (vecs.astype(np.float64) * item_w[:, None]).astype(np.float32)
         self.item_event_weight_ = item_w
-        self.item_vectors_ = _unit(vecs)
+        self.item_vectors_ = unit_rows(vecs)
         self.item_vector_source_ = np.where(have, "items", "events")
 
     def _keywords(self, ev: pd.DataFrame, user_codes: np.ndarray, top_n: int = 8):
@@ -1001,7 +1006,7 @@ class InterestEngine:
 
     def _check_fitted(self):
         if not hasattr(self, "user_vectors_"):
-            raise RuntimeError("this InterestEngine is not fitted yet; call fit(events) first")
+            raise not_fitted("this InterestEngine is not fitted yet; call fit(events) first")
         failed = getattr(self, "_failed_update", None)
         if failed:
             raise RuntimeError(
@@ -1128,7 +1133,7 @@ class InterestEngine:
         """
         from .interests import decayed_user_means
         from .ranker import rank_users
-        from .segments import _unit, soft_features
+        from .segments import soft_features
         from .validation import validate_events
 
         self._check_fitted()
@@ -1152,7 +1157,7 @@ class InterestEngine:
         means, log2w = decayed_user_means(uvecs[codes[order]], offsets, ts[order], w[order],
                                           half_life_days=float(self.half_life_days), now=None)
         _check_some_weight(log2w, user_codes, user_ids)
-        U = _unit(np.asarray(means, np.float32))
+        U = unit_rows(np.asarray(means, np.float32))
         cents = np.asarray(self.segment_centroids_, np.float32)
         soft = soft_features(U, cents, float(self.segment_temperature))
         seg = np.argmax(U @ cents.T, axis=1).astype(np.int64) if len(cents) else \
@@ -1246,13 +1251,30 @@ class InterestEngine:
         from .persistence import load_engine
         return load_engine(cls, Path(path), encoder=encoder)
 
-    def get_params(self) -> dict:
-        return {"half_life_days": self.half_life_days, "n_segments": self.n_segments,
-                "segmenter": self.segmenter, "merge_threshold": self.merge_threshold,
-                "multi_interest": self.multi_interest,
-                "segment_temperature": self.segment_temperature,
-                "ranker": self.ranker.to_dict() if hasattr(self.ranker, "to_dict")
-                else self.ranker, "random_state": self.random_state,
-                "embedding_cache": None if self.embedding_cache is None
-                else str(self.embedding_cache)}
+    def get_params(self, deep: bool = True) -> dict:
+        """Every constructor parameter, by name (scikit-learn's contract: ``clone``,
+        ``set_params`` and ``repr`` work from it).
+
+        ``ranker`` and ``recommend_config`` given as config objects come back as their plain
+        dicts and ``embedding_cache`` as a str: the form :meth:`save` keeps, which the
+        constructor takes back. ``deep`` is accepted for scikit-learn; no parameter is itself
+        an estimator with parameters of its own.
+        """
+        params = super().get_params(deep=False)
+        for name in ("ranker", "recommend_config"):
+            value = params[name]
+            if hasattr(value, "to_dict"):
+                params[name] = value.to_dict()
+        if params["embedding_cache"] is not None:
+            params["embedding_cache"] = str(params["embedding_cache"])
+        return params
+
+    def _saved_params(self) -> dict:
+        """The parameters a saved model keeps (JSON): not the encoder (saved as its spec),
+        ``device`` or ``show_progress`` (the loading machine's), nor ``recommend_config``
+        (saved with the fitted recommender)."""
+        params = self.get_params()
+        return {name: params[name] for name in (
+            "half_life_days", "n_segments", "segmenter", "merge_threshold", "multi_interest",
+            "segment_temperature", "ranker", "random_state", "embedding_cache")}
 

@@ -160,7 +160,7 @@ def _first_bad(mask: np.ndarray) -> tuple[int, int]:
     return int(np.argmax(mask)), int(mask.sum())
 
 
-def _check_inputs(vectors, offsets, ts, weights, half_life_days, now, n_threads):
+def check_decay_inputs(vectors, offsets, ts, weights, half_life_days, now, n_threads):
     """Validate and normalise arguments shared by both backends."""
     vectors = np.asarray(vectors)
     if vectors.ndim != 2:
@@ -376,7 +376,7 @@ def decayed_user_means(vectors, offsets, ts, weights=None, *, half_life_days=30.
     """
     if backend not in _BACKENDS:
         raise ValueError(f"backend must be one of {list(_BACKENDS)}, got {backend!r}")
-    vectors, offsets, ts, weights, half_life_s, ref, n_threads = _check_inputs(
+    vectors, offsets, ts, weights, half_life_s, ref, n_threads = check_decay_inputs(
         vectors, offsets, ts, weights, half_life_days, now, n_threads)
     ref_per_user = np.full(len(offsets) - 1, ref, dtype=np.float64)
     if backend == "numpy":

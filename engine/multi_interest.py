@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .interests import _check_inputs
-from .recommend import _vectors
+from .interests import check_decay_inputs
+from ._utils import check_int, check_matrix, unit_rows
 
 __all__ = ["DEFAULT_THRESHOLD", "DEFAULT_MAX_EVENTS", "MAX_EVENTS_LIMIT", "UserInterests",
            "user_interests", "recommend_multi"]
@@ -139,18 +139,6 @@ class UserInterests:
         })
 
 
-def _check_int(name, value, low, high=None, *, none_ok=False):
-    if value is None and none_ok:
-        return None
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer{' or None' if none_ok else ''}, got "
-                        f"{value!r}")
-    if value < low or (high is not None and value > high):
-        rng = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"{name}={value} is invalid; pass an integer {rng}")
-    return int(value)
-
-
 def user_interests(vectors, offsets, ts, weights=None, *, half_life_days=30.0,
                    threshold=DEFAULT_THRESHOLD, max_interests=None,
                    max_events=DEFAULT_MAX_EVENTS, now=None, backend="auto",
@@ -238,7 +226,7 @@ def user_interests(vectors, offsets, ts, weights=None, *, half_life_days=30.0,
     """
     if backend not in _BACKENDS:
         raise ValueError(f"backend must be one of {list(_BACKENDS)}, got {backend!r}")
-    vectors, offsets, ts, weights, half_life_s, ref, n_threads = _check_inputs(
+    vectors, offsets, ts, weights, half_life_s, ref, n_threads = check_decay_inputs(
         vectors, offsets, ts, weights, half_life_days, now, n_threads)
     if isinstance(threshold, (bool, np.bool_)) or not isinstance(threshold, numbers.Real):
         raise TypeError(f"threshold must be a number, got {threshold!r}")
@@ -246,7 +234,7 @@ def user_interests(vectors, offsets, ts, weights=None, *, half_life_days=30.0,
     if math.isnan(threshold) or threshold < 0:
         raise ValueError(f"threshold={threshold} is invalid; pass a number >= 0 (inf: one "
                          "interest per user)")
-    max_interests = _check_int("max_interests", max_interests, 1, none_ok=True)
+    max_interests = check_int("max_interests", max_interests, 1, none_ok=True)
 
     if backend == "auto":
         from interestflow.resolve import module_available
@@ -255,7 +243,7 @@ def user_interests(vectors, offsets, ts, weights=None, *, half_life_days=30.0,
         if backend == "reference":
             logger.info("user_interests backend='auto': interestflow._native is not built; "
                         "using the scipy reference (rebuild with `pip install -e .`)")
-    max_events = _check_int("max_events", max_events, 1, MAX_EVENTS_LIMIT)
+    max_events = check_int("max_events", max_events, 1, MAX_EVENTS_LIMIT)
 
     ref_per_user = np.full(len(offsets) - 1, ref, dtype=np.float64)
     if backend == "native":
@@ -439,9 +427,9 @@ def recommend_multi(interest_vectors, interest_importance, interest_offsets, ite
     >>> rows.tolist()
     [[0, 1, 2, 4]]
     """
-    iv = _vectors("interest_vectors", interest_vectors)
+    iv = check_matrix("interest_vectors", interest_vectors)
     n_interests, dim = iv.shape
-    items = _vectors("item_vectors", item_vectors, dim=dim)
+    items = check_matrix("item_vectors", item_vectors, dim=dim)
     n_items = items.shape[0]
     imp = np.asarray(interest_importance)
     if imp.ndim != 1 or imp.shape[0] != n_interests:
@@ -461,8 +449,8 @@ def recommend_multi(interest_vectors, interest_importance, interest_offsets, ite
                          f"shape {off.shape}")
     n_users = off.shape[0] - 1
     off = _csr_offsets("interest_offsets", off, n_interests, n_users)
-    k = _check_int("k", k, 1)
-    depth_fixed = _check_int("candidates_per_interest", candidates_per_interest, 1,
+    k = check_int("k", k, 1)
+    depth_fixed = check_int("candidates_per_interest", candidates_per_interest, 1,
                              none_ok=True)
     if exclude is None:
         ex_ptr = np.zeros(n_users + 1, np.int64)
@@ -509,12 +497,8 @@ def recommend_multi(interest_vectors, interest_importance, interest_offsets, ite
             cand[i] = idx[r, :depth[i]]
 
     # exact re-rank inputs: unit rows in float64 (zero rows stay zero)
-    def unit(x):
-        x = x.astype(np.float64)
-        nrm = np.linalg.norm(x, axis=1, keepdims=True)
-        return np.divide(x, nrm, out=np.zeros_like(x), where=nrm > 0)
-
-    iv_unit, items_unit = unit(iv), unit(items)
+    iv_unit = unit_rows(iv, dtype=np.float64)
+    items_unit = unit_rows(items, dtype=np.float64)
     for u in range(n_users):
         lo, hi = int(off[u]), int(off[u + 1])
         if hi == lo:

@@ -258,7 +258,7 @@ def save_engine(engine, path: Path) -> Path:
         "save_id": save_id,
         "format_version": FORMAT_VERSION,
         "interestflow_version": __version__,
-        "params": engine.get_params(),
+        "params": engine._saved_params(),
         "n_segments_": int(engine.n_segments_),
         "reference_time_": float(engine.reference_time_),
         "n_events_": int(engine.n_events_),

@@ -92,7 +92,8 @@ from typing import Mapping
 import numpy as np
 
 from .candidates import FEATURE_NAMES, Candidates
-from .recommend import _integer, config_from_dict
+from ._utils import check_int, not_fitted
+from .recommend import config_from_dict
 
 logger = logging.getLogger(__name__)
 
@@ -205,7 +206,7 @@ class RankerConfig:
                           ("max_train_users", 1), ("num_threads", 1), ("random_state", 0),
                           ("early_stopping_rounds", 1), ("label_splits", 1),
                           ("n_models", 1)):
-            _integer(name, getattr(self, name), minimum=low)
+            check_int(name, getattr(self, name), minimum=low)
         v = self.validation_fraction
         if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
                 or not 0 <= float(v) < 1:
@@ -500,9 +501,7 @@ class Ranker:
 
     def _check_fitted(self):
         if not hasattr(self, "boosters_"):
-            from sklearn.exceptions import NotFittedError
-
-            raise NotFittedError("this Ranker is not fitted; call fit() first")
+            raise not_fitted("this Ranker is not fitted; call fit() first")
 
     def score(self, candidates: Candidates, *, threads: int | None = None) -> np.ndarray:
         """Score of every candidate, shape (nnz,), float64 (higher is better).

@@ -42,6 +42,7 @@ from typing import Mapping
 
 import numpy as np
 
+from ._utils import check_int, check_matrix, check_user_rows, not_fitted, unit_rows
 from ._topk import topk_row as _topk_row
 from ._topk import topk_rows as _topk_rows
 from .interests import SECONDS_PER_DAY as _SECONDS_PER_DAY
@@ -146,8 +147,8 @@ class RecommendConfig:
         _number("rrf_k", self.rrf_k, low=0.0, low_open=False)
         for name in ("rrf_depth", "knn_neighbors", "select_users", "select_k",
                      "chunk_elements"):
-            _integer(name, getattr(self, name), minimum=1)
-        _integer("random_state", self.random_state, minimum=0)
+            check_int(name, getattr(self, name), minimum=1)
+        check_int("random_state", self.random_state, minimum=0)
         for name in ("popularity_half_life_days", "seed_half_life_days"):
             v = getattr(self, name)
             if v is not None:
@@ -166,23 +167,6 @@ class RecommendConfig:
         return config_from_dict(cls, d)
 
 
-def _user_rows(user_rows, n_users: int) -> np.ndarray:
-    """``user_rows`` as int64, checked: 1-D integers in ``[0, n_users)`` (raises naming the
-    first bad position)."""
-    rows = np.asarray(user_rows)
-    if rows.ndim != 1:
-        raise ValueError(f"user_rows must be 1-D, got shape {rows.shape}")
-    if len(rows) and not np.issubdtype(rows.dtype, np.integer):
-        raise TypeError(f"user_rows must be integers, got dtype {rows.dtype}")
-    rows = rows.astype(np.int64, copy=False)
-    bad = (rows < 0) | (rows >= n_users)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ValueError(f"user_rows[{i}]={int(rows[i])} is not a known user row; expected "
-                         f"0 <= row < {n_users}")
-    return rows
-
-
 def config_from_dict(cls, d: Mapping):
     """``cls(**d)`` for a config dataclass; a key that is not a field raises naming it (the
     ``from_dict`` of :class:`RecommendConfig`, ``CandidateConfig`` and ``RankerConfig``)."""
@@ -196,13 +180,6 @@ def config_from_dict(cls, d: Mapping):
 def _choice(name, value, options):
     if value not in options:
         raise ValueError(f"{name}={value!r} is invalid; pass one of {list(options)}")
-
-
-def _integer(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name}={value} is invalid; pass an integer >= {minimum}")
 
 
 def _number(name, value, *, low=None, low_open=False, high=None, allow_inf=False):
@@ -219,24 +196,7 @@ def _number(name, value, *, low=None, low_open=False, high=None, allow_inf=False
 
 
 # --------------------------------------------------------------------------- arrays
-def _vectors(name, x, rows=None, dim=None):
-    """Finite float32 C-contiguous (n, dim) matrix; raises naming ``name`` and the bad row."""
-    x = np.asarray(x)
-    if x.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (n, dim), got shape {x.shape}")
-    if rows is not None and x.shape[0] != rows:
-        raise ValueError(f"{name} has {x.shape[0]} rows, expected {rows}")
-    if dim is not None and x.shape[1] != dim:
-        raise ValueError(f"{name} must have {dim} columns (the other vectors' dim), got "
-                         f"{x.shape[1]}")
-    if not np.issubdtype(x.dtype, np.floating):
-        raise TypeError(f"{name} must be a float array, got dtype {x.dtype}")
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    bad = ~np.isfinite(x).all(axis=1)
-    if bad.any():
-        raise ValueError(f"{name} has NaN/inf at row {int(np.argmax(bad))} "
-                         f"({int(bad.sum())} rows); vectors must be finite")
-    return x
+
 
 
 def _index(name, x, n, size):
@@ -470,9 +430,9 @@ class Recommender:
         self
         """
         cfg = self.config
-        U = _vectors("user_vectors", user_vectors)
+        U = check_matrix("user_vectors", user_vectors)
         n_users, dim = U.shape
-        I = _vectors("item_vectors", item_vectors)
+        I = check_matrix("item_vectors", item_vectors)
         if I.shape[1] != dim:
             raise ValueError(f"item_vectors has dimension {I.shape[1]}, user_vectors has {dim}")
         n_items = I.shape[0]
@@ -483,7 +443,7 @@ class Recommender:
         ii = _index("inter_item", inter_item, n_inter, n_items)
         ts = _finite("inter_ts", inter_ts, n_inter)
         wt = _finite("inter_weight", inter_weight, n_inter, nonnegative=True)
-        soft = _vectors("segment_soft", segment_soft, rows=n_users)
+        soft = check_matrix("segment_soft", segment_soft, rows=n_users)
         n_seg = soft.shape[1]
         seg = np.asarray(user_segment)
         noise = np.zeros(n_users, bool)
@@ -494,7 +454,7 @@ class Recommender:
         _number("half_life_days", half_life_days, low=0.0, low_open=True, allow_inf=True)
         hl = float(half_life_days)
         if inter_vectors is not None:
-            inter_vectors = _vectors("inter_vectors", inter_vectors, rows=n_inter)
+            inter_vectors = check_matrix("inter_vectors", inter_vectors, rows=n_inter)
             if inter_vectors.shape[1] != dim:
                 raise ValueError(f"inter_vectors has dimension {inter_vectors.shape[1]}, "
                                  f"user_vectors has {dim}")
@@ -596,8 +556,8 @@ class Recommender:
             raise ValueError("this Recommender has no incremental state (fitted by an older "
                              "interestflow); call fit() on all interactions instead")
         cfg = self.config
-        U = _vectors("user_vectors", user_vectors, dim=self.dim_)
-        I = _vectors("item_vectors", item_vectors, dim=self.dim_)
+        U = check_matrix("user_vectors", user_vectors, dim=self.dim_)
+        I = check_matrix("item_vectors", item_vectors, dim=self.dim_)
         n_users, n_items = U.shape[0], I.shape[0]
         n_u0, n_i0 = self.n_users_, self.n_items_
         if n_users < n_u0 or n_items < n_i0:
@@ -606,7 +566,7 @@ class Recommender:
         n_inter = np.asarray(inter_user).shape[0] if np.ndim(inter_user) == 1 else -1
         if n_inter < 0:
             raise ValueError(f"inter_user must be 1-D, got shape {np.shape(inter_user)}")
-        _integer("n_previous", n_previous, minimum=0)
+        check_int("n_previous", n_previous, minimum=0)
         n_prev = int(n_previous)
         if n_prev > n_inter:
             raise ValueError(f"n_previous={n_prev} exceeds the {n_inter} interactions given")
@@ -628,7 +588,7 @@ class Recommender:
         ts, wt = (arrays[2].astype(np.float64, copy=False),
                   arrays[3].astype(np.float64, copy=False))
         k = self.segment_popularity_.shape[0]
-        soft = _vectors("segment_soft", segment_soft, rows=n_users)
+        soft = check_matrix("segment_soft", segment_soft, rows=n_users)
         if soft.shape[1] != k:
             raise ValueError(f"segment_soft has {soft.shape[1]} segments, the recommender was "
                              f"fitted with {k}; call fit() when the segments changed")
@@ -891,14 +851,14 @@ class Recommender:
             Fused scores, padded with -inf.
         """
         if not hasattr(self, "weights_"):
-            raise ValueError("this Recommender is not fitted; call fit() or from_state() first")
+            raise not_fitted("this Recommender is not fitted; call fit() or from_state() first")
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
             raise TypeError(f"k must be an integer, got {k!r}")
         if k < 1:
             raise ValueError(f"k={k} is invalid; pass k >= 1")
         if not isinstance(exclude_seen, (bool, np.bool_)):
             raise TypeError(f"exclude_seen must be a bool, got {exclude_seen!r}")
-        rows = _user_rows(user_rows, self.n_users_)
+        rows = check_user_rows(user_rows, self.n_users_)
         k = int(k)
         items = np.full((len(rows), k), -1, np.int64)
         scores = np.full((len(rows), k), -np.inf, np.float32)
@@ -987,7 +947,7 @@ class Recommender:
     def state_dict(self) -> dict[str, np.ndarray]:
         """Every array needed to recommend again (safetensors-ready, contiguous)."""
         if not hasattr(self, "weights_"):
-            raise ValueError("this Recommender is not fitted; nothing to save")
+            raise not_fitted("this Recommender is not fitted; nothing to save")
         state = {name.rstrip("_"): np.ascontiguousarray(getattr(self, name))
                  for name in self._STATE}
         if getattr(self, "segment_popularity_total_", None) is not None:
@@ -998,7 +958,7 @@ class Recommender:
     def config_dict(self) -> dict:
         """JSON-able settings: the config plus the fitted scalars and the selection report."""
         if not hasattr(self, "weights_"):
-            raise ValueError("this Recommender is not fitted; nothing to save")
+            raise not_fitted("this Recommender is not fitted; nothing to save")
         d = {"config": self.config.to_dict(),
              "popularity_half_life_days": _json_float(self.popularity_half_life_days_),
              "seed_half_life_days": _json_float(self.seed_half_life_days_),
@@ -1124,7 +1084,7 @@ def subset_recommender(config: RecommendConfig, keep: np.ndarray, *, user_vector
     w_tr = wt[tr] * _decay(last[iu[tr]] - ts[tr], half_life_days)
     Ui = np.zeros((n_users, U.shape[1]), np.float64)
     np.add.at(Ui, iu[tr], V[tr] * w_tr[:, None])
-    Ui = _unit(Ui)
+    Ui = unit_rows(Ui, dtype=None)
     # only the interaction-built items change: described ones keep I as it is (no copy: with
     # a described catalogue of 1,000,000 x 384 a float64 copy and its rebuild took 9 GB)
     rows = np.flatnonzero(from_inter)
@@ -1137,7 +1097,7 @@ def subset_recommender(config: RecommendConfig, keep: np.ndarray, *, user_vector
         sel = tr & from_inter[ii]
         rebuilt = np.zeros((len(rows), I.shape[1]))
         np.add.at(rebuilt, pos[ii[sel]], V[sel] * wt[sel, None])
-        Ii[rows] = _unit(rebuilt).astype(np.float32)
+        Ii[rows] = unit_rows(rebuilt, dtype=None).astype(np.float32)
     has_text = ~from_inter
     has_text[np.unique(ii[tr])] = True
     inner.popularity_half_life_days_ = float(popularity_half_life_days)
@@ -1174,11 +1134,6 @@ def _holdout_mask(iu: np.ndarray, ts: np.ndarray, frac: float) -> np.ndarray:
     mask = np.zeros(n, bool)
     mask[order] = hold_sorted
     return mask
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    n = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.where(n > 0, x / np.where(n > 0, n, 1.0), 0.0)
 
 
 def _json_float(x: float):

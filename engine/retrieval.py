@@ -54,7 +54,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import numbers
 import os
 import tempfile
 import uuid
@@ -64,6 +63,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
+from ._utils import check_int, not_fitted, unit_rows
 from interestflow.resolve import (
     BACKEND_INSTALL,
     KERNEL_BACKENDS,
@@ -202,14 +202,6 @@ def default_nprobe(nlist: int) -> int:
 # --------------------------------------------------------------------------- validation
 
 
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name}={value} is invalid; pass an integer >= {minimum}")
-    return int(value)
-
-
 def _as_matrix(name: str, x) -> np.ndarray:
     """``x`` as a 2-D float numpy array (torch tensors are copied to the host)."""
     if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch tensor, without importing torch
@@ -229,21 +221,6 @@ def _as_matrix(name: str, x) -> np.ndarray:
     if arr.shape[1] < 1:
         raise ValueError(f"{name} has shape {arr.shape}; pass rows with at least one column")
     return arr
-
-
-def _unit_rows(name: str, x: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
-    """float32 copy of ``x`` with unit rows (a zero row stays zero); rejects NaN/inf by row."""
-    out = np.empty(x.shape, np.float32)
-    for a in range(0, x.shape[0], chunk):
-        blk = np.asarray(x[a:a + chunk], dtype=np.float64)
-        bad = ~np.isfinite(blk).all(axis=1)
-        if bad.any():
-            row = a + int(np.argmax(bad))
-            raise ValueError(f"{name} row {row} contains NaN or infinity; pass finite values")
-        norm = np.sqrt(np.einsum("ij,ij->i", blk, blk))
-        # the epsilon of torch.nn.functional.normalize: a zero row stays zero
-        out[a:a + chunk] = blk / np.maximum(norm, 1e-12)[:, None]
-    return out
 
 
 def _check_exclude(exclude, n_queries: int, n_items: int):
@@ -459,15 +436,15 @@ class ItemIndex(BaseEstimator):
             raise ValueError(f"backend={self.backend!r} is not valid; pass one of "
                              f"{', '.join(repr(b) for b in KERNEL_BACKENDS)}")
         if self.nlist is not None:
-            _check_int("nlist", self.nlist, 1)
+            check_int("nlist", self.nlist, 1)
             if self.nlist > n_items:
                 raise ValueError(f"nlist={self.nlist} exceeds the number of items ({n_items}); "
                                  f"pass nlist <= {n_items} or nlist=None for "
                                  f"{default_nlist(n_items)}")
         if self.nprobe is not None:
-            _check_int("nprobe", self.nprobe, 1)
+            check_int("nprobe", self.nprobe, 1)
         if self.random_state is not None:
-            _check_int("random_state", self.random_state, 0)
+            check_int("random_state", self.random_state, 0)
         if not isinstance(self.scan, str) or self.scan not in SCANS:
             raise ValueError(f"scan={self.scan!r} is not valid; pass one of "
                              f"{', '.join(repr(v) for v in SCANS)}")
@@ -509,7 +486,7 @@ class ItemIndex(BaseEstimator):
                                  f"(rows {np.flatnonzero(ids == dup)[:5].tolist()})")
         dev = resolve_device(self.device)
         kind, reason = self._choose_kind(n_items)
-        self.vectors_ = _unit_rows("item_vectors", x)
+        self.vectors_ = unit_rows(x, name="item_vectors")
         self.item_ids_ = ids
         self.n_items_, self.dim_ = n_items, dim
         self.kind_, self.reason_ = kind, reason
@@ -616,7 +593,7 @@ class ItemIndex(BaseEstimator):
         """
         if getattr(self, "kind_", None) != "ivf":
             raise ValueError("set_nprobe needs a fitted IVF index (kind_ == 'ivf')")
-        nprobe = _check_int("nprobe", nprobe, 1)
+        nprobe = check_int("nprobe", nprobe, 1)
         if nprobe > self.nlist_:
             raise ValueError(f"nprobe={nprobe} exceeds nlist={self.nlist_}; pass nprobe <= "
                              f"{self.nlist_}")
@@ -652,15 +629,15 @@ class ItemIndex(BaseEstimator):
         Torch tensor queries give torch tensors on the queries' device.
         """
         if not hasattr(self, "kind_"):
-            raise ValueError("this ItemIndex is not fitted; call fit(item_vectors) first")
+            raise not_fitted("this ItemIndex is not fitted; call fit(item_vectors) first")
         q = _as_matrix("queries", queries)
         if q.shape[1] != self.dim_:
             raise ValueError(f"queries have dim {q.shape[1]} but the index holds dim "
                              f"{self.dim_} vectors")
-        k = _check_int("k", k, 1)
+        k = check_int("k", k, 1)
         n_q = q.shape[0]
         ex = _check_exclude(exclude, n_q, self.n_items_)
-        qn = _unit_rows("queries", q)
+        qn = unit_rows(q, name="queries")
         out_s = np.full((n_q, k), -np.inf, np.float32)
         out_i = np.full((n_q, k), -1, np.int64)
         if n_q:
@@ -907,7 +884,7 @@ class ItemIndex(BaseEstimator):
         from interestflow import __version__
 
         if not hasattr(self, "kind_"):
-            raise ValueError("this ItemIndex is not fitted; nothing to save")
+            raise not_fitted("this ItemIndex is not fitted; nothing to save")
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         save_id = uuid.uuid4().hex

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._utils import unit_rows
+
 logger = logging.getLogger(__name__)
 
 
@@ -82,13 +84,6 @@ class SegmentConfig:
 SEGMENTERS = ("kmeans", "hdbscan")
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm, float32; all-zero rows stay zero."""
-    x = np.asarray(x, dtype=np.float32)
-    n = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(n, 1e-12)
-
-
 def candidate_ks(n_users: int, k_min: int, k_max: int | None) -> list[int]:
     """Candidate K values for ``"auto"`` in ``[k_min, hi]``: every K up to 16, then a
     geometric grid."""
@@ -122,7 +117,7 @@ def choose_n_segments(vectors: np.ndarray, config: SegmentConfig, *, device=None
         return 1, {}
     rng = np.random.default_rng(config.random_state)
     idx = rng.choice(n, size=min(n, config.sample_size), replace=False)
-    sample = _unit(vectors[np.sort(idx)])
+    sample = unit_rows(vectors[np.sort(idx)])
     scores: dict[int, float] = {}
     for k in ks:
         if k >= len(sample):
@@ -255,7 +250,7 @@ def choose_n_segments_by_use(inner_vectors: np.ndarray, kept_user, kept_item, tr
 
 def soft_features(vectors: np.ndarray, centroids: np.ndarray, temperature: float) -> np.ndarray:
     """Softmax over cosine(user, centroid) / temperature, shape (n_users, K), rows sum to 1."""
-    sims = _unit(vectors) @ _unit(centroids).T
+    sims = unit_rows(vectors) @ unit_rows(centroids).T
     z = sims / temperature
     z -= z.max(axis=1, keepdims=True)
     p = np.exp(z)
@@ -295,7 +290,7 @@ def fit_segments(vectors: np.ndarray, config: SegmentConfig, *, device=None):
     """
     n = len(vectors)
     scores: dict[int, float] = {}
-    unit = _unit(vectors)
+    unit = unit_rows(vectors)
     if config.segmenter == "hdbscan":
         labels = hdbscan_labels(unit, config, device=device)
         k = int(labels.max()) + 1
@@ -314,7 +309,7 @@ def fit_segments(vectors: np.ndarray, config: SegmentConfig, *, device=None):
             k, scores = choose_n_segments(vectors, config, device=device)
         km = KMeans(n_clusters=int(k), n_init=3, random_state=config.random_state, device=device)
         labels = np.asarray(km.fit_predict(unit)).astype(np.int64)
-        centroids = _unit(np.asarray(km.cluster_centers_, dtype=np.float32))
+        centroids = unit_rows(np.asarray(km.cluster_centers_, dtype=np.float32))
     if config.merge_threshold is not None and len(centroids) > 1:
         labels, centroids = merge_close_segments(unit, labels, centroids,
                                                  float(config.merge_threshold))
@@ -326,7 +321,7 @@ def _centroids(unit: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     keep = labels >= 0
     sums = np.zeros((k, unit.shape[1]), np.float64)
     np.add.at(sums, labels[keep], unit[keep])
-    return _unit(sums)
+    return unit_rows(sums)
 
 
 def merge_close_segments(unit: np.ndarray, labels: np.ndarray, centroids: np.ndarray,
@@ -348,7 +343,7 @@ def merge_close_segments(unit: np.ndarray, labels: np.ndarray, centroids: np.nda
     keep = labels >= 0
     np.add.at(sums, labels[keep], unit[keep])
     alive = np.bincount(labels[keep], minlength=k) > 0
-    cents = _unit(sums).astype(np.float64)
+    cents = unit_rows(sums).astype(np.float64)
     target = np.arange(k)
     merged = 0
     while alive.sum() > 1:

@@ -420,7 +420,8 @@ def test_users_with_texts_only_get_a_ranked_cold_start_list(fitted):
     candidates ordered by the same ranker (behaviour scores zero); unknown ids still raise
     in recommend()."""
     from interestflow.ranker import ranking_features
-    from interestflow.segments import _unit, soft_features
+    from interestflow._utils import unit_rows as _unit
+    from interestflow.segments import soft_features
 
     cold = pd.DataFrame({"user_id": ["new1", "new1", "new2"],
                          "text": ["t3 w1", "t5 w2", "t7 w3"],

@@ -1,0 +1,63 @@
+"""The public API speaks one dialect: scikit-learn's estimator contract, one not-fitted error."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+
+from interestflow import InterestEngine
+
+
+def test_engine_get_params_lists_every_constructor_parameter_and_clone_works(tmp_path):
+    from interestflow.ranker import RankerConfig
+
+    eng = InterestEngine(n_segments=3, ranker=RankerConfig(n_rounds=7), random_state=5,
+                         embedding_cache=tmp_path / "e.sqlite", device="cpu",
+                         show_progress=False)
+    params = eng.get_params()
+    assert sorted(params) == sorted(
+        ["encoder", "half_life_days", "n_segments", "segmenter", "merge_threshold",
+         "multi_interest", "segment_temperature", "recommend_config", "ranker",
+         "random_state", "device", "show_progress", "embedding_cache"])
+    assert eng.get_params(deep=False) == params
+    assert params["ranker"]["n_rounds"] == 7 and params["device"] == "cpu"
+    assert params["embedding_cache"] == str(tmp_path / "e.sqlite")
+    twin = clone(eng)
+    assert twin is not eng and twin.get_params() == params
+    twin.set_params(n_segments=4, half_life_days=7.0)
+    assert twin.n_segments == 4 and twin.half_life_days == 7.0 and eng.n_segments == 3
+    with pytest.raises(ValueError, match="Invalid parameter 'n_clusters'"):
+        twin.set_params(n_clusters=2)
+    assert "n_segments=3" in repr(eng) and "random_state=5" in repr(eng)
+
+
+def test_one_not_fitted_error_everywhere():
+    from interestflow.candidates import CandidateGenerator
+    from interestflow.recommend import Recommender
+    from interestflow.retrieval import ItemIndex
+
+    cases = [lambda: InterestEngine().recommend(["a"]),
+             lambda: Recommender().recommend(np.array([0]), 3),
+             lambda: ItemIndex().search(np.ones((1, 4), np.float32), 1),
+             lambda: CandidateGenerator().user_rows(["a"])]
+    for call in cases:
+        with pytest.raises(NotFittedError, match="not fitted") as info:
+            call()
+        # still the types raised before: ValueError (sklearn's) and RuntimeError (the engine's)
+        assert isinstance(info.value, (ValueError, RuntimeError))
+        assert isinstance(info.value, RuntimeError) and isinstance(info.value, ValueError)
+
+
+def test_engine_device_reaches_its_default_encoder(monkeypatch):
+    import interestflow.encoder as enc_mod
+
+    seen = {}
+
+    class Spy:
+        def __init__(self, model=None, *, device=None, cache=None, **kw):
+            seen["device"], seen["cache"] = device, cache
+
+    monkeypatch.setattr(enc_mod, "Encoder", Spy)
+    InterestEngine(device="cpu")._get_encoder()
+    assert seen == {"device": "cpu", "cache": None}
