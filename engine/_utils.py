@@ -14,7 +14,8 @@ import numbers
 
 import numpy as np
 
-__all__ = ["NotFittedError", "not_fitted", "check_int", "check_matrix", "check_user_rows", "unit_rows", "datetimes_to_seconds", "time_to_seconds",
+__all__ = ["NotFittedError", "not_fitted", "renamed", "check_int", "check_matrix",
+           "check_user_rows", "unit_rows", "datetimes_to_seconds", "time_to_seconds",
            "torch_threads", "TorchWorkers", "pca_2d"]
 
 
@@ -80,6 +81,21 @@ def check_int(name: str, value, minimum: int | None = None, maximum: int | None 
     return int(value)
 
 
+def renamed(new: str, value, old: str, old_value, default):
+    """The value of a parameter renamed from ``old`` to ``new`` (one name per meaning
+    across interestflow): ``value``, or ``old_value`` with a ``DeprecationWarning`` when
+    only the old keyword was given (``old_value`` not None); both given: ``TypeError``."""
+    if old_value is None:
+        return value
+    if value is not default and value != default:
+        raise TypeError(f"pass {new}= only ({old}= is its old name)")
+    import warnings
+
+    warnings.warn(f"{old}= is deprecated; pass {new}= (same meaning)", DeprecationWarning,
+                  stacklevel=3)
+    return old_value
+
+
 # ------------------------------------------------------------------------------- vectors
 def check_matrix(name, x, rows=None, dim=None):
     """Finite float32 C-contiguous (n, dim) matrix; raises naming ``name`` and the bad row."""
@@ -118,29 +134,39 @@ def check_user_rows(user_rows, n_users: int) -> np.ndarray:
     return rows
 
 
-def unit_rows(x, *, dtype=np.float32, name: str | None = None,
+def unit_rows(x, *, dtype=np.float32, name: str | None = None, precision: str = "float64",
               chunk: int = 1 << 16) -> np.ndarray:
     """A copy of ``x`` (n, d) with rows scaled to unit L2 norm; an all-zero row stays zero.
 
-    Norms are computed in float64 (in blocks of ``chunk`` rows, so a float32 input needs
-    no float64 copy of the whole array) and divided with torch's ``normalize`` epsilon
-    (1e-12). ``dtype``: of the result (``None``: the input's floating dtype). With
-    ``name``, a row holding NaN or infinity raises ``ValueError`` naming ``name`` and the row.
+    Each row is divided by ``max(norm, 1e-12)`` (torch's ``normalize`` epsilon).
+    ``precision="float64"`` (default) computes in float64, in blocks of ``chunk`` rows (a
+    float32 input needs no float64 copy of the whole array); ``"float32"`` computes in float32
+    (how user vectors and segment centroids have always been normalised: their results, such
+    as K-means on them, stay the same to the bit). ``dtype``: of the result (``None``: the
+    input's floating dtype). With ``name``, a row holding NaN or infinity raises
+    ``ValueError`` naming ``name`` and the row.
     """
     x = np.asarray(x)
     if x.ndim != 2:
         raise ValueError(f"{name or 'x'} must be 2-D (rows of vectors), got shape {x.shape}")
+    if precision not in ("float32", "float64"):
+        raise ValueError(f"precision={precision!r} is invalid; pass 'float32' or 'float64'")
     if dtype is None:
         dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64
-    out = np.empty(x.shape, dtype)
-    for a in range(0, x.shape[0], chunk):
-        blk = np.asarray(x[a:a + chunk], dtype=np.float64)
-        if name is not None:
-            bad = ~np.isfinite(blk).all(axis=1)
+    if name is not None:
+        for a in range(0, x.shape[0], chunk):
+            bad = ~np.isfinite(x[a:a + chunk]).all(axis=1)
             if bad.any():
                 row = a + int(np.argmax(bad))
                 raise ValueError(f"{name} row {row} contains NaN or infinity; pass finite "
                                  "values")
+    if precision == "float32":
+        x32 = np.asarray(x, dtype=np.float32)
+        out = x32 / np.maximum(np.linalg.norm(x32, axis=1, keepdims=True), 1e-12)
+        return out.astype(dtype, copy=False)
+    out = np.empty(x.shape, dtype)
+    for a in range(0, x.shape[0], chunk):
+        blk = np.asarray(x[a:a + chunk], dtype=np.float64)
         norm = np.sqrt(np.einsum("ij,ij->i", blk, blk))
         out[a:a + chunk] = blk / np.maximum(norm, 1e-12)[:, None]
     return out

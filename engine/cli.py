@@ -122,7 +122,8 @@ def main(argv=None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "demo":
-            return demo(n_users=args.users, seed=args.seed, progress=not args.no_progress,
+            return demo(n_users=args.users, random_state=args.seed,
+                        show_progress=not args.no_progress,
                         out_dir=args.out)
         if args.command == "report":
             return report(args)
@@ -134,12 +135,18 @@ def main(argv=None) -> int:
         return 2
 
 
-def demo(*, n_users: int = 400, seed: int = 0, progress: bool = True, out=sys.stdout,
-         out_dir="interestflow-demo") -> int:
+def demo(*, n_users: int = 400, random_state: int = 0, show_progress: bool = True,
+         out=sys.stdout, out_dir="interestflow-demo", seed=None, progress=None) -> int:
     """The whole pipeline on generated data: segments, recommendations, then segments tracked
-    over time on a planted scenario, written to ``out_dir`` with an HTML report."""
+    over time on a planted scenario, written to ``out_dir`` with an HTML report.
+    (``seed`` and ``progress`` are the deprecated names of ``random_state`` and
+    ``show_progress``.)"""
+    from ._utils import renamed
     from .outdir import check_run_dir, new_run_dir
     from .report import write_report
+
+    seed = renamed("random_state", random_state, "seed", seed, 0)
+    progress = renamed("show_progress", show_progress, "progress", progress, True)
 
     t0 = time.perf_counter()
     final = check_run_dir(out_dir, what="--out")  # before any work

@@ -312,7 +312,7 @@ class InterestEngine(BaseEstimator):
             self.interest_importance_ = np.asarray(ui.importance, np.float64)
             self.interest_sizes_ = np.asarray(ui.sizes, np.int64)
             timings["interests_n"] = int(len(ui.importance))
-        self.user_vectors_ = unit_rows(means)
+        self.user_vectors_ = unit_rows(means, precision="float32")
         self.user_mean_ = np.asarray(means, np.float32)  # sufficient statistic for partial_fit
         self.user_log2_weight_ = log2w
         self.reference_time_ = float(ts.max() if now_s is None else now_s)
@@ -534,7 +534,7 @@ class InterestEngine(BaseEstimator):
             self.user_mean_[aff] = mean
             self.user_log2_weight_ = log2w
             self.user_vectors_ = _rows(self.user_vectors_, n_users)
-            self.user_vectors_[aff] = unit_rows(self.user_mean_[aff])
+            self.user_vectors_[aff] = unit_rows(self.user_mean_[aff], precision="float32")
             self.reference_time_ = ref
             timings["user_vectors_s"] = time.perf_counter() - t
 
@@ -668,7 +668,8 @@ class InterestEngine(BaseEstimator):
             source = np.concatenate([source, np.full(pad, "events")]).astype("U6")
         if it is not None:
             rows = self.item_ids_.get_indexer(it["item_id"])
-            self.item_vectors_[rows] = unit_rows(uvecs[codes[len(ev):]])
+            self.item_vectors_[rows] = unit_rows(uvecs[codes[len(ev):]],
+                                                 precision="float32")
             source[rows] = "items"
         if "item_id" in ev.columns:
             has = ev["item_id"].notna().to_numpy()
@@ -680,7 +681,8 @@ class InterestEngine(BaseEstimator):
             np.add.at(self.item_event_weight_, rows, w[has])
             wsum = self.item_event_weight_[urows]
             upd = (source[urows] == "events") & (wsum > 0)
-            self.item_vectors_[urows[upd]] = unit_rows(sums[upd] / wsum[upd][:, None])
+            self.item_vectors_[urows[upd]] = unit_rows(sums[upd] / wsum[upd][:, None],
+                                                       precision="float32")
         self.item_vector_source_ = source
 
     def _update_segments(self, aff, old_vectors, n_old, rechoose_k, drift_threshold) -> bool:
@@ -755,7 +757,8 @@ class InterestEngine(BaseEstimator):
                 km = KMeans(n_clusters=k, init=old_cents, n_init=1,
                             random_state=int(self.random_state), device=self.device)
                 labels = np.asarray(km.fit_predict(U)).astype(np.int64)
-                cents = unit_rows(np.asarray(km.cluster_centers_, np.float32))
+                cents = unit_rows(np.asarray(km.cluster_centers_, np.float32),
+                                  precision="float32")
                 if cfg.merge_threshold is not None and k > 1:
                     labels, cents = merge_close_segments(U, labels, cents,
                                                          float(cfg.merge_threshold))
@@ -831,8 +834,8 @@ class InterestEngine(BaseEstimator):
         if not len(tk):
             return None
         k, self.segment_use_by_k_ = choose_n_segments_by_use(
-            unit_rows(means), user_codes[sel][kept], irow[kept], tk // n_items, tk % n_items,
-            n_items, cfg, device=self.device)
+            unit_rows(means, precision="float32"), user_codes[sel][kept], irow[kept],
+            tk // n_items, tk % n_items, n_items, cfg, device=self.device)
         return k
 
     def _set_segment_distance(self, *, baseline: bool):
@@ -902,7 +905,7 @@ class InterestEngine(BaseEstimator):
         # an event-built item vector is a weighted mean: keep its sum for partial_fit
         self.item_event_sum_ = (vecs.astype(np.float64) * item_w[:, None]).astype(np.float32)
         self.item_event_weight_ = item_w
-        self.item_vectors_ = unit_rows(vecs)
+        self.item_vectors_ = unit_rows(vecs, precision="float32")
         self.item_vector_source_ = np.where(have, "items", "events")
 
     def _keywords(self, ev: pd.DataFrame, user_codes: np.ndarray, top_n: int = 8):
@@ -1157,7 +1160,7 @@ class InterestEngine(BaseEstimator):
         means, log2w = decayed_user_means(uvecs[codes[order]], offsets, ts[order], w[order],
                                           half_life_days=float(self.half_life_days), now=None)
         _check_some_weight(log2w, user_codes, user_ids)
-        U = unit_rows(np.asarray(means, np.float32))
+        U = unit_rows(np.asarray(means, np.float32), precision="float32")
         cents = np.asarray(self.segment_centroids_, np.float32)
         soft = soft_features(U, cents, float(self.segment_temperature))
         seg = np.argmax(U @ cents.T, axis=1).astype(np.int64) if len(cents) else \

@@ -117,7 +117,7 @@ def choose_n_segments(vectors: np.ndarray, config: SegmentConfig, *, device=None
         return 1, {}
     rng = np.random.default_rng(config.random_state)
     idx = rng.choice(n, size=min(n, config.sample_size), replace=False)
-    sample = unit_rows(vectors[np.sort(idx)])
+    sample = unit_rows(vectors[np.sort(idx)], precision="float32")
     scores: dict[int, float] = {}
     for k in ks:
         if k >= len(sample):
@@ -250,7 +250,8 @@ def choose_n_segments_by_use(inner_vectors: np.ndarray, kept_user, kept_item, tr
 
 def soft_features(vectors: np.ndarray, centroids: np.ndarray, temperature: float) -> np.ndarray:
     """Softmax over cosine(user, centroid) / temperature, shape (n_users, K), rows sum to 1."""
-    sims = unit_rows(vectors) @ unit_rows(centroids).T
+    sims = (unit_rows(vectors, precision="float32")
+            @ unit_rows(centroids, precision="float32").T)
     z = sims / temperature
     z -= z.max(axis=1, keepdims=True)
     p = np.exp(z)
@@ -290,7 +291,7 @@ def fit_segments(vectors: np.ndarray, config: SegmentConfig, *, device=None):
     """
     n = len(vectors)
     scores: dict[int, float] = {}
-    unit = unit_rows(vectors)
+    unit = unit_rows(vectors, precision="float32")
     if config.segmenter == "hdbscan":
         labels = hdbscan_labels(unit, config, device=device)
         k = int(labels.max()) + 1
@@ -309,7 +310,8 @@ def fit_segments(vectors: np.ndarray, config: SegmentConfig, *, device=None):
             k, scores = choose_n_segments(vectors, config, device=device)
         km = KMeans(n_clusters=int(k), n_init=3, random_state=config.random_state, device=device)
         labels = np.asarray(km.fit_predict(unit)).astype(np.int64)
-        centroids = unit_rows(np.asarray(km.cluster_centers_, dtype=np.float32))
+        centroids = unit_rows(np.asarray(km.cluster_centers_, dtype=np.float32),
+                              precision="float32")
     if config.merge_threshold is not None and len(centroids) > 1:
         labels, centroids = merge_close_segments(unit, labels, centroids,
                                                  float(config.merge_threshold))
@@ -321,7 +323,7 @@ def _centroids(unit: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     keep = labels >= 0
     sums = np.zeros((k, unit.shape[1]), np.float64)
     np.add.at(sums, labels[keep], unit[keep])
-    return unit_rows(sums)
+    return unit_rows(sums, precision="float32")
 
 
 def merge_close_segments(unit: np.ndarray, labels: np.ndarray, centroids: np.ndarray,
@@ -343,7 +345,7 @@ def merge_close_segments(unit: np.ndarray, labels: np.ndarray, centroids: np.nda
     keep = labels >= 0
     np.add.at(sums, labels[keep], unit[keep])
     alive = np.bincount(labels[keep], minlength=k) > 0
-    cents = unit_rows(sums).astype(np.float64)
+    cents = unit_rows(sums, precision="float32").astype(np.float64)
     target = np.arange(k)
     merged = 0
     while alive.sum() > 1:

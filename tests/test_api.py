@@ -61,3 +61,16 @@ def test_engine_device_reaches_its_default_encoder(monkeypatch):
     monkeypatch.setattr(enc_mod, "Encoder", Spy)
     InterestEngine(device="cpu")._get_encoder()
     assert seen == {"device": "cpu", "cache": None}
+
+
+def test_every_export_resolves_and_is_documented():
+    import interestflow
+
+    for name in interestflow.__all__:
+        assert getattr(interestflow, name) is not None
+        if name != "__version__":
+            assert f"``{name}``" in interestflow.__doc__, f"{name} is not in the docstring"
+    with pytest.warns(DeprecationWarning, match="interestflow.score is deprecated"):
+        assert interestflow.score is interestflow.batch_score
+    from interestflow.batch import score
+    assert interestflow.batch_score is score

@@ -82,3 +82,21 @@ def test_pca_2d_axes_and_their_sign_convention():
     assert abs(np.var(p[:, 0]) / np.var(x[:, 0]) - 1) < 0.05
     # the axes' signs follow their loadings, not the data: -x gives the mirrored picture
     np.testing.assert_allclose(pca_2d(-x), -p, atol=1e-9)
+
+
+def test_renamed_parameters_keep_their_old_keyword_with_a_warning():
+    from interestflow._utils import renamed
+
+    assert renamed("random_state", 3, "seed", None, 0) == 3
+    with pytest.warns(DeprecationWarning, match="seed= is deprecated; pass random_state="):
+        assert renamed("random_state", 0, "seed", 7, 0) == 7
+    with pytest.raises(TypeError, match="pass random_state= only"):
+        renamed("random_state", 3, "seed", 7, 0)
+
+
+def test_unit_rows_float32_precision_is_the_old_float32_normaliser():
+    x = np.random.default_rng(1).standard_normal((50, 16)).astype(np.float32)
+    old = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    np.testing.assert_array_equal(unit_rows(x, precision="float32"), old)
+    with pytest.raises(ValueError, match="precision='half' is invalid"):
+        unit_rows(x, precision="half")
