@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 
 from interestflow.cli import main
-from interestflow.report import LIFECYCLE_EVENTS, _sample, render_report, write_report
+from interestflow.report import LIFECYCLE_EVENTS, render_report, write_report
+from interestflow.report._sections import sample_users as _sample
 
 EVIL = "<script>alert('xss')</script>"
 EVIL_ATTR = '"><img src=x onerror=alert(1)>'
@@ -524,7 +525,7 @@ def test_trends_and_significance_are_shown_when_the_tables_have_them(run_dir):
 
 
 def test_transitions_of_many_snapshots_draw_the_latest_twelve(run_dir, monkeypatch):
-    import interestflow.report as report
+    import interestflow.report._sections as report
 
     d, _ = run_dir
     text = render_report(d)
