@@ -455,7 +455,8 @@ def test_cluster_users_fixed_k_small_segments_and_bad_input():
 def test_module_examples_run():
     import doctest
 
-    from interestflow import dynamics, planted
+    from interestflow import dynamics
+    from interestflow.datasets import planted
 
     for mod in (dynamics, planted):
         assert doctest.testmod(mod).failed == 0, mod.__name__

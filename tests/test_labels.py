@@ -64,7 +64,7 @@ def test_stop_words_never_appear_in_keywords():
     words = {t for v in kw.values() for t, _ in v}
     assert words and not (words & ENGLISH_STOP_WORDS)
     # Each planted topic is recognisable: its top 8 keywords include a product-type word.
-    from interestflow.synthetic import _TOPICS
+    from interestflow.datasets._vocabulary import TOPICS as _TOPICS
 
     products = {t.name: {w for p in t.products for w in re.findall(r"\w\w+", p.lower())}
                 for t in _TOPICS}

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from interestflow import synthetic as S
+from interestflow.datasets import _vocabulary as S
+from interestflow.datasets._vocabulary import TOPICS as _TOPICS
 from interestflow.synthetic import (
     TOPIC_NAMES,
-    _TOPICS,
     make_demo_events,
     train_test_split_by_time,
 )
@@ -128,13 +128,13 @@ def _template_regex(template: str) -> re.Pattern:
 def test_every_template_is_used(demo):
     # At least 80 phrase templates, and every one of them shows up in the default demo
     # (reviews compose several sentence templates, so those are searched inside texts).
-    templates = S._REVIEW_SENTENCES + S._QUERIES + S._POSTS + S._RATINGS
+    templates = S.REVIEW_SENTENCES + S.QUERIES + S.POSTS + S.RATINGS
     assert len(set(templates)) >= 80
     texts = demo.events["text"].tolist()
     unused = []
     for tpl in templates:
         rx = _template_regex(tpl)
-        anchored = tpl not in S._REVIEW_SENTENCES
+        anchored = tpl not in S.REVIEW_SENTENCES
         if not any((rx.fullmatch(t) if anchored else rx.search(t)) for t in texts):
             unused.append(tpl)
     assert unused == []
