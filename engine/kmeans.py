@@ -32,6 +32,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from interestflow._utils import check_int
 from interestflow.kernels.reference import (
     ELEMENTWISE_BLOCK_BYTES,
     chunk_rows_for,
@@ -43,7 +44,7 @@ from interestflow.resolve import KMEANS_BACKENDS, resolve_backend, resolve_devic
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["KMeans", "AVAILABLE_BACKENDS"]
+__all__ = ["KMeans", "kmeans_plusplus", "AVAILABLE_BACKENDS"]
 
 #: Backends ``KMeans(backend=...)`` accepts (see :func:`interestflow.resolve.resolve_backend`).
 AVAILABLE_BACKENDS = KMEANS_BACKENDS
@@ -63,14 +64,6 @@ def _check_backend(backend) -> str:
             f"{', '.join(repr(b) for b in AVAILABLE_BACKENDS)}"
         )
     return backend
-
-
-def _check_int_param(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name}={value} is invalid; pass an integer >= {minimum}")
-    return int(value)
 
 
 def _first_nonfinite(t: torch.Tensor):
@@ -95,6 +88,39 @@ def _as_tensor(arr) -> torch.Tensor:
     return torch.from_numpy(arr)
 
 
+def _prepare_weights(sample_weight, n, dtype, device):
+    """Validated weights as a tensor on ``device`` (None stays None: unit weights)."""
+    if sample_weight is None:
+        return None
+    if torch.is_tensor(sample_weight):
+        w = sample_weight.detach().to(device=device, dtype=dtype)
+    else:
+        try:
+            arr = np.asarray(sample_weight, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"sample_weight must be an array of numbers of shape ({n},)"
+            ) from exc
+        w = torch.from_numpy(arr.copy()).to(device=device, dtype=dtype)
+    if w.ndim == 0:
+        w = w.expand(n).clone()
+    if w.shape != (n,):
+        raise ValueError(
+            f"sample_weight must have shape ({n},) to match X, got {tuple(w.shape)}"
+        )
+    if not bool(torch.isfinite(w).all()):
+        row = int(torch.nonzero(~torch.isfinite(w))[0])
+        raise ValueError(f"sample_weight contains NaN or infinity at row {row}")
+    if bool((w < 0).any()):
+        row = int(torch.nonzero(w < 0)[0])
+        raise ValueError(
+            f"sample_weight must be >= 0; row {row} has {float(w[row])}"
+        )
+    if not bool(w.sum() > 0):
+        raise ValueError("sample_weight: all weights are zero; at least one must be positive")
+    return w
+
+
 class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, BaseEstimator):
     """K-means clustering (Lloyd) on CPU or CUDA, following scikit-learn's API.
 
@@ -104,7 +130,8 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         Number of clusters; must not exceed the number of samples passed to ``fit``.
     init : {"k-means++", "random"} or array-like of shape (n_clusters, n_features), \
 default="k-means++"
-        ``"k-means++"``: greedy k-means++ with ``2 + int(log(n_clusters))`` local trials.
+        ``"k-means++"``: greedy k-means++ with ``2 + int(log(n_clusters))`` local trials
+        (:func:`kmeans_plusplus`).
         ``"random"``: ``n_clusters`` distinct rows drawn with probability proportional to
         ``sample_weight``. An array gives the initial centers (then ``n_init`` is forced to 1,
         with a ``RuntimeWarning``, as in scikit-learn).
@@ -181,9 +208,9 @@ default="k-means++"
     # ------------------------------------------------------------------ validation helpers
 
     def _validate_params(self):
-        _check_int_param("n_clusters", self.n_clusters, 1)
-        _check_int_param("n_init", self.n_init, 1)
-        _check_int_param("max_iter", self.max_iter, 1)
+        check_int("n_clusters", self.n_clusters, 1)
+        check_int("n_init", self.n_init, 1)
+        check_int("max_iter", self.max_iter, 1)
         tol = self.tol
         if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
             raise TypeError(f"tol must be a real number >= 0, got {tol!r}")
@@ -267,38 +294,6 @@ default="k-means++"
             )
         return X, is_torch
 
-    def _prepare_weights(self, sample_weight, n, dtype, device):
-        """Validated weights as a tensor on ``device`` (None stays None: unit weights)."""
-        if sample_weight is None:
-            return None
-        if torch.is_tensor(sample_weight):
-            w = sample_weight.detach().to(device=device, dtype=dtype)
-        else:
-            try:
-                arr = np.asarray(sample_weight, dtype=np.float64)
-            except (TypeError, ValueError) as exc:
-                raise TypeError(
-                    f"sample_weight must be an array of numbers of shape ({n},)"
-                ) from exc
-            w = torch.from_numpy(arr.copy()).to(device=device, dtype=dtype)
-        if w.ndim == 0:
-            w = w.expand(n).clone()
-        if w.shape != (n,):
-            raise ValueError(
-                f"sample_weight must have shape ({n},) to match X, got {tuple(w.shape)}"
-            )
-        if not bool(torch.isfinite(w).all()):
-            row = int(torch.nonzero(~torch.isfinite(w))[0])
-            raise ValueError(f"sample_weight contains NaN or infinity at row {row}")
-        if bool((w < 0).any()):
-            row = int(torch.nonzero(w < 0)[0])
-            raise ValueError(
-                f"sample_weight must be >= 0; row {row} has {float(w[row])}"
-            )
-        if not bool(w.sum() > 0):
-            raise ValueError("sample_weight: all weights are zero; at least one must be positive")
-        return w
-
     def _prepare_init(self, n_features, dtype, device):
         init = self.init
         if torch.is_tensor(init):
@@ -342,6 +337,34 @@ default="k-means++"
         """
         backend, random_state = self._validate_params()
         X, is_torch = self._prepare_X(X, reset=True)
+        backend, device = self._fit_backend(X, is_torch, backend)
+        n_init, max_iter = self._n_runs()
+        out_np_dtype = np.float32 if X.dtype == torch.float32 else np.float64
+        if backend in ("triton", "faiss"):
+            X = X.to(torch.float32)  # these kernels compute in float32 only
+        w = _prepare_weights(sample_weight, X.shape[0], X.dtype, device)
+        Xc, x_mean, x_sq, w_full = _centered(X, w, device)
+        tol = _scaled_tol(Xc, x_sq, w_full, self.tol)
+        init_centers = None
+        if not isinstance(self.init, str):
+            init_centers = self._prepare_init(X.shape[1], X.dtype, device) - x_mean
+
+        best = None
+        rows = _bf16_rows(backend, Xc, self.n_clusters)  # shared by the n_init runs
+        for _ in range(n_init):
+            centers0 = init_centers
+            if centers0 is None:
+                centers0 = self._seed_centers(Xc, x_sq, w_full, random_state)
+            run = _run(backend, Xc, x_sq, w, centers0, max_iter=max_iter, tol=tol,
+                       seed=(int(random_state.randint(np.iinfo(np.int32).max))
+                             if backend == "cuml" else 0), bf16_rows=rows)
+            if best is None or run[1] < best[1]:
+                best = run
+        return self._set_fitted(best, x_mean, out_np_dtype, backend, device)
+
+    def _fit_backend(self, X, is_torch, backend):
+        """``(backend, device)`` that fit ``X`` (``backend`` resolved, its choice logged);
+        checks that there are at least ``n_clusters`` samples."""
         n_samples, n_features = X.shape
         if n_samples < self.n_clusters:
             raise ValueError(
@@ -352,66 +375,41 @@ default="k-means++"
         choice = resolve_backend("KMeans", backend, device, valid=KMEANS_BACKENDS,
                                  work=float(n_samples) * self.n_clusters * n_features,
                                  log=logger, detail=why)
-        backend = choice.name
-        n_init = _check_int_param("n_init", self.n_init, 1)
-        max_iter = _check_int_param("max_iter", self.max_iter, 1)
-        init_is_array = not isinstance(self.init, str)
-        if init_is_array and n_init != 1:
+        return choice.name, device
+
+    def _n_runs(self):
+        """``(n_init, max_iter)``; an init array forces ``n_init=1`` (with a warning, as in
+        scikit-learn)."""
+        n_init = check_int("n_init", self.n_init, 1)
+        max_iter = check_int("max_iter", self.max_iter, 1)
+        if not isinstance(self.init, str) and n_init != 1:
             warnings.warn(
                 f"Explicit initial center position passed: performing only one init in "
                 f"{type(self).__name__} instead of n_init={n_init}.",
-                RuntimeWarning, stacklevel=2,
+                RuntimeWarning, stacklevel=3,
             )
             n_init = 1
-        out_np_dtype = np.float32 if X.dtype == torch.float32 else np.float64
-        if backend in ("triton", "faiss"):
-            X = X.to(torch.float32)  # these kernels compute in float32 only
-        dtype = X.dtype
+        return n_init, max_iter
 
-        Xd = X.to(device)
-        w = self._prepare_weights(sample_weight, n_samples, dtype, device)
-        w_full = w if w is not None else torch.ones(n_samples, dtype=dtype, device=device)
-        # Centering makes ||x||^2 - 2 x.c + ||c||^2 accurate for data far from the origin
-        # (as scikit-learn does); the weighted mean keeps weights equivalent to repetitions.
-        x_mean = _weighted_mean(Xd, w_full)
-        Xc = Xd.sub_(x_mean) if Xd is not X else Xd - x_mean
-        del Xd
-        x_sq = (Xc * Xc).sum(1)
-        if self.tol == 0:
-            tol = 0.0
-        else:
-            # mean per-feature variance = (weighted mean of ||x - mu||^2) / n_features
-            resid = _weighted_mean(Xc, w_full).to(torch.float64)
-            msq = float((w_full.to(torch.float64) @ x_sq.to(torch.float64))
-                        / w_full.sum(dtype=torch.float64))
-            tol = max(msq - float(resid @ resid), 0.0) / n_features * float(self.tol)
-        if init_is_array:
-            init_centers = self._prepare_init(n_features, dtype, device) - x_mean
+    def _seed_centers(self, Xc, x_sq, w_full, random_state):
+        """Initial centers of one run for ``init="k-means++"`` or ``"random"``."""
+        if self.init == "k-means++":
+            centers0, _idx = _kmeans_plusplus(Xc, x_sq, w_full, self.n_clusters, random_state)
+            return centers0
+        p = w_full.to(torch.float64).cpu().numpy()
+        if np.count_nonzero(p) < self.n_clusters:
+            raise ValueError(
+                f"init='random' needs at least n_clusters={self.n_clusters} samples "
+                f"with positive sample_weight, got {np.count_nonzero(p)}"
+            )
+        seeds = random_state.choice(Xc.shape[0], size=self.n_clusters, replace=False,
+                                    p=p / p.sum())
+        return Xc[torch.from_numpy(seeds).to(Xc.device)]
 
-        best = None
-        rows = _bf16_rows(backend, Xc, self.n_clusters)  # shared by the n_init runs
-        for _ in range(n_init):
-            if init_is_array:
-                centers0 = init_centers
-            elif self.init == "k-means++":
-                centers0, _idx = _kmeans_plusplus(Xc, x_sq, w_full, self.n_clusters, random_state)
-            else:
-                p = w_full.to(torch.float64).cpu().numpy()
-                if np.count_nonzero(p) < self.n_clusters:
-                    raise ValueError(
-                        f"init='random' needs at least n_clusters={self.n_clusters} samples "
-                        f"with positive sample_weight, got {np.count_nonzero(p)}"
-                    )
-                seeds = random_state.choice(n_samples, size=self.n_clusters, replace=False,
-                                            p=p / p.sum())
-                centers0 = Xc[torch.from_numpy(seeds).to(device)]
-            run = _run(backend, Xc, x_sq, w, centers0, max_iter=max_iter, tol=tol,
-                       seed=(int(random_state.randint(np.iinfo(np.int32).max))
-                             if backend == "cuml" else 0), bf16_rows=rows)
-            if best is None or run[1] < best[1]:
-                best = run
+    def _set_fitted(self, best, x_mean, out_np_dtype, backend, device):
+        """Store the kept run ``best`` = (labels, inertia, centers, n_iter) as the fitted
+        attributes; warns when fewer distinct clusters than ``n_clusters`` were found."""
         labels, inertia, centers, n_iter = best
-
         self.cluster_centers_ = (centers + x_mean).cpu().numpy().astype(out_np_dtype, copy=False)
         self.labels_ = labels.cpu().numpy()
         self.inertia_ = float(inertia)
@@ -423,7 +421,7 @@ default="k-means++"
             warnings.warn(
                 f"Number of distinct clusters ({distinct}) found smaller than n_clusters "
                 f"({self.n_clusters}). Possibly due to duplicate points in X.",
-                ConvergenceWarning, stacklevel=2,
+                ConvergenceWarning, stacklevel=3,
             )
         return self
 
@@ -443,25 +441,20 @@ default="k-means++"
 
     def _assign(self, X, centers):
         """Chunked (labels, min_sq_dist) of ``X`` (any device) against ``centers`` (device)."""
-        # Shift both by the centers' mean: distances are unchanged, rounding is much smaller
-        # for data far from the origin. The shift is applied per chunk to avoid copying X.
-        shift = centers.mean(0)
-        cs = centers - shift
+        from interestflow.kernels import assign_fn
+
         k = centers.shape[0]
-        step = chunk_rows_for(max(k, X.shape[1]) * X.element_size())
         n = X.shape[0]
         labels = torch.empty(n, dtype=torch.int64, device=centers.device)
         min_sq = torch.empty(n, dtype=X.dtype, device=centers.device)
-        from interestflow.kernels import _assign_fn
-
         dtype = X.dtype
         choice = resolve_backend("KMeans.predict", "auto", centers.device,
                                  work=float(n) * k * X.shape[1])
         if choice.name == "triton" and dtype != torch.float32:
             choice = resolve_backend("KMeans.predict", "torch", centers.device)
-        assign = _assign_fn(choice)
-        for start in range(0, n, step):
-            xc = X[start:start + step].to(centers.device) - shift
+        assign = assign_fn(choice)
+        cs, chunks = _shifted_chunks(X, centers)
+        for start, xc in chunks:
             lab, d = assign(xc, cs)
             labels[start:start + xc.shape[0]] = lab
             min_sq[start:start + xc.shape[0]] = d.to(dtype)
@@ -517,14 +510,10 @@ default="k-means++"
         """
         orig = X
         X, is_torch, centers, device = self._fitted_inputs(X)
-        shift = centers.mean(0)
-        cs = centers - shift
+        cs, chunks = _shifted_chunks(X, centers)
         c_sq = (cs * cs).sum(1)
-        n, k = X.shape[0], centers.shape[0]
-        out = torch.empty((n, k), dtype=X.dtype, device=device)
-        step = chunk_rows_for(max(k, X.shape[1]) * X.element_size())
-        for start in range(0, n, step):
-            xc = X[start:start + step].to(device) - shift
+        out = torch.empty((X.shape[0], centers.shape[0]), dtype=X.dtype, device=device)
+        for start, xc in chunks:
             out[start:start + xc.shape[0]] = pairwise_sq_distances(xc, cs, y_sq_norms=c_sq)
         return self._out(out.sqrt_(), is_torch, orig)
 
@@ -544,7 +533,7 @@ default="k-means++"
             ``-sum_i w_i * min_j ||x_i - c_j||^2``.
         """
         X, _, centers, device = self._fitted_inputs(X)
-        w = self._prepare_weights(sample_weight, X.shape[0], X.dtype, device)
+        w = _prepare_weights(sample_weight, X.shape[0], X.dtype, device)
         _, min_sq = self._assign(X, centers)
         if w is None:
             return -float(min_sq.sum(dtype=torch.float64))
@@ -558,8 +547,109 @@ default="k-means++"
 # ------------------------------------------------------------------------ torch algorithm
 
 
+def kmeans_plusplus(X, n_clusters, *, sample_weight=None, x_squared_norms=None,
+                    random_state=None):
+    """Initial centers by greedy k-means++: the seeding of ``KMeans(init="k-means++")``.
+
+    scikit-learn's algorithm on its random stream: the first center is a row drawn with
+    probability proportional to ``sample_weight``; each next one is, of ``2 +
+    int(log(n_clusters))`` rows drawn with probability proportional to weight times squared
+    distance to the nearest center so far, the one that lowers the weighted sum of those
+    distances most. For the same ``random_state`` it picks the rows
+    :func:`sklearn.cluster.kmeans_plusplus` picks (but for floating-point ties).
+
+    Parameters
+    ----------
+    X : numpy.ndarray or torch.Tensor of shape (n_samples, n_features)
+        Finite values; a tensor is used on its own device. float32 and float64 are used as
+        they are, half precision as float32, anything else as float64. Distances are
+        computed as ``||x||^2 - 2 x.c + ||c||^2``: for data far from the origin, pass it
+        centred (``KMeans`` seeds its centred copy of ``X``).
+    n_clusters : int
+        Centers to pick, ``1 <= n_clusters <= n_samples``.
+    sample_weight : array-like or torch.Tensor of shape (n_samples,), optional
+        Non-negative, finite, not all zero; default all ones.
+    x_squared_norms : array-like or torch.Tensor of shape (n_samples,), optional
+        ``(X * X).sum(1)``; computed when omitted.
+    random_state : int, numpy.random.RandomState or None, default=None
+        A ``RandomState`` is advanced, as scikit-learn does.
+
+    Returns
+    -------
+    centers : numpy.ndarray or torch.Tensor of shape (n_clusters, n_features)
+        The picked rows of ``X`` (a copy) in the working dtype; a tensor on ``X``'s device
+        when ``X`` is a tensor, else numpy.
+    indices : numpy.ndarray or torch.Tensor of shape (n_clusters,), int64
+        Their row numbers in ``X``, in the order they were picked.
+
+    Raises
+    ------
+    ValueError
+        ``X`` not 2-D, empty or not finite, ``n_clusters`` out of range, bad weights or
+        norms, or a ``random_state`` that is not a seed.
+    TypeError
+        A non-integer ``n_clusters``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from interestflow.kmeans import kmeans_plusplus
+    >>> X = np.array([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [5.1, 5.0]])
+    >>> centers, idx = kmeans_plusplus(X, 2, random_state=0)
+    >>> sorted(int(i) // 2 for i in idx)  # one seed in each pair of nearby rows
+    [0, 1]
+    """
+    is_torch = torch.is_tensor(X)
+    Xt = _seeding_input(X)
+    n = Xt.shape[0]
+    n_clusters = check_int("n_clusters", n_clusters, 1, n)
+    w = _prepare_weights(sample_weight, n, Xt.dtype, Xt.device)
+    if w is None:
+        w = torch.ones(n, dtype=Xt.dtype, device=Xt.device)
+    if x_squared_norms is None:
+        x_sq = (Xt * Xt).sum(1)
+    else:
+        x_sq = (x_squared_norms.detach() if torch.is_tensor(x_squared_norms)
+                else torch.from_numpy(np.asarray(x_squared_norms, dtype=np.float64)))
+        if tuple(x_sq.shape) != (n,):
+            raise ValueError(f"x_squared_norms must have shape ({n},) to match X, got "
+                             f"{tuple(x_sq.shape)}")
+        x_sq = x_sq.to(device=Xt.device, dtype=Xt.dtype)
+    centers, indices = _kmeans_plusplus(Xt, x_sq, w, n_clusters,
+                                        check_random_state(random_state))
+    if is_torch:
+        return centers, indices
+    return centers.cpu().numpy(), indices.cpu().numpy()
+
+
+def _seeding_input(X) -> torch.Tensor:
+    """``X`` of :func:`kmeans_plusplus` as a 2-D finite float32/float64 tensor (numpy without
+    a copy where its dtype allows)."""
+    if torch.is_tensor(X):
+        Xt = X.detach()
+        if Xt.dtype in (torch.float16, torch.bfloat16):
+            Xt = Xt.to(torch.float32)
+        elif Xt.dtype not in (torch.float32, torch.float64):
+            Xt = Xt.to(torch.float64)
+    else:
+        arr = np.asarray(X)
+        if arr.dtype not in (np.float32, np.float64):
+            arr = arr.astype(np.float64)
+        Xt = _as_tensor(np.ascontiguousarray(arr))
+    if Xt.ndim != 2 or Xt.shape[0] < 1:
+        raise ValueError(f"X must be 2-D (n_samples, n_features) with at least one sample, "
+                         f"got shape {tuple(Xt.shape)}")
+    bad = _first_nonfinite(Xt)
+    if bad is not None:
+        raise ValueError(f"X contains NaN or infinity at row {bad[0]}, column {bad[1]}; "
+                         "all values must be finite")
+    return Xt
+
+
 def _kmeans_plusplus(X, x_sq, w, n_clusters, random_state):
-    """Greedy k-means++ (scikit-learn's algorithm): returns (centers, indices) on X's device.
+    """Greedy k-means++ (scikit-learn's algorithm) on checked tensors: returns (centers,
+    indices) on X's device. :func:`kmeans_plusplus` checks and converts its inputs, then runs
+    this; ``KMeans.fit`` runs it on its own checked, centred copy of ``X``.
 
     Parameters
     ----------
@@ -590,6 +680,48 @@ def _kmeans_plusplus(X, x_sq, w, n_clusters, random_state):
         closest = d[best]
         indices[c] = cand[best]
     return X[indices], indices
+
+
+def _shifted_chunks(X, centers):
+    """``(cs, chunks)``: ``centers`` minus their mean, and ``(start, block)`` for blocks of
+    rows of ``X`` moved to the centers' device minus the same mean.
+
+    The shift leaves distances unchanged and makes their rounding much smaller for data far
+    from the origin; shifting block by block avoids copying ``X``. A block holds as many rows
+    as keep one ``(rows, max(n_clusters, n_features))`` temporary under the block budget.
+    """
+    shift = centers.mean(0)
+    step = chunk_rows_for(max(centers.shape[0], X.shape[1]) * X.element_size())
+    chunks = ((start, X[start:start + step].to(centers.device) - shift)
+              for start in range(0, X.shape[0], step))
+    return centers - shift, chunks
+
+
+def _centered(X, w, device):
+    """``(Xc, x_mean, x_sq, w_full)``: ``X`` on ``device`` minus its weighted mean, the mean,
+    the squared row norms of ``Xc`` and the weights (ones for ``w=None``).
+
+    Centering makes ``||x||^2 - 2 x.c + ||c||^2`` accurate for data far from the origin (as
+    scikit-learn does); the weighted mean keeps weights equivalent to repetitions. ``X`` is
+    centred in place only when moving it to ``device`` made a copy.
+    """
+    Xd = X.to(device)
+    w_full = w if w is not None else torch.ones(X.shape[0], dtype=X.dtype, device=device)
+    x_mean = _weighted_mean(Xd, w_full)
+    Xc = Xd.sub_(x_mean) if Xd is not X else Xd - x_mean
+    return Xc, x_mean, (Xc * Xc).sum(1), w_full
+
+
+def _scaled_tol(Xc, x_sq, w_full, tol) -> float:
+    """The center-shift tolerance: ``tol`` times the mean per-feature variance of ``Xc``
+    (weighted by ``w_full``), as scikit-learn scales it."""
+    if tol == 0:
+        return 0.0
+    # mean per-feature variance = (weighted mean of ||x - mu||^2) / n_features
+    resid = _weighted_mean(Xc, w_full).to(torch.float64)
+    msq = float((w_full.to(torch.float64) @ x_sq.to(torch.float64))
+                / w_full.sum(dtype=torch.float64))
+    return max(msq - float(resid @ resid), 0.0) / Xc.shape[1] * float(tol)
 
 
 def _relocate_empty(Xc, w, labels, min_sq, sums, counts):
@@ -651,16 +783,16 @@ def _run(backend, Xc, x_sq, w, centers, *, max_iter, tol, seed, bf16_rows=None):
     ``bf16_rows``: :func:`_bf16_rows` of ``Xc`` for the numba backend."""
     if backend == "cuml":
         return _cuml_run(Xc, w, centers, max_iter=max_iter, tol=tol, seed=seed)
-    from interestflow.kernels import _assign_fn, _update_fn
+    from interestflow.kernels import assign_fn, update_fn
     from interestflow.resolve import BackendChoice
 
     if backend == "faiss":
         # FAISS's k-NN does the assignment inside the same Lloyd loop as every other
         # backend (same tolerance, empty-cluster rule and n_iter_); the update is torch's.
-        assign, update = _faiss_assign(Xc.device), _update_fn(BackendChoice("torch", ""))
+        assign, update = _faiss_assign(Xc.device), update_fn(BackendChoice("torch", ""))
     else:
         choice = BackendChoice(backend, "")
-        assign, update = _assign_fn(choice), _update_fn(choice)
+        assign, update = assign_fn(choice), update_fn(choice)
         if bf16_rows is not None:
             assign = functools.partial(assign, rows=bf16_rows)
     return _lloyd(Xc, x_sq, w, centers, max_iter=max_iter, tol=tol, assign=assign,

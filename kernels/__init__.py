@@ -10,6 +10,10 @@ The public entry points here dispatch to one backend chosen by
 - ``"auto"``: Triton for CUDA input when installed, numba for CPU input above a size where it
   pays off, torch otherwise; logs one line per distinct choice.
 
+:func:`assign_fn` and :func:`update_fn` return one backend's K-means kernels as they are
+(tensors in and out, no dispatch), for loops that call them many times (``KMeans``'s Lloyd
+loop).
+
 Output type follows input type: numpy in, numpy out; a torch tensor in, a tensor on the same
 device out. Importing this package imports neither Triton nor numba: a backend's module is
 imported the first time that backend runs.
@@ -45,7 +49,8 @@ from interestflow.resolve import BackendChoice, resolve_backend
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["cosine_topk", "kmeans_assign", "kmeans_update", "backend_module"]
+__all__ = ["cosine_topk", "kmeans_assign", "kmeans_update", "backend_module", "assign_fn",
+           "update_fn"]
 
 _MODULES = {
     ("triton", "cosine_topk"): "triton_cosine",
@@ -76,6 +81,18 @@ def _as_tensor(name: str, x):
             raise TypeError(f"{name} must be a floating-point array, got dtype {x.dtype}")
         return torch.from_numpy(np.ascontiguousarray(x)), True
     raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(x).__name__}")
+
+
+def _as_tensor_pair(xname: str, x, yname: str, y):
+    """``(x, y, was_numpy)``: two 2-D inputs of the same kind (numpy or tensor) as tensors."""
+    xt, x_np = _as_tensor(xname, x)
+    yt, y_np = _as_tensor(yname, y)
+    if x_np != y_np:
+        raise TypeError(f"{xname} and {yname} must both be numpy arrays or both torch tensors")
+    if xt.ndim != 2 or yt.ndim != 2:
+        raise ValueError(f"{xname} and {yname} must be 2-D (n, dim), got shapes "
+                         f"{tuple(xt.shape)} and {tuple(yt.shape)}")
+    return xt, yt, x_np
 
 
 def _out(t, was_numpy: bool):
@@ -114,13 +131,7 @@ def cosine_topk(queries, keys, k: int, *, backend: str = "auto", normalized: boo
     >>> cosine_topk(q, keys, 2)[1].tolist()
     [[1, 2]]
     """
-    q, q_np = _as_tensor("queries", queries)
-    kk, k_np = _as_tensor("keys", keys)
-    if q_np != k_np:
-        raise TypeError("queries and keys must both be numpy arrays or both torch tensors")
-    if q.ndim != 2 or kk.ndim != 2:
-        raise ValueError(f"queries and keys must be 2-D (n, dim), got shapes "
-                         f"{tuple(q.shape)} and {tuple(kk.shape)}")
+    q, kk, q_np = _as_tensor_pair("queries", queries, "keys", keys)
     work = float(q.shape[0]) * kk.shape[0] * kk.shape[1]
     choice = resolve_backend("cosine_topk", backend, q.device, work=work)
     name = choice.name
@@ -160,16 +171,10 @@ def kmeans_assign(x, centroids, *, backend: str = "auto"):
     min_sq_dist : array or tensor of shape (n,)
         In ``x``'s dtype (float32 on Triton).
     """
-    xt, x_np = _as_tensor("x", x)
-    ct, c_np = _as_tensor("centroids", centroids)
-    if x_np != c_np:
-        raise TypeError("x and centroids must both be numpy arrays or both torch tensors")
-    if xt.ndim != 2 or ct.ndim != 2:
-        raise ValueError(f"x and centroids must be 2-D, got shapes {tuple(xt.shape)} and "
-                         f"{tuple(ct.shape)}")
+    xt, ct, x_np = _as_tensor_pair("x", x, "centroids", centroids)
     choice = resolve_backend("kmeans_assign", backend, xt.device,
                              work=float(xt.shape[0]) * ct.shape[0] * max(1, xt.shape[1]))
-    lab, d = _assign_fn(choice)(xt, ct)
+    lab, d = assign_fn(choice)(xt, ct)
     return _out(lab, x_np), _out(d, x_np)
 
 
@@ -202,12 +207,28 @@ def kmeans_update(x, labels, n_clusters: int, *, sample_weight=None, backend: st
         w = w.to(device=xt.device, dtype=xt.dtype if xt.dtype != torch.float16 else torch.float32)
     choice = resolve_backend("kmeans_update", backend, xt.device,
                              work=float(xt.shape[0]) * max(1, xt.shape[1]) * 64)
-    sums, counts = _update_fn(choice)(xt, lab, n_clusters, w)
+    sums, counts = update_fn(choice)(xt, lab, n_clusters, w)
     return _out(sums, x_np), _out(counts, x_np)
 
 
-def _assign_fn(choice: BackendChoice):
-    """``f(x, centroids, x_sq_norms=None) -> (labels, min_sq)`` for the chosen backend."""
+def assign_fn(choice: BackendChoice):
+    """The assignment kernel of ``choice``'s backend, without input conversion or dispatch.
+
+    For callers that run many assignments on tensors already on the right device (the Lloyd
+    loop of :class:`interestflow.KMeans`).
+
+    Parameters
+    ----------
+    choice : interestflow.resolve.BackendChoice
+        ``choice.name`` is "triton", "numba" or "torch".
+
+    Returns
+    -------
+    callable
+        ``f(x, centroids, x_sq_norms=None) -> (labels, min_sq_dist)`` on tensors, as
+        :func:`kmeans_assign` returns them (the numba one also takes ``candidates=`` and
+        ``rows=``).
+    """
     if choice.name == "triton":
         return backend_module("triton", "kmeans").kmeans_assign_triton
     if choice.name == "numba":
@@ -220,8 +241,10 @@ def _assign_fn(choice: BackendChoice):
     return _ref
 
 
-def _update_fn(choice: BackendChoice):
-    """``f(x, labels, n_clusters, sample_weight=None) -> (sums, counts)`` for the backend."""
+def update_fn(choice: BackendChoice):
+    """The update kernel of ``choice``'s backend, as :func:`assign_fn` gives the assignment:
+    ``f(x, labels, n_clusters, sample_weight=None) -> (sums, counts)`` on tensors, as
+    :func:`kmeans_update` returns them."""
     if choice.name == "triton":
         return backend_module("triton", "kmeans").kmeans_update_triton
     if choice.name == "numba":

@@ -13,8 +13,9 @@ so the same helpers are used with ``interpret=True`` to pick larger key tiles.
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
+
+from interestflow._utils import check_int
 
 __all__ = [
     "MAX_K",
@@ -53,14 +54,6 @@ def next_pow2(n: int) -> int:
 
 def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
-
-
-def _check_size(name: str, value, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name}={value} is invalid; pass an integer >= {minimum}")
-    return int(value)
 
 
 def _block_d(dim: int, cap: int) -> int:
@@ -138,12 +131,12 @@ def cosine_topk_config(n_queries: int, n_keys: int, dim: int, k: int, *, n_sm: i
         If ``k > MAX_K``, ``k > n_keys``, ``n_keys > MAX_KEYS`` or a grid dimension would
         exceed the CUDA limit; the message gives the size.
     """
-    n_queries = _check_size("n_queries", n_queries, minimum=0)
-    n_keys = _check_size("n_keys", n_keys, minimum=1)
-    dim = _check_size("dim", dim, minimum=1)
-    k = _check_size("k", k, minimum=1)
-    n_sm = _check_size("n_sm", n_sm, minimum=1)
-    min_tiles_per_split = _check_size("min_tiles_per_split", min_tiles_per_split, minimum=1)
+    n_queries = check_int("n_queries", n_queries, minimum=0)
+    n_keys = check_int("n_keys", n_keys, minimum=1)
+    dim = check_int("dim", dim, minimum=1)
+    k = check_int("k", k, minimum=1)
+    n_sm = check_int("n_sm", n_sm, minimum=1)
+    min_tiles_per_split = check_int("min_tiles_per_split", min_tiles_per_split, minimum=1)
     if k > n_keys:
         raise ValueError(f"k={k} exceeds the number of keys ({n_keys}); pass k <= {n_keys}")
     if k > MAX_K:
@@ -156,7 +149,7 @@ def cosine_topk_config(n_queries: int, n_keys: int, dim: int, k: int, *, n_sm: i
             f"n_keys={n_keys} exceeds the Triton top-k limit of {MAX_KEYS} keys "
             "(indices are packed into 32 bits); split the keys"
         )
-    itemsize = _check_size("itemsize", itemsize, minimum=1)
+    itemsize = check_int("itemsize", itemsize, minimum=1)
     k_pad = max(16, next_pow2(k))
     # The running top-k holds block_m * k_pad int64 values and a tile block_m * block_n more.
     # These sizes compile for sm_90 (Triton 3.9, 8 warps) without register spills.
@@ -204,14 +197,14 @@ def kmeans_assign_config(n: int, n_clusters: int, dim: int, *, itemsize: int = 2
     ValueError
         If the number of row blocks exceeds the CUDA grid limit.
     """
-    n = _check_size("n", n, minimum=0)
-    n_clusters = _check_size("n_clusters", n_clusters, minimum=1)
-    dim = _check_size("dim", dim, minimum=1)
+    n = check_int("n", n, minimum=0)
+    n_clusters = check_int("n_clusters", n_clusters, minimum=1)
+    dim = check_int("dim", dim, minimum=1)
     if interpret:
         block_m, block_n = 64, max(16, min(128, next_pow2(n_clusters)))
     else:
         block_m, block_n = 64, max(16, min(64, next_pow2(n_clusters)))
-    itemsize = _check_size("itemsize", itemsize, minimum=1)
+    itemsize = check_int("itemsize", itemsize, minimum=1)
     block_d = _block_d(dim, 128 if interpret else (64 if itemsize <= 2 else 32))
     _check_grid_x("n", _cdiv(max(n, 1), block_m), n, block_m)
     # 8 warps: with 4, the 64 x 64 x 64 fp16 tile spills registers on sm_90.
@@ -241,9 +234,9 @@ def kmeans_update_config(n: int, n_clusters: int, dim: int, *,
     ValueError
         If ``n_clusters`` exceeds the CUDA grid limit.
     """
-    _check_size("n", n, minimum=0)
-    n_clusters = _check_size("n_clusters", n_clusters, minimum=1)
-    dim = _check_size("dim", dim, minimum=1)
+    check_int("n", n, minimum=0)
+    n_clusters = check_int("n_clusters", n_clusters, minimum=1)
+    dim = check_int("dim", dim, minimum=1)
     if n_clusters > MAX_GRID_X:
         raise ValueError(f"n_clusters={n_clusters} exceeds the grid limit {MAX_GRID_X}")
     block_d = max(16, min(512 if interpret else 128, next_pow2(dim)))
@@ -266,8 +259,8 @@ class NormsConfig:
 
 def row_norms_config(n: int, dim: int, *, interpret: bool = False) -> NormsConfig:
     """Launch parameters for the row-norm kernel (loops over ``dim`` in ``block_d`` steps)."""
-    n = _check_size("n", n, minimum=0)
-    dim = _check_size("dim", dim, minimum=1)
+    n = check_int("n", n, minimum=0)
+    dim = check_int("dim", dim, minimum=1)
     block_d = max(16, min(256, next_pow2(dim)))
     block_r = max(1, (2**16 if interpret else 4096) // block_d)
     _check_grid_x("n", _cdiv(max(n, 1), block_r), n, block_r)

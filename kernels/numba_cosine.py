@@ -8,7 +8,7 @@ serial numba scan merges the score block into every row's running top-``C`` (a s
 min-heap). A score row is split into chunks of ``_CHUNK`` scores whose maximum is tested
 against the row's threshold (the heap minimum) with one vectorised compare; only the rare
 chunks holding a score above it are looked at more closely. Threads rather than numba
-``prange``: see :class:`_Workers`.
+``prange``: see :class:`interestflow.kernels._common.KernelWorkers`.
 
 Exactness
 ---------
@@ -68,20 +68,26 @@ numba backend runs.
 from __future__ import annotations
 
 import math
-import numbers
-from concurrent.futures import ThreadPoolExecutor
 
 import numba as nb
 import numpy as np
 import torch
 
+from interestflow._utils import check_int
+from interestflow.kernels._common import (
+    CANDIDATE_OPTIONS,
+    EPS32,
+    EPS64,
+    NORM_EPS,
+    TAU,
+    KernelWorkers,
+    check_candidates,
+    gamma,
+)
 from interestflow.kernels.numba_prefetch import prefetch_row
 from interestflow.resolve import cpu_has_fast_bf16
 
 __all__ = ["cosine_topk_numba", "CANDIDATE_OPTIONS", "AUTO_BF16_MIN_WORK"]
-
-#: Valid values of ``candidates``.
-CANDIDATE_OPTIONS = ("auto", "bfloat16", "float32")
 
 #: ``candidates="auto"`` uses the bf16 pass at or above this many multiply-adds
 #: (n_queries * n_keys * dim), for dim >= 64 and k + m < n_keys, on CPUs with native bf16 dot
@@ -123,20 +129,11 @@ _STATE_BYTES = 64 * 2**20
 #: Budget for the matmul copy of the keys (bf16 or fp32), prepared once per super-block.
 _KEY_REP_BYTES = 256 * 2**20
 
-_NORM_EPS = 1e-12  # torch.nn.functional.normalize's default eps
-_U_BF16 = 2.0 ** -8
-_TAU = 2.0 ** -126
-_EPS32 = 2.0 ** -24
-_EPS64 = 2.0 ** -53
 _INSERTION_SORT_MAX = 64
 #: Candidate rows prefetched ahead of the one being re-scored (see numba_prefetch).
 _AHEAD = 4
 
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-
-
-def _gamma(n: int, unit: float) -> float:
-    return n * unit / (1.0 - n * unit)
 
 
 # --------------------------------------------------------------------------- numba kernels
@@ -181,7 +178,7 @@ def _inverse_norms(x, normalized, inv, norm, bad, lo, hi):
         bad[i] = not ok
         nrm = math.sqrt(_cdot(row, row))
         norm[i] = nrm
-        inv[i] = 1.0 if normalized else 1.0 / max(nrm, _NORM_EPS)
+        inv[i] = 1.0 if normalized else 1.0 / max(nrm, NORM_EPS)
 
 
 @nb.njit(nogil=True, cache=True)
@@ -522,53 +519,13 @@ def _validate(queries, keys, k, normalized, candidates):
     if keys.shape[1] < 1:
         raise ValueError("queries and keys have dim 0; pass rows with at least one column")
     n_keys = keys.shape[0]
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-        raise TypeError(f"k must be an integer in [1, n_keys={n_keys}], got {k!r}")
+    k = check_int("k", k)
     if not 1 <= k <= n_keys:
         raise ValueError(f"k={k} is out of range; pass 1 <= k <= n_keys={n_keys}")
     if not isinstance(normalized, bool):
         raise TypeError(f"normalized must be True or False, got {normalized!r}")
-    if not isinstance(candidates, str) or candidates not in CANDIDATE_OPTIONS:
-        raise ValueError(f"candidates={candidates!r} is not valid; pass one of "
-                         f"{', '.join(repr(c) for c in CANDIDATE_OPTIONS)}")
-    return int(k)
-
-
-class _Workers:
-    """Plain threads that run whole tasks: single-threaded matmuls and serial numba kernels.
-
-    Why not numba ``prange`` next to torch's own threads: torch (its bundled libgomp) and
-    numba's ``omp`` layer (the system libgomp) are two OpenMP runtimes, and after every parallel
-    region each runtime's idle threads spin for milliseconds. Alternating a torch matmul with a
-    numba parallel scan left each running beside the other's spinning threads: 3.4 s against
-    1.9 s for the same 4,000 x 100,000 x 384 bf16 pass on 2 cores. These threads instead block
-    when idle, each one runs its own matmul with torch's intra-op threads set to 1 (a
-    per-thread OpenMP setting; the caller's own setting is restored on exit) and the numba
-    kernels release the GIL. The number of threads is the caller's ``torch.get_num_threads()``.
-    """
-
-    def __init__(self):
-        self.n = max(1, torch.get_num_threads())
-        self._pool = None
-        if self.n > 1:
-            self._pool = ThreadPoolExecutor(self.n, initializer=torch.set_num_threads,
-                                            initargs=(1,))
-
-    def map(self, fn, items):
-        if self._pool is None:
-            return [fn(x) for x in items]
-        return list(self._pool.map(fn, items))
-
-    def ranges(self, kernel, n_items, *args):
-        """``kernel(*args, lo, hi)`` over ``[0, n_items)`` split into a few ranges per thread."""
-        step = max(1, -(-n_items // (4 * self.n)))
-        self.map(lambda lo: kernel(*args, lo, min(n_items, lo + step)), range(0, n_items, step))
-
-    def close(self):
-        if self._pool is not None:
-            self._pool.shutdown()
-            # the workers' set_num_threads(1) also changed torch's default for new threads
-            torch.set_num_threads(self.n)
+    check_candidates(candidates)
+    return k
 
 
 def _inverse_norms_checked(workers, name, x, normalized):
@@ -628,9 +585,9 @@ class _Problem:
         self.k = k
         self.dim = self.q.shape[1]
         self.n_keys = self.keys.shape[0]
-        self.gamma_canon = _gamma(self.dim + 2, _EPS64)
-        self.gamma_acc = _gamma(self.dim, _EPS32)
-        self.tiny = (2 * self.dim + 1) * _TAU
+        self.gamma_canon = gamma(self.dim + 2, EPS64)
+        self.gamma_acc = gamma(self.dim, EPS32)
+        self.tiny = (2 * self.dim + 1) * TAU
         self._key_cache = {}
         self.key_max = {}
 
@@ -685,7 +642,7 @@ def _output_bounds(keys_t, bf16):
     k32 = keys_t.to(torch.int32)
     nxt = _bits_to_float(torch.clamp(k32 + 1, max=0x7FFF), bf16)
     prv = _bits_to_float(torch.clamp(k32 - 1, min=-0x7FFF), bf16)
-    return (prv + val) * 0.5 - _TAU, (val + nxt) * 0.5 + _TAU
+    return (prv + val) * 0.5 - TAU, (val + nxt) * 0.5 + TAU
 
 
 class _Scores:
@@ -855,8 +812,7 @@ def _topk(queries, keys, k, *, normalized=False, candidates="auto", stats=None):
         bf16, reason = use_bf16_candidates(n_q, n_keys, dim, k)
     else:
         bf16, reason = candidates == "bfloat16", "requested"
-    workers = _Workers()
-    try:
+    with KernelWorkers() as workers:
         p = _Problem(workers, queries, keys, k, normalized)
         out_s = np.empty((n_q, k), np.float32 if p.to_f32 else np.float64)
         out_i = np.empty((n_q, k), np.int64)
@@ -868,8 +824,6 @@ def _topk(queries, keys, k, *, normalized=False, candidates="auto", stats=None):
             if not ok.all():
                 n_failed += int((~ok).sum())
                 _collect_pass(p, rows[~ok], kth[~ok], qstats[~ok], bf16, out_s, out_i)
-    finally:
-        workers.close()
     if stats is not None:
         stats.update(candidates="bfloat16" if bf16 else "float32", reason=reason,
                      n_queries=n_q, n_uncertified=n_failed, threads=workers.n)

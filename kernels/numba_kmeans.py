@@ -76,20 +76,26 @@ overlapping centroids, NaN/inf, overflow) are recomputed on the exact path.
 from __future__ import annotations
 
 import math
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numba as nb
 import numpy as np
 import torch
 
+from interestflow._utils import check_int
+from interestflow.kernels._common import (
+    CANDIDATE_OPTIONS,
+    EPS32,
+    EPS64,
+    TAU,
+    U_BF16,
+    KernelWorkers,
+    check_candidates,
+    gamma,
+)
 from interestflow.kernels.reference import chunk_rows_for
 
 __all__ = ["kmeans_assign_numba", "kmeans_update_numba", "assign_with_stats",
            "prepare_bf16_rows", "BF16Rows", "CANDIDATE_OPTIONS", "AUTO_BF16_MIN_WORK"]
-
-#: Valid values of ``candidates``: "float32" is the exact path in the input's dtype.
-CANDIDATE_OPTIONS = ("auto", "bfloat16", "float32")
 
 #: ``candidates="auto"`` uses bf16 only from this many multiply-adds per call
 #: (n * n_clusters * dim), with n_clusters >= 64, dim >= 64 and n_clusters * dim >= 16384.
@@ -130,14 +136,7 @@ _UPDATE_BUDGET_BYTES = 128 * 2**20
 #: bf16 is refused above this dim: gamma_d needs d * 2**-24 well below 1.
 _MAX_BF16_DIM = 1 << 20
 
-_U_BF16 = 2.0 ** -8
-_TAU = 2.0 ** -126
-_EPS64 = 2.0 ** -53
 _SLACK = 1.0 + 2.0 ** -16
-
-
-def _gamma(d: int, unit: float) -> float:
-    return d * unit / (1.0 - d * unit)
 
 
 # --------------------------------------------------------------------------- numba kernels
@@ -381,54 +380,6 @@ def _reduce_parts(parts, part_counts, lo, hi, sums, counts):
         counts[k] = cnt
 
 
-class _Workers:
-    """Plain threads running whole tasks: a single-threaded ``torch.mm`` and serial numba code.
-
-    Why not numba ``prange`` beside torch's own threads: torch (its bundled libgomp) and numba's
-    ``omp`` layer (the system libgomp) are two OpenMP runtimes, and after each parallel region
-    a runtime's idle threads spin for milliseconds. Alternating a torch matmul with a numba
-    parallel scan left each beside the other's spinning threads: on the busy 2-core dev machine
-    a 20-iteration K-means took 3.2-3.6 s against 1.0 s with ``OMP_WAIT_POLICY=PASSIVE``.
-    These threads block when idle; each sets its own OpenMP thread count to 1 (a per-thread
-    setting) and the numba kernels release the GIL. As many threads as the caller's
-    ``torch.get_num_threads()``; torch's default is restored on exit. Results never depend on
-    which thread runs which task (tasks write disjoint rows, sums are reduced in a fixed order).
-    (``numba_cosine`` uses the same scheme; the two could share one helper.)
-    """
-
-    def __init__(self):
-        self.n = max(1, torch.get_num_threads())
-        self._pool = None
-        self._local = threading.local()
-
-    def __enter__(self):
-        if self.n > 1:
-            self._pool = ThreadPoolExecutor(self.n, initializer=torch.set_num_threads,
-                                            initargs=(1,))
-        return self
-
-    def __exit__(self, *exc):
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
-            torch.set_num_threads(self.n)  # the workers' setting also moved torch's default
-        return False
-
-    def map(self, fn, items):
-        items = list(items)
-        if self._pool is None or len(items) <= 1:
-            return [fn(item) for item in items]
-        return list(self._pool.map(fn, items))
-
-    def scratch(self, name, shape, dtype):
-        """A buffer of this thread's own, reused across its tasks in one call."""
-        buf = getattr(self._local, name, None)
-        if buf is None or buf.shape[0] < shape[0]:
-            buf = np.empty(shape, dtype)
-            setattr(self._local, name, buf)
-        return buf[:shape[0]]
-
-
 # --------------------------------------------------------------------------- validation
 
 
@@ -450,9 +401,7 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 
 def _resolve_candidates(candidates, n: int, k: int, d: int) -> str:
-    if not isinstance(candidates, str) or candidates not in CANDIDATE_OPTIONS:
-        raise ValueError(f"candidates={candidates!r} is not valid; pass one of "
-                         f"{', '.join(repr(c) for c in CANDIDATE_OPTIONS)}")
+    check_candidates(candidates)
     if candidates == "bfloat16" and d > _MAX_BF16_DIM:
         raise ValueError(f"candidates='bfloat16' supports dim <= {_MAX_BF16_DIM} (the error "
                          f"bound needs dim * 2**-24 << 1), got dim={d}; pass "
@@ -523,7 +472,7 @@ def prepare_bf16_rows(x: torch.Tensor, n_clusters: int, *, candidates: str = "au
     bits = np.empty((n, d), np.uint16)
     sq = [np.empty(n, np_dtype) for _ in range(3)]
     step = min(n, chunk_rows_for(d * 4, block_bytes=TASK_BLOCK_BYTES))
-    with _Workers() as workers:
+    with KernelWorkers() as workers:
         workers.map(lambda lo: _bf16_rows(x_np, lo, min(n, lo + step), bits[lo:lo + step],
                                           sq[0][lo:lo + step], sq[1][lo:lo + step],
                                           sq[2][lo:lo + step]), range(0, n, step))
@@ -539,8 +488,8 @@ def kmeans_assign_numba(x: torch.Tensor, centroids: torch.Tensor, *, x_sq_norms=
 
     Rows are processed in blocks of at most ``TASK_BLOCK_BYTES`` of scores, one block per task
     on ``torch.get_num_threads()`` worker threads: a single-threaded ``torch.mm`` (oneDNN) and
-    serial numba passes per block (see :class:`_Workers` for why not ``prange``). Ties go to
-    the lower centroid index.
+    serial numba passes per block (see :class:`interestflow.kernels._common.KernelWorkers`
+    for why not ``prange``). Ties go to the lower centroid index.
 
     Parameters
     ----------
@@ -611,6 +560,26 @@ def assign_with_stats(x: torch.Tensor, centroids: torch.Tensor, *, x_sq_norms=No
         failed the certificate and were recomputed exactly) and ``switched_to_exact``
         ("auto" gave up on bf16 part-way).
     """
+    mode = _check_assign_inputs(x, centroids, x_sq_norms, candidates, rows)
+    np_dtype = np.float32 if x.dtype == torch.float32 else np.float64
+    stats = {"mode": mode, "rows_bf16": 0, "rows_rescored": 0, "rows_exact_fallback": 0,
+             "switched_to_exact": False}
+    if x.shape[0] == 0:
+        return (torch.from_numpy(np.empty(0, np.int64)),
+                torch.from_numpy(np.empty(0, np_dtype)), stats)
+    with KernelWorkers() as workers:
+        job = _Assignment(workers, x, centroids, rows)
+        if mode == "bfloat16" and not job.start_bf16():
+            # centroids beyond float32 range: the float32 scan cannot hold them
+            mode = stats["mode"] = "float32"
+        job.run(mode, candidates, stats)
+    return (torch.from_numpy(job.labels),
+            torch.from_numpy(job.min_sq.astype(np_dtype, copy=False)), stats)
+
+
+def _check_assign_inputs(x, centroids, x_sq_norms, candidates, rows) -> str:
+    """Check the arguments of :func:`assign_with_stats`; returns the resolved ``candidates``
+    mode ("bfloat16" or "float32")."""
     _check_cpu_float_matrix("x", x)
     _check_cpu_float_matrix("centroids", centroids)
     if x.dtype != centroids.dtype:
@@ -634,106 +603,137 @@ def assign_with_stats(x: torch.Tensor, centroids: torch.Tensor, *, x_sq_norms=No
             raise TypeError(f"rows must be a BF16Rows from prepare_bf16_rows, got "
                             f"{type(rows).__name__}")
         rows.check(x)
-    np_dtype = np.float32 if x.dtype == torch.float32 else np.float64
-    labels = np.empty(n, np.int64)
-    min_sq = np.empty(n, np.float64)
-    stats = {"mode": mode, "rows_bf16": 0, "rows_rescored": 0, "rows_exact_fallback": 0,
-             "switched_to_exact": False}
-    if n == 0:
-        return torch.from_numpy(labels), torch.from_numpy(min_sq.astype(np_dtype)), stats
+    return mode
 
-    x_np = _np(x)
-    c_np = _np(centroids)
-    ct_exact = torch.from_numpy(c_np).T  # (d, K) view: BLAS takes the transpose for free
-    c64 = c_np.astype(np.float64)
-    c_sq = np.einsum("ij,ij->i", c64, c64)
-    bad_c = np.flatnonzero(~np.isfinite(c_sq))
-    if bad_c.size:
-        raise ValueError(f"centroids row {int(bad_c[0])} is not finite (NaN/inf, or its "
-                         "squared norm overflows float64); centroids must be finite")
-    workers = _Workers()
-    # one task: a block of rows whose scores (rows, K) and rows (rows, dim) fit TASK_BLOCK_BYTES
-    task_rows = min(n, chunk_rows_for(max(k, d) * 4, block_bytes=TASK_BLOCK_BYTES))
 
-    def exact_task(idx: np.ndarray) -> int:
+class _Assignment:
+    """One :func:`assign_with_stats` call: its inputs as numpy, its outputs, and the two
+    paths (exact and certified bf16) run as tasks of ``workers`` on blocks of rows.
+
+    ``labels`` (int64) and ``min_sq`` (float64) are filled row by row; every task writes
+    only its own rows.
+    """
+
+    def __init__(self, workers: KernelWorkers, x: torch.Tensor, centroids: torch.Tensor,
+                 rows):
+        self.workers, self.rows, self.dtype = workers, rows, x.dtype
+        self.np_dtype = np.float32 if x.dtype == torch.float32 else np.float64
+        self.n, self.d = x.shape
+        self.k = centroids.shape[0]
+        self.x_np = _np(x)
+        self.c_np = _np(centroids)
+        self.ct_exact = torch.from_numpy(self.c_np).T  # (d, K) view: BLAS transposes for free
+        c64 = self.c_np.astype(np.float64)
+        self.c_sq = np.einsum("ij,ij->i", c64, c64)
+        bad_c = np.flatnonzero(~np.isfinite(self.c_sq))
+        if bad_c.size:
+            raise ValueError(f"centroids row {int(bad_c[0])} is not finite (NaN/inf, or its "
+                             "squared norm overflows float64); centroids must be finite")
+        self.labels = np.empty(self.n, np.int64)
+        self.min_sq = np.empty(self.n, np.float64)
+        # one task: a block of rows whose scores (rows, K) and rows (rows, dim) fit
+        # TASK_BLOCK_BYTES
+        self.task_rows = min(self.n, chunk_rows_for(max(self.k, self.d) * 4,
+                                                    block_bytes=TASK_BLOCK_BYTES))
+        self.prep = None
+
+    def exact_task(self, idx: np.ndarray) -> int:
         """Exact path for the rows ``idx`` (ascending); returns a non-finite row or -1."""
         m = idx.shape[0]
-        dots = workers.scratch("dots", (m, k), np_dtype)
+        dots = self.workers.scratch("dots", (m, self.k), self.np_dtype)
         first = int(idx[0])
+        x_np = self.x_np
         x_rows = x_np[first:first + m] if int(idx[-1]) - first + 1 == m else x_np[idx]
-        torch.mm(torch.from_numpy(x_rows), ct_exact, out=torch.from_numpy(dots))
-        bad = workers.scratch("bad", (m,), np.bool_)
-        _scan_exact(dots, x_np, idx, c_np, c_sq, labels, min_sq, bad)
+        torch.mm(torch.from_numpy(x_rows), self.ct_exact, out=torch.from_numpy(dots))
+        bad = self.workers.scratch("bad", (m,), np.bool_)
+        _scan_exact(dots, x_np, idx, self.c_np, self.c_sq, self.labels, self.min_sq, bad)
         return int(idx[np.argmax(bad)]) if bad.any() else -1
 
-    def exact(idx: np.ndarray) -> None:
-        tasks = [idx[s0:s0 + task_rows] for s0 in range(0, idx.shape[0], task_rows)]
-        bad = [r for r in workers.map(exact_task, tasks) if r >= 0]
+    def exact(self, idx: np.ndarray) -> None:
+        """The exact path for the rows ``idx``, in tasks of ``task_rows``; raises naming the
+        first row whose distances are not finite."""
+        tr = self.task_rows
+        tasks = [idx[s0:s0 + tr] for s0 in range(0, idx.shape[0], tr)]
+        bad = [r for r in self.workers.map(self.exact_task, tasks) if r >= 0]
         if bad:
             raise ValueError(
                 f"x row {min(bad)}: its squared distances to the centroids are not finite; x "
-                f"must be finite and small enough for its distances not to overflow {x.dtype}")
+                f"must be finite and small enough for its distances not to overflow "
+                f"{self.dtype}")
 
-    if mode == "bfloat16":
-        prep = _bf16_centroids(c_np, c_sq, d, np_dtype)
-        if prep is None:  # centroids beyond float32 range: the float32 scan cannot hold them
-            mode = stats["mode"] = "float32"
-    if mode == "bfloat16":
+    def start_bf16(self) -> bool:
+        """Prepare the bf16 path (centroids and the norms' bounds); False when the centroids
+        do not fit its float32 scan."""
+        self.prep = _bf16_centroids(self.c_np, self.c_sq, self.d, self.np_dtype)
+        if self.prep is None:
+            return False
         # upper bounds of the norms from their sums in x's dtype (any order, gradual underflow)
-        unit = 2.0 ** -24 if np_dtype == np.float32 else _EPS64
-        inflate = 1.0 / (1.0 - _gamma(2 * d + 2, unit))
-        floor = 2.0 * d * (_TAU if np_dtype == np.float32 else 2.0 ** -1000)
+        f32 = self.np_dtype == np.float32
+        self.inflate = 1.0 / (1.0 - gamma(2 * self.d + 2, EPS32 if f32 else EPS64))
+        self.floor = 2.0 * self.d * (TAU if f32 else 2.0 ** -1000)
+        return True
 
-        def bf16_task(lo: int):
-            hi = min(n, lo + task_rows)
-            m = hi - lo
-            if rows is not None:
-                bits, sq_x = rows.bits[lo:hi], rows.sq_x[lo:hi]
-                sq_t, sq_r = rows.sq_t[lo:hi], rows.sq_r[lo:hi]
-            else:
-                bits = workers.scratch("bits", (m, d), np.uint16)
-                sq_x = workers.scratch("sq_x", (m,), np_dtype)
-                sq_t = workers.scratch("sq_t", (m,), np_dtype)
-                sq_r = workers.scratch("sq_r", (m,), np_dtype)
-                _bf16_rows(x_np, lo, hi, bits, sq_x, sq_t, sq_r)
-            scores = workers.scratch("scores", (m, k), np.int16)
-            torch.mm(torch.from_numpy(bits.view(np.int16)).view(torch.bfloat16), prep["cb_t"],
-                     out=torch.from_numpy(scores).view(torch.bfloat16))
-            status = workers.scratch("status", (m,), np.uint8)
-            _scan_bf16(scores, x_np, lo, c_np, prep["c_sq32"], prep["p32"], prep["q32"],
-                       prep["r32"], sq_x, sq_t, sq_r, inflate, floor, prep["beta32"], prep["p"],
-                       prep["f"], prep["coef_xn"], prep["gamma_hi"], _MAX_CANDIDATES, labels,
-                       min_sq, status)
-            return lo + np.flatnonzero(status == 2), int(np.count_nonzero(status == 1))
+    def _bf16_inputs(self, lo: int, hi: int):
+        """bf16 bits and the norms' sums ``(bits, sq_x, sq_t, sq_r)`` of rows ``lo:hi``:
+        slices of ``rows`` when prepared, else rounded now into scratch buffers."""
+        rows, m = self.rows, hi - lo
+        if rows is not None:
+            return rows.bits[lo:hi], rows.sq_x[lo:hi], rows.sq_t[lo:hi], rows.sq_r[lo:hi]
+        scratch, d, np_dtype = self.workers.scratch, self.d, self.np_dtype
+        bits = scratch("bits", (m, d), np.uint16)
+        sq_x = scratch("sq_x", (m,), np_dtype)
+        sq_t = scratch("sq_t", (m,), np_dtype)
+        sq_r = scratch("sq_r", (m,), np_dtype)
+        _bf16_rows(self.x_np, lo, hi, bits, sq_x, sq_t, sq_r)
+        return bits, sq_x, sq_t, sq_r
 
-    n_fallback = n_rescored = seen = 0
-    redo_rows = []
-    group = task_rows * _TASKS_PER_GROUP
-    with workers:
+    def bf16_task(self, lo: int):
+        """bf16 path for rows ``lo:lo + task_rows``: ``(rows left uncertified, count of rows
+        certified at level 2)``."""
+        hi = min(self.n, lo + self.task_rows)
+        m, prep = hi - lo, self.prep
+        bits, sq_x, sq_t, sq_r = self._bf16_inputs(lo, hi)
+        scores = self.workers.scratch("scores", (m, self.k), np.int16)
+        torch.mm(torch.from_numpy(bits.view(np.int16)).view(torch.bfloat16), prep["cb_t"],
+                 out=torch.from_numpy(scores).view(torch.bfloat16))
+        status = self.workers.scratch("status", (m,), np.uint8)
+        _scan_bf16(scores, self.x_np, lo, self.c_np, prep["c_sq32"], prep["p32"], prep["q32"],
+                   prep["r32"], sq_x, sq_t, sq_r, self.inflate, self.floor, prep["beta32"],
+                   prep["p"], prep["f"], prep["coef_xn"], prep["gamma_hi"], _MAX_CANDIDATES,
+                   self.labels, self.min_sq, status)
+        return lo + np.flatnonzero(status == 2), int(np.count_nonzero(status == 1))
+
+    def run(self, mode: str, candidates: str, stats: dict) -> None:
+        """Every row, group by group (``_TASKS_PER_GROUP`` tasks), on ``mode``'s path; rows
+        the bf16 path leaves uncertified go to the exact path at the end. With
+        ``candidates="auto"`` the switch to exact is decided between groups of a fixed size,
+        so it depends on the data only. Fills ``stats``."""
+        n = self.n
+        n_fallback = n_rescored = seen = 0
+        redo_rows = []
+        group = self.task_rows * _TASKS_PER_GROUP
         for start in range(0, n, group):
             stop = min(n, start + group)
-            # checked per group of a fixed size: the switch depends on the data only
             if (mode == "bfloat16" and candidates == "auto"
                     and seen >= _AUTO_MIN_ROWS_BEFORE_SWITCH
                     and n_fallback > _AUTO_MAX_FAIL_FRACTION * seen):
                 mode = "float32"
                 stats["switched_to_exact"] = True
             if mode != "bfloat16":
-                exact(np.arange(start, stop, dtype=np.int64))
+                self.exact(np.arange(start, stop, dtype=np.int64))
                 continue
-            for redo, rescored in workers.map(bf16_task, range(start, stop, task_rows)):
+            for redo, rescored in self.workers.map(self.bf16_task,
+                                                   range(start, stop, self.task_rows)):
                 if redo.size:
                     redo_rows.append(redo)
                 n_fallback += redo.size
                 n_rescored += rescored
             seen += stop - start
         if redo_rows:
-            exact(np.concatenate(redo_rows))
-    if stats["mode"] == "bfloat16":
-        stats.update(rows_bf16=seen, rows_exact_fallback=int(n_fallback),
-                     rows_rescored=n_rescored)
-    return (torch.from_numpy(labels), torch.from_numpy(min_sq.astype(np_dtype, copy=False)),
-            stats)
+            self.exact(np.concatenate(redo_rows))
+        if stats["mode"] == "bfloat16":
+            stats.update(rows_bf16=seen, rows_exact_fallback=int(n_fallback),
+                         rows_rescored=n_rescored)
 
 
 def _bf16_centroids(c_np: np.ndarray, c_sq: np.ndarray, d: int, np_dtype):
@@ -751,11 +751,11 @@ def _bf16_centroids(c_np: np.ndarray, c_sq: np.ndarray, d: int, np_dtype):
     c64 = c_np.astype(np.float64)
     p = np.sqrt(c_sq)
     q = (np.sqrt(np.einsum("ij,ij->i", c64 - c_t, c64 - c_t))
-         + _gamma(d, 2.0 ** -24) * np.sqrt(np.einsum("ij,ij->i", c_t, c_t)))
-    gamma_ex = _gamma(d, 2.0 ** -24 if np_dtype == np.float32 else _EPS64)
+         + gamma(d, EPS32) * np.sqrt(np.einsum("ij,ij->i", c_t, c_t)))
+    gamma_ex = gamma(d, EPS32 if np_dtype == np.float32 else EPS64)
     # underflow of both paths, float64 rounding of both scores and of a float64 comparison
-    r = (8 * d + 2) * _TAU + 4.0 * _EPS64 * c_sq
-    beta = 2.0 * _U_BF16 / (1.0 - _U_BF16) + 8.0 * _EPS64
+    r = (8 * d + 2) * TAU + 4.0 * EPS64 * c_sq
+    beta = 2.0 * U_BF16 / (1.0 - U_BF16) + 8.0 * EPS64
     # level 1 runs in float32: ||c||^2 rounded to float32, the rounding of s~ = ||c||^2 - 2 out,
     # of s~ - M and of s~ + M add at most 2**-22 (||c||^2 + 2 |out|) per side (2**-21 here);
     # the slack (>> 8 * 2**-24) covers the float32 rounding of M itself
@@ -768,10 +768,10 @@ def _bf16_centroids(c_np: np.ndarray, c_sq: np.ndarray, d: int, np_dtype):
         "r32": (_SLACK * (r + 2.0 ** -21 * c_sq)).astype(np.float32),
         "beta32": np.float32(_SLACK * (beta + 2.0 ** -20)),
         # exact path's bound (level 2), plus |c_sq - ||c||^2| from its float64 sum
-        "f": 4 * d * _TAU + (d + 4) * _EPS64 * c_sq,
-        "coef_xn": 2.0 * gamma_ex + 2.01 * _EPS64,
+        "f": 4 * d * TAU + (d + 4) * EPS64 * c_sq,
+        "coef_xn": 2.0 * gamma_ex + 2.01 * EPS64,
         # float64 direct distances (d + 3 roundings) and the comparison's rounding
-        "gamma_hi": _gamma(d + 6, _EPS64),
+        "gamma_hi": gamma(d + 6, EPS64),
     }
 
 
@@ -818,13 +818,22 @@ def kmeans_update_numba(x: torch.Tensor, labels: torch.Tensor, n_clusters: int,
     >>> sums.tolist(), counts.tolist()
     ([[3.0, 4.0], [6.0, 8.0]], [1.0, 2.0])
     """
-    _check_cpu_float_matrix("x", x)
-    if isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer)):
-        raise TypeError(f"n_clusters must be an integer >= 1, got {n_clusters!r}")
-    if n_clusters < 1:
-        raise ValueError(f"n_clusters={n_clusters} is invalid; pass an integer >= 1")
-    n_clusters = int(n_clusters)
+    n_clusters, w = _check_update_inputs(x, labels, n_clusters, sample_weight)
     n, d = x.shape
+    if n == 0:
+        return (torch.zeros((n_clusters, d), dtype=x.dtype),
+                torch.zeros(n_clusters, dtype=x.dtype))
+    sums, counts = _partitioned_sums(_np(x), _np(labels), w, n_clusters)
+    dtype = x.dtype
+    return torch.from_numpy(sums).to(dtype), torch.from_numpy(counts).to(dtype)
+
+
+def _check_update_inputs(x, labels, n_clusters, sample_weight):
+    """Check the arguments of :func:`kmeans_update_numba`; returns ``(n_clusters, w)``:
+    the cluster count as an int and the weights as float64 numpy (None: unweighted)."""
+    _check_cpu_float_matrix("x", x)
+    n_clusters = check_int("n_clusters", n_clusters, 1)
+    n = x.shape[0]
     if not torch.is_tensor(labels):
         raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
     if tuple(labels.shape) != (n,):
@@ -833,38 +842,44 @@ def kmeans_update_numba(x: torch.Tensor, labels: torch.Tensor, n_clusters: int,
         raise TypeError(f"labels must be int64, got {labels.dtype}")
     if labels.device.type != "cpu":
         raise ValueError(f"labels is on {labels.device}; the numba kernels run on the CPU")
-    weighted = sample_weight is not None
-    if weighted:
-        if not torch.is_tensor(sample_weight):
-            raise TypeError(f"sample_weight must be a torch.Tensor, got "
-                            f"{type(sample_weight).__name__}")
-        if tuple(sample_weight.shape) != (n,):
-            raise ValueError(f"sample_weight must have shape ({n},) to match x, got "
-                             f"{tuple(sample_weight.shape)}")
-        if not sample_weight.is_floating_point():
-            raise TypeError(f"sample_weight must be floating point, got {sample_weight.dtype}")
-        w = sample_weight.detach().cpu().to(torch.float64).contiguous().numpy()
-        bad = np.flatnonzero(~(w >= 0) | ~np.isfinite(w))
-        if bad.size:
-            r = int(bad[0])
-            raise ValueError(f"sample_weight must be finite and >= 0; row {r} has {w[r]!r}")
-    else:
+    if sample_weight is None:
+        return n_clusters, None
+    if not torch.is_tensor(sample_weight):
+        raise TypeError(f"sample_weight must be a torch.Tensor, got "
+                        f"{type(sample_weight).__name__}")
+    if tuple(sample_weight.shape) != (n,):
+        raise ValueError(f"sample_weight must have shape ({n},) to match x, got "
+                         f"{tuple(sample_weight.shape)}")
+    if not sample_weight.is_floating_point():
+        raise TypeError(f"sample_weight must be floating point, got {sample_weight.dtype}")
+    w = sample_weight.detach().cpu().to(torch.float64).contiguous().numpy()
+    bad = np.flatnonzero(~(w >= 0) | ~np.isfinite(w))
+    if bad.size:
+        r = int(bad[0])
+        raise ValueError(f"sample_weight must be finite and >= 0; row {r} has {w[r]!r}")
+    return n_clusters, w
+
+
+def _partitioned_sums(x_np, lab_np, w, n_clusters: int):
+    """float64 ``(sums, counts)`` of the rows of ``x_np`` (n >= 1) by label, times ``w``
+    (None: ones), deterministically.
+
+    A fixed split of the rows (from the shapes only, never from the thread count) into at
+    most 8 parts, each summed in row order into its own float64 block, then the blocks added
+    in part order: deterministic, and the blocks stay within a 128 MiB budget.
+    """
+    n, d = x_np.shape
+    weighted = w is not None
+    if not weighted:
         w = np.empty(0, np.float64)
-    if n == 0:
-        return (torch.zeros((n_clusters, d), dtype=x.dtype),
-                torch.zeros(n_clusters, dtype=x.dtype))
-    # A fixed split of the rows (from the shapes only, never from the thread count) into at
-    # most 8 parts, each summed in row order into its own float64 block, then the blocks
-    # added in part order: deterministic, and the blocks stay within a 128 MiB budget.
     n_parts = max(1, min(_UPDATE_PARTS, -(-n // 2048),
                          _UPDATE_BUDGET_BYTES // max(1, n_clusters * d * 8)))
     parts = np.zeros((n_parts, n_clusters, d), np.float64)
     part_counts = np.zeros((n_parts, n_clusters), np.float64)
-    x_np, lab_np = _np(x), _np(labels)
     step = -(-n // n_parts)
     sums = np.empty((n_clusters, d), np.float64)
     counts = np.empty(n_clusters, np.float64)
-    with _Workers() as workers:
+    with KernelWorkers() as workers:
         bad = workers.map(
             lambda p: _partial_sums(x_np, lab_np, w, weighted, p * step,
                                     min(n, (p + 1) * step), parts[p], part_counts[p]),
@@ -872,11 +887,10 @@ def kmeans_update_numba(x: torch.Tensor, labels: torch.Tensor, n_clusters: int,
         bad = [r for r in bad if r >= 0]
         if bad:
             r = min(bad)
-            raise ValueError(f"labels[{r}]={int(labels[r])} is outside "
+            raise ValueError(f"labels[{r}]={int(lab_np[r])} is outside "
                              f"[0, n_clusters={n_clusters})")
         k_step = max(1, -(-n_clusters // (4 * workers.n)))
         workers.map(lambda lo: _reduce_parts(parts, part_counts, lo,
                                              min(n_clusters, lo + k_step), sums, counts),
                     range(0, n_clusters, k_step))
-    dtype = x.dtype
-    return torch.from_numpy(sums).to(dtype), torch.from_numpy(counts).to(dtype)
+    return sums, counts

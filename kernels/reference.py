@@ -1,9 +1,10 @@
 """Plain torch reference ops: the definition every faster kernel is tested against.
 
-This module imports only torch. It must never import Triton or numba, so that a CPU-only
-machine without either can run the references, the tests that use them and the ``torch``
-backends built on them. The Triton (GPU) and numba (CPU) kernels of the kernels issue are
-compared with these functions, and benchmarks import them as the baseline.
+This module imports only torch (and interestflow's own internals). It must never import
+Triton or numba, so that a CPU-only machine without either can run the references, the tests
+that use them and the ``torch`` backends built on them. The Triton (GPU) and numba (CPU)
+kernels of the kernels issue are compared with these functions, and benchmarks import them as
+the baseline.
 
 Every op works on CPU and CUDA tensors alike and keeps its working memory bounded: large
 inputs are processed in row chunks sized so that one temporary block stays under
@@ -12,9 +13,9 @@ inputs are processed in row chunks sized so that one temporary block stays under
 
 from __future__ import annotations
 
-import numbers
-
 import torch
+
+from interestflow._utils import check_int
 
 __all__ = [
     "DEFAULT_BLOCK_BYTES",
@@ -35,14 +36,6 @@ ELEMENTWISE_BLOCK_BYTES = 4 * 2**20
 
 #: Default number of keys scored per step by :func:`cosine_topk`.
 DEFAULT_TOPK_CHUNK = 4096
-
-
-def _check_int(name: str, value, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name}={value} is invalid; pass an integer >= {minimum}")
-    return int(value)
 
 
 def _check_matrix(name: str, t) -> None:
@@ -156,7 +149,7 @@ def kmeans_assign(x: torch.Tensor, centroids: torch.Tensor, chunk_rows=None, *, 
     if chunk_rows is None:
         chunk_rows = chunk_rows_for(max(n_clusters, dim) * x.element_size())
     else:
-        chunk_rows = _check_int("chunk_rows", chunk_rows, minimum=1)
+        chunk_rows = check_int("chunk_rows", chunk_rows, minimum=1)
     labels = torch.empty(n, dtype=torch.int64, device=x.device)
     min_sq = torch.empty(n, dtype=x.dtype, device=x.device)
     if n == 0:
@@ -201,7 +194,7 @@ def kmeans_update(x: torch.Tensor, labels: torch.Tensor, n_clusters: int, sample
     last bits of the sums, vary from run to run.
     """
     _check_matrix("x", x)
-    n_clusters = _check_int("n_clusters", n_clusters, minimum=1)
+    n_clusters = check_int("n_clusters", n_clusters, minimum=1)
     n, dim = x.shape
     if labels.shape != (n,):
         raise ValueError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
@@ -265,10 +258,10 @@ def cosine_topk(queries: torch.Tensor, keys: torch.Tensor, k: int, *, normalized
     """
     _check_pair("queries", queries, "keys", keys)
     n_keys = keys.shape[0]
-    k = _check_int("k", k, minimum=1)
+    k = check_int("k", k, minimum=1)
     if k > n_keys:
         raise ValueError(f"k={k} exceeds the number of keys ({n_keys}); pass k <= {n_keys}")
-    chunk = _check_int("chunk", chunk, minimum=1)
+    chunk = check_int("chunk", chunk, minimum=1)
     dtype = torch.promote_types(queries.dtype, keys.dtype)
     if dtype in (torch.float16, torch.bfloat16):
         dtype = torch.float32

@@ -1,9 +1,10 @@
 """Fused normalise-and-cosine top-k in Triton: the ``(n_queries, n_keys)`` scores never exist.
 
 Three layers (see STYLE.md "Kernels"): the private ``@triton.jit`` kernels
-``_row_norms_kernel`` and ``_cosine_topk_kernel``; the launchers ``row_norms_triton`` and
-``cosine_topk_triton`` that check their inputs, allocate the outputs and pick the grid through
-``_triton_config``; the public dispatcher ``interestflow.kernels.cosine_topk``.
+``_row_norms_kernel`` and ``_cosine_topk_kernel`` (its score tiles come from the shared
+``_triton_common.tile_dot``); the launchers ``row_norms_triton`` and ``cosine_topk_triton``
+that check their inputs, allocate the outputs and pick the grid through ``_triton_config``;
+the public dispatcher ``interestflow.kernels.cosine_topk``.
 
 How the top-k works
 -------------------
@@ -31,14 +32,20 @@ Triton was imported (the CI path).
 
 from __future__ import annotations
 
-import contextlib
-import numbers
-import os
-
 import torch
 import triton
 import triton.language as tl
 
+from interestflow._utils import check_int
+
+from ._triton_common import (
+    INTERPRET,
+    check_input,
+    check_same,
+    n_sm,
+    on_device,
+    tile_dot,
+)
 from ._triton_config import (
     MAX_K,
     TopkConfig,
@@ -46,19 +53,8 @@ from ._triton_config import (
     row_norms_config,
 )
 
-__all__ = ["MAX_K", "cosine_topk_triton", "row_norms_triton"]
+__all__ = ["MAX_K", "INTERPRET", "cosine_topk_triton", "row_norms_triton"]
 
-#: True when the kernels below were built by Triton's CPU interpreter (``TRITON_INTERPRET=1``
-#: at import time): they then take CPU tensors.
-INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-# F.normalize's eps: a row with norm below it (a zero row) scores 0 against everything.
-_NORM_EPS = 1e-12
-
-_INT64_MIN = -(2**63)
-_INT64_MAX = 2**63 - 1
 _LOW_MASK = 2**32 - 1
 
 
@@ -118,24 +114,8 @@ def _cosine_topk_kernel(q_ptr, k_ptr, inv_q_ptr, inv_k_ptr, cand_ptr,
     for k0 in range(k_begin, k_end, BLOCK_N):
         keys = k0 + tl.arange(0, BLOCK_N).to(tl.int64)
         key_ok = keys < k_end
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for d0 in range(0, dim, BLOCK_D):
-            d = d0 + tl.arange(0, BLOCK_D)
-            d_ok = d < dim
-            q = tl.load(q_ptr + rows[:, None] * stride_q + d[None, :],
-                        mask=row_ok[:, None] & d_ok[None, :], other=0.0)
-            kt = tl.load(k_ptr + keys[:, None] * stride_k + d[None, :],
-                         mask=key_ok[:, None] & d_ok[None, :], other=0.0)
-            if UPCAST:
-                # Interpreter only: it cannot multiply bf16 (triton-lang/triton#11584) and numpy
-                # has no fast fp16 matmul. Half products are exact in fp32, so this is the
-                # arithmetic of the tensor cores (fp32 accumulation).
-                q = q.to(tl.float32)
-                kt = kt.to(tl.float32)
-            if IEEE:
-                acc = tl.dot(q, tl.trans(kt), acc, input_precision="ieee")
-            else:
-                acc = tl.dot(q, tl.trans(kt), acc)
+        acc = tile_dot(q_ptr, k_ptr, rows, row_ok, keys, key_ok, dim, stride_q, stride_k,
+                       BLOCK_M, BLOCK_N, BLOCK_D, IEEE, UPCAST)
         if NORMALIZED:
             s = acc
         else:
@@ -163,67 +143,6 @@ def _cosine_topk_kernel(q_ptr, k_ptr, inv_q_ptr, inv_k_ptr, cand_ptr,
 # launchers
 # --------------------------------------------------------------------------------------------
 
-def _check_device(name: str, t: torch.Tensor) -> None:
-    if t.device.type == "cuda":
-        return
-    if t.device.type == "cpu" and INTERPRET:
-        return
-    raise ValueError(
-        f"{name} is on {t.device}; the Triton kernels need CUDA tensors (or CPU tensors with "
-        "TRITON_INTERPRET=1 set before triton is imported)"
-    )
-
-
-def _check_input(name: str, t) -> None:
-    """2-D, fp32/fp16/bf16, unit column stride, on a device the kernels can run on."""
-    if not torch.is_tensor(t):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (n, dim), got shape {tuple(t.shape)}")
-    if t.dtype not in _DTYPES:
-        raise TypeError(
-            f"{name} has dtype {t.dtype}; the Triton kernels take float32, float16 or bfloat16"
-        )
-    if t.shape[1] > 1 and t.stride(1) != 1:
-        raise ValueError(
-            f"{name} must have contiguous rows (stride(1) == 1), got strides {t.stride()}; "
-            f"pass {name}.contiguous()"
-        )
-    _check_device(name, t)
-
-
-def _check_same(xname: str, x: torch.Tensor, yname: str, y: torch.Tensor) -> None:
-    if x.shape[1] != y.shape[1]:
-        raise ValueError(
-            f"{xname} has dim {x.shape[1]} but {yname} has dim {y.shape[1]}; they must match"
-        )
-    if x.dtype != y.dtype:
-        raise TypeError(f"{xname} has dtype {x.dtype} but {yname} has dtype {y.dtype}")
-    if x.device != y.device:
-        raise ValueError(
-            f"{xname} is on {x.device} but {yname} is on {y.device}; put them on one device"
-        )
-
-
-def _check_int(name: str, value, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name}={value} is invalid; pass an integer >= {minimum}")
-    return int(value)
-
-
-def _on_device(device: torch.device):
-    """Make ``device`` current for a launch (Triton launches on the current CUDA device)."""
-    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
-
-
-def _n_sm(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
-    return 1
-
-
 def row_norms_triton(x: torch.Tensor, *, inverse: bool = False) -> torch.Tensor:
     """Squared L2 norm of every row, or ``1 / max(||row||, 1e-12)``, in float32.
 
@@ -239,7 +158,7 @@ def row_norms_triton(x: torch.Tensor, *, inverse: bool = False) -> torch.Tensor:
     -------
     torch.Tensor of shape (n,), float32
     """
-    _check_input("x", x)
+    check_input("x", x)
     n, dim = x.shape
     if dim < 1:
         raise ValueError(f"x must have at least one column, got shape {tuple(x.shape)}")
@@ -248,7 +167,7 @@ def row_norms_triton(x: torch.Tensor, *, inverse: bool = False) -> torch.Tensor:
         return out
     cfg = row_norms_config(n, dim, interpret=INTERPRET)
     grid = (triton.cdiv(n, cfg.block_r),)
-    with _on_device(x.device):
+    with on_device(x.device):
         _row_norms_kernel[grid](x, out, n, dim, x.stride(0),
                                 BLOCK_R=cfg.block_r, BLOCK_D=cfg.block_d,
                                 INVERSE=bool(inverse), num_warps=cfg.num_warps)
@@ -307,10 +226,10 @@ def cosine_topk_triton(queries: torch.Tensor, keys: torch.Tensor, k: int, *,
     >>> cosine_topk_triton(q, keys, 2)[1].tolist()                      # doctest: +SKIP
     [[1, 2]]
     """
-    _check_input("queries", queries)
-    _check_input("keys", keys)
-    _check_same("queries", queries, "keys", keys)
-    k = _check_int("k", k, minimum=1)
+    check_input("queries", queries)
+    check_input("keys", keys)
+    check_same("queries", queries, "keys", keys)
+    k = check_int("k", k, 1)
     n_q, dim = queries.shape
     n_keys = keys.shape[0]
     if dim < 1:
@@ -318,7 +237,7 @@ def cosine_topk_triton(queries: torch.Tensor, keys: torch.Tensor, k: int, *,
     if n_keys < 1:
         raise ValueError("keys must have at least one row")
     if config is None:
-        config = cosine_topk_config(n_q, n_keys, dim, k, n_sm=_n_sm(queries.device),
+        config = cosine_topk_config(n_q, n_keys, dim, k, n_sm=n_sm(queries.device),
                                     itemsize=queries.element_size(), interpret=INTERPRET)
     elif not isinstance(config, TopkConfig):
         raise TypeError(f"config must be a TopkConfig, got {type(config).__name__}")
@@ -340,7 +259,7 @@ def cosine_topk_triton(queries: torch.Tensor, keys: torch.Tensor, k: int, *,
         inv_k = row_norms_triton(keys, inverse=True)
     cand = torch.empty((n_q, config.n_splits, k), dtype=torch.int64, device=device)
     grid = (triton.cdiv(n_q, config.block_m), config.n_splits)
-    with _on_device(device):
+    with on_device(device):
         _cosine_topk_kernel[grid](
             queries, keys, inv_q, inv_k, cand,
             n_q, n_keys, dim, queries.stride(0), keys.stride(0), config.keys_per_split,

@@ -1,7 +1,8 @@
 """K-means assignment and centroid update in Triton.
 
 Three layers (see STYLE.md "Kernels"): the private ``@triton.jit`` kernels
-``_kmeans_assign_kernel`` and ``_kmeans_update_kernel``; the launchers
+``_kmeans_assign_kernel`` (its score tiles come from the shared ``_triton_common.tile_dot``,
+as the cosine top-k's do) and ``_kmeans_update_kernel``; the launchers
 ``kmeans_assign_triton`` and ``kmeans_update_triton`` that check inputs, allocate outputs and
 take their block sizes from ``_triton_config``; the public dispatcher in
 ``interestflow.kernels``.
@@ -25,16 +26,18 @@ import torch
 import triton
 import triton.language as tl
 
-from ._triton_config import kmeans_assign_config, kmeans_update_config
-from .triton_cosine import (
+from interestflow._utils import check_int
+
+from ._triton_common import (
     INTERPRET,
-    _check_input,
-    _check_int,
-    _check_same,
-    _check_device,
-    _on_device,
-    row_norms_triton,
+    check_device,
+    check_input,
+    check_same,
+    on_device,
+    tile_dot,
 )
+from ._triton_config import kmeans_assign_config, kmeans_update_config
+from .triton_cosine import row_norms_triton
 
 __all__ = ["kmeans_assign_triton", "kmeans_update_triton"]
 
@@ -56,24 +59,8 @@ def _kmeans_assign_kernel(x_ptr, c_ptr, c_sq_ptr, x_sq_ptr, labels_ptr, dist_ptr
     for c0 in range(0, n_clusters, BLOCK_N):
         cs = c0 + tl.arange(0, BLOCK_N).to(tl.int64)
         c_ok = cs < n_clusters
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for d0 in range(0, dim, BLOCK_D):
-            d = d0 + tl.arange(0, BLOCK_D)
-            d_ok = d < dim
-            xt = tl.load(x_ptr + rows[:, None] * stride_x + d[None, :],
-                         mask=row_ok[:, None] & d_ok[None, :], other=0.0)
-            ct = tl.load(c_ptr + cs[:, None] * stride_c + d[None, :],
-                         mask=c_ok[:, None] & d_ok[None, :], other=0.0)
-            if UPCAST:
-                # Interpreter only: it cannot multiply bf16 (triton-lang/triton#11584) and numpy
-                # has no fast fp16 matmul. Half products are exact in fp32, so this is the
-                # arithmetic of the tensor cores (fp32 accumulation).
-                xt = xt.to(tl.float32)
-                ct = ct.to(tl.float32)
-            if IEEE:
-                acc = tl.dot(xt, tl.trans(ct), acc, input_precision="ieee")
-            else:
-                acc = tl.dot(xt, tl.trans(ct), acc)
+        acc = tile_dot(x_ptr, c_ptr, rows, row_ok, cs, c_ok, dim, stride_x, stride_c,
+                       BLOCK_M, BLOCK_N, BLOCK_D, IEEE, UPCAST)
         c_sq = tl.load(c_sq_ptr + cs, mask=c_ok, other=0.0)
         dist = c_sq[None, :] - 2.0 * acc
         dist = tl.where(c_ok[None, :], dist, float("inf"))
@@ -170,9 +157,9 @@ def kmeans_assign_triton(x: torch.Tensor, centroids: torch.Tensor, *, x_sq_norms
     >>> kmeans_assign_triton(x, c)[0].tolist()                                  # doctest: +SKIP
     [0, 0, 1]
     """
-    _check_input("x", x)
-    _check_input("centroids", centroids)
-    _check_same("x", x, "centroids", centroids)
+    check_input("x", x)
+    check_input("centroids", centroids)
+    check_same("x", x, "centroids", centroids)
     n, dim = x.shape
     n_clusters = centroids.shape[0]
     if dim < 1:
@@ -191,7 +178,7 @@ def kmeans_assign_triton(x: torch.Tensor, centroids: torch.Tensor, *, x_sq_norms
         x_sq_norms = row_norms_triton(x)
     c_sq = row_norms_triton(centroids)
     grid = (triton.cdiv(n, cfg.block_m),)
-    with _on_device(x.device):
+    with on_device(x.device):
         _kmeans_assign_kernel[grid](
             x, centroids, c_sq, x_sq_norms, labels, min_sq,
             n, n_clusters, dim, x.stride(0), centroids.stride(0),
@@ -234,8 +221,8 @@ def kmeans_update_triton(x: torch.Tensor, labels: torch.Tensor, n_clusters: int,
     TypeError
         On a non-tensor, an unsupported dtype or non-int64 labels.
     """
-    _check_input("x", x)
-    n_clusters = _check_int("n_clusters", n_clusters, minimum=1)
+    check_input("x", x)
+    n_clusters = check_int("n_clusters", n_clusters, 1)
     n, dim = x.shape
     if dim < 1:
         raise ValueError(f"x must have at least one column, got shape {tuple(x.shape)}")
@@ -249,7 +236,7 @@ def kmeans_update_triton(x: torch.Tensor, labels: torch.Tensor, n_clusters: int,
         raise ValueError(
             f"labels is on {labels.device} but x is on {x.device}; put them on one device"
         )
-    _check_device("labels", labels)
+    check_device("labels", labels)
     w = None
     if sample_weight is not None:
         w = _check_vector("sample_weight", sample_weight, n, x.device)
@@ -270,7 +257,7 @@ def kmeans_update_triton(x: torch.Tensor, labels: torch.Tensor, n_clusters: int,
     offsets = torch.zeros(n_clusters + 1, dtype=torch.int64, device=x.device)
     torch.cumsum(n_per, 0, out=offsets[1:])
     grid = (n_clusters, triton.cdiv(dim, cfg.block_d))
-    with _on_device(x.device):
+    with on_device(x.device):
         _kmeans_update_kernel[grid](
             x, order, offsets, w if w is not None else counts, sums, counts,
             dim, x.stride(0),

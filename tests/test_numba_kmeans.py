@@ -10,6 +10,7 @@ pytest.importorskip("numba")
 
 from interestflow.kernels import numba_kmeans as nk  # noqa: E402
 from interestflow.kernels import reference  # noqa: E402
+from interestflow.kernels._common import gamma as gamma_n  # noqa: E402
 from interestflow.kernels.numba_kmeans import (  # noqa: E402
     assign_with_stats,
     kmeans_assign_numba,
@@ -135,7 +136,7 @@ def test_bf16_matmul_obeys_the_error_model_of_the_certificate():
         out = torch.mm(xb, cb.T).double()
         exact = xb.double() @ cb.double().T
         u = 2.0 ** -8
-        gamma = nk._gamma(dim, 2.0 ** -24)
+        gamma = gamma_n(dim, 2.0 ** -24)
         bound = (gamma * xb.double().norm(dim=1)[:, None] * cb.double().norm(dim=1)[None]
                  + u / (1 - u) * out.abs() + (2 * dim + 1) * 2.0 ** -126)
         assert bool(((out - exact).abs() <= bound).all()), (n, k, dim)
