@@ -1,6 +1,6 @@
 """Segment tracking on the planted scenario: lifecycle events and segment recovery per seed.
 
-For every seed: ``interestflow.planted.make_planted_scenario(seed=seed)`` (defaults: 160
+For every seed: ``interestflow.planted.make_planted_scenario(random_state=seed)`` (defaults: 160
 users, 6 windows of 30 days, ~3,000 texts), the texts encoded once with the default
 ``Encoder``, then ``SegmentTracker()`` with default settings fitted on the event vectors and
 scored by ``interestflow.planted.evaluate_tracking``: precision and recall of the planted
@@ -43,7 +43,7 @@ def run_seed(seed: int, encoder) -> dict:
     from interestflow.planted import evaluate_tracking, make_planted_scenario
 
     t = time.perf_counter()
-    scn = make_planted_scenario(seed=seed)
+    scn = make_planted_scenario(random_state=seed)
     gen_s = time.perf_counter() - t
     ev = scn.events
     texts = ev["text"].tolist()

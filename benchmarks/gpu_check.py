@@ -248,7 +248,7 @@ def make_texts(n: int, n_users: int, seed: int = 0) -> list[str]:
     """``n`` review-like texts, each 1-6 synthetic event texts joined (fixed seed)."""
     from interestflow.synthetic import make_demo_events
 
-    events = make_demo_events(n_users=n_users, seed=seed).events["text"].tolist()
+    events = make_demo_events(n_users=n_users, random_state=seed).events["text"].tolist()
     rng = np.random.default_rng(seed)
     counts = rng.integers(1, 7, n)
     picks = rng.integers(0, len(events), int(counts.sum()))
@@ -871,7 +871,7 @@ def _e2e_part(ctx) -> dict:
     fakes = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fakes)
     p = ctx.p
-    events = make_demo_events(n_users=p["e2e_users"], seed=0).events
+    events = make_demo_events(n_users=p["e2e_users"], random_state=0).events
     ranker = dict(p["e2e_ranker"]) if _lightgbm_missing() is None else None
     users = events["user_id"].drop_duplicates().to_numpy()
     info = {"users": len(users), "events": len(events), "ranker": ranker or

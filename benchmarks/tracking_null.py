@@ -92,7 +92,7 @@ def planted(seeds, encoder) -> dict:
     engine = InterestEngine(encoder=encoder, show_progress=False)
     out = {}
     for seed in seeds:
-        sc = make_planted_scenario(seed=seed)
+        sc = make_planted_scenario(random_state=seed)
         tr = engine.track(sc.events, freq=sc.freq)
         s = evaluate_tracking(sc, tr.assignments_, tr.lifecycle_)
         out[str(seed)] = {k: {"precision": v["precision"], "recall": v["recall"]}

@@ -169,7 +169,7 @@ def _demo_fit(n_users: int, seed: int, progress: bool, out):
     from .engine import InterestEngine
     from .synthetic import make_demo_events
 
-    data = make_demo_events(n_users=n_users, seed=seed)
+    data = make_demo_events(n_users=n_users, random_state=seed)
     ev = data.events
     print(f"interestflow demo: {ev['user_id'].nunique()} users, {len(ev)} events, "
           f"{len(data.items)} items, {len(data.topic_names)} planted interests "
@@ -210,7 +210,7 @@ def _demo_tracking(engine, seed: int, out):
     """Track segments over the planted scenario's windows and score what was recovered."""
     from .planted import evaluate_tracking, make_planted_scenario
 
-    scenario = make_planted_scenario(seed=seed)
+    scenario = make_planted_scenario(random_state=seed)
     ev = scenario.events
     print(f"\nsegments over time: planted scenario, {ev['user_id'].nunique()} users, "
           f"{len(ev)} events, {scenario.n_windows} windows of {scenario.freq}", file=out)

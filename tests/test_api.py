@@ -74,3 +74,15 @@ def test_every_export_resolves_and_is_documented():
         assert interestflow.score is interestflow.batch_score
     from interestflow.batch import score
     assert interestflow.batch_score is score
+
+
+def test_generators_take_random_state_and_still_their_old_seed():
+    from interestflow.datasets import make_demo_events
+
+    new = make_demo_events(20, n_topics=2, random_state=4).events
+    with pytest.warns(DeprecationWarning, match="seed= is deprecated; pass random_state="):
+        old = make_demo_events(20, n_topics=2, seed=4).events
+    pd.testing.assert_frame_equal(new, old)
+    assert not new.equals(make_demo_events(20, n_topics=2, random_state=5).events)
+    with pytest.raises(ValueError, match="random_state=-1 is invalid"):
+        make_demo_events(20, random_state=-1)

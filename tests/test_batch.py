@@ -371,7 +371,7 @@ def test_resume_after_sigkill_gives_the_uninterrupted_output(tiny, tmp_path, cap
 
 
 def test_text_events_are_encoded_with_the_models_encoder(cached_encoder, tmp_path):
-    data = make_demo_events(8, seed=3)
+    data = make_demo_events(8, random_state=3)
     eng = InterestEngine(encoder=cached_encoder, n_segments=2).fit(data.events, data.items)
     eng.save(tmp_path / "model")
     data.events.to_csv(tmp_path / "ev.csv", index=False)
@@ -440,7 +440,7 @@ def ranked(tmp_path_factory):
     candidate source proposes items (content, item-kNN, EASE, popularity, both segment
     sources), saved; its training events with the encoded texts as a vector column."""
     root = tmp_path_factory.mktemp("ranked")
-    data = make_demo_events(300, seed=3)
+    data = make_demo_events(300, random_state=3)
     eng = InterestEngine(encoder=HashEncoder(), n_segments=3, device="cpu",
                          ranker="lightgbm").fit(data.events, data.items)
     assert eng.ranker_ is not None and eng.candidates_.ease_b_ is not None
@@ -563,7 +563,7 @@ def test_chunks_of_one_job_encode_each_distinct_text_once(cached_encoder, tmp_pa
     from interestflow.cli import main
     from interestflow.encoder import Encoder
 
-    data = make_demo_events(24, seed=5)
+    data = make_demo_events(24, random_state=5)
     eng = InterestEngine(encoder=cached_encoder, n_segments=2, ranker=None).fit(
         data.events, data.items)
     eng.save(tmp_path / "model")

@@ -13,7 +13,8 @@ T0 = 1_704_067_200  # 2024-01-01T00:00:00Z
 
 def test_demo_prints_segments_ari_and_recommendations(tmp_path):
     buf = io.StringIO()
-    assert demo(n_users=120, seed=1, progress=False, out=buf, out_dir=tmp_path / "d") == 0
+    assert demo(n_users=120, random_state=1, show_progress=False, out=buf,
+                out_dir=tmp_path / "d") == 0
     text = buf.getvalue()
     # segments over time on the planted scenario, written with a report
     prec, rec, ari_min = map(float, re.search(
@@ -32,7 +33,7 @@ def test_demo_prints_segments_ari_and_recommendations(tmp_path):
 
 
 def test_run_writes_parquet_outputs_and_summary(tmp_path, capsys):
-    data = make_demo_events(n_users=50, n_topics=3, seed=2)
+    data = make_demo_events(n_users=50, n_topics=3, random_state=2)
     ev = data.events.rename(columns={"user_id": "uid", "text": "review"})
     ev.to_csv(tmp_path / "events.csv", index=False)
     data.items.to_json(tmp_path / "items.jsonl", orient="records", lines=True)

@@ -108,7 +108,7 @@ def test_two_stage_on_dask_equals_recommend(tmp_path):
     from interestflow import InterestEngine
     from interestflow.synthetic import make_demo_events
 
-    data = make_demo_events(120, seed=4)
+    data = make_demo_events(120, random_state=4)
     eng = InterestEngine(encoder=HashEncoder(), n_segments=3, device="cpu",
                          ranker="lightgbm").fit(data.events, data.items)
     assert eng.ranker_ is not None

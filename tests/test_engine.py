@@ -15,7 +15,7 @@ def encoder():
 
 @pytest.fixture(scope="module")
 def data():
-    return make_demo_events(n_users=60, n_topics=4, seed=3)
+    return make_demo_events(n_users=60, n_topics=4, random_state=3)
 
 
 @pytest.fixture(scope="module")

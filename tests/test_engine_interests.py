@@ -11,7 +11,7 @@ from interestflow.synthetic import make_demo_events
 
 @pytest.fixture(scope="module")
 def fitted():
-    data = make_demo_events(60, n_topics=4, seed=11)
+    data = make_demo_events(60, n_topics=4, random_state=11)
     return data, InterestEngine(multi_interest=True).fit(data.events, data.items)
 
 

@@ -236,7 +236,7 @@ def test_mixed_units_count_only_the_numbers_that_fit():
     ("9999-12-31", "outside 1990-01-01..2100-01-01 UTC"),
 ])
 def test_fit_and_partial_fit_refuse_an_implausible_now(now, shown):
-    data = make_demo_events(12, n_topics=2, seed=1)
+    data = make_demo_events(12, n_topics=2, random_state=1)
     ev = data.events.assign(ts=data.events["ts"].astype("int64") // 10**6)  # ms since 1970
     with pytest.raises(ValueError, match=f"now=.*{shown}"):
         InterestEngine(encoder=HashEncoder(), n_segments=2).fit(ev, ts_unit="ms", now=now)
@@ -247,7 +247,7 @@ def test_fit_and_partial_fit_refuse_an_implausible_now(now, shown):
 
 
 def test_fit_checks_times_and_ts_unit_gives_the_same_engine():
-    data = make_demo_events(12, n_topics=2, seed=1)
+    data = make_demo_events(12, n_topics=2, random_state=1)
     ev = data.events.assign(ts=data.events["ts"].astype("int64") // 10**6)  # ms since 1970
     with pytest.raises(ValueError, match="implausible timestamp.*pass ts_unit='ms'"):
         InterestEngine(encoder=HashEncoder(), n_segments=2).fit(ev)

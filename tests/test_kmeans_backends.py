@@ -43,7 +43,7 @@ def encoded_texts():
     from interestflow import Encoder
     from interestflow.synthetic import make_demo_events
 
-    texts = make_demo_events(60, seed=3).events["text"].tolist()[:400]
+    texts = make_demo_events(60, random_state=3).events["text"].tolist()[:400]
     return Encoder(device="cpu").encode(texts)
 
 

@@ -55,7 +55,7 @@ def test_top_n_and_min_df():
 def test_stop_words_never_appear_in_keywords():
     from interestflow.synthetic import make_demo_events
 
-    data = make_demo_events(120, n_topics=6, seed=7)
+    data = make_demo_events(120, n_topics=6, random_state=7)
     ev = data.events
     topics = ev["item_id"].map(data.item_topic)
     names = sorted(set(topics))

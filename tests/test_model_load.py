@@ -20,7 +20,7 @@ from interestflow.synthetic import make_demo_events
 
 @pytest.fixture(scope="module")
 def saved(cached_encoder, tmp_path_factory):
-    data = make_demo_events(n_users=20, n_topics=3, seed=3)
+    data = make_demo_events(n_users=20, n_topics=3, random_state=3)
     eng = InterestEngine(encoder=cached_encoder, n_segments=3).fit(data.events, data.items)
     folder = eng.save(tmp_path_factory.mktemp("saved") / "model")
     return eng, folder, data

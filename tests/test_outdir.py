@@ -164,11 +164,11 @@ def test_a_lock_left_by_a_killed_score_does_not_block_the_next(tiny, tmp_path):
 @pytest.fixture(scope="module")
 def small_events(tmp_path_factory):
     root = tmp_path_factory.mktemp("events")
-    data = make_demo_events(n_users=16, n_topics=2, seed=5)
+    data = make_demo_events(n_users=16, n_topics=2, random_state=5)
     data.events.to_csv(root / "a.csv", index=False)
     data.items.to_json(root / "items.jsonl", orient="records", lines=True)
     # other users, no item ids (so a run on it has no items and no recommendations)
-    make_demo_events(n_users=12, n_topics=2, seed=9).events.drop(columns="item_id").to_csv(
+    make_demo_events(n_users=12, n_topics=2, random_state=9).events.drop(columns="item_id").to_csv(
         root / "b.csv", index=False)
     return root
 
@@ -316,7 +316,7 @@ def test_report_after_demo_then_run_shows_the_run_and_demo_replaces_it_again(
     monkeypatch.setattr(planted, "make_planted_scenario", functools.partial(
         planted.make_planted_scenario, n_users=48, events_per_window=(1, 2)))  # a small demo
     d = tmp_path / "d"
-    assert demo(n_users=40, progress=False, out=io.StringIO(), out_dir=d) == 0
+    assert demo(n_users=40, show_progress=False, out=io.StringIO(), out_dir=d) == 0
     assert (d / "tracking").is_dir() and (d / "report.html").is_file()
     assert run_cli(small_events / "b.csv", d) == 0
     assert not (d / "tracking").exists() and not (d / "report.html").exists()  # the demo's
@@ -325,7 +325,7 @@ def test_report_after_demo_then_run_shows_the_run_and_demo_replaces_it_again(
     html = (d / "report.html").read_text()
     assert "tracking-not-run" in html and "tracking was not run; 12 users" in html
     # the demo again, into what is now a run's folder (as into its own earlier demo)
-    assert demo(n_users=40, progress=False, out=io.StringIO(), out_dir=d) == 0
+    assert demo(n_users=40, show_progress=False, out=io.StringIO(), out_dir=d) == 0
     assert (d / "tracking" / "lifecycle.parquet").is_file()
     assert json.loads((d / "summary.json").read_text())["users"] == 40
     assert hidden(tmp_path) == []

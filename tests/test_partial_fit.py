@@ -13,7 +13,7 @@ from interestflow.synthetic import make_demo_events
 
 @pytest.fixture(scope="module")
 def split_data(cached_encoder):
-    data = make_demo_events(80, n_topics=4, seed=7)
+    data = make_demo_events(80, n_topics=4, random_state=7)
     ev = data.events.sort_values("ts", kind="stable").reset_index(drop=True)
     cut = ev["ts"].quantile(0.75)
     return data, ev, ev[ev["ts"] <= cut], ev[ev["ts"] > cut], cached_encoder
@@ -111,7 +111,7 @@ def test_partial_fit_rejects_bad_input(split_data):
 def test_partial_fit_segments_agree_with_a_full_refit_on_the_planted_scenario(cached_encoder):
     from interestflow.planted import make_planted_scenario
 
-    sc = make_planted_scenario(seed=0)
+    sc = make_planted_scenario(random_state=0)
     ts = pd.to_datetime(sc.events["ts"], utc=True)
     cut = sc.window_edges[-2]  # the last window arrives as new events
     old, new = sc.events[ts <= cut], sc.events[ts > cut]

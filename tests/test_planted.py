@@ -92,9 +92,9 @@ def test_event_topics_carry_the_planted_dynamics(scn):
 
 
 def test_same_seed_same_data_other_seed_other_data():
-    a = make_planted_scenario(n_users=45, n_windows=5, seed=3)
-    b = make_planted_scenario(n_users=45, n_windows=5, seed=3)
-    c = make_planted_scenario(n_users=45, n_windows=5, seed=4)
+    a = make_planted_scenario(n_users=45, n_windows=5, random_state=3)
+    b = make_planted_scenario(n_users=45, n_windows=5, random_state=3)
+    c = make_planted_scenario(n_users=45, n_windows=5, random_state=4)
     pd.testing.assert_frame_equal(a.events, b.events)
     assert not a.events["text"].equals(c.events["text"])
 

@@ -53,7 +53,7 @@ def test_readme_tracking_then_report_path(tmp_path, monkeypatch, cached_encoder)
     command = re.search(r"# then: (interestflow report .*)$", lines[-1]).group(1)
     monkeypatch.chdir(tmp_path)
     scope = {"engine": InterestEngine(encoder=cached_encoder, n_segments=3),
-             "events": make_demo_events(n_users=20, n_topics=3, seed=3).events}
+             "events": make_demo_events(n_users=20, n_topics=3, random_state=3).events}
     exec(compile("\n".join(lines), str(README), "exec"), scope)
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["tracking"]
     argv = shlex.split(command)

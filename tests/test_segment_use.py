@@ -87,7 +87,7 @@ def test_engine_chooses_k_by_use_on_a_user_sample(monkeypatch, cached_encoder):
     from interestflow import InterestEngine
     from interestflow.synthetic import make_demo_events
 
-    data = make_demo_events(n_users=120, n_topics=4, seed=3)
+    data = make_demo_events(n_users=120, n_topics=4, random_state=3)
     full = InterestEngine(encoder=cached_encoder, ranker=None, show_progress=False).fit(
         data.events, data.items)
     monkeypatch.setattr(E, "_USE_SAMPLE", 60)

@@ -90,7 +90,7 @@ def test_engine_with_hdbscan_reports_noise_users(tmp_path):
     from interestflow import InterestEngine
     from interestflow.synthetic import make_demo_events
 
-    data = make_demo_events(160, n_topics=4, seed=4)
+    data = make_demo_events(160, n_topics=4, random_state=4)
     eng = InterestEngine(segmenter="hdbscan").fit(data.events, data.items)
     feats = eng.user_features()
     assert len(feats) == data.events["user_id"].nunique()  # every user, noise included

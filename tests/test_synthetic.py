@@ -46,7 +46,7 @@ def test_frame_schema_and_sizes(demo):
 
 
 def test_requested_counts_and_ranges():
-    data = make_demo_events(37, n_topics=3, events_per_user=(2, 4), days=10, seed=5)
+    data = make_demo_events(37, n_topics=3, events_per_user=(2, 4), days=10, random_state=5)
     sizes = data.events.groupby("user_id").size()
     assert len(sizes) == 37 and sizes.between(2, 4).all()
     assert data.topic_names == list(TOPIC_NAMES[:3])
@@ -65,13 +65,13 @@ def test_timestamps_strictly_increase_per_user(demo):
 
 
 def test_deterministic_for_a_seed():
-    a = make_demo_events(60, seed=3)
-    b = make_demo_events(60, seed=3)
+    a = make_demo_events(60, random_state=3)
+    b = make_demo_events(60, random_state=3)
     pd.testing.assert_frame_equal(a.events, b.events)
     pd.testing.assert_frame_equal(a.items, b.items)
     pd.testing.assert_series_equal(a.user_topic, b.user_topic)
     pd.testing.assert_series_equal(a.drifted, b.drifted)
-    c = make_demo_events(60, seed=4)
+    c = make_demo_events(60, random_state=4)
     assert not a.events["text"].equals(c.events["text"])
     assert not a.user_topic.equals(c.user_topic)
 
@@ -170,10 +170,10 @@ def test_noise_share_is_about_ten_percent(demo):
 
 
 def test_topics_balanced_and_no_drift():
-    data = make_demo_events(80, n_topics=4, drift_fraction=0.0, seed=2)
+    data = make_demo_events(80, n_topics=4, drift_fraction=0.0, random_state=2)
     assert not data.drifted.any()
     assert data.user_topic.value_counts().tolist() == [20, 20, 20, 20]
-    one = make_demo_events(10, n_topics=1, drift_fraction=0.0, seed=0)
+    one = make_demo_events(10, n_topics=1, drift_fraction=0.0, random_state=0)
     assert set(one.item_topic) == {TOPIC_NAMES[0]}
 
 

@@ -24,7 +24,7 @@ templates, shipped in this folder); the same ``seed`` gives identical frames.
 Examples
 --------
 >>> from interestflow.datasets import make_demo_events
->>> make_demo_events(20, n_topics=2, seed=0).events["user_id"].nunique()
+>>> make_demo_events(20, n_topics=2, random_state=0).events["user_id"].nunique()
 20
 """
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .._utils import check_int
+from .._utils import check_int, renamed
 from ._common import (
     Draws,
     check_count_range,
@@ -112,7 +112,8 @@ def make_demo_events(
     start="2024-01-01",
     days: float = 180,
     drift_fraction: float = 0.25,
-    seed: int = 0,
+    random_state: int = 0,
+    seed=None,
 ) -> DemoData:
     """Generate realistic user events with a planted, partly drifting interest per user.
 
@@ -140,9 +141,9 @@ def make_demo_events(
     drift_fraction : float, default 0.25
         Share of users (rounded) whose interest switches to a second topic. Needs
         ``n_topics >= 2`` when positive.
-    seed : int, default 0
+    random_state : int, default 0
         Seed of the :class:`numpy.random.Generator`; same seed, same data. Items depend on
-        the seed and ``n_topics`` only, not on ``n_users``.
+        the seed and ``n_topics`` only, not on ``n_users``. (``seed``: its deprecated name.)
 
     Returns
     -------
@@ -153,12 +154,15 @@ def make_demo_events(
     Examples
     --------
     >>> from interestflow.datasets import make_demo_events
-    >>> data = make_demo_events(50, n_topics=4, seed=1)
+    >>> data = make_demo_events(50, n_topics=4, random_state=1)
     >>> data.events.columns.tolist()
     ['user_id', 'text', 'ts', 'item_id', 'weight']
     >>> len(data.user_topic)
     50
     """
+    check_int("random_state" if seed is None else "seed",
+              random_state if seed is None else seed, 0)
+    seed = renamed("random_state", random_state, "seed", seed, 0)
     a = _check_args(n_users, n_topics, events_per_user, start, days, drift_fraction, seed)
     topics = list(TOPICS[:a.n_topics])
     item_ss, user_ss, text_ss = np.random.SeedSequence([a.seed, a.n_topics]).spawn(3)

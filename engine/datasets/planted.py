@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .._utils import check_int
+from .._utils import check_int, renamed
 from ._common import (
     Draws,
     check_count_range,
@@ -200,7 +200,8 @@ def make_planted_scenario(
     appear_window: int = 4,
     vanish_window: int = 4,
     noise_rate: float = 0.05,
-    seed: int = 0,
+    random_state: int = 0,
+    seed=None,
 ) -> PlantedScenario:
     """Generate events whose user segments split, merge, appear, vanish and drift on cue.
 
@@ -231,8 +232,9 @@ def make_planted_scenario(
     noise_rate : float, default 0.05
         Probability that an event (other than a user's first in a window) is about a random
         catalogue topic instead of the user's planted interest.
-    seed : int, default 0
-        Seed of the random generator; same seed, same scenario.
+    random_state : int, default 0
+        Seed of the random generator; same seed, same scenario. (``seed``: its deprecated
+        name.)
 
     Returns
     -------
@@ -241,12 +243,15 @@ def make_planted_scenario(
     Examples
     --------
     >>> from interestflow.datasets import make_planted_scenario
-    >>> scn = make_planted_scenario(n_users=45, n_windows=5, seed=1)
+    >>> scn = make_planted_scenario(n_users=45, n_windows=5, random_state=1)
     >>> scn.lifecycle["event"].tolist()
     ['drift', 'drift', 'split', 'merge', 'appear', 'vanish']
     >>> scn.freq, len(scn.window_edges)
     ('30D', 6)
     """
+    check_int("random_state" if seed is None else "seed",
+              random_state if seed is None else seed, 0)
+    seed = renamed("random_state", random_state, "seed", seed, 0)
     p = _check_args(n_users, n_windows, window_days, events_per_window, start, drift_windows,
                     drift_shares, split_window, merge_window, appear_window, vanish_window,
                     noise_rate, seed)
