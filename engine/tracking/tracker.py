@@ -397,6 +397,7 @@ class SegmentTracker:
 
     # ------------------------------------------------------------------------ outputs
     def _check_fitted(self):
+        """Raise ``RuntimeError`` unless :meth:`fit` has run."""
         if not hasattr(self, "snapshots_"):
             raise RuntimeError("this SegmentTracker is not fitted yet; call fit(...) first")
 
