@@ -355,6 +355,30 @@ def test_get_set_params_round_trip():
     assert tr.set_params(match_threshold=0.6).match_threshold == 0.6
 
 
+def test_deprecated_share_names_still_work_and_warn():
+    """split_threshold / merge_threshold were renamed split_share / merge_share (member
+    shares, not a cosine like the engine's merge_threshold): the old keywords still act,
+    exactly as the new ones, with a DeprecationWarning naming the new name."""
+    top = _topics(4)
+    s = _Stream()
+    a, b, c = (_users(g, 12) for g in "abc")
+    for w in range(3):
+        s.add(w, a, top[0])
+        s.add(w, b, top[1] if w < 2 else top[0])   # b joins a: a merge at snapshot 2
+        s.add(w, c, top[2])
+    merges = lambda tr: (tr.lifecycle_candidates_["event"] == "merge").sum()  # noqa: E731
+    assert merges(_fit(s)) == 1
+    new = _fit(s, merge_share=0.9)                 # no source gives 90% of the merged one
+    with pytest.warns(DeprecationWarning, match="pass merge_share instead"):
+        old = _fit(s, merge_threshold=0.9)
+    assert merges(new) == 0
+    for name in TRACKING_TABLES:
+        pd.testing.assert_frame_equal(old.tables()[name], new.tables()[name])
+    assert old.get_params()["merge_threshold"] == 0.9 and old.merge_share == 0.25
+    with pytest.raises(ValueError, match="pass split_share only"):
+        _fit(s, split_threshold=0.3, split_share=0.4)
+
+
 # ---------------------------------------------------------------------- update_segments
 
 def _blobs(n_per, k, seed=0, noise=0.2):
@@ -465,12 +489,12 @@ def test_module_examples_run():
 def test_map_is_the_pca_of_all_snapshots_together():
     from sklearn.decomposition import PCA
 
-    from interestflow.dynamics import _project_2d
+    from interestflow.tracking._tables import project_2d
 
     rng = np.random.default_rng(0)
     a = (rng.standard_normal((500, 10)) * np.arange(1, 11)).astype(np.float32)
     b = rng.standard_normal((301, 10)).astype(np.float32)
-    got = _project_2d([a, b], chunk=64)                 # chunks cut through both blocks
+    got = project_2d([a, b], chunk=64)                 # chunks cut through both blocks
     ref = PCA(2).fit_transform(np.vstack([a, b]).astype(np.float64))
     assert got.shape == (801, 2) and got.dtype == np.float32
     assert np.allclose(np.abs(got), np.abs(ref), atol=1e-4)
