@@ -167,7 +167,7 @@ def _demo_fit(n_users: int, seed: int, progress: bool, out):
     from sklearn.metrics import adjusted_rand_score
 
     from .engine import InterestEngine
-    from .synthetic import make_demo_events
+    from .datasets import make_demo_events
 
     data = make_demo_events(n_users=n_users, random_state=seed)
     ev = data.events
@@ -208,7 +208,7 @@ def _demo_fit(n_users: int, seed: int, progress: bool, out):
 
 def _demo_tracking(engine, seed: int, out):
     """Track segments over the planted scenario's windows and score what was recovered."""
-    from .planted import evaluate_tracking, make_planted_scenario
+    from .datasets import evaluate_tracking, make_planted_scenario
 
     scenario = make_planted_scenario(random_state=seed)
     ev = scenario.events

@@ -400,7 +400,7 @@ class InterestEngine(BaseEstimator):
         it: users of a new interest arrived; a fixed ``n_segments`` is used as it is now),
         warm-starting K-means from the current
         centroids when K is unchanged, then maps the new segments to the old ids by optimal
-        matching of centroids and members (:func:`interestflow.dynamics.match_segments`, the
+        matching of centroids and members (:func:`interestflow.tracking.match_segments`, the
         tracker's matching): a matched segment keeps its id and keywords, a new segment gets a
         free id and no keywords (texts of earlier events are not stored). Ids stay
         ``0..K-1``: when K shrinks, a matched segment whose id is no longer below K takes the
@@ -603,7 +603,7 @@ class InterestEngine(BaseEstimator):
         """Segments over time windows: snapshots, stable ids, lifecycle events, paths.
 
         Encodes every distinct text once (with this engine's encoder) and runs a
-        :class:`interestflow.dynamics.SegmentTracker` with this engine's ``half_life_days``,
+        :class:`interestflow.tracking.SegmentTracker` with this engine's ``half_life_days``,
         ``n_segments`` and ``random_state`` unless given in ``tracker_params``. The engine's own
         fitted state is not changed (it need not be fitted).
 
@@ -616,7 +616,7 @@ class InterestEngine(BaseEstimator):
         ts_unit : {"s", "ms", "us", "ns"}, default "s"
             Unit of numeric ``ts`` values (as for :meth:`fit`).
         **tracker_params
-            Other :class:`~interestflow.dynamics.SegmentTracker` parameters (``window``,
+            Other :class:`~interestflow.tracking.SegmentTracker` parameters (``window``,
             thresholds, ...). With an ``item_id`` column the tracker's ``trends_`` lists the
             items rising inside segments (keywords always); ``lifecycle_`` holds the
             significant events, ``lifecycle_candidates_`` every candidate.
@@ -627,7 +627,7 @@ class InterestEngine(BaseEstimator):
             Fitted; its tables (``snapshots_``, ``assignments_``, ``lifecycle_``,
             ``transitions_``, ``map_``) can be stored or written with ``to_run_dir``.
         """
-        from .dynamics import SegmentTracker
+        from .tracking import SegmentTracker
         from .validation import validate_events
 
         self._check_params()
@@ -733,7 +733,7 @@ class InterestEngine(BaseEstimator):
         """Refit segments on all user vectors; new segments take the old ids they match."""
         from dataclasses import replace
 
-        from .dynamics import match_segments
+        from .tracking import match_segments
         from .kmeans import KMeans
         from .segments import choose_n_segments, merge_close_segments
 

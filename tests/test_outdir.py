@@ -311,7 +311,7 @@ def test_run_into_an_earlier_run_replaces_it_as_a_whole(small_events, tmp_path, 
 
 def test_report_after_demo_then_run_shows_the_run_and_demo_replaces_it_again(
         small_events, tmp_path, monkeypatch, capsys, one_encoder):
-    import interestflow.planted as planted
+    import interestflow.datasets as planted
 
     monkeypatch.setattr(planted, "make_planted_scenario", functools.partial(
         planted.make_planted_scenario, n_users=48, events_per_window=(1, 2)))  # a small demo

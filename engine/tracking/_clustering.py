@@ -9,12 +9,12 @@ import time
 
 import numpy as np
 
-from .._utils import check_int, torch_threads
+from .._utils import check_int, torch_threads, unit_rows
 from ..segments import candidate_ks, check_n_segments
 from ._checks import float_rows
 
 __all__ = ["cluster_users", "match_segments", "nearest_centroid", "run_kmeans",
-           "blas_threads", "unit32"]
+           "blas_threads"]
 
 # A fresh k-means++ solution replaces the warm-started one only when its inertia is this much
 # lower (relative): hysteresis against flip-flopping between near-equal partitions.
@@ -35,18 +35,6 @@ _K_SAMPLE = 3000
 
 
 # --------------------------------------------------------------------------- primitives
-
-def unit32(x) -> np.ndarray:
-    """Rows of ``x`` scaled to unit L2 norm in float32 arithmetic; all-zero rows stay zero.
-
-    Not :func:`interestflow._utils.unit_rows`, which divides in float64: its rows differ
-    from these in the last bit, and that moves the tracker's results at the margin (on the
-    planted scenarios, seeds 0-2, some novelty p-values: a user's cosine crossing a
-    segment's lower quartile), while this restructuring keeps them identical.
-    """
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
 
 def nearest_centroid(x: np.ndarray, centroids: np.ndarray, backend: str) -> np.ndarray:
     """Row of the most cosine-similar centroid for every row of ``x`` (both unit rows)."""
@@ -190,7 +178,7 @@ def cluster_users(user_vectors, previous_centroids=None, *, n_segments="auto", k
     if k_max is not None:
         check_int("k_max", k_max, 2)
     min_segment_size = check_int("min_segment_size", min_segment_size, 1)
-    x = unit32(float_rows(user_vectors, "user_vectors"))
+    x = unit_rows(float_rows(user_vectors, "user_vectors"), precision="float32")
     n, dim = x.shape
     warm_from = None
     if previous_centroids is not None and len(previous_centroids):
@@ -198,7 +186,7 @@ def cluster_users(user_vectors, previous_centroids=None, *, n_segments="auto", k
         if warm_from.ndim != 2 or warm_from.shape[1] != dim:
             raise ValueError(f"previous_centroids must have shape (n_previous, {dim}), got "
                              f"{warm_from.shape}")
-        warm_from = unit32(warm_from)
+        warm_from = unit_rows(warm_from, precision="float32")
     if n == 0:
         return _no_users(dim)
     small = n * dim <= _SINGLE_THREAD_ELEMENTS and (device is None or str(device) == "cpu")
@@ -277,8 +265,9 @@ def _choose_k(sample, ks, warm_from, min_size, rng, kw) -> tuple:
 
 def _single(x) -> tuple:
     """The K = 1 solution of ``x``: ``(labels, centroid, inertia NaN, "single", origin)``."""
-    return (np.zeros(len(x), np.int64), unit32(x.mean(0, keepdims=True)), float("nan"),
-            "single", np.full(1, -1, np.int64))
+    centroid = unit_rows(x.mean(0, keepdims=True), precision="float32")
+    return (np.zeros(len(x), np.int64), centroid, float("nan"), "single",
+            np.full(1, -1, np.int64))
 
 
 def _solution(sample, k, warm_from, min_size, rng, kw) -> tuple:
@@ -343,7 +332,8 @@ def _summary(x, labels, cents, origin, init, score) -> dict:
     sums = np.zeros((len(used), x.shape[1]), np.float64)
     np.add.at(sums, labels, x)
     means = sums / size[:, None]
-    return {"labels": labels, "centroids": unit32(means), "init": init, "size": size,
+    return {"labels": labels, "centroids": unit_rows(means, precision="float32"), "init": init,
+            "size": size,
             "k": len(used), "resultant": np.linalg.norm(means, axis=1), "silhouette": score,
             "previous_rows": origin[used]}
 

@@ -9,7 +9,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from ._clustering import unit32
+from .._utils import unit_rows
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +117,6 @@ def user_vectors(vec, codes, ts_ns, w, s_ns, e_ns, half_life_days: float) -> dic
         half_life_days=float(half_life_days), now=e_ns / 1e9)
     active = np.isfinite(log2w)  # users whose events in the window all weigh 0 are absent
     keep_rows = active[inv]
-    snap.update(users=uniq[active], x=unit32(means[active]), rows=rows[keep_rows],
-                row_user=np.cumsum(active)[inv[keep_rows]] - 1)
+    snap.update(users=uniq[active], x=unit_rows(means[active], precision="float32"),
+                rows=rows[keep_rows], row_user=np.cumsum(active)[inv[keep_rows]] - 1)
     return snap

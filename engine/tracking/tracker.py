@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from .._utils import check_int
+from .._utils import check_int, not_fitted
 from ..segments import check_n_segments
 from ._checks import check_events, check_number, check_offset, item_codes
 from ._clustering import cluster_users
@@ -397,9 +397,10 @@ class SegmentTracker:
 
     # ------------------------------------------------------------------------ outputs
     def _check_fitted(self):
-        """Raise ``RuntimeError`` unless :meth:`fit` has run."""
+        """Raise :class:`~interestflow.NotFittedError` (also a ``RuntimeError``) unless
+        :meth:`fit` has run."""
         if not hasattr(self, "snapshots_"):
-            raise RuntimeError("this SegmentTracker is not fitted yet; call fit(...) first")
+            raise not_fitted("this SegmentTracker is not fitted yet; call fit(...) first")
 
     def transition_matrix(self, snapshot: int) -> pd.DataFrame:
         """Users moving from each segment at ``snapshot - 1`` to each at ``snapshot``.

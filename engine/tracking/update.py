@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._utils import check_int
+from .._utils import check_int, unit_rows
 from ._checks import float_rows
-from ._clustering import nearest_centroid, run_kmeans, unit32
+from ._clustering import nearest_centroid, run_kmeans
 
 __all__ = ["update_segments"]
 
@@ -72,8 +72,8 @@ def update_segments(user_vectors, previous_centroids, changed_rows=None, *,
     x, c0 = _check_vectors(user_vectors, previous_centroids)
     n, k = len(x), len(c0)
     n_iter = check_int("n_iter", n_iter, 0)
-    xu = unit32(x)
-    cu = unit32(c0)
+    xu = unit_rows(x, precision="float32")
+    cu = unit_rows(c0, precision="float32")
     if previous_labels is None:
         labels = nearest_centroid(xu, cu, backend)
     else:
@@ -83,12 +83,12 @@ def update_segments(user_vectors, previous_centroids, changed_rows=None, *,
     sums = np.zeros((k, x.shape[1]), np.float64)
     np.add.at(sums, labels, xu)
     counts = np.bincount(labels, minlength=k)
-    cents = unit32(np.where(counts[:, None] > 0, sums, cu))
+    cents = unit_rows(np.where(counts[:, None] > 0, sums, cu), precision="float32")
     if n_iter == 0 or n < k:
         return labels, cents
     labels, cents, _ = run_kmeans(xu, k, cents, random_state=random_state, backend=backend,
                                   device=device, max_iter=n_iter)
-    return labels, unit32(cents)
+    return labels, unit_rows(cents, precision="float32")
 
 
 def _check_vectors(user_vectors, previous_centroids):
