@@ -71,6 +71,7 @@ def load_resources(job: Job) -> dict:
 
 
 def _part_name(b: int) -> str:
+    """File name of chunk ``b``'s part in ``users/`` and ``recommendations/``."""
     return f"part-{b:05d}.parquet"
 
 

@@ -327,6 +327,8 @@ def _check_rejected(summary: dict) -> dict:
 
 # --------------------------------------------------------------------------- manifest
 def _fingerprint(files, fmt, items_files, model, params) -> dict:
+    """What identifies a job: its input files (sizes, modification times), the model's save
+    id and the parameters."""
     return {"events": {"format": fmt, "files": file_stamp(files)},
             "items": None if items_files is None else file_stamp(items_files),
             "model": {"dir": model["dir"], "save_id": model["save_id"]},
