@@ -26,7 +26,10 @@ _CSV_TEXT_COLUMNS = ("user_id", "item_id", "text")
 _CSV_NULL_COLUMNS = ("ts", "weight")
 
 
-def _format_of(path: Path) -> str:
+def format_of(path: Path) -> str:
+    """``"csv"``, ``"parquet"`` or ``"jsonl"`` from the extension of ``path`` (a compression
+    suffix ignored), ``"parquet"`` for a folder of Parquet parts; ``ValueError`` naming the
+    known extensions otherwise."""
     suffixes = [s.lower() for s in path.suffixes]
     if suffixes and suffixes[-1] in _COMPRESSION:
         suffixes = suffixes[:-1]
@@ -117,7 +120,7 @@ def read_table(path, *, string_columns=None) -> pd.DataFrame:
     path = Path(os.fspath(path))
     if not path.exists():
         raise FileNotFoundError(f"no such file or directory: {str(path)!r}")
-    fmt = _format_of(path)
+    fmt = format_of(path)
     if path.is_dir() and fmt != "parquet":
         raise ValueError(f"{str(path)!r} is a directory; only parquet datasets may be "
                          "directories")

@@ -119,7 +119,7 @@ def _write_ids(index: pd.Index, path: Path):
     pq.write_table(pa.table({"id": pd.Series(index, dtype=index.dtype)}), path)
 
 
-def _read_ids(path: Path) -> pd.Index:
+def read_ids(path: Path) -> pd.Index:
     """The ids saved in ``path``; ModelLoadError naming the file when it is missing or
     unreadable, or holds a null or duplicate id (each row is one user or item)."""
     import pyarrow.parquet as pq
@@ -344,7 +344,7 @@ class SavedModel:
     def ids(self, which: str) -> pd.Index:
         """``"users"`` or ``"items"``: the ids, checked non-null and unique."""
         path = self.path / f"ids_{which}.parquet"
-        ids = _read_ids(path)
+        ids = read_ids(path)
         expected = self.n_users if which == "users" else self.n_items
         if len(ids) != expected:  # the file changed since open_saved
             _fail(path, f"has {len(ids)} rows, had {expected} when the folder was checked")

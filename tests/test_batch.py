@@ -282,7 +282,7 @@ def test_max_memory_sets_the_chunk_size(tiny, tmp_path):
 
 _CHILD = textwrap.dedent("""
     import sys, time
-    import interestflow.batch as batch, interestflow.io as io
+    import interestflow.batch._staging as batch, interestflow.io as io  # the staging pass's names
     # make the run slow and fine-grained so that the parent's SIGKILL lands mid-run
     batch._READ_BATCH_ROWS = 200
     batch._STAGING_BUFFER_BYTES = 1
@@ -417,9 +417,10 @@ def test_memory_estimate_counts_the_bf16_ivf_copy(monkeypatch):
     """max_memory -> chunk_users: a bf16 IVF scan's copy of the lists is part of the fixed
     cost, so the chunk gets fewer users by exactly that many bytes' worth."""
     from interestflow import batch
+    from interestflow.batch import _planning
     from interestflow.retrieval import SCAN_PAD
 
-    monkeypatch.setattr(batch, "_rss_bytes", lambda: 300 * 2**20)
+    monkeypatch.setattr(_planning, "_rss_bytes", lambda: 300 * 2**20)
     args = dict(n_items=1_000_000, dim=384, n_seg=32, k=10, rows_per_user=20.0,
                 bytes_per_row=64.0, has_text=False, has_vector=False)
     mem = 6 * 2**30
@@ -532,10 +533,11 @@ def test_memory_estimate_counts_the_two_stages(ranked, monkeypatch):
     EASE blocks of the num_threads (2) sub-chunks in flight) is charged: fewer users per
     chunk by that many bytes."""
     from interestflow import batch
+    from interestflow.batch import _planning
     from interestflow.candidates import CandidateConfig
     from interestflow.ranker import RANKER_FEATURES
 
-    monkeypatch.setattr(batch, "_rss_bytes", lambda: 300 * 2**20)
+    monkeypatch.setattr(_planning, "_rss_bytes", lambda: 300 * 2**20)
     model = batch._read_model(ranked["root"] / "model")
     assert model["two_stage"]
     args = dict(n_items=model["n_items"], dim=DIM, n_seg=3, k=10, rows_per_user=15.0,

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from interestflow import batch
+from interestflow.batch import _job
 from interestflow.distributed import parse_dask
 
 distributed = pytest.importorskip("distributed", reason="needs interestflow[distributed]")
@@ -54,7 +55,7 @@ def test_worker_killed_mid_run_loses_and_duplicates_nothing(job, tmp_path, monke
         def slow_chunks():  # runs in each worker: a slower chunk, so the kill lands mid-run
             import time
 
-            import interestflow.batch as b
+            import interestflow.batch._chunk as b  # workers unpickle score_chunk from here
             real = b.score_chunk
 
             def slow(job, i):
@@ -68,7 +69,7 @@ def test_worker_killed_mid_run_loses_and_duplicates_nothing(job, tmp_path, monke
         return client, cluster
 
     killed = {}
-    record = batch._on_chunk_done
+    record = _job._on_chunk_done
 
     def on_done(manifest, path, b, stats):
         record(manifest, path, b, stats)
@@ -78,7 +79,7 @@ def test_worker_killed_mid_run_loses_and_duplicates_nothing(job, tmp_path, monke
             os.kill(stats["pid"], signal.SIGKILL)
 
     monkeypatch.setattr(dist, "_connect", connect_and_slow_down)
-    monkeypatch.setattr(batch, "_on_chunk_done", on_done)
+    monkeypatch.setattr(_job, "_on_chunk_done", on_done)
     s = batch.score(root / "events", root / "model", tmp_path / "out", dask="local:2",
                     **job["kw"])
     assert seen["cluster"] == "LocalCluster" and len(seen["pids"]) == 2

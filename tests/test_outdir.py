@@ -56,7 +56,7 @@ def score_args(tiny, out):
 # a `score` held after its first chunk (parts written, the job mid-way) until GATE/go exists
 _GATED = textwrap.dedent("""
     import os, sys, time
-    import interestflow.batch as batch
+    import interestflow.batch._job as batch  # score() runs the score_chunk of this module
     gate = os.environ["IF_TEST_GATE"]
     chunk = batch.score_chunk
     done = []
