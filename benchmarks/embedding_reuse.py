@@ -1,8 +1,8 @@
 """What the embedding store saves end to end (issue 15): texts encoded and time, with and
 without the store, on real data.
 
-Part 1 -- ``fit`` then ``track`` then ``partial_fit`` on the Amazon reviews (events of the
-first 80% of the time span fitted, the tracker run on all events with 365-day windows, then
+Part 1 -- ``fit`` then ``track`` then ``partial_fit`` on the Amazon reviews (the earliest 80%
+of the events fitted, the tracker run on all events with 365-day windows, then
 the last 20% added by ``partial_fit``), once with ``InterestEngine()`` as is (no store) and
 once with ``InterestEngine(embedding_cache=<fresh file>)``. Per call: the texts the call
 looked up (its distinct texts), the texts the model encoded, and the call's wall time.
@@ -82,7 +82,7 @@ def part1(data: Path, tmp: Path) -> list[dict]:
     from interestflow import InterestEngine
 
     events, _ = load_amazon(data)
-    cut = events["ts"].min() + 0.8 * (events["ts"].max() - events["ts"].min())
+    cut = events["ts"].quantile(0.8)
     early, late = events[events["ts"] <= cut], events[events["ts"] > cut]
     print(f"amazon: {len(events):,} events ({len(early):,} fitted, {len(late):,} added by "
           f"partial_fit), {events['text'].nunique():,} distinct texts", flush=True)
