@@ -1,8 +1,8 @@
 """What the embedding store saves end to end (issue 15): texts encoded and time, with and
 without the store, on real data.
 
-Part 1 -- ``fit`` then ``track`` then ``partial_fit`` on the Amazon reviews (events of the
-first 80% of the time span fitted, the tracker run on all events with 365-day windows, then
+Part 1 -- ``fit`` then ``track`` then ``partial_fit`` on the Amazon reviews (the earliest 80%
+of the events fitted, the tracker run on all events with 365-day windows, then
 the last 20% added by ``partial_fit``), once with ``InterestEngine()`` as is (no store) and
 once with ``InterestEngine(embedding_cache=<fresh file>)``. Per call: the texts the call
 looked up (its distinct texts), the texts the model encoded, and the call's wall time.
@@ -25,8 +25,9 @@ misses).
 Usage::
 
     python benchmarks/embedding_reuse.py --data ../shared/data [--chunks 9] [--part 1,2]
+        [--runs 0,5] [--name embedding_reuse]
 
-Writes ``benchmarks/results/embedding_reuse.json`` and ``.md``.
+Writes ``benchmarks/results/embedding_reuse.json`` and ``.md`` (or ``NAME``).
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def part1(data: Path, tmp: Path) -> list[dict]:
     from interestflow import InterestEngine
 
     events, _ = load_amazon(data)
-    cut = events["ts"].min() + 0.8 * (events["ts"].max() - events["ts"].min())
+    cut = events["ts"].quantile(0.8)
     early, late = events[events["ts"] <= cut], events[events["ts"] > cut]
     print(f"amazon: {len(events):,} events ({len(early):,} fitted, {len(late):,} added by "
           f"partial_fit), {events['text'].nunique():,} distinct texts", flush=True)
@@ -100,7 +101,7 @@ def part1(data: Path, tmp: Path) -> list[dict]:
     return rows
 
 
-def part2(data: Path, tmp: Path, chunks: int) -> list[dict]:
+def part2(data: Path, tmp: Path, chunks: int, which=None) -> list[dict]:
     from interestflow import InterestEngine
     from interestflow.batch import score
 
@@ -126,6 +127,8 @@ def part2(data: Path, tmp: Path, chunks: int) -> list[dict]:
              dict(chunk_users=per_chunk, dask="local:2"))]
     rows = []
     for i, (name, kw) in enumerate(runs):
+        if which is not None and i not in which:
+            continue
         COUNT.update(texts=0, s=0.0)
         t = time.perf_counter()
         s = score(ev_path, tmp / "model", tmp / f"out{i}", k=10, progress=False, **kw)
@@ -151,6 +154,10 @@ def main(argv=None) -> int:
     ap.add_argument("--data", type=Path, default=Path("../shared/data"))
     ap.add_argument("--chunks", type=int, default=9)
     ap.add_argument("--part", default="1,2")
+    ap.add_argument("--runs", default=None,
+                    help="part 2's runs to do, by position (0-5, comma-separated; default all)")
+    ap.add_argument("--name", default="embedding_reuse",
+                    help="results file name (benchmarks/results/NAME.json and .md)")
     a = ap.parse_args(argv)
     if not (a.data / "amazon_musical_instruments_5core").is_dir():
         print(f"skipped: {a.data} does not hold the shared data sets (see its README)")
@@ -176,7 +183,8 @@ def main(argv=None) -> int:
                    f"{tot['store'][1]:.1f} s with it "
                    f"({tot['no store'][1] / tot['store'][1]:.2f}x).", ""]
         if "2" in parts:
-            rows = result["score_chunked"] = part2(a.data, tmp, a.chunks)
+            which = None if a.runs is None else {int(r) for r in a.runs.split(",")}
+            rows = result["score_chunked"] = part2(a.data, tmp, a.chunks, which)
             md += ["## interestflow score on MovieLens ratings, chunks sharing texts", "",
                    "| run | chunks | users/s (chunks) | users/s (end to end) | texts looked up "
                    "| encoded |", "|---|---:|---:|---:|---:|---:|"]
@@ -184,7 +192,7 @@ def main(argv=None) -> int:
                    f"{r['users_per_s_end_to_end']} | {r['looked_up']:,} | {r['encoded']:,} |"
                    for r in rows[:-1]]
             md += ["", f"The job's distinct texts: {rows[-1]['looked_up']:,}.", ""]
-    jp, mp = write_results("embedding_reuse", result,
+    jp, mp = write_results(a.name, result,
                            "What the embedding store saves end to end "
                            "(`python benchmarks/embedding_reuse.py --data ../shared/data`).\n\n"
                            + "\n".join(md))

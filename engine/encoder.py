@@ -40,6 +40,9 @@ DEFAULT_TOKEN_BUDGET = {"cpu": 1024, "cuda": 65536}
 # order (the output array is the only thing that grows with the input).
 CHUNK_TEXTS = 65536
 
+# Texts encoded and written to an embedding store at a time (see Encoder._encode_cached).
+STORE_GROUP = 2048
+
 # With show_progress=None a bar is shown from this many texts on (and only on a terminal).
 PROGRESS_MIN_TEXTS = 1000
 
@@ -529,17 +532,44 @@ class Encoder:
         return self._cache_store
 
     def _encode_cached(self, texts: list, budget: int, batch_size, show_progress):
-        """Look every text up in the store, encode the distinct misses once, store them."""
+        """Look every text up in the store, encode the distinct misses once, store them.
+
+        The misses are encoded in groups of :data:`STORE_GROUP` texts, each written as soon
+        as it is encoded and looked up again just before (another process sharing the store
+        may have written it meanwhile). Each process starts at its own group (by process
+        id), so that workers meeting the same new texts at once do not encode them in
+        lock-step. A group's texts are fixed by their first appearance, so the vectors do
+        not depend on the order in which groups run.
+        """
         store = self._store()
         out, found = store.get(texts)
         miss = np.flatnonzero(~found)
-        if len(miss):
-            uniq = list(dict.fromkeys(texts[i] for i in miss))
-            new = self._encode_all(uniq, budget, batch_size, True, show_progress)
-            store.put(uniq, new)
-            row = {t: j for j, t in enumerate(uniq)}
-            out[miss] = new[[row[texts[i]] for i in miss]]
-        self.cache_encoded_ = len(dict.fromkeys(texts[i] for i in miss))
+        self.cache_encoded_ = 0
+        if not len(miss):
+            return out
+        uniq = list(dict.fromkeys(texts[i] for i in miss))
+        groups = [uniq[a:a + STORE_GROUP] for a in range(0, len(uniq), STORE_GROUP)]
+        first = os.getpid() % len(groups)
+        vec = {}
+        if show_progress is None:
+            show_progress = len(uniq) >= PROGRESS_MIN_TEXTS and _stderr_is_tty()
+
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(uniq), unit="text", desc="encode", disable=not show_progress) as bar:
+            for g in groups[first:] + groups[:first]:
+                n_g = len(g)
+                if len(groups) > 1:  # written by another process meanwhile?
+                    got, ok = store.get(g)
+                    vec.update((t, got[j]) for j in np.flatnonzero(ok) for t in (g[j],))
+                    g = [t for t, hit in zip(g, ok) if not hit]
+                if g:
+                    new = self._encode_all(g, budget, batch_size, True, False)
+                    store.put(g, new)
+                    vec.update(zip(g, new))
+                    self.cache_encoded_ += len(g)
+                bar.update(n_g)
+        out[miss] = np.stack([vec[texts[i]] for i in miss])
         return out
 
     def _encode_all(self, texts: list, budget: int, batch_size, normalize: bool,

@@ -104,6 +104,37 @@ def test_encoder_cache_encodes_each_text_once(tmp_path, cached_encoder):
         other.encode(["x"])
 
 
+def test_encoder_writes_groups_and_skips_what_another_process_wrote(tmp_path, monkeypatch):
+    import interestflow.encoder as enc_mod
+    from interestflow import Encoder
+
+    monkeypatch.setattr(enc_mod, "STORE_GROUP", 3)
+    monkeypatch.setattr(enc_mod.os, "getpid", lambda: 1)   # start at the second group
+    texts = [f"text number {i}" for i in range(8)]        # groups [0-2] [3-5] [6-7]
+    path = tmp_path / "emb.sqlite"
+    enc = Encoder(cache=path)
+    calls = []
+    real = Encoder._encode_all
+
+    def encode_all(self, group, *a, **k):
+        calls.append(list(group))
+        if len(calls) == 1:  # meanwhile another process writes texts 6 and 0
+            with EmbeddingStore(path, encoder_identity(enc)) as other:
+                other.put([texts[6], texts[0]], np.full((2, enc.dim), 0.5, np.float32))
+        return real(self, group, *a, **k)
+
+    monkeypatch.setattr(Encoder, "_encode_all", encode_all)
+    out = enc.encode(texts + texts[:2])
+    assert calls == [texts[3:6], [texts[7]], texts[1:3]]  # its own start, then around
+    assert enc.cache_encoded_ == 6
+    assert (out[6] == 0.5).all() and (out[0] == 0.5).all() and (out[8] == 0.5).all()
+    np.testing.assert_array_equal(out[9], out[1])
+    with EmbeddingStore(path, encoder_identity(enc)) as st:
+        assert len(st) == 8
+    # each group's vectors are its own encode call's: equal to encoding the group alone
+    np.testing.assert_allclose(out[3:6], Encoder().encode(texts[3:6]), atol=1e-6)
+
+
 def test_engine_embedding_cache_is_saved_and_shared(tmp_path, cached_encoder):
     import pandas as pd
 
