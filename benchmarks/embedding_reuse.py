@@ -131,7 +131,7 @@ def part2(data: Path, tmp: Path, chunks: int, which=None) -> list[dict]:
             continue
         COUNT.update(texts=0, s=0.0)
         t = time.perf_counter()
-        s = score(ev_path, tmp / "model", tmp / f"out{i}", k=10, progress=False, **kw)
+        s = score(ev_path, tmp / "model", tmp / f"out{i}", k=10, show_progress=False, **kw)
         wall = time.perf_counter() - t
         texts = s["texts"]
         row = {"run": name, "users": s["users"], "chunks": s["chunks"]["total"],

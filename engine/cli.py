@@ -366,7 +366,7 @@ def score(args) -> int:
         summary = batch_score(args.events, args.model_dir, args.out, items=args.items, k=args.k,
                               chunk_users=args.chunk_users, max_memory=args.max_memory,
                               vector_col=args.vector_col, index=args.index, now=now,
-                              dask=args.dask, progress=False if args.no_progress else None,
+                              dask=args.dask, show_progress=False if args.no_progress else None,
                               column_map=column_map or None, ts_unit=args.ts_unit,
                               max_rejected=args.max_rejected,
                               embedding_cache=args.embedding_cache)

@@ -85,7 +85,7 @@ def test_user_vectors_segments_and_recommendations_equal_the_engine(tiny, tmp_pa
     ev["vec"] = list(HashEncoder().encode(ev["text"].tolist()))
     ev.drop(columns="text").to_parquet(tmp_path / "ev.parquet")
     s = score(tmp_path / "ev.parquet", tiny["model"], tmp_path / "out", k=5, chunk_users=7,
-              vector_col="vec", progress=False)
+              vector_col="vec", show_progress=False)
     assert s["users"] == 40 and s["chunks"]["total"] == 6 and s["rejected"]["total"] == 0
     assert s["events"] == {"rows": len(ev), "accepted": len(ev), "scored": len(ev)}
     users, recs = read_out(tmp_path / "out")
@@ -115,14 +115,14 @@ def test_user_vectors_segments_and_recommendations_equal_the_engine(tiny, tmp_pa
 def test_chunking_does_not_change_results_and_items_table_matches_model(tiny, tmp_path):
     ev = tiny["events"]
     a = score(tiny["root"] / "events.parquet", tiny["model"], tmp_path / "a", k=4,
-              chunk_users=1000, vector_col="vec", progress=False)
+              chunk_users=1000, vector_col="vec", show_progress=False)
     # the same catalogue given as an items table with a vector column
     eng = tiny["eng"]
     pd.DataFrame({"item_id": eng.item_ids_, "vector": list(eng.item_vectors_)}).to_parquet(
         tmp_path / "items.parquet")
     b = score(tiny["root"] / "events.parquet", tiny["model"], tmp_path / "b", k=4,
               chunk_users=23, vector_col="vec", items=tmp_path / "items.parquet",
-              progress=False)
+              show_progress=False)
     assert a["chunks"]["total"] == 1 and b["chunks"]["total"] == 14
     assert a["users"] == b["users"] == ev["user_id"].nunique() == 300
     assert "column 'vector'" in b["catalogue"]["source"]
@@ -166,7 +166,7 @@ def test_bad_rows_are_rejected_with_reasons_and_counted(tiny, tmp_path):
     df = pd.DataFrame(rows, columns=["user_id", "ts", "item_id", "weight", "vec"])
     df.to_parquet(tmp_path / "ev.parquet")
     s = score(tmp_path / "ev.parquet", tiny["model"], tmp_path / "out", k=3, vector_col="vec",
-              now="2024-06-01T00:00:00Z", progress=False)
+              now="2024-06-01T00:00:00Z", show_progress=False)
     assert s["rejected"]["by_reason"] == {
         "missing user_id": 1, "unparseable ts": 1, "missing ts": 1,
         "no text, no vector and no item_id of a catalogue item": 1, "negative weight": 1,
@@ -199,7 +199,7 @@ def test_parquet_folder_glob_csv_and_jsonl_give_the_same_output(tiny, tmp_path):
     (tmp_path / "parts" / "_SUCCESS").write_text("")  # marker files are skipped
     for name, events in (("folder", tmp_path / "parts"),
                          ("glob", str(tmp_path / "parts" / "p*.parquet"))):
-        s = score(events, tiny["model"], tmp_path / name, k=4, chunk_users=60, progress=False)
+        s = score(events, tiny["model"], tmp_path / name, k=4, chunk_users=60, show_progress=False)
         assert s["users"] == ref["users"]
         assert_same_output(tmp_path / "ref", tmp_path / name)
     for fmt in ("csv", "jsonl"):
@@ -217,8 +217,31 @@ def score_to(tmp_path, model, name, ev, fmt):
     else:
         out.assign(time=out["time"].map(lambda t: t.isoformat())).to_json(
             src, orient="records", lines=True)
-    return score(src, model, tmp_path / name, k=4, chunk_users=60, progress=False,
+    return score(src, model, tmp_path / name, k=4, chunk_users=60, show_progress=False,
                  column_map={"user_id": "uid", "ts": "time"})
+
+
+def test_a_chunk_without_any_text_scores_from_its_vectors(cached_encoder, tmp_path):
+    """Events with a text and a vector column where some chunks hold no text at all (this
+    crashed: the chunk had no encoded texts to index)."""
+    data = make_demo_events(24, random_state=5)
+    eng = InterestEngine(encoder=cached_encoder, n_segments=2, ranker=None).fit(
+        data.events, data.items)
+    eng.save(tmp_path / "model")
+    ev = data.events.copy()
+    ev["vec"] = list(cached_encoder.encode(ev["text"].tolist()))
+    first = ev["user_id"].isin(sorted(ev["user_id"].unique())[:3])
+    ev["text"] = ev["text"].where(first, None)           # only 3 users' events have text
+    ev["vec"] = ev["vec"].where(~first, None)            # ... and those have no vector
+    ev.to_parquet(tmp_path / "ev.parquet")
+    s = score(tmp_path / "ev.parquet", tmp_path / "model", tmp_path / "out", k=3,
+              chunk_users=4, vector_col="vec", show_progress=False)
+    assert s["users"] == 24 and s["rejected"]["total"] == 0 and s["chunks"]["total"] >= 4
+    assert s["texts"]["encoded"] == ev.loc[first, "text"].nunique()
+    users, _ = read_out(tmp_path / "out")
+    rows = eng.user_rows(users["user_id"])
+    # the texts are encoded again by the model's encoder (other batches: bf16 rounding)
+    np.testing.assert_allclose(np.stack(users["vector"]), eng.user_vectors_[rows], atol=3e-3)
 
 
 def test_cli_score_and_a_changed_job_refuses_to_resume(tiny, tmp_path, capsys):
@@ -276,7 +299,7 @@ def test_parameter_errors_name_the_parameter(tiny, tmp_path):
 
 def test_max_memory_sets_the_chunk_size(tiny, tmp_path):
     s = score(tiny["root"] / "events.parquet", tiny["model"], tmp_path / "o", k=3,
-              vector_col="vec", max_memory="4GiB", progress=False)
+              vector_col="vec", max_memory="4GiB", show_progress=False)
     assert s["chunks"]["total"] == 1 and s["chunks"]["chunk_users"] > 300
 
 
@@ -363,7 +386,7 @@ def test_resume_after_sigkill_gives_the_uninterrupted_output(tiny, tmp_path, cap
     assert not list(out.rglob("*.tmp")) and not (out / "_staging").exists()
 
     ref = score(tiny["root"] / "events.parquet", tiny["model"], tmp_path / "ref",
-                vector_col="vec", chunk_users=30, k=4, progress=False)
+                vector_col="vec", chunk_users=30, k=4, show_progress=False)
     assert s["users"] == ref["users"] == 300
     assert sorted(p.name for p in (out / "users").iterdir()) == \
         [f"part-{b:05d}.parquet" for b in range(total)]
@@ -376,7 +399,7 @@ def test_text_events_are_encoded_with_the_models_encoder(cached_encoder, tmp_pat
     eng.save(tmp_path / "model")
     data.events.to_csv(tmp_path / "ev.csv", index=False)
     s = score(tmp_path / "ev.csv", tmp_path / "model", tmp_path / "out", k=3, chunk_users=4,
-              progress=False)
+              show_progress=False)
     assert s["users"] == 8 and s["rejected"]["total"] == 0
     users, _ = read_out(tmp_path / "out")
     V = np.stack(users["vector"])
@@ -390,18 +413,18 @@ def test_a_job_failing_before_staging_completes_leaves_nothing_behind(tiny, tmp_
     pd.DataFrame({"user_id": ["a", "b"], "ts": ["never", "nope"],
                   "item_id": [tiny["eng"].item_ids_[0]] * 2}).to_parquet(tmp_path / "bad.parquet")
     with pytest.raises(ValueError, match="none of the 2 rows is usable.*unparseable ts"):
-        score(tmp_path / "bad.parquet", tiny["model"], tmp_path / "out", progress=False)
+        score(tmp_path / "bad.parquet", tiny["model"], tmp_path / "out", show_progress=False)
     assert not (tmp_path / "out").exists()
     # the corrected job (other input, other k) then runs in the same out
     s = score(tiny["root"] / "events.parquet", tiny["model"], tmp_path / "out", k=2,
-              vector_col="vec", progress=False)
+              vector_col="vec", show_progress=False)
     assert s["users"] == 300 and s["recommendations"] == 600
 
 
 def test_ivf_index_kind_is_used_and_its_scores_are_exact_cosines(tiny, tmp_path):
     pytest.importorskip("faiss", reason="index='ivf' needs interestflow[faiss]")
     s = score(tiny["root"] / "events.parquet", tiny["model"], tmp_path / "ivf", index="ivf",
-              k=5, chunk_users=100, vector_col="vec", progress=False)
+              k=5, chunk_users=100, vector_col="vec", show_progress=False)
     assert s["index"]["requested"] == "ivf" and s["index"]["kind"] == "ivf"
     assert 1 <= s["index"]["nprobe"] <= s["index"]["nlist"] < 178
     users, recs = read_out(tmp_path / "ivf")
@@ -470,7 +493,7 @@ def _assert_equals_recommend(eng, out: Path, k: int):
 def test_two_stage_lists_equal_recommend_for_every_user(ranked, tmp_path):
     eng, root = ranked["eng"], ranked["root"]
     s = score(root / "events.parquet", root / "model", tmp_path / "out", k=10,
-              chunk_users=64, vector_col="vec", progress=False)
+              chunk_users=64, vector_col="vec", show_progress=False)
     assert s["users"] == 300 and s["chunks"]["total"] == 5 and s["rejected"]["total"] == 0
     recs = _assert_equals_recommend(eng, tmp_path / "out", 10)
     assert s["timings_s"]["chunk_stages_sum_s"]["two_stage_s"] > 0
@@ -495,7 +518,7 @@ def test_two_stage_chunking_and_resume_give_the_same_output(ranked, tmp_path, ca
     chunk resumes to the uninterrupted output."""
     root = ranked["root"]
     score(root / "events.parquet", root / "model", tmp_path / "one", k=5, chunk_users=1000,
-          vector_col="vec", progress=False)
+          vector_col="vec", show_progress=False)
     _assert_equals_recommend(ranked["eng"], tmp_path / "one", 5)
     args = ["score", "--events", str(root / "events.parquet"), "--model-dir",
             str(root / "model"), "--out", str(tmp_path / "killed"), "--vector-col", "vec",
@@ -525,7 +548,7 @@ def test_two_stage_refuses_items_table(ranked, tmp_path):
     items.to_parquet(tmp_path / "items.parquet")
     with pytest.raises(ValueError, match="items= cannot be used .* ranker"):
         score(root / "events.parquet", root / "model", tmp_path / "out", items=tmp_path /
-              "items.parquet", vector_col="vec", progress=False)
+              "items.parquet", vector_col="vec", show_progress=False)
 
 
 def test_memory_estimate_counts_the_two_stages(ranked, monkeypatch):
@@ -579,7 +602,7 @@ def test_chunks_of_one_job_encode_each_distinct_text_once(cached_encoder, tmp_pa
                         lambda self, texts, *a, **k: encoded.extend(texts) or real(self, texts,
                                                                                     *a, **k))
     s = score(tmp_path / "ev.csv", tmp_path / "model", tmp_path / "out", k=3, chunk_users=4,
-              progress=False)
+              show_progress=False)
     assert s["users"] == 24
     per_chunk = sum(g["text"].nunique() for _, g in ev.groupby(
         ev["user_id"].map({u: i // 4 for i, u in enumerate(sorted(ev["user_id"].unique()))})))
@@ -610,11 +633,11 @@ def test_chunks_of_one_job_encode_each_distinct_text_once(cached_encoder, tmp_pa
     store = tmp_path / "emb.sqlite"
     encoded.clear()
     score(tmp_path / "ev.csv", tmp_path / "model", tmp_path / "o2", k=3, chunk_users=4,
-          progress=False, embedding_cache=store)
+          show_progress=False, embedding_cache=store)
     assert len(encoded) == 30 and store.is_file()
     encoded.clear()
     s3 = score(tmp_path / "ev.csv", tmp_path / "model", tmp_path / "o3", k=3, chunk_users=4,
-               progress=False, embedding_cache=store)
+               show_progress=False, embedding_cache=store)
     assert encoded == [] and s3["texts"]["encoded"] == 0
     assert s3["texts"]["store"] == "persistent"
     with pytest.raises(TypeError, match="embedding_cache must be a path, None or False"):

@@ -118,7 +118,7 @@ def test_two_stage_on_dask_equals_recommend(tmp_path):
     ev["vec"] = list(HashEncoder().encode(ev["text"].tolist()))
     ev.drop(columns="text").to_parquet(tmp_path / "events.parquet")
     s = batch.score(tmp_path / "events.parquet", tmp_path / "model", tmp_path / "out", k=6,
-                    chunk_users=30, vector_col="vec", dask="local:2", progress=False)
+                    chunk_users=30, vector_col="vec", dask="local:2", show_progress=False)
     assert s["users"] == 120 and s["chunks"]["total"] == 4
     assert all(w["resource_loads"] == 1 for w in s["workers"].values())
     _assert_equals_recommend(eng, tmp_path / "out", 6)

@@ -174,7 +174,7 @@ def test_score_treats_blank_item_ids_as_missing(tiny, tmp_path):
 def score_(events, model, out, **kw):
     from interestflow.batch import score
 
-    return score(events, model, out, k=3, progress=False, **kw)
+    return score(events, model, out, k=3, show_progress=False, **kw)
 
 
 # ------------------------------------------------------------ row 5: plausible timestamps
@@ -359,7 +359,7 @@ def test_library_max_rejected_raises_a_value_error_subclass_after_finishing(tiny
     _half_bad(tiny, tmp_path)
     with pytest.raises(RejectedRowsError) as info:
         score(tmp_path / "ev.csv", tiny["model"], tmp_path / "o", k=2, max_rejected=0.25,
-              progress=False)
+              show_progress=False)
     assert isinstance(info.value, ValueError)
     assert info.value.summary["max_rejected"]["exceeded"] is True
     assert info.value.summary["rejected"]["by_reason"] == {"unparseable ts": 6}
@@ -369,4 +369,4 @@ def test_library_max_rejected_raises_a_value_error_subclass_after_finishing(tiny
                      (True, TypeError), ("150%", ValueError)):
         with pytest.raises(exc, match="max_rejected"):
             score(tmp_path / "ev.csv", tiny["model"], tmp_path / "x", max_rejected=bad,
-                  progress=False)
+                  show_progress=False)

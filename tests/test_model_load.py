@@ -227,13 +227,13 @@ def test_score_refuses_a_corrupted_model_as_load_does(saved, copy, tmp_path):
     events = tmp_path / "events.parquet"
     data.events[data.events["user_id"] == data.events["user_id"].iloc[0]].to_parquet(events)
     with pytest.raises(ValueError) as info:
-        score(events, copy, tmp_path / "out", k=2, progress=False)
+        score(events, copy, tmp_path / "out", k=2, show_progress=False)
     assert type(info.value).__name__ == "ModelLoadError"
     assert str(info.value).startswith(f"{path.resolve()}: ") and "SHA-256" in str(info.value)
     _edit_meta(copy, lambda m: m["params"].update(half_life_days=-5))
     with pytest.raises(ValueError, match=r"meta\.json: saved parameters are invalid: "
                                          r"half_life_days=-5"):
-        score(events, copy, tmp_path / "out", k=2, progress=False)
+        score(events, copy, tmp_path / "out", k=2, show_progress=False)
 
 
 def test_score_hashes_the_model_once_in_the_driver_not_per_chunk_process(saved, tmp_path,
@@ -248,6 +248,7 @@ def test_score_hashes_the_model_once_in_the_driver_not_per_chunk_process(saved, 
     batch._RESOURCES.clear()
     events = tmp_path / "events.parquet"
     data.events.to_parquet(events)
-    summary = batch.score(events, folder, tmp_path / "out", k=2, chunk_users=5, progress=False)
+    summary = batch.score(events, folder, tmp_path / "out", k=2, chunk_users=5,
+                          show_progress=False)
     assert summary["chunks"]["total"] > 1 and batch._LOADS["count"] >= 1
     assert sorted(hashed) == sorted(persistence._DATA_FILES + (persistence._RANKER_FILE,))

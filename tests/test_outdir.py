@@ -43,7 +43,7 @@ def tiny(tmp_path_factory):
     eng, _ = fit_tiny_model(root / "model")
     scoring_events(eng, 300).to_parquet(root / "events.parquet")
     score(root / "events.parquet", root / "model", root / "ref", vector_col="vec",
-          chunk_users=30, k=4, progress=False)
+          chunk_users=30, k=4, show_progress=False)
     return root
 
 
@@ -111,7 +111,7 @@ def test_score_started_while_another_runs_is_refused_and_the_first_completes(tin
         with pytest.raises(ValueError, match=f"being written by interestflow score \\(pid "
                                              f"{first.pid}"):
             score(tiny / "events.parquet", tiny / "model", out, vector_col="vec",
-                  chunk_users=30, k=4, progress=False)
+                  chunk_users=30, k=4, show_progress=False)
         (gate / "go").touch()
         _, err = first.communicate(timeout=120)
         assert first.returncode == 0, err.decode()
@@ -155,7 +155,7 @@ def test_a_lock_left_by_a_killed_score_does_not_block_the_next(tiny, tmp_path):
     lock = tmp_path / ".scores.lock"
     assert json.loads(lock.read_text())["pid"] == killed.pid  # left by the dead holder
     s = score(tiny / "events.parquet", tiny / "model", out, vector_col="vec", chunk_users=30,
-              k=4, progress=False)
+              k=4, show_progress=False)
     assert s["users"] == 300 and not lock.exists()
     assert_same_output(out, tiny / "ref")
 

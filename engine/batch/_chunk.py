@@ -188,8 +188,8 @@ def _event_sources(res: dict, job: Job, table, stats: dict) -> dict:
             zero_copy_only=False), dtype=object), sort=False)
         src["text_pos"] = np.full(n_rows, -1, np.int64)
         src["text_pos"][src["text"]] = codes
-        if len(uniques):
-            src["text_vectors"] = _encode_texts(res, job, list(uniques), stats)
+        src["text_vectors"] = (_encode_texts(res, job, list(uniques), stats) if len(uniques)
+                               else np.zeros((0, res["model"]["dim"]), np.float32))
     src["item"] = ~src["vec"] & ~src["text"]
     return src
 

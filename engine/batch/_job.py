@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._utils import renamed
 from ..outdir import FolderLock, check_location
 from ..validation import check_ts_unit, now_seconds
 from ._chunk import Job, score_chunk
@@ -43,8 +44,9 @@ class RejectedRowsError(ValueError):
 
 
 def score(events, model_dir, out, *, items=None, k: int = 10, chunk_users=None,
-          max_memory=None, vector_col=None, index="auto", now=None, dask=None, progress=None,
-          column_map=None, ts_unit="s", max_rejected=None, embedding_cache=None) -> dict:
+          max_memory=None, vector_col=None, index="auto", now=None, dask=None,
+          show_progress=None, column_map=None, ts_unit="s", max_rejected=None,
+          embedding_cache=None, progress=None) -> dict:
     """Score every user of an event table with a fitted model, in bounded memory, resumably.
 
     Parameters
@@ -103,8 +105,9 @@ def score(events, model_dir, out, *, items=None, k: int = 10, chunk_users=None,
         ``"local"`` / ``"local:N"`` (a LocalCluster of N single-threaded worker processes;
         N defaults to the CPU count) or a scheduler address ``"tcp://host:8786"`` (workers must
         see ``out`` and the inputs at the same paths). Default: chunks run in this process.
-    progress : bool, optional
-        Progress bars (users/s and ETA); default: when stderr is a terminal.
+    show_progress : bool, optional
+        Progress bars (users/s and ETA); default: when stderr is a terminal. (``progress``:
+        its deprecated name.)
     column_map : dict, optional
         ``{standard name: column in the file}`` for ``user_id``, ``ts``, ``text``,
         ``item_id``, ``weight`` (``item_id`` and ``text`` apply to ``items`` too).
@@ -158,7 +161,8 @@ def score(events, model_dir, out, *, items=None, k: int = 10, chunk_users=None,
     now_s = now_seconds(now)
     check_ts_unit(ts_unit)
     limit = _parse_max_rejected(max_rejected)
-    show = _show_progress(progress)
+    show = _show_progress(renamed("show_progress", show_progress, "progress", progress,
+                                  None))
     dask_spec = None
     if dask is not None:
         from ..distributed import parse_dask
@@ -243,14 +247,15 @@ def _check_params(k, chunk_users, max_memory, index, embedding_cache, vector_col
 
 
 def _show_progress(progress) -> bool:
-    """Whether to show progress bars: ``progress``, or (None) whether stderr is a terminal."""
+    """Whether to show progress bars: ``show_progress``, or (None) whether stderr is a
+    terminal."""
     if progress is None:
         try:
             return sys.stderr.isatty()
         except (AttributeError, ValueError):
             return False
     if not isinstance(progress, (bool, np.bool_)):
-        raise TypeError(f"progress must be True, False or None, got {progress!r}")
+        raise TypeError(f"show_progress must be True, False or None, got {progress!r}")
     return bool(progress)
 
 
