@@ -195,10 +195,12 @@ def datetimes_to_seconds(s) -> np.ndarray:
     return us.astype(np.float64) / 1e6
 
 
-def time_to_seconds(value, name: str, *, scale: float = 1.0, strings: bool = False) -> float:
+def time_to_seconds(value, name: str, *, scale: float = 1.0, strings: bool = False,
+                    finite: bool = True) -> float:
     """One time as float unix seconds: a number (times ``scale``), a datetime / date, a
     pandas Timestamp, a numpy datetime64, or (``strings=True``) an ISO 8601 string. Naive
-    times are UTC. Raises ``TypeError`` / ``ValueError`` naming ``name``."""
+    times are UTC. Raises ``TypeError`` / ``ValueError`` naming ``name``; a NaN or infinite
+    number too unless ``finite=False`` (then it is returned, for the caller to report)."""
     import pandas as pd
 
     if isinstance(value, (bool, np.bool_)):
@@ -229,7 +231,7 @@ def time_to_seconds(value, name: str, *, scale: float = 1.0, strings: bool = Fal
         raise TypeError(
             f"{name} must be unix seconds (float), a datetime, a pandas Timestamp or a "
             f"numpy datetime64, got {type(value).__name__}")
-    if not math.isfinite(out):
+    if finite and not math.isfinite(out):
         raise ValueError(f"{name} must be finite, got {out}")
     return out
 

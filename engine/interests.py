@@ -12,11 +12,12 @@ GIL released) and ``"numpy"`` (the vectorised reference it is tested against).
 
 from __future__ import annotations
 
-import datetime as _dt
 import math
 import numbers
 
 import numpy as np
+
+from ._utils import time_to_seconds
 
 __all__ = ["decayed_user_means", "group_offsets", "sort_by_group", "SECONDS_PER_DAY"]
 
@@ -111,31 +112,9 @@ def _is_monotone(keys: np.ndarray) -> bool:
 
 
 def to_seconds(value, name: str) -> float:
-    """A scalar time (unix seconds, datetime, Timestamp, datetime64) as float unix seconds."""
-    import pandas as pd
-
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a time (unix seconds or a datetime), got bool")
-    if value is pd.NaT or (isinstance(value, np.datetime64) and np.isnat(value)):
-        raise ValueError(f"{name} must be a valid time, got NaT")
-    if isinstance(value, numbers.Real):
-        out = float(value)
-    elif isinstance(value, (pd.Timestamp, np.datetime64)):
-        # .asm8 is the UTC instant (naive Timestamps are taken as UTC); microseconds, not
-        # nanoseconds, so that years past 2262 (refused later as implausible) do not overflow
-        dt64 = value.asm8 if isinstance(value, pd.Timestamp) else value
-        out = float(dt64.astype("datetime64[us]").astype(np.int64)) / 1e6
-    elif isinstance(value, _dt.datetime):
-        if value.tzinfo is None:  # naive times are UTC, as in validate_events
-            value = value.replace(tzinfo=_dt.timezone.utc)
-        out = value.timestamp()
-    else:
-        raise TypeError(
-            f"{name} must be unix seconds (float), a datetime, a pandas Timestamp or a "
-            f"numpy datetime64, got {type(value).__name__}")
-    if not math.isfinite(out):
-        raise ValueError(f"{name} must be finite, got {out}")
-    return out
+    """A scalar time (unix seconds, datetime, date, Timestamp, datetime64) as float unix
+    seconds (:func:`interestflow._utils.time_to_seconds`)."""
+    return time_to_seconds(value, name)
 
 
 def _as_seconds_array(ts, n_rows: int) -> np.ndarray:

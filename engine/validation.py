@@ -7,11 +7,12 @@ are affected.  Nothing is dropped or repaired silently: bad input raises.
 
 from __future__ import annotations
 
-import datetime as _dt
 import numbers
 
 import numpy as np
 import pandas as pd
+
+from ._utils import datetimes_to_seconds, time_to_seconds
 
 __all__ = ["validate_events", "validate_items", "check_ts_unit", "plausible_ts", "ts_unit_hint",
            "EVENT_COLUMNS", "ITEM_COLUMNS", "TS_UNITS", "TS_WINDOW", "TS_MIN_S", "TS_MAX_S",
@@ -239,34 +240,6 @@ def _check_text(t: _Table, column: str = "text") -> None:
     t.fail(column, blank, "empty or whitespace-only text", expected, values)
 
 
-def _datetimes_to_seconds(s: pd.Series) -> np.ndarray:
-    """datetime64 Series (any unit; tz-aware -> UTC, naive taken as UTC) -> float seconds."""
-    if isinstance(s.dtype, pd.DatetimeTZDtype):
-        s = s.dt.tz_convert("UTC").dt.tz_localize(None)
-    us = s.to_numpy().astype("datetime64[us]").astype(np.int64)  # microsecond resolution
-    return us.astype(np.float64) / 1e6
-
-
-def _scalar_time_to_seconds(v, scale: float = 1.0) -> float:
-    """One object cell -> seconds (numbers times ``scale``); NaN for missing, raises
-    TypeError/ValueError if invalid."""
-    if isinstance(v, (bool, np.bool_)):
-        raise TypeError
-    if isinstance(v, numbers.Real):
-        return float(v) * scale
-    if isinstance(v, str):
-        return float(_datetimes_to_seconds(pd.Series(
-            pd.to_datetime([v], utc=True, format="ISO8601")))[0])
-    if isinstance(v, (_dt.datetime, np.datetime64, pd.Timestamp)):
-        if isinstance(v, _dt.datetime) and not isinstance(v, pd.Timestamp) \
-                and v.tzinfo is None:
-            v = v.replace(tzinfo=_dt.timezone.utc)
-        return float(_datetimes_to_seconds(pd.Series(pd.to_datetime([v], utc=True)))[0])
-    if isinstance(v, _dt.date):
-        return _scalar_time_to_seconds(_dt.datetime(v.year, v.month, v.day))
-    raise TypeError
-
-
 def _check_window(t: _Table, column: str, secs: np.ndarray, shown: np.ndarray,
                   numeric: np.ndarray, ts_unit: str) -> None:
     """Reject times outside :data:`TS_WINDOW`, with the unit a numeric one would fit."""
@@ -301,7 +274,7 @@ def _check_ts(t: _Table, column: str = "ts", ts_unit: str = "s") -> np.ndarray:
         null = s.isna().to_numpy()
         if null.any():
             t.fail(column, null, "missing timestamp", _TS_EXPECTED, s.to_numpy(dtype=object))
-        secs = _datetimes_to_seconds(s)
+        secs = datetimes_to_seconds(s)
         _check_window(t, column, secs, s.to_numpy(dtype=object), np.zeros(len(s), bool),
                       ts_unit)
         return secs
@@ -321,14 +294,14 @@ def _check_ts(t: _Table, column: str = "ts", ts_unit: str = "s") -> np.ndarray:
     if is_str.all():
         parsed = pd.to_datetime(pd.Series(obj), utc=True, errors="coerce", format="ISO8601")
         t.fail(column, parsed.isna().to_numpy(), "unparseable timestamp", _TS_EXPECTED, obj)
-        secs = _datetimes_to_seconds(parsed)
+        secs = datetimes_to_seconds(parsed)
         _check_window(t, column, secs, obj, np.zeros(len(obj), bool), ts_unit)
         return secs
     secs = np.empty(len(obj), dtype=np.float64)
     bad = np.zeros(len(obj), dtype=bool)
     for i, v in enumerate(obj):
         try:
-            secs[i] = _scalar_time_to_seconds(v, scale)
+            secs[i] = time_to_seconds(v, column, scale=scale, strings=True, finite=False)
         except (TypeError, ValueError, OverflowError):
             bad[i] = True
             secs[i] = np.nan
