@@ -40,8 +40,10 @@ DEFAULT_TOKEN_BUDGET = {"cpu": 1024, "cuda": 65536}
 # order (the output array is the only thing that grows with the input).
 CHUNK_TEXTS = 65536
 
-# Texts encoded and written to an embedding store at a time (see Encoder._encode_cached).
-STORE_GROUP = 2048
+# Texts encoded and written to an embedding store at a time (see Encoder._encode_cached):
+# small on a CPU (~3 s of work: processes sharing a store see each other's texts soon), a
+# few full token-budget batches on a GPU.
+STORE_GROUP = {"cpu": 256, "cuda": 8192}
 
 # With show_progress=None a bar is shown from this many texts on (and only on a terminal).
 PROGRESS_MIN_TEXTS = 1000
@@ -534,7 +536,7 @@ class Encoder:
     def _encode_cached(self, texts: list, budget: int, batch_size, show_progress):
         """Look every text up in the store, encode the distinct misses once, store them.
 
-        The misses are encoded in groups of :data:`STORE_GROUP` texts, each written as soon
+        The misses are encoded in groups of ``STORE_GROUP`` texts, each written as soon
         as it is encoded and looked up again just before (another process sharing the store
         may have written it meanwhile). Each process starts at its own group (by process
         id), so that workers meeting the same new texts at once do not encode them in
@@ -548,7 +550,8 @@ class Encoder:
         if not len(miss):
             return out
         uniq = list(dict.fromkeys(texts[i] for i in miss))
-        groups = [uniq[a:a + STORE_GROUP] for a in range(0, len(uniq), STORE_GROUP)]
+        size = STORE_GROUP.get(self.device.type, STORE_GROUP["cpu"])
+        groups = [uniq[a:a + size] for a in range(0, len(uniq), size)]
         first = os.getpid() % len(groups)
         vec = {}
         if show_progress is None:

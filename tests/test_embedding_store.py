@@ -108,7 +108,7 @@ def test_encoder_writes_groups_and_skips_what_another_process_wrote(tmp_path, mo
     import interestflow.encoder as enc_mod
     from interestflow import Encoder
 
-    monkeypatch.setattr(enc_mod, "STORE_GROUP", 3)
+    monkeypatch.setattr(enc_mod, "STORE_GROUP", {"cpu": 3})
     monkeypatch.setattr(enc_mod.os, "getpid", lambda: 1)   # start at the second group
     texts = [f"text number {i}" for i in range(8)]        # groups [0-2] [3-5] [6-7]
     path = tmp_path / "emb.sqlite"
