@@ -9,6 +9,8 @@
 """
 
 import ast
+import importlib.util
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,7 +31,16 @@ def _modules():
 
 
 def _is_module(dotted: str) -> bool:
-    """Whether ``dotted`` names a module or package of the distribution."""
+    """Whether ``dotted`` names a module or package of the distribution (a source file or
+    folder, or a compiled extension such as ``interestflow._native`` where it was built)."""
+    built = re.findall(r"nanobind_add_module\((\w+)", (ROOT / "CMakeLists.txt").read_text())
+    if dotted in {f"interestflow.{name}" for name in built}:
+        return True
+    try:
+        if importlib.util.find_spec(dotted) is not None:
+            return True
+    except (ImportError, ValueError):
+        pass
     for pkg, root in PACKAGES.items():
         if dotted == pkg:
             return True
