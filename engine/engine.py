@@ -6,6 +6,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -70,6 +71,36 @@ def _check_same_id_type(column: str, new: pd.Series, known: pd.Index, where: str
         raise ValueError(
             f"{where} column {column!r} holds {type(a).__name__} ids (row 0: {a!r}) but the "
             f"engine was fitted with {type(b).__name__} ids ({b!r}); cast them to the same type")
+
+
+class _UserUpdate(NamedTuple):
+    """partial_fit's user update, computed before the engine's state changes."""
+
+    user_ids: pd.Index  # every user id, new ones appended
+    codes: np.ndarray  # event row -> user row
+    n_old: int  # number of users before the update
+    aff: np.ndarray  # affected user rows, sorted
+    log2w: np.ndarray  # every user's log2 weight sum, decayed to the new reference time
+    old_log2w: np.ndarray  # the affected users' stored log2 weight sums, decayed
+    new_log2w: np.ndarray  # the affected users' log2 weight sums of the new events
+    top: np.ndarray  # max(old_log2w, new_log2w): the scale of the merged weights
+    new_mean: np.ndarray  # the affected users' decayed means of the new events
+
+
+def _stable_segment_ids(match: dict, k_new: int):
+    """Ids ``0..k_new-1`` of refitted segments from ``match`` (new -> old id): a matched
+    segment keeps its old id when it is below ``k_new``; the others (matched ones first, then
+    the unmatched) take the free ids in order. Returns ``(ids, moved, fresh)``."""
+    ids = np.full(k_new, -1, np.int64)
+    for j, i in match.items():
+        if i < k_new:
+            ids[j] = i
+    free = [i for i in range(k_new) if i not in set(ids.tolist())]
+    moved = [j for j in sorted(match) if ids[j] < 0]  # matched, old id >= K now
+    fresh = [j for j in range(k_new) if j not in match]
+    for j, i in zip(moved + fresh, free):
+        ids[j] = i
+    return ids, moved, fresh
 
 
 # n_segments="auto" by usefulness: users sampled (seeded) for the inner split when more
@@ -249,12 +280,54 @@ class InterestEngine(BaseEstimator):
         -------
         self
         """
-        from .interests import decayed_user_means
-        from .recommend import Recommender
-        from .validation import validate_events, validate_items
-
         self._check_params()
         t0 = time.perf_counter()
+        ev, it, now_s = self._check_fit_events(events, items, now, ts_unit)
+        timings = {}
+
+        # one encoder pass over every distinct text (events and item descriptions)
+        t = time.perf_counter()
+        uvecs, codes = self._encode_events_items(ev, it)
+        ev_vec_code = codes[: len(ev)]
+        timings["encode_s"] = time.perf_counter() - t
+        self.n_texts_encoded_ = len(uvecs)
+
+        # users: time-decayed weighted mean of their event vectors
+        t = time.perf_counter()
+        user_codes, ts, w, n_interests = self._fit_users(ev, uvecs, ev_vec_code, now_s)
+        if n_interests is not None:
+            timings["interests_n"] = n_interests
+        timings["user_vectors_s"] = time.perf_counter() - t
+
+        # items: description vector when given, else the mean of the events that mention it
+        t = time.perf_counter()
+        self._fit_items(ev, it, uvecs, codes)
+        timings["item_vectors_s"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        self._fit_user_segments(ev, uvecs, ev_vec_code, user_codes, ts, w)
+        timings["segments_s"] = time.perf_counter() - t
+
+        # recommender: content + behaviour blend
+        t = time.perf_counter()
+        sel = self._fit_recommender(ev, uvecs, ev_vec_code, user_codes, ts, w)
+        timings["recommender_s"] = time.perf_counter() - t
+        self._failed_update = None  # every piece of state above is new
+        t = time.perf_counter()
+        self._fit_candidates()
+        timings["candidates_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        self._fit_ranker(uvecs[ev_vec_code[sel]])
+        timings["ranker_s"] = time.perf_counter() - t
+        timings["total_s"] = time.perf_counter() - t0
+        self.timings_ = timings
+        self.n_events_ = len(ev)
+        return self
+
+    def _check_fit_events(self, events, items, now, ts_unit):
+        """fit's input checks (before the costly encode): ``(events, items or None, now_s)``."""
+        from .validation import validate_events, validate_items
+
         ev = validate_events(events, ts_unit=ts_unit)
         it = validate_items(items) if items is not None else None
         if len(ev) == 0:
@@ -268,7 +341,6 @@ class InterestEngine(BaseEstimator):
                     f"items column 'item_id' holds {type(b).__name__} ids (row 0: {b!r}); "
                     "cast both to the same type (e.g. str) so that they can match")
         check_n_segments(self.n_segments, ev["user_id"].nunique())  # before the costly encode
-        timings = {}
         now_s = now_seconds(now)
         if now_s is not None:
             late = ev["ts"].to_numpy() > now_s
@@ -278,18 +350,20 @@ class InterestEngine(BaseEstimator):
                     f"events column 'ts': {int(late.sum())} event(s) after now={now!r}; first "
                     f"at row {i} (user_id {ev['user_id'].iloc[i]!r}, ts {ev['ts'].iloc[i]} s); "
                     "pass a now at or after the latest event")
+        return ev, it, now_s
 
-        # one encoder pass over every distinct text (events and item descriptions)
+    def _encode_events_items(self, ev: pd.DataFrame, it):
+        """Encode the distinct texts of events then items: ``(vectors, row -> vector code)``."""
         all_texts = ev["text"] if it is None else pd.concat([ev["text"], it["text"]],
                                                           ignore_index=True)
-        t = time.perf_counter()
-        uvecs, codes = self._encode_unique(all_texts)
-        ev_vec_code = codes[: len(ev)]
-        timings["encode_s"] = time.perf_counter() - t
-        self.n_texts_encoded_ = len(uvecs)
+        return self._encode_unique(all_texts)
 
-        # users: time-decayed weighted mean of their event vectors
-        t = time.perf_counter()
+    def _fit_users(self, ev, uvecs, ev_vec_code, now_s):
+        """User vectors (time-decayed weighted means) and their partial_fit statistics, and
+        per-user interests when ``multi_interest``: ``(user_codes, ts, weights,
+        n_interests or None)``."""
+        from .interests import decayed_user_means
+
         user_codes, self.user_ids_ = _factorize(ev["user_id"])
         order = np.argsort(user_codes, kind="stable")
         counts = np.bincount(user_codes, minlength=len(self.user_ids_))
@@ -300,31 +374,33 @@ class InterestEngine(BaseEstimator):
             uvecs[ev_vec_code[order]], offsets, ts[order], w[order],
             half_life_days=float(self.half_life_days), now=now_s)
         _check_some_weight(log2w, user_codes, self.user_ids_)
+        n_interests = None
         if self.multi_interest:
-            from .multi_interest import user_interests
-
-            sorted_vecs = uvecs[ev_vec_code[order]]
-            ui = user_interests(sorted_vecs, offsets, ts[order], w[order],
-                                half_life_days=float(self.half_life_days), now=now_s)
-            self.interest_offsets_ = np.asarray(ui.offsets, np.int64)
-            self.interest_vectors_ = np.ascontiguousarray(sorted_vecs[ui.medoid_rows],
-                                                          dtype=np.float32)
-            self.interest_importance_ = np.asarray(ui.importance, np.float64)
-            self.interest_sizes_ = np.asarray(ui.sizes, np.int64)
-            timings["interests_n"] = int(len(ui.importance))
+            n_interests = self._fit_interests(uvecs[ev_vec_code[order]], offsets, ts[order],
+                                              w[order], now_s)
         self.user_vectors_ = unit_rows(means, precision="float32")
         self.user_mean_ = np.asarray(means, np.float32)  # sufficient statistic for partial_fit
         self.user_log2_weight_ = log2w
         self.reference_time_ = float(ts.max() if now_s is None else now_s)
-        timings["user_vectors_s"] = time.perf_counter() - t
+        return user_codes, ts, w, n_interests
 
-        # items: description vector when given, else the mean of the events that mention it
-        t = time.perf_counter()
-        self._fit_items(ev, it, uvecs, codes)
-        timings["item_vectors_s"] = time.perf_counter() - t
+    def _fit_interests(self, sorted_vecs, offsets, ts, w, now_s) -> int:
+        """Per-user interests (``multi_interest``) from the user-sorted events; returns their
+        number."""
+        from .multi_interest import user_interests
 
-        # segments
-        t = time.perf_counter()
+        ui = user_interests(sorted_vecs, offsets, ts, w,
+                            half_life_days=float(self.half_life_days), now=now_s)
+        self.interest_offsets_ = np.asarray(ui.offsets, np.int64)
+        self.interest_vectors_ = np.ascontiguousarray(sorted_vecs[ui.medoid_rows],
+                                                      dtype=np.float32)
+        self.interest_importance_ = np.asarray(ui.importance, np.float64)
+        self.interest_sizes_ = np.asarray(ui.sizes, np.int64)
+        return int(len(ui.importance))
+
+    def _fit_user_segments(self, ev, uvecs, ev_vec_code, user_codes, ts, w):
+        """Segments of the user vectors (K by usefulness when it applies), their soft
+        features, distance baseline and keywords."""
         cfg = self._segment_config()
         self.segment_use_by_k_ = {}
         self.n_segments_rule_ = ("fixed" if self.n_segments != "auto" else
@@ -344,10 +420,12 @@ class InterestEngine(BaseEstimator):
         self.segment_soft_ = soft_features(self.user_vectors_, centroids, cfg.temperature)
         self._set_segment_distance(baseline=True)  # partial_fit's drift measure
         self.segment_keywords_ = self._keywords(ev, user_codes)
-        timings["segments_s"] = time.perf_counter() - t
 
-        # recommender: content + behaviour blend
-        t = time.perf_counter()
+    def _fit_recommender(self, ev, uvecs, ev_vec_code, user_codes, ts, w) -> np.ndarray:
+        """The fusion recommender and ``interactions_`` (events that name an item); returns
+        those events' rows."""
+        from .recommend import Recommender
+
         if "item_id" in ev.columns:
             sel = np.flatnonzero(ev["item_id"].notna().to_numpy())
             item_rows = self.item_ids_.get_indexer(ev["item_id"].iloc[sel]).astype(np.int64)
@@ -361,18 +439,7 @@ class InterestEngine(BaseEstimator):
             item_from_interactions=(self.item_vector_source_ == "events"))
         self.interactions_ = {"user": user_codes[sel].astype(np.int64), "item": item_rows,
                               "ts": ts[sel], "weight": w[sel]}
-        timings["recommender_s"] = time.perf_counter() - t
-        self._failed_update = None  # every piece of state above is new
-        t = time.perf_counter()
-        self._fit_candidates()
-        timings["candidates_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        self._fit_ranker(uvecs[ev_vec_code[sel]])
-        timings["ranker_s"] = time.perf_counter() - t
-        timings["total_s"] = time.perf_counter() - t0
-        self.timings_ = timings
-        self.n_events_ = len(ev)
-        return self
+        return sel
 
     def partial_fit(self, events, items=None, *, now=None, ts_unit="s", rechoose_k="auto",
                     drift_threshold: float = DRIFT_THRESHOLD):
@@ -439,9 +506,56 @@ class InterestEngine(BaseEstimator):
         -------
         self
         """
-        from .interests import SECONDS_PER_DAY, decayed_user_means
-        from .validation import validate_events, validate_items
+        self._check_partial_fit_args(rechoose_k, drift_threshold)
+        t0 = time.perf_counter()
+        timings = {}
+        ev, it, ts, w, ref = self._check_partial_fit_events(events, items, now, ts_unit)
 
+        t = time.perf_counter()
+        uvecs, codes = self._encode_events_items(ev, it)
+        ev_vec = uvecs[codes[:len(ev)]]
+        timings["encode_s"] = time.perf_counter() - t
+
+        # users: decay the stored statistics to the new reference, then add the new events;
+        # only the affected rows are computed (new users are appended)
+        t = time.perf_counter()
+        upd = self._plan_user_update(ev, ev_vec, ts, w, ref)
+        # checks done: from here on the engine's state changes, in place (copying every
+        # array to roll back would cost what this update saves); a failure from here on
+        # marks the engine unusable instead of leaving a silent mix of old and new state
+        try:
+            old_vectors = self._apply_user_update(upd, ref)
+            timings["user_vectors_s"] = time.perf_counter() - t
+
+            # items: new ids, new descriptions, and event-built vectors updated from their sums
+            t = time.perf_counter()
+            self._partial_items(ev, it, uvecs, codes, w)
+            timings["item_vectors_s"] = time.perf_counter() - t
+
+            # interactions, segments, recommender
+            n_inter_old = self._append_interactions(ev, upd.codes, ts, w)
+            t = time.perf_counter()
+            refitted = self._update_segments(upd.aff, old_vectors, upd.n_old, rechoose_k,
+                                             float(drift_threshold))
+            timings["segments_s"] = time.perf_counter() - t
+            t = time.perf_counter()
+            self._update_recommender(refitted, n_inter_old, upd.aff)
+            timings["recommender_s"] = time.perf_counter() - t
+            t = time.perf_counter()
+            self._update_candidates(refitted)
+            self._user_activity = None  # the ranker's user features follow the new events
+            timings["candidates_s"] = time.perf_counter() - t
+            self.n_events_ += len(ev)
+            self.segments_refitted_ = bool(refitted)
+            timings["partial_fit_s"] = time.perf_counter() - t0
+            self.timings_ = timings
+            return self
+        except BaseException as exc:
+            self._failed_update = f"{type(exc).__name__}: {exc}"
+            raise
+
+    def _check_partial_fit_args(self, rechoose_k, drift_threshold):
+        """partial_fit's checks of the engine's state and of its options."""
         self._check_fitted()
         if self.multi_interest:
             raise ValueError("partial_fit does not update per-user interests: Ward needs all "
@@ -458,8 +572,12 @@ class InterestEngine(BaseEstimator):
                 or not (np.isfinite(dt) and dt > 0):
             raise ValueError(f"drift_threshold={dt!r} is not valid; pass a finite number > 0 "
                              "(a relative growth: 0.1 = 10%)")
-        t0 = time.perf_counter()
-        timings = {}
+
+    def _check_partial_fit_events(self, events, items, now, ts_unit):
+        """partial_fit's input checks: ``(events, items or None, ts, weights, new reference
+        time)``."""
+        from .validation import validate_events, validate_items
+
         ev = validate_events(events, ts_unit=ts_unit)
         it = validate_items(items) if items is not None else None
         if len(ev) == 0:
@@ -483,17 +601,13 @@ class InterestEngine(BaseEstimator):
             i = int(np.argmax(late))
             raise ValueError(f"events column 'ts': {int(late.sum())} event(s) after now={now!r}; "
                              f"first at row {i}; pass a now at or after the latest event")
+        return ev, it, ts, w, ref
 
-        all_texts = ev["text"] if it is None else pd.concat([ev["text"], it["text"]],
-                                                          ignore_index=True)
-        t = time.perf_counter()
-        uvecs, codes = self._encode_unique(all_texts)
-        ev_vec = uvecs[codes[:len(ev)]]
-        timings["encode_s"] = time.perf_counter() - t
+    def _plan_user_update(self, ev, ev_vec, ts, w, ref) -> _UserUpdate:
+        """partial_fit's user statistics (new users appended, stored ones decayed to ``ref``,
+        the new events' decayed means), computed without changing the engine's state."""
+        from .interests import SECONDS_PER_DAY, decayed_user_means
 
-        # users: decay the stored statistics to the new reference, then add the new events;
-        # only the affected rows are computed (new users are appended)
-        t = time.perf_counter()
         hl = float(self.half_life_days)
         user_codes = self.user_ids_.get_indexer(ev["user_id"]).astype(np.int64)
         n_old = len(self.user_ids_)
@@ -502,6 +616,7 @@ class InterestEngine(BaseEstimator):
         user_ids = self.user_ids_.append(new_users) if len(new_users) else self.user_ids_
         user_codes[unknown] = new_users.get_indexer(ev["user_id"][unknown]) + n_old
         n_users = len(user_ids)
+        ref_old = float(self.reference_time_)
         shift = 0.0 if np.isinf(hl) else (ref - ref_old) / (hl * SECONDS_PER_DAY)
         log2w = np.concatenate([np.asarray(self.user_log2_weight_, np.float64) - shift,
                                 np.full(n_users - n_old, -np.inf)])
@@ -519,85 +634,74 @@ class InterestEngine(BaseEstimator):
             raise ValueError(
                 f"events column 'weight': new user_id {user_ids[code]!r} (first at row "
                 f"{row}) has only zero-weight events; give them weight > 0 or drop them")
-        # checks done: from here on the engine's state changes, in place (copying every
-        # array to roll back would cost what this update saves); a failure from here on
-        # marks the engine unusable instead of leaving a silent mix of old and new state
-        try:
-            self.user_ids_ = user_ids
-            wa, wb = np.exp2(a - top), np.exp2(b - top)
-            self.user_mean_ = _rows(self.user_mean_, n_users)
-            old_vectors = self.user_vectors_[aff[aff < n_old]].copy()  # for the drift bookkeeping
-            mean = self.user_mean_[aff].astype(np.float64)
-            mean = (mean * wa[:, None] + m_new.astype(np.float64) * wb[:, None]) \
-                / (wa + wb)[:, None]
-            log2w[aff] = top + np.log2(wa + wb)
-            self.user_mean_[aff] = mean
-            self.user_log2_weight_ = log2w
-            self.user_vectors_ = _rows(self.user_vectors_, n_users)
-            self.user_vectors_[aff] = unit_rows(self.user_mean_[aff], precision="float32")
-            self.reference_time_ = ref
-            timings["user_vectors_s"] = time.perf_counter() - t
+        return _UserUpdate(user_ids, user_codes, n_old, aff, log2w, a, b, top, m_new)
 
-            # items: new ids, new descriptions, and event-built vectors updated from their sums
-            t = time.perf_counter()
-            self._partial_items(ev, it, uvecs, codes, w)
-            timings["item_vectors_s"] = time.perf_counter() - t
+    def _apply_user_update(self, upd: _UserUpdate, ref: float) -> np.ndarray:
+        """Write partial_fit's user update into the engine (in place); returns the affected
+        old users' previous vectors (for the drift bookkeeping)."""
+        aff, n_old, log2w, top = upd.aff, upd.n_old, upd.log2w, upd.top
+        n_users = len(upd.user_ids)
+        self.user_ids_ = upd.user_ids
+        wa, wb = np.exp2(upd.old_log2w - top), np.exp2(upd.new_log2w - top)
+        self.user_mean_ = _rows(self.user_mean_, n_users)
+        old_vectors = self.user_vectors_[aff[aff < n_old]].copy()  # for the drift bookkeeping
+        mean = self.user_mean_[aff].astype(np.float64)
+        mean = (mean * wa[:, None] + upd.new_mean.astype(np.float64) * wb[:, None]) \
+            / (wa + wb)[:, None]
+        log2w[aff] = top + np.log2(wa + wb)
+        self.user_mean_[aff] = mean
+        self.user_log2_weight_ = log2w
+        self.user_vectors_ = _rows(self.user_vectors_, n_users)
+        self.user_vectors_[aff] = unit_rows(self.user_mean_[aff], precision="float32")
+        self.reference_time_ = ref
+        return old_vectors
 
-            # interactions, segments, recommender
-            inter = self.interactions_
-            n_inter_old = len(inter["user"])
-            sel = np.flatnonzero(ev["item_id"].notna().to_numpy()) if "item_id" in ev.columns \
-                else np.zeros(0, np.int64)
-            item_rows = self.item_ids_.get_indexer(ev["item_id"].iloc[sel]).astype(np.int64) \
-                if len(sel) else np.zeros(0, np.int64)
-            self.interactions_ = {
-                "user": np.concatenate([inter["user"], user_codes[sel]]),
-                "item": np.concatenate([inter["item"], item_rows]),
-                "ts": np.concatenate([inter["ts"], ts[sel]]),
-                "weight": np.concatenate([inter["weight"], w[sel]]),
-            }
-            t = time.perf_counter()
-            refitted = self._update_segments(aff, old_vectors, n_old, rechoose_k, float(dt))
-            timings["segments_s"] = time.perf_counter() - t
-            t = time.perf_counter()
-            rec = self.recommender_
-            if not refitted and rec.can_update():
-                rec.update(user_vectors=self.user_vectors_, item_vectors=self.item_vectors_,
-                           inter_user=self.interactions_["user"],
-                           inter_item=self.interactions_["item"],
-                           inter_ts=self.interactions_["ts"],
-                           inter_weight=self.interactions_["weight"], n_previous=n_inter_old,
-                           user_segment=self.segments_, segment_soft=self.segment_soft_,
-                           changed_users=aff)
-            else:  # new segments (or a save without incremental state): rebuild, same weights
-                from dataclasses import replace
+    def _append_interactions(self, ev, user_codes, ts, w) -> int:
+        """Append the new events that name an item to ``interactions_``; returns the number
+        there was before."""
+        inter = self.interactions_
+        n_inter_old = len(inter["user"])
+        sel = np.flatnonzero(ev["item_id"].notna().to_numpy()) if "item_id" in ev.columns \
+            else np.zeros(0, np.int64)
+        item_rows = self.item_ids_.get_indexer(ev["item_id"].iloc[sel]).astype(np.int64) \
+            if len(sel) else np.zeros(0, np.int64)
+        self.interactions_ = {
+            "user": np.concatenate([inter["user"], user_codes[sel]]),
+            "item": np.concatenate([inter["item"], item_rows]),
+            "ts": np.concatenate([inter["ts"], ts[sel]]),
+            "weight": np.concatenate([inter["weight"], w[sel]]),
+        }
+        return n_inter_old
 
-                from .recommend import COMPONENTS, Recommender
+    def _update_recommender(self, segments_refitted: bool, n_inter_old: int, aff: np.ndarray):
+        """After partial_fit: update the recommender's statistics for the touched users and
+        items, or rebuild it with the same component weights (new segments, or a save
+        without incremental state)."""
+        rec = self.recommender_
+        if not segments_refitted and rec.can_update():
+            rec.update(user_vectors=self.user_vectors_, item_vectors=self.item_vectors_,
+                       inter_user=self.interactions_["user"],
+                       inter_item=self.interactions_["item"],
+                       inter_ts=self.interactions_["ts"],
+                       inter_weight=self.interactions_["weight"], n_previous=n_inter_old,
+                       user_segment=self.segments_, segment_soft=self.segment_soft_,
+                       changed_users=aff)
+            return
+        from dataclasses import replace
 
-                weights = {c: float(x) for c, x in zip(COMPONENTS, rec.weights_)}
-                new = Recommender(replace(rec.config, weights=weights)).fit(
-                    user_vectors=self.user_vectors_, item_vectors=self.item_vectors_,
-                    inter_user=self.interactions_["user"], inter_item=self.interactions_["item"],
-                    inter_ts=self.interactions_["ts"], inter_weight=self.interactions_["weight"],
-                    user_segment=self.segments_, segment_soft=self.segment_soft_,
-                    half_life_days=hl,
-                    item_from_interactions=(self.item_vector_source_ == "events"))
-                # weights stay as selected
-                new.config, new.selection_ = rec.config, rec.selection_
-                self.recommender_ = new
-            timings["recommender_s"] = time.perf_counter() - t
-            t = time.perf_counter()
-            self._update_candidates(refitted)
-            self._user_activity = None  # the ranker's user features follow the new events
-            timings["candidates_s"] = time.perf_counter() - t
-            self.n_events_ += len(ev)
-            self.segments_refitted_ = bool(refitted)
-            timings["partial_fit_s"] = time.perf_counter() - t0
-            self.timings_ = timings
-            return self
-        except BaseException as exc:
-            self._failed_update = f"{type(exc).__name__}: {exc}"
-            raise
+        from .recommend import COMPONENTS, Recommender
+
+        weights = {c: float(x) for c, x in zip(COMPONENTS, rec.weights_)}
+        new = Recommender(replace(rec.config, weights=weights)).fit(
+            user_vectors=self.user_vectors_, item_vectors=self.item_vectors_,
+            inter_user=self.interactions_["user"], inter_item=self.interactions_["item"],
+            inter_ts=self.interactions_["ts"], inter_weight=self.interactions_["weight"],
+            user_segment=self.segments_, segment_soft=self.segment_soft_,
+            half_life_days=float(self.half_life_days),
+            item_from_interactions=(self.item_vector_source_ == "events"))
+        # weights stay as selected
+        new.config, new.selection_ = rec.config, rec.selection_
+        self.recommender_ = new
 
     def track(self, events, *, freq="30D", ts_unit="s", **tracker_params):
         """Segments over time windows: snapshots, stable ids, lifecycle events, paths.
@@ -731,56 +835,17 @@ class InterestEngine(BaseEstimator):
 
     def _refit_segments(self, reason: str):
         """Refit segments on all user vectors; new segments take the old ids they match."""
-        from dataclasses import replace
-
         from .tracking import match_segments
-        from .kmeans import KMeans
-        from .segments import choose_n_segments, merge_close_segments
 
         cfg = self._segment_config()
         U = self.user_vectors_
         old_labels, old_cents = self.segments_, self.segment_centroids_
         k_old = len(old_cents)
-        if self.segmenter == "kmeans":
-            if self.n_segments == "auto" and getattr(self, "n_segments_rule_", "") == "use":
-                # the usefulness rule needs the events (not kept): K may grow by silhouette
-                # (users of a new interest arrived) but not fall below the chosen K
-                k, self.silhouette_by_k_ = choose_n_segments(
-                    U, replace(cfg, k_min=max(int(cfg.k_min), k_old),
-                               k_max=None if cfg.k_max is None else max(cfg.k_max, k_old)),
-                    device=self.device)
-            elif self.n_segments == "auto":
-                k, self.silhouette_by_k_ = choose_n_segments(U, cfg, device=self.device)
-            else:
-                k = int(self.n_segments)
-            if k == k_old:  # warm start: Lloyd from the current centroids
-                km = KMeans(n_clusters=k, init=old_cents, n_init=1,
-                            random_state=int(self.random_state), device=self.device)
-                labels = np.asarray(km.fit_predict(U)).astype(np.int64)
-                cents = unit_rows(np.asarray(km.cluster_centers_, np.float32),
-                                  precision="float32")
-                if cfg.merge_threshold is not None and k > 1:
-                    labels, cents = merge_close_segments(U, labels, cents,
-                                                         float(cfg.merge_threshold))
-            else:
-                labels, cents, _, _ = fit_segments(U, replace(cfg, n_segments=int(k)),
-                                                   device=self.device)
-        else:
-            labels, cents, _, sil = fit_segments(U, cfg, device=self.device)
-            if sil:
-                self.silhouette_by_k_ = sil
+        labels, cents = self._refit_labels(cfg, U, old_cents)
         # stable ids: optimal matching of the new segments to the old ones (same users)
         k_new = len(cents)
         match = match_segments(old_cents, cents, old_labels, labels)["match"]  # new -> old
-        ids = np.full(k_new, -1, np.int64)
-        for j, i in match.items():
-            if i < k_new:
-                ids[j] = i
-        free = [i for i in range(k_new) if i not in set(ids.tolist())]
-        moved = [j for j in sorted(match) if ids[j] < 0]  # matched, old id >= K now
-        fresh = [j for j in range(k_new) if j not in match]
-        for j, i in zip(moved + fresh, free):
-            ids[j] = i
+        ids, moved, fresh = _stable_segment_ids(match, k_new)
         old_kw = self.segment_keywords_
         self.segment_keywords_ = {int(ids[j]): old_kw[i] for j, i in match.items()
                                   if i in old_kw}
@@ -795,6 +860,44 @@ class InterestEngine(BaseEstimator):
                     len(match) - len(moved),
                     f", {len(moved)} matched one moved to a free id" if moved else "",
                     len(fresh))
+
+    def _refit_labels(self, cfg: SegmentConfig, U: np.ndarray, old_cents: np.ndarray):
+        """The refit's ``(labels, centroids)``: K re-chosen as partial_fit documents, K-means
+        warm-started from the current centroids when K is unchanged; HDBSCAN afresh."""
+        from dataclasses import replace
+
+        from .kmeans import KMeans
+        from .segments import choose_n_segments, merge_close_segments
+
+        k_old = len(old_cents)
+        if self.segmenter != "kmeans":
+            labels, cents, _, sil = fit_segments(U, cfg, device=self.device)
+            if sil:
+                self.silhouette_by_k_ = sil
+            return labels, cents
+        if self.n_segments == "auto" and getattr(self, "n_segments_rule_", "") == "use":
+            # the usefulness rule needs the events (not kept): K may grow by silhouette
+            # (users of a new interest arrived) but not fall below the chosen K
+            k, self.silhouette_by_k_ = choose_n_segments(
+                U, replace(cfg, k_min=max(int(cfg.k_min), k_old),
+                           k_max=None if cfg.k_max is None else max(cfg.k_max, k_old)),
+                device=self.device)
+        elif self.n_segments == "auto":
+            k, self.silhouette_by_k_ = choose_n_segments(U, cfg, device=self.device)
+        else:
+            k = int(self.n_segments)
+        if k != k_old:
+            labels, cents, _, _ = fit_segments(U, replace(cfg, n_segments=int(k)),
+                                               device=self.device)
+            return labels, cents
+        # warm start: Lloyd from the current centroids
+        km = KMeans(n_clusters=k, init=old_cents, n_init=1,
+                    random_state=int(self.random_state), device=self.device)
+        labels = np.asarray(km.fit_predict(U)).astype(np.int64)
+        cents = unit_rows(np.asarray(km.cluster_centers_, np.float32), precision="float32")
+        if cfg.merge_threshold is not None and k > 1:
+            labels, cents = merge_close_segments(U, labels, cents, float(cfg.merge_threshold))
+        return labels, cents
 
     def _choose_k_by_use(self, ev, uvecs, ev_vec_code, user_codes, ts, w, cfg):
         """K for ``n_segments="auto"`` by usefulness (see
