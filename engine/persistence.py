@@ -413,10 +413,42 @@ def open_saved(path, cls=None, *, verify_hashes: bool = True) -> SavedModel:
     ModelLoadError
         Naming the file at fault and what is wrong with it.
     """
-    from safetensors import safe_open
-
     path = Path(os.fspath(path))
     meta_path = path / "meta.json"
+    meta, version = _read_meta(path, meta_path)
+    meta = _check_meta_params(meta_path, meta, cls)
+    arrays_path = path / "arrays.safetensors"
+    save_id, shapes, dtypes = _read_array_header(arrays_path)
+    if save_id != meta["save_id"]:
+        raise ModelLoadError(f"{path}: arrays.safetensors and meta.json come from different "
+                             "saves (an interrupted overwrite?); save the engine again")
+    if version >= 2 and verify_hashes:
+        _verify_hashes(path, meta_path, meta)
+    elif version < 2:
+        logger.warning("%s: format_version 1 save (interestflow < 0.2) has no content hashes; "
+                       "shapes and parameters are checked, but edits that keep the shapes "
+                       "(e.g. reordered id rows) cannot be detected; save it again to add them",
+                       path)
+    n_users = _parquet_rows(path / "ids_users.parquet")
+    n_items = _parquet_rows(path / "ids_items.parquet")
+    # the three anchors first, each blamed on its own file; then every array against them
+    for file, n, key, what in ((path / "ids_users.parquet", n_users, "user_vectors_", "users"),
+                               (path / "ids_items.parquet", n_items, "item_vectors_", "items"),
+                               (meta_path, meta["n_segments_"], "segment_centroids_",
+                                "segment centroids")):
+        shape = shapes.get(key)
+        if shape is not None and len(shape) == 2 and shape[0] != n:
+            has = f"n_segments_ is {n}" if file == meta_path else f"has {n} rows"
+            _fail(file, f"{has} but arrays.safetensors holds {shape[0]} {what} ({key} has "
+                        f"shape {tuple(shape)}); {_RESAVE}")
+    problem = _shape_problem(shapes, dtypes, n_users, n_items, meta["n_segments_"])
+    if problem:
+        _fail(arrays_path, f"{problem}; {_RESAVE}")
+    return SavedModel(path, meta, shapes, n_users, n_items, int(shapes["user_vectors_"][1]))
+
+
+def _read_meta(path: Path, meta_path: Path) -> tuple[dict, int]:
+    """Read meta.json and check its format, version and entry types: ``(meta, version)``."""
     if not meta_path.is_file():
         _fail(meta_path, f"missing: {str(path)!r} does not hold a saved InterestEngine; save one "
                          "with InterestEngine.save(dir) or `interestflow run`")
@@ -454,6 +486,11 @@ def open_saved(path, cls=None, *, verify_hashes: bool = True) -> SavedModel:
             # a mean cosine distance: finite, and may round a hair below 0
             _fail(meta_path, f"entry {key!r} is {value!r}; expected null or a finite number "
                              f"(partial_fit's segment drift); {_RESAVE}")
+    return meta, version
+
+
+def _check_meta_params(meta_path: Path, meta: dict, cls) -> dict:
+    """Check the saved parameters as ``fit`` does and convert the int-keyed entries."""
     if cls is None:
         from .engine import InterestEngine as cls
     try:
@@ -467,8 +504,13 @@ def open_saved(path, cls=None, *, verify_hashes: bool = True) -> SavedModel:
     meta["silhouette_by_k_"] = _int_keyed(meta_path, meta, "silhouette_by_k_", lambda v: v)
     if meta.get("encoder") is not None and not isinstance(meta["encoder"], dict):
         _fail(meta_path, f"entry 'encoder' must be a mapping or null; {_RESAVE}")
+    return meta
 
-    arrays_path = path / "arrays.safetensors"
+
+def _read_array_header(arrays_path: Path) -> tuple[str | None, dict, dict]:
+    """Read the safetensors header only: ``(save_id, shapes, dtypes)``."""
+    from safetensors import safe_open
+
     if not arrays_path.is_file():
         _fail(arrays_path, f"missing; {_RESAVE}")
     try:
@@ -483,43 +525,23 @@ def open_saved(path, cls=None, *, verify_hashes: bool = True) -> SavedModel:
     except Exception as exc:  # SafetensorError and friends
         _fail(arrays_path, f"cannot be read as safetensors (truncated or damaged?); {_RESAVE}",
               exc)
-    if save_id != meta["save_id"]:
-        raise ModelLoadError(f"{path}: arrays.safetensors and meta.json come from different "
-                             "saves (an interrupted overwrite?); save the engine again")
-    if version >= 2 and verify_hashes:
-        recorded = meta.get("sha256")
-        files = _DATA_FILES + ((_RANKER_FILE,) if meta.get("ranker") is not None else ())
-        if not isinstance(recorded, dict) or set(recorded) != set(files):
-            _fail(meta_path, f"entry 'sha256' must map {list(files)} to their SHA-256; "
-                             f"{_RESAVE}")
-        for name in files:
-            if not (path / name).is_file():
-                _fail(path / name, f"missing; {_RESAVE}")
-            if _sha256(path / name) != recorded[name]:
-                _fail(path / name, "content differs from the save (its SHA-256 is not the one "
-                                   "recorded in meta.json): the file was edited, truncated or "
-                                   f"copied from another save; {_RESAVE}")
-    elif version < 2:
-        logger.warning("%s: format_version 1 save (interestflow < 0.2) has no content hashes; "
-                       "shapes and parameters are checked, but edits that keep the shapes "
-                       "(e.g. reordered id rows) cannot be detected; save it again to add them",
-                       path)
-    n_users = _parquet_rows(path / "ids_users.parquet")
-    n_items = _parquet_rows(path / "ids_items.parquet")
-    # the three anchors first, each blamed on its own file; then every array against them
-    for file, n, key, what in ((path / "ids_users.parquet", n_users, "user_vectors_", "users"),
-                               (path / "ids_items.parquet", n_items, "item_vectors_", "items"),
-                               (meta_path, meta["n_segments_"], "segment_centroids_",
-                                "segment centroids")):
-        shape = shapes.get(key)
-        if shape is not None and len(shape) == 2 and shape[0] != n:
-            has = f"n_segments_ is {n}" if file == meta_path else f"has {n} rows"
-            _fail(file, f"{has} but arrays.safetensors holds {shape[0]} {what} ({key} has "
-                        f"shape {tuple(shape)}); {_RESAVE}")
-    problem = _shape_problem(shapes, dtypes, n_users, n_items, meta["n_segments_"])
-    if problem:
-        _fail(arrays_path, f"{problem}; {_RESAVE}")
-    return SavedModel(path, meta, shapes, n_users, n_items, int(shapes["user_vectors_"][1]))
+    return save_id, shapes, dtypes
+
+
+def _verify_hashes(path: Path, meta_path: Path, meta: dict):
+    """Check every data file's SHA-256 against the one recorded in meta.json (format 2)."""
+    recorded = meta.get("sha256")
+    files = _DATA_FILES + ((_RANKER_FILE,) if meta.get("ranker") is not None else ())
+    if not isinstance(recorded, dict) or set(recorded) != set(files):
+        _fail(meta_path, f"entry 'sha256' must map {list(files)} to their SHA-256; "
+                         f"{_RESAVE}")
+    for name in files:
+        if not (path / name).is_file():
+            _fail(path / name, f"missing; {_RESAVE}")
+        if _sha256(path / name) != recorded[name]:
+            _fail(path / name, "content differs from the save (its SHA-256 is not the one "
+                               "recorded in meta.json): the file was edited, truncated or "
+                               f"copied from another save; {_RESAVE}")
 
 
 def load_engine(cls, path: Path, *, encoder=None, verify_hashes: bool = True):
