@@ -27,6 +27,15 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log INFO messages")
     sub = p.add_subparsers(dest="command", required=True)
 
+    _add_demo_parser(sub)
+    _add_run_parser(sub)
+    _add_report_parser(sub)
+    _add_score_parser(sub)
+    return p
+
+
+def _add_demo_parser(sub) -> None:
+    """Add the ``demo`` command (the whole pipeline on generated data)."""
     d = sub.add_parser("demo", help="run the whole pipeline on generated data (no files, no network)")
     d.add_argument("--users", type=int, default=400, help="number of generated users (default 400)")
     d.add_argument("--seed", type=int, default=0)
@@ -35,6 +44,9 @@ def _build_parser() -> argparse.ArgumentParser:
                         "default ./interestflow-demo")
     d.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
+
+def _add_run_parser(sub) -> None:
+    """Add the ``run`` command (fit on an event file, write the outputs)."""
     r = sub.add_parser("run", help="fit on an event file and write vectors, segments, recommendations")
     r.add_argument("--events", required=True, help="events file: CSV, Parquet or JSONL")
     r.add_argument("--out", required=True, help="output directory")
@@ -57,6 +69,9 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_ts_unit(r)
     r.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
+
+def _add_report_parser(sub) -> None:
+    """Add the ``report`` command (one HTML report of a run directory)."""
     rp = sub.add_parser("report", help="write one self-contained HTML report of a run directory")
     rp.add_argument("run_dir", help="run directory written by `interestflow run` or `demo`")
     rp.add_argument("-o", "--output", default=None,
@@ -66,6 +81,9 @@ def _build_parser() -> argparse.ArgumentParser:
                     help="users drawn per snapshot on the map; above it a deterministic "
                          "sample is drawn (default 2000)")
 
+
+def _add_score_parser(sub) -> None:
+    """Add the ``score`` command (score a large event table in chunks)."""
     sc = sub.add_parser("score", help="score every user of a (large) event table with a saved "
                         "model, in chunks of bounded memory; resumable after a kill")
     sc.add_argument("--events", required=True,
@@ -105,7 +123,6 @@ def _build_parser() -> argparse.ArgumentParser:
                          "then the command exits with status 3 (default: no limit; the "
                          "counts are always printed on stderr)")
     sc.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    return p
 
 
 def _add_ts_unit(parser) -> None:

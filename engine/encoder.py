@@ -261,6 +261,68 @@ class _FusedCpuLayers:
         return x.view(b, t, h)
 
 
+def _model_directory(model):
+    """Check ``model`` (None: packaged) and return ``(root, model_dir, pooling_config)``."""
+    if model is None:
+        root = default_model_path()
+    elif isinstance(model, (str, os.PathLike)):
+        root = Path(model).expanduser()
+    else:
+        raise TypeError(
+            f"model must be None or a path to a local model directory (str or os.PathLike), "
+            f"got {type(model).__name__}")
+    if not root.exists():
+        raise ValueError(
+            f"model={str(model)!r}: no such directory. Pass None for the bundled "
+            "all-MiniLM-L6-v2 or the path of a local Hugging Face model directory "
+            "(nothing is downloaded, so hub ids do not work here)")
+    if not root.is_dir():
+        raise ValueError(f"model={str(model)!r} is a file; pass the model's directory")
+    model_dir, pooling_cfg, ignored = _sentence_transformers_layout(root)
+    if not (model_dir / "config.json").is_file():
+        raise ValueError(
+            f"model={str(model)!r}: {model_dir} has no config.json; pass a Hugging Face "
+            "model directory (config.json, tokenizer files and weights)")
+    _check_weights(model_dir, model)
+    if ignored:
+        logger.warning(
+            "%s: modules.json lists %s, which Encoder does not apply; its vectors will differ "
+            "from sentence-transformers' for this model", root, ", ".join(ignored))
+    return root, model_dir, pooling_cfg
+
+
+def _check_pooling(pooling, pooling_cfg):
+    """The pooling mode: the given one (checked), else the model's, else ``"mean"``."""
+    if pooling is None:
+        pooling = _pooling_from_config(pooling_cfg) if pooling_cfg is not None else "mean"
+    elif pooling not in POOLING_MODES:
+        raise ValueError(f"pooling={pooling!r} is not supported; pass one of "
+                         f"{list(POOLING_MODES)} or None")
+    return pooling
+
+
+def _config_and_tokenizer(model_dir, max_length):
+    """Load the model config and tokenizer; check ``max_length`` against the model's limit."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(model_dir, local_files_only=True,
+                                        trust_remote_code=False)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True,
+                                              trust_remote_code=False, use_fast=True)
+    if not getattr(tokenizer, "is_fast", False):
+        logger.warning("%s: no fast (Rust) tokenizer; tokenising will be slow", model_dir)
+    limit = int(getattr(config, "max_position_embeddings", max_length))
+    if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+        limit -= 2  # positions start after padding_idx
+    tok_limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tok_limit, int) and tok_limit < 10**6:
+        limit = min(limit, tok_limit)
+    if max_length > limit:
+        raise ValueError(f"max_length={max_length} exceeds what {model_dir.name} supports "
+                         f"({limit} tokens); pass max_length <= {limit}")
+    return config, tokenizer
+
+
 class Encoder:
     """Encode texts into L2-normalised float32 vectors with a BERT-family model.
 
@@ -342,38 +404,8 @@ class Encoder:
         self._cache_store = None
 
         self.is_default_model = model is None
-        if model is None:
-            root = default_model_path()
-        elif isinstance(model, (str, os.PathLike)):
-            root = Path(model).expanduser()
-        else:
-            raise TypeError(
-                f"model must be None or a path to a local model directory (str or os.PathLike), "
-                f"got {type(model).__name__}")
-        if not root.exists():
-            raise ValueError(
-                f"model={str(model)!r}: no such directory. Pass None for the bundled "
-                "all-MiniLM-L6-v2 or the path of a local Hugging Face model directory "
-                "(nothing is downloaded, so hub ids do not work here)")
-        if not root.is_dir():
-            raise ValueError(f"model={str(model)!r} is a file; pass the model's directory")
-        model_dir, pooling_cfg, ignored = _sentence_transformers_layout(root)
-        if not (model_dir / "config.json").is_file():
-            raise ValueError(
-                f"model={str(model)!r}: {model_dir} has no config.json; pass a Hugging Face "
-                "model directory (config.json, tokenizer files and weights)")
-        _check_weights(model_dir, model)
-        if ignored:
-            logger.warning(
-                "%s: modules.json lists %s, which Encoder does not apply; its vectors will differ "
-                "from sentence-transformers' for this model", root, ", ".join(ignored))
-
-        if pooling is None:
-            pooling = _pooling_from_config(pooling_cfg) if pooling_cfg is not None else "mean"
-        elif pooling not in POOLING_MODES:
-            raise ValueError(f"pooling={pooling!r} is not supported; pass one of "
-                             f"{list(POOLING_MODES)} or None")
-
+        root, model_dir, pooling_cfg = _model_directory(model)
+        pooling = _check_pooling(pooling, pooling_cfg)
         if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)):
             raise TypeError(f"max_length must be an int, got {type(max_length).__name__}")
         if max_length < 2:
@@ -384,24 +416,9 @@ class Encoder:
         choice = resolve_dtype(dtype, self.device)
         self.dtype, self.dtype_reason = choice.dtype, choice.reason
 
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
+        from transformers import AutoModel
 
-        config = AutoConfig.from_pretrained(model_dir, local_files_only=True,
-                                            trust_remote_code=False)
-        tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True,
-                                                  trust_remote_code=False, use_fast=True)
-        if not getattr(tokenizer, "is_fast", False):
-            logger.warning("%s: no fast (Rust) tokenizer; tokenising will be slow", model_dir)
-        limit = int(getattr(config, "max_position_embeddings", max_length))
-        if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
-            limit -= 2  # positions start after padding_idx
-        tok_limit = getattr(tokenizer, "model_max_length", None)
-        if isinstance(tok_limit, int) and tok_limit < 10**6:
-            limit = min(limit, tok_limit)
-        if max_length > limit:
-            raise ValueError(f"max_length={max_length} exceeds what {model_dir.name} supports "
-                             f"({limit} tokens); pass max_length <= {limit}")
-
+        config, tokenizer = _config_and_tokenizer(model_dir, max_length)
         net = AutoModel.from_pretrained(model_dir, local_files_only=True,
                                         trust_remote_code=False, use_safetensors=True,
                                         attn_implementation="sdpa", dtype=self.dtype)

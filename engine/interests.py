@@ -141,6 +141,25 @@ def _first_bad(mask: np.ndarray) -> tuple[int, int]:
 
 def check_decay_inputs(vectors, offsets, ts, weights, half_life_days, now, n_threads):
     """Validate and normalise arguments shared by both backends."""
+    vectors = _check_vectors(vectors)
+    n_rows = vectors.shape[0]
+    offsets = _check_offsets(offsets, n_rows)
+    ts = _as_seconds_array(ts, n_rows)
+    bad = ~np.isfinite(ts)
+    if bad.any():
+        i, count = _first_bad(bad)
+        raise ValueError(f"ts must be finite, got {ts[i]} at row {i} ({count} rows affected)")
+    weights = _check_weights(weights, n_rows)
+    half_life_s = _half_life_seconds(half_life_days)
+    ref = _check_now(now, ts)
+    if isinstance(n_threads, (bool, np.bool_)) or not isinstance(n_threads, numbers.Integral) \
+            or n_threads < 0:
+        raise ValueError(f"n_threads must be an integer >= 0 (0 = all cores), got {n_threads!r}")
+    return vectors, offsets, ts, weights, half_life_s, ref, int(n_threads)
+
+
+def _check_vectors(vectors):
+    """Check the event vectors: 2-D floats, as contiguous float32 (float16 kept)."""
     vectors = np.asarray(vectors)
     if vectors.ndim != 2:
         raise ValueError(f"vectors must be 2-D (n_rows, dim), got shape {vectors.shape}")
@@ -149,9 +168,11 @@ def check_decay_inputs(vectors, offsets, ts, weights, half_life_days, now, n_thr
             raise TypeError(
                 f"vectors must be a floating array (float32 or float16), got dtype {vectors.dtype}")
         vectors = vectors.astype(np.float32)
-    vectors = np.ascontiguousarray(vectors)
-    n_rows = vectors.shape[0]
+    return np.ascontiguousarray(vectors)
 
+
+def _check_offsets(offsets, n_rows):
+    """Check the CSR offsets of the rows over users (int64, from 0 to ``n_rows``)."""
     offsets = np.asarray(offsets)
     if offsets.ndim != 1 or offsets.shape[0] < 1:
         raise ValueError(
@@ -170,56 +191,54 @@ def check_decay_inputs(vectors, offsets, ts, weights, half_life_days, now, n_thr
     if offsets[-1] != n_rows:
         raise ValueError(f"offsets[-1] must equal the number of vector rows ({n_rows}), "
                          f"got {int(offsets[-1])}")
+    return offsets
 
-    ts = _as_seconds_array(ts, n_rows)
-    bad = ~np.isfinite(ts)
+
+def _check_weights(weights, n_rows):
+    """Check the per-row weights (None: all 1) as finite, non-negative float64."""
+    if weights is None:
+        return np.ones(n_rows, dtype=np.float64)
+    weights = np.asarray(weights)
+    if weights.ndim != 1 or weights.shape[0] != n_rows:
+        raise ValueError(f"weights must have shape ({n_rows},) (one per vector row), "
+                         f"got {weights.shape}")
+    if weights.dtype.kind not in "iuf" or weights.dtype == np.bool_:
+        raise TypeError(f"weights must be numeric, got dtype {weights.dtype}")
+    weights = np.ascontiguousarray(weights, dtype=np.float64)
+    bad = ~(np.isfinite(weights) & (weights >= 0))
     if bad.any():
         i, count = _first_bad(bad)
-        raise ValueError(f"ts must be finite, got {ts[i]} at row {i} ({count} rows affected)")
+        raise ValueError(f"weights must be finite and >= 0, got {weights[i]} at row {i} "
+                         f"({count} rows affected)")
+    return weights
 
-    if weights is None:
-        weights = np.ones(n_rows, dtype=np.float64)
-    else:
-        weights = np.asarray(weights)
-        if weights.ndim != 1 or weights.shape[0] != n_rows:
-            raise ValueError(f"weights must have shape ({n_rows},) (one per vector row), "
-                             f"got {weights.shape}")
-        if weights.dtype.kind not in "iuf" or weights.dtype == np.bool_:
-            raise TypeError(f"weights must be numeric, got dtype {weights.dtype}")
-        weights = np.ascontiguousarray(weights, dtype=np.float64)
-        bad = ~(np.isfinite(weights) & (weights >= 0))
-        if bad.any():
-            i, count = _first_bad(bad)
-            raise ValueError(f"weights must be finite and >= 0, got {weights[i]} at row {i} "
-                             f"({count} rows affected)")
 
+def _half_life_seconds(half_life_days):
+    """Check ``half_life_days`` (None: no decay) and return it in seconds (inf: no decay)."""
     if half_life_days is None:
-        half_life_s = math.inf
-    else:
-        if isinstance(half_life_days, (bool, np.bool_)) or not isinstance(
-                half_life_days, numbers.Real):
-            raise TypeError(f"half_life_days must be a positive number or None, "
-                            f"got {type(half_life_days).__name__}")
-        if not half_life_days > 0:  # also rejects NaN
-            raise ValueError(f"half_life_days must be > 0 (or None / inf for no decay), "
-                             f"got {half_life_days}")
-        half_life_s = float(half_life_days) * SECONDS_PER_DAY
+        return math.inf
+    if isinstance(half_life_days, (bool, np.bool_)) or not isinstance(
+            half_life_days, numbers.Real):
+        raise TypeError(f"half_life_days must be a positive number or None, "
+                        f"got {type(half_life_days).__name__}")
+    if not half_life_days > 0:  # also rejects NaN
+        raise ValueError(f"half_life_days must be > 0 (or None / inf for no decay), "
+                         f"got {half_life_days}")
+    return float(half_life_days) * SECONDS_PER_DAY
 
+
+def _check_now(now, ts):
+    """The reference time in seconds (None: the latest event); no event may be after it."""
     if now is None:
-        ref = float(ts.max()) if n_rows else 0.0
-    else:
-        ref = to_seconds(now, "now")
-        late = ts > ref
-        if late.any():
-            i, count = _first_bad(late)
-            raise ValueError(
-                f"ts at row {i} ({ts[i]:.17g} s) is after now ({ref:.17g} s); every event must "
-                f"happen at or before now ({count} rows affected)")
-
-    if isinstance(n_threads, (bool, np.bool_)) or not isinstance(n_threads, numbers.Integral) \
-            or n_threads < 0:
-        raise ValueError(f"n_threads must be an integer >= 0 (0 = all cores), got {n_threads!r}")
-    return vectors, offsets, ts, weights, half_life_s, ref, int(n_threads)
+        return float(ts.max()) if len(ts) else 0.0
+    ref = to_seconds(now, "now")
+    late = ts > ref
+    if late.any():
+        i, count = _first_bad(late)
+        raise ValueError(
+            f"ts at row {i} ({ts[i]:.17g} s) is after now ({ref:.17g} s); every event must "
+            f"happen at or before now ({count} rows affected)")
+    return ref
 
 
 def _log2_relative_weights(offsets, ts, weights, ref_per_user, half_life_s):

@@ -431,6 +431,41 @@ def recommend_multi(interest_vectors, interest_importance, interest_offsets, ite
     n_interests, dim = iv.shape
     items = check_matrix("item_vectors", item_vectors, dim=dim)
     n_items = items.shape[0]
+    imp = _check_importance(interest_importance, n_interests)
+    off = _check_interest_offsets(interest_offsets, n_interests)
+    n_users = off.shape[0] - 1
+    k = check_int("k", k, 1)
+    depth_fixed = check_int("candidates_per_interest", candidates_per_interest, 1,
+                             none_ok=True)
+    ex_ptr, ex_idx = _check_exclude_csr(exclude, n_users, n_items)
+
+    out_items = np.full((n_users, k), -1, np.int64)
+    out_scores = np.full((n_users, k), -np.inf, np.float32)
+    if n_items == 0 or n_interests == 0:
+        return out_items, out_scores
+    cand = _interest_candidates(iv, items, off, np.diff(ex_ptr), k, depth_fixed, backend)
+    # exact re-rank inputs: unit rows in float64 (zero rows stay zero)
+    iv_unit = unit_rows(iv, dtype=np.float64)
+    items_unit = unit_rows(items, dtype=np.float64)
+    for u in range(n_users):
+        lo, hi = int(off[u]), int(off[u + 1])
+        if hi == lo:
+            continue
+        w = imp[lo:hi]
+        blocked = set(ex_idx[ex_ptr[u]:ex_ptr[u + 1]].tolist())
+        taken = _take_by_quota(cand[lo:hi], w, blocked, k)
+        if not taken:
+            continue
+        chosen = np.asarray(taken, np.int64)
+        score, rank = _rerank(w, iv_unit[lo:hi], items_unit, chosen)
+        n = len(chosen)
+        out_items[u, :n] = chosen[rank]
+        out_scores[u, :n] = score[rank]
+    return out_items, out_scores
+
+
+def _check_importance(interest_importance, n_interests):
+    """Check the importances: one finite, non-negative number per interest (as float64)."""
     imp = np.asarray(interest_importance)
     if imp.ndim != 1 or imp.shape[0] != n_interests:
         raise ValueError(f"interest_importance must have shape ({n_interests},) (one per "
@@ -443,44 +478,47 @@ def recommend_multi(interest_vectors, interest_importance, interest_offsets, ite
         i = int(np.argmax(bad))
         raise ValueError(f"interest_importance[{i}]={imp[i]} is invalid; importances must be "
                          "finite and >= 0")
+    return imp
+
+
+def _check_interest_offsets(interest_offsets, n_interests):
+    """Check the CSR offsets of the interests over users (int64, n_users + 1 entries)."""
     off = np.asarray(interest_offsets)
     if off.ndim != 1 or off.shape[0] < 1:
         raise ValueError(f"interest_offsets must be 1-D with n_users + 1 >= 1 entries, got "
                          f"shape {off.shape}")
-    n_users = off.shape[0] - 1
-    off = _csr_offsets("interest_offsets", off, n_interests, n_users)
-    k = check_int("k", k, 1)
-    depth_fixed = check_int("candidates_per_interest", candidates_per_interest, 1,
-                             none_ok=True)
+    return _csr_offsets("interest_offsets", off, n_interests, off.shape[0] - 1)
+
+
+def _check_exclude_csr(exclude, n_users, n_items):
+    """Check ``exclude`` (CSR over users, or None: nothing) and return ``(indptr, indices)``."""
     if exclude is None:
-        ex_ptr = np.zeros(n_users + 1, np.int64)
-        ex_idx = np.zeros(0, np.int64)
-    else:
-        if not (isinstance(exclude, tuple) and len(exclude) == 2):
-            raise TypeError("exclude must be a tuple (indptr, indices) of the items to leave "
-                            f"out per user (CSR), got {type(exclude).__name__}")
-        ex_idx = np.asarray(exclude[1])
-        if ex_idx.ndim != 1:
-            raise ValueError(f"exclude indices must be 1-D, got shape {ex_idx.shape}")
-        if len(ex_idx) and not np.issubdtype(ex_idx.dtype, np.integer):
-            raise TypeError(f"exclude indices must be integers, got dtype {ex_idx.dtype}")
-        ex_idx = ex_idx.astype(np.int64)
-        ex_ptr = _csr_offsets("exclude indptr", exclude[0], len(ex_idx), n_users)
-        bad = (ex_idx < 0) | (ex_idx >= n_items)
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise ValueError(f"exclude indices[{i}]={ex_idx[i]} is out of range; expected "
-                             f"0 <= item < {n_items}")
+        return np.zeros(n_users + 1, np.int64), np.zeros(0, np.int64)
+    if not (isinstance(exclude, tuple) and len(exclude) == 2):
+        raise TypeError("exclude must be a tuple (indptr, indices) of the items to leave "
+                        f"out per user (CSR), got {type(exclude).__name__}")
+    ex_idx = np.asarray(exclude[1])
+    if ex_idx.ndim != 1:
+        raise ValueError(f"exclude indices must be 1-D, got shape {ex_idx.shape}")
+    if len(ex_idx) and not np.issubdtype(ex_idx.dtype, np.integer):
+        raise TypeError(f"exclude indices must be integers, got dtype {ex_idx.dtype}")
+    ex_idx = ex_idx.astype(np.int64)
+    ex_ptr = _csr_offsets("exclude indptr", exclude[0], len(ex_idx), n_users)
+    bad = (ex_idx < 0) | (ex_idx >= n_items)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"exclude indices[{i}]={ex_idx[i]} is out of range; expected "
+                         f"0 <= item < {n_items}")
+    return ex_ptr, ex_idx
 
-    out_items = np.full((n_users, k), -1, np.int64)
-    out_scores = np.full((n_users, k), -np.inf, np.float32)
-    if n_items == 0 or n_interests == 0:
-        return out_items, out_scores
 
+def _interest_candidates(iv, items, off, n_ex, k, depth_fixed, backend):
+    """Retrieve each interest's nearest items (cosine), best first, as a list of row arrays."""
+    n_interests, n_items = iv.shape[0], items.shape[0]
+    n_users = off.shape[0] - 1
     # candidate depth per interest, retrieved in buckets of similar depth (power of two) so
     # that a heavy user does not deepen everyone's search
     user_of = np.repeat(np.arange(n_users), np.diff(off))
-    n_ex = np.diff(ex_ptr)
     if depth_fixed is None:
         depth = np.minimum(k + n_ex[user_of], n_items)
     else:
@@ -495,49 +533,44 @@ def recommend_multi(interest_vectors, interest_importance, interest_offsets, ite
         idx = np.asarray(idx)
         for r, i in enumerate(rows):
             cand[i] = idx[r, :depth[i]]
+    return cand
 
-    # exact re-rank inputs: unit rows in float64 (zero rows stay zero)
-    iv_unit = unit_rows(iv, dtype=np.float64)
-    items_unit = unit_rows(items, dtype=np.float64)
-    for u in range(n_users):
-        lo, hi = int(off[u]), int(off[u + 1])
-        if hi == lo:
-            continue
-        w = imp[lo:hi]
-        total = w.sum()
-        shares = w / total if total > 0 else np.full(hi - lo, 1.0 / (hi - lo))
-        order = np.lexsort((np.arange(hi - lo), -w))  # most important first
-        quota = _quotas(shares, k)
-        taken: list[int] = []
-        blocked = set(ex_idx[ex_ptr[u]:ex_ptr[u + 1]].tolist())
-        pos = [0] * (hi - lo)
 
-        def take_next(i):
-            c = cand[lo + i]
-            while pos[i] < len(c):
-                item = int(c[pos[i]])
-                pos[i] += 1
-                if item not in blocked:
-                    blocked.add(item)
-                    taken.append(item)
-                    return True
-            return False
+def _take_by_quota(cand, w, blocked, k):
+    """Fill one user's ``k`` slots: each interest its quota, then round-robin spill-over."""
+    n = len(w)
+    total = w.sum()
+    shares = w / total if total > 0 else np.full(n, 1.0 / n)
+    order = np.lexsort((np.arange(n), -w))  # most important first
+    quota = _quotas(shares, k)
+    taken: list[int] = []
+    pos = [0] * n
 
-        for i in order:
-            for _ in range(int(quota[i])):
-                if not take_next(i):
-                    break
-        active = list(order)
-        while len(taken) < k and active:
-            active = [i for i in active if len(taken) < k and take_next(i)]
-        if not taken:
-            continue
-        chosen = np.asarray(taken, np.int64)
-        rel = w / w.max() if w.max() > 0 else np.ones(hi - lo)
-        sims = np.maximum(iv_unit[lo:hi] @ items_unit[chosen].T, 0.0)  # (interests, chosen)
-        score = (rel[:, None] * sims).max(axis=0).astype(np.float32)
-        rank = np.lexsort((chosen, -score))
-        n = len(chosen)
-        out_items[u, :n] = chosen[rank]
-        out_scores[u, :n] = score[rank]
-    return out_items, out_scores
+    def take_next(i):
+        c = cand[i]
+        while pos[i] < len(c):
+            item = int(c[pos[i]])
+            pos[i] += 1
+            if item not in blocked:
+                blocked.add(item)
+                taken.append(item)
+                return True
+        return False
+
+    for i in order:
+        for _ in range(int(quota[i])):
+            if not take_next(i):
+                break
+    active = list(order)
+    while len(taken) < k and active:
+        active = [i for i in active if len(taken) < k and take_next(i)]
+    return taken
+
+
+def _rerank(w, iv_unit, items_unit, chosen):
+    """Exact re-rank scores of one user's chosen items and their order (best first)."""
+    rel = w / w.max() if w.max() > 0 else np.ones(len(w))
+    sims = np.maximum(iv_unit @ items_unit[chosen].T, 0.0)  # (interests, chosen)
+    score = (rel[:, None] * sims).max(axis=0).astype(np.float32)
+    rank = np.lexsort((chosen, -score))
+    return score, rank

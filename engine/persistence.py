@@ -222,12 +222,8 @@ def _shape_problem(shapes: dict, dtypes: dict, n_users: int, n_items: int,
     return None
 
 
-def save_engine(engine, path: Path) -> Path:
-    from safetensors.numpy import save_file
-
-    from . import __version__
-
-    path.mkdir(parents=True, exist_ok=True)
+def _state_tensors(engine) -> dict[str, np.ndarray]:
+    """Every array of the engine's state, keyed as in arrays.safetensors (checked)."""
     tensors = {name: np.ascontiguousarray(getattr(engine, name)) for name in _ARRAYS}
     tensors["item_from_items"] = np.ascontiguousarray(engine.item_vector_source_ == "items")
     for name in _INCREMENTAL + _INTERESTS:
@@ -249,11 +245,16 @@ def save_engine(engine, path: Path) -> Path:
     if problem:
         raise ValueError(f"cannot save this InterestEngine: its state is inconsistent "
                          f"(arrays.safetensors would hold: {problem})")
+    return tensors
+
+
+def _save_meta(engine, save_id: str) -> dict:
+    """The content of meta.json (without the hashes, added once the files are written)."""
+    from . import __version__
+
+    cand = getattr(engine, "candidates_", None)
     ranker = getattr(engine, "ranker_", None)
-    files = _DATA_FILES + ((_RANKER_FILE,) if ranker is not None else ())
-    # the same id goes into the arrays file and meta.json: load() refuses a mix of two saves
-    save_id = uuid.uuid4().hex
-    meta = {
+    return {
         "format": "interestflow.InterestEngine",
         "save_id": save_id,
         "format_version": FORMAT_VERSION,
@@ -276,6 +277,18 @@ def save_engine(engine, path: Path) -> Path:
         "ranker": None if ranker is None else ranker.to_dict(),
         "encoder": encoder_spec(engine.encoder),
     }
+
+
+def save_engine(engine, path: Path) -> Path:
+    from safetensors.numpy import save_file
+
+    path.mkdir(parents=True, exist_ok=True)
+    tensors = _state_tensors(engine)
+    ranker = getattr(engine, "ranker_", None)
+    files = _DATA_FILES + ((_RANKER_FILE,) if ranker is not None else ())
+    # the same id goes into the arrays file and meta.json: load() refuses a mix of two saves
+    save_id = uuid.uuid4().hex
+    meta = _save_meta(engine, save_id)
     # write into a temp dir beside the target, then move files in: a crash never leaves a
     # half-written engine behind under the final names
     with tempfile.TemporaryDirectory(dir=path, prefix=".tmp-") as tmp:
@@ -413,10 +426,42 @@ def open_saved(path, cls=None, *, verify_hashes: bool = True) -> SavedModel:
     ModelLoadError
         Naming the file at fault and what is wrong with it.
     """
-    from safetensors import safe_open
-
     path = Path(os.fspath(path))
     meta_path = path / "meta.json"
+    meta, version = _read_meta(path, meta_path)
+    meta = _check_meta_params(meta_path, meta, cls)
+    arrays_path = path / "arrays.safetensors"
+    save_id, shapes, dtypes = _read_array_header(arrays_path)
+    if save_id != meta["save_id"]:
+        raise ModelLoadError(f"{path}: arrays.safetensors and meta.json come from different "
+                             "saves (an interrupted overwrite?); save the engine again")
+    if version >= 2 and verify_hashes:
+        _verify_hashes(path, meta_path, meta)
+    elif version < 2:
+        logger.warning("%s: format_version 1 save (interestflow < 0.2) has no content hashes; "
+                       "shapes and parameters are checked, but edits that keep the shapes "
+                       "(e.g. reordered id rows) cannot be detected; save it again to add them",
+                       path)
+    n_users = _parquet_rows(path / "ids_users.parquet")
+    n_items = _parquet_rows(path / "ids_items.parquet")
+    # the three anchors first, each blamed on its own file; then every array against them
+    for file, n, key, what in ((path / "ids_users.parquet", n_users, "user_vectors_", "users"),
+                               (path / "ids_items.parquet", n_items, "item_vectors_", "items"),
+                               (meta_path, meta["n_segments_"], "segment_centroids_",
+                                "segment centroids")):
+        shape = shapes.get(key)
+        if shape is not None and len(shape) == 2 and shape[0] != n:
+            has = f"n_segments_ is {n}" if file == meta_path else f"has {n} rows"
+            _fail(file, f"{has} but arrays.safetensors holds {shape[0]} {what} ({key} has "
+                        f"shape {tuple(shape)}); {_RESAVE}")
+    problem = _shape_problem(shapes, dtypes, n_users, n_items, meta["n_segments_"])
+    if problem:
+        _fail(arrays_path, f"{problem}; {_RESAVE}")
+    return SavedModel(path, meta, shapes, n_users, n_items, int(shapes["user_vectors_"][1]))
+
+
+def _read_meta(path: Path, meta_path: Path) -> tuple[dict, int]:
+    """Read meta.json and check its format, version and entry types: ``(meta, version)``."""
     if not meta_path.is_file():
         _fail(meta_path, f"missing: {str(path)!r} does not hold a saved InterestEngine; save one "
                          "with InterestEngine.save(dir) or `interestflow run`")
@@ -454,6 +499,11 @@ def open_saved(path, cls=None, *, verify_hashes: bool = True) -> SavedModel:
             # a mean cosine distance: finite, and may round a hair below 0
             _fail(meta_path, f"entry {key!r} is {value!r}; expected null or a finite number "
                              f"(partial_fit's segment drift); {_RESAVE}")
+    return meta, version
+
+
+def _check_meta_params(meta_path: Path, meta: dict, cls) -> dict:
+    """Check the saved parameters as ``fit`` does and convert the int-keyed entries."""
     if cls is None:
         from .engine import InterestEngine as cls
     try:
@@ -467,8 +517,13 @@ def open_saved(path, cls=None, *, verify_hashes: bool = True) -> SavedModel:
     meta["silhouette_by_k_"] = _int_keyed(meta_path, meta, "silhouette_by_k_", lambda v: v)
     if meta.get("encoder") is not None and not isinstance(meta["encoder"], dict):
         _fail(meta_path, f"entry 'encoder' must be a mapping or null; {_RESAVE}")
+    return meta
 
-    arrays_path = path / "arrays.safetensors"
+
+def _read_array_header(arrays_path: Path) -> tuple[str | None, dict, dict]:
+    """Read the safetensors header only: ``(save_id, shapes, dtypes)``."""
+    from safetensors import safe_open
+
     if not arrays_path.is_file():
         _fail(arrays_path, f"missing; {_RESAVE}")
     try:
@@ -483,55 +538,44 @@ def open_saved(path, cls=None, *, verify_hashes: bool = True) -> SavedModel:
     except Exception as exc:  # SafetensorError and friends
         _fail(arrays_path, f"cannot be read as safetensors (truncated or damaged?); {_RESAVE}",
               exc)
-    if save_id != meta["save_id"]:
-        raise ModelLoadError(f"{path}: arrays.safetensors and meta.json come from different "
-                             "saves (an interrupted overwrite?); save the engine again")
-    if version >= 2 and verify_hashes:
-        recorded = meta.get("sha256")
-        files = _DATA_FILES + ((_RANKER_FILE,) if meta.get("ranker") is not None else ())
-        if not isinstance(recorded, dict) or set(recorded) != set(files):
-            _fail(meta_path, f"entry 'sha256' must map {list(files)} to their SHA-256; "
-                             f"{_RESAVE}")
-        for name in files:
-            if not (path / name).is_file():
-                _fail(path / name, f"missing; {_RESAVE}")
-            if _sha256(path / name) != recorded[name]:
-                _fail(path / name, "content differs from the save (its SHA-256 is not the one "
-                                   "recorded in meta.json): the file was edited, truncated or "
-                                   f"copied from another save; {_RESAVE}")
-    elif version < 2:
-        logger.warning("%s: format_version 1 save (interestflow < 0.2) has no content hashes; "
-                       "shapes and parameters are checked, but edits that keep the shapes "
-                       "(e.g. reordered id rows) cannot be detected; save it again to add them",
-                       path)
-    n_users = _parquet_rows(path / "ids_users.parquet")
-    n_items = _parquet_rows(path / "ids_items.parquet")
-    # the three anchors first, each blamed on its own file; then every array against them
-    for file, n, key, what in ((path / "ids_users.parquet", n_users, "user_vectors_", "users"),
-                               (path / "ids_items.parquet", n_items, "item_vectors_", "items"),
-                               (meta_path, meta["n_segments_"], "segment_centroids_",
-                                "segment centroids")):
-        shape = shapes.get(key)
-        if shape is not None and len(shape) == 2 and shape[0] != n:
-            has = f"n_segments_ is {n}" if file == meta_path else f"has {n} rows"
-            _fail(file, f"{has} but arrays.safetensors holds {shape[0]} {what} ({key} has "
-                        f"shape {tuple(shape)}); {_RESAVE}")
-    problem = _shape_problem(shapes, dtypes, n_users, n_items, meta["n_segments_"])
-    if problem:
-        _fail(arrays_path, f"{problem}; {_RESAVE}")
-    return SavedModel(path, meta, shapes, n_users, n_items, int(shapes["user_vectors_"][1]))
+    return save_id, shapes, dtypes
+
+
+def _verify_hashes(path: Path, meta_path: Path, meta: dict):
+    """Check every data file's SHA-256 against the one recorded in meta.json (format 2)."""
+    recorded = meta.get("sha256")
+    files = _DATA_FILES + ((_RANKER_FILE,) if meta.get("ranker") is not None else ())
+    if not isinstance(recorded, dict) or set(recorded) != set(files):
+        _fail(meta_path, f"entry 'sha256' must map {list(files)} to their SHA-256; "
+                         f"{_RESAVE}")
+    for name in files:
+        if not (path / name).is_file():
+            _fail(path / name, f"missing; {_RESAVE}")
+        if _sha256(path / name) != recorded[name]:
+            _fail(path / name, "content differs from the save (its SHA-256 is not the one "
+                               "recorded in meta.json): the file was edited, truncated or "
+                               f"copied from another save; {_RESAVE}")
 
 
 def load_engine(cls, path: Path, *, encoder=None, verify_hashes: bool = True):
     """The engine saved in ``path`` (:meth:`InterestEngine.load`); ``verify_hashes=False``
     skips only the SHA-256 check, for a process reopening a folder that another process of
     the same job verified (see :func:`open_saved`)."""
-    from .recommend import Recommender
-
     saved = open_saved(path, cls, verify_hashes=verify_hashes)
     meta = saved.meta
     tensors = saved.tensors()
     engine = cls(encoder=encoder, **meta["params"])
+    _restore_arrays(engine, tensors)
+    _restore_meta(engine, saved)
+    engine.recommender_ = _load_recommender(path, meta, tensors)
+    engine.candidates_ = _load_candidates(path, meta, tensors, engine)
+    engine.ranker_ = _load_ranker(path, meta, engine)
+    engine.encoder_spec_ = meta.get("encoder")
+    return engine
+
+
+def _restore_arrays(engine, tensors: dict):
+    """Set the engine's fitted arrays (and the interactions, when saved) from ``tensors``."""
     for name in _ARRAYS:
         setattr(engine, name, tensors[name])
     engine.item_vector_source_ = np.where(tensors["item_from_items"], "items", "events")
@@ -541,6 +585,11 @@ def load_engine(cls, path: Path, *, encoder=None, verify_hashes: bool = True):
     inter = {k[len(_INTER_PREFIX):]: v for k, v in tensors.items() if k.startswith(_INTER_PREFIX)}
     if inter:
         engine.interactions_ = inter
+
+
+def _restore_meta(engine, saved: SavedModel):
+    """Set the engine's ids and the fitted values recorded in meta.json."""
+    meta = saved.meta
     engine.user_ids_ = saved.ids("users")
     engine.item_ids_ = saved.ids("items")
     engine.n_segments_ = int(meta["n_segments_"])
@@ -554,47 +603,59 @@ def load_engine(cls, path: Path, *, encoder=None, verify_hashes: bool = True):
                                 (meta.get("segment_use_by_k_") or {}).items()}
     engine.segment_distance_ = meta.get("segment_distance_")
     engine.segment_distance_fit_ = meta.get("segment_distance_fit_")
+
+
+def _load_recommender(path: Path, meta: dict, tensors: dict):
+    """The saved :class:`~interestflow.recommend.Recommender`."""
+    from .recommend import Recommender
+
     rec_state = {k[len(_REC_PREFIX):]: v for k, v in tensors.items() if k.startswith(_REC_PREFIX)}
     try:
-        engine.recommender_ = Recommender.from_state(meta["recommender_config"], rec_state)
+        return Recommender.from_state(meta["recommender_config"], rec_state)
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelLoadError(f"{path / 'meta.json'}: entry 'recommender_config' is invalid: "
                              f"{type(exc).__name__}: {exc}") from exc
-    engine.candidates_ = None
+
+
+def _load_candidates(path: Path, meta: dict, tensors: dict, engine):
+    """The saved candidate generator, or None when the save has none."""
     cand_state = {k[len(_CAND_PREFIX):]: v for k, v in tensors.items()
                   if k.startswith(_CAND_PREFIX)}
-    if cand_state and meta.get("candidates_config") is not None:
-        from .candidates import CandidateGenerator
+    if not (cand_state and meta.get("candidates_config") is not None):
+        return None
+    from .candidates import CandidateGenerator
 
-        multi = getattr(engine, "interest_offsets_", None) is not None
-        try:
-            gen = CandidateGenerator.from_state(
-                meta["candidates_config"], cand_state, engine.recommender_,
-                interest_vectors=engine.interest_vectors_ if multi else None,
-                interest_offsets=engine.interest_offsets_ if multi else None,
-                device=engine.device)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelLoadError(f"{path / 'meta.json'}: entry 'candidates_config' is "
-                                 f"invalid: {type(exc).__name__}: {exc}") from exc
-        gen.user_ids_, gen.item_ids_ = engine.user_ids_, engine.item_ids_
-        engine.candidates_ = gen
-    engine.ranker_ = None
-    if meta.get("ranker") is not None:
-        from .ranker import Ranker
+    multi = getattr(engine, "interest_offsets_", None) is not None
+    try:
+        gen = CandidateGenerator.from_state(
+            meta["candidates_config"], cand_state, engine.recommender_,
+            interest_vectors=engine.interest_vectors_ if multi else None,
+            interest_offsets=engine.interest_offsets_ if multi else None,
+            device=engine.device)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelLoadError(f"{path / 'meta.json'}: entry 'candidates_config' is "
+                             f"invalid: {type(exc).__name__}: {exc}") from exc
+    gen.user_ids_, gen.item_ids_ = engine.user_ids_, engine.item_ids_
+    return gen
 
-        file = path / _RANKER_FILE
-        if engine.candidates_ is None:
-            _fail(path / "meta.json", f"has a ranker but no candidate state; {_RESAVE}")
-        try:
-            model = file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            _fail(file, f"cannot be read; {_RESAVE}", exc)
-        try:
-            engine.ranker_ = Ranker.from_model_string(model, meta["ranker"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelLoadError(f"{file}: not a valid ranker model for meta.json's 'ranker' "
-                                 f"entry: {type(exc).__name__}: {exc}") from exc
-        except Exception as exc:  # LightGBMError for a damaged model text
-            _fail(file, f"cannot be parsed as a LightGBM model; {_RESAVE}", exc)
-    engine.encoder_spec_ = meta.get("encoder")
-    return engine
+
+def _load_ranker(path: Path, meta: dict, engine):
+    """The saved LightGBM ranker, or None when the save has none."""
+    if meta.get("ranker") is None:
+        return None
+    from .ranker import Ranker
+
+    file = path / _RANKER_FILE
+    if engine.candidates_ is None:
+        _fail(path / "meta.json", f"has a ranker but no candidate state; {_RESAVE}")
+    try:
+        model = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail(file, f"cannot be read; {_RESAVE}", exc)
+    try:
+        return Ranker.from_model_string(model, meta["ranker"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelLoadError(f"{file}: not a valid ranker model for meta.json's 'ranker' "
+                             f"entry: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:  # LightGBMError for a damaged model text
+        _fail(file, f"cannot be parsed as a LightGBM model; {_RESAVE}", exc)

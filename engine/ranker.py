@@ -680,8 +680,7 @@ def train_ranker(recommender, generator, *, inter_user, inter_item, inter_ts, in
         ``holdout`` (bool mask over the interactions) and ``users`` (rows of the training
         users), for inspection and tests.
     """
-    from .candidates import CandidateGenerator
-    from .recommend import holdout_mask, subset_recommender
+    from .recommend import holdout_mask
 
     cfg = config or RankerConfig()
     rec = recommender
@@ -689,8 +688,8 @@ def train_ranker(recommender, generator, *, inter_user, inter_item, inter_ts, in
     ii = np.asarray(inter_item, np.int64)
     ts = np.asarray(inter_ts, np.float64)
     wt = np.asarray(inter_weight, np.float64)
-    n_users, n_items = rec.n_users_, rec.n_items_
-    gcfg = generator.config
+    inter = (iu, ii, ts, wt)
+    n_users = rec.n_users_
     parts, label_parts, n_eligible, n_held = [], [], 0, 0
     keep = np.ones(len(iu), bool)
     info = {"holdout": [], "users": []}
@@ -702,36 +701,9 @@ def train_ranker(recommender, generator, *, inter_user, inter_item, inter_ts, in
         keep = keep & ~hold
         if not hold.any() or not keep.any():
             break
-        inner, _ = subset_recommender(
-            rec.config, keep, user_vectors=rec.user_vectors_, item_vectors=rec.item_vectors_,
-            inter_user=iu, inter_item=ii, inter_ts=ts, inter_weight=wt,
-            inter_vectors=inter_vectors, item_from_interactions=item_from_interactions,
-            user_segment_weights=rec.user_segment_weights_,
-            popularity_half_life_days=rec.popularity_half_life_days_,
-            seed_half_life_days=rec.seed_half_life_days_, half_life_days=float(half_life_days))
-        inner.weights_ = np.asarray(rec.weights_, np.float64).copy()
-        inner.selection_ = None
-        scfg = gcfg
-        if generator.ease_lambda_ is not None:
-            # the fitted multiple of the mean item degree, applied to the inner matrix
-            scale = generator.ease_lambda_ / max(1.0, len(rec.seen_indices_) / max(n_items, 1))
-            scfg = dataclasses.replace(
-                gcfg, ease_lambda=scale * max(1.0, len(inner.seen_indices_) / max(n_items, 1)))
-        gen = CandidateGenerator(scfg).fit(
-            inner, inter_user=iu[keep], inter_item=ii[keep], inter_ts=ts[keep],
-            inter_weight=wt[keep], half_life_days=float(half_life_days),
-            device=generator.device_ if device is None else device,
-            # the same item vectors (no item rebuilt from interactions): the same index
-            index=(generator._index if inner.item_vectors_ is rec.item_vectors_
-                   and device is None else None))
-        # users with a held-out item they had not interacted with before
-        n = np.int64(n_items)
-        truth = np.unique(iu[hold] * n + ii[hold])
-        seen = np.repeat(np.arange(n_users), np.diff(inner.seen_indptr_)) * n + \
-            inner.seen_indices_
-        truth = truth[~np.isin(truth, seen)]
-        users = np.unique(truth // n)
-        users = users[np.diff(inner.seen_indptr_)[users] > 0]
+        inner, gen = _inner_stage1(rec, generator, keep, inter, inter_vectors,
+                                   item_from_interactions, half_life_days, device)
+        truth, users = _label_users(inter, hold, inner, n_users, rec.n_items_)
         n_eligible += len(users)
         n_held += int(hold.sum())
         if len(users) > cfg.max_train_users:
@@ -743,7 +715,8 @@ def train_ranker(recommender, generator, *, inter_user, inter_item, inter_ts, in
             continue
         cand = gen.generate(users)
         owner = np.repeat(cand.user_rows, np.diff(cand.indptr))
-        label_parts.append(np.isin(owner * n + cand.items, truth).astype(np.float32))
+        label_parts.append(np.isin(owner * np.int64(rec.n_items_) + cand.items,
+                                   truth).astype(np.float32))
         count, last = user_activity(iu[keep], ts[keep], n_users)
         r = cand.user_rows
         parts.append(ranking_features(cand, inner.popularity_,
@@ -762,3 +735,51 @@ def train_ranker(recommender, generator, *, inter_user, inter_item, inter_ts, in
                              "held_out_interactions": int(n_held)})
     logger.info("ranker: trained on %s", ranker.training_)
     return ranker, info
+
+
+def _inner_stage1(rec, generator, keep, inter, inter_vectors, item_from_interactions,
+                  half_life_days, device):
+    """Stage 1 (recommender and candidate generator) rebuilt on the kept interactions."""
+    from .candidates import CandidateGenerator
+    from .recommend import subset_recommender
+
+    iu, ii, ts, wt = inter
+    n_items = rec.n_items_
+    gcfg = generator.config
+    inner, _ = subset_recommender(
+        rec.config, keep, user_vectors=rec.user_vectors_, item_vectors=rec.item_vectors_,
+        inter_user=iu, inter_item=ii, inter_ts=ts, inter_weight=wt,
+        inter_vectors=inter_vectors, item_from_interactions=item_from_interactions,
+        user_segment_weights=rec.user_segment_weights_,
+        popularity_half_life_days=rec.popularity_half_life_days_,
+        seed_half_life_days=rec.seed_half_life_days_, half_life_days=float(half_life_days))
+    inner.weights_ = np.asarray(rec.weights_, np.float64).copy()
+    inner.selection_ = None
+    scfg = gcfg
+    if generator.ease_lambda_ is not None:
+        # the fitted multiple of the mean item degree, applied to the inner matrix
+        scale = generator.ease_lambda_ / max(1.0, len(rec.seen_indices_) / max(n_items, 1))
+        scfg = dataclasses.replace(
+            gcfg, ease_lambda=scale * max(1.0, len(inner.seen_indices_) / max(n_items, 1)))
+    gen = CandidateGenerator(scfg).fit(
+        inner, inter_user=iu[keep], inter_item=ii[keep], inter_ts=ts[keep],
+        inter_weight=wt[keep], half_life_days=float(half_life_days),
+        device=generator.device_ if device is None else device,
+        # the same item vectors (no item rebuilt from interactions): the same index
+        index=(generator._index if inner.item_vectors_ is rec.item_vectors_
+               and device is None else None))
+    return inner, gen
+
+
+def _label_users(inter, hold, inner, n_users, n_items):
+    """Held-out (user, item) keys not seen before, and the users (with history) holding one."""
+    iu, ii = inter[0], inter[1]
+    n = np.int64(n_items)
+    # users with a held-out item they had not interacted with before
+    truth = np.unique(iu[hold] * n + ii[hold])
+    seen = np.repeat(np.arange(n_users), np.diff(inner.seen_indptr_)) * n + \
+        inner.seen_indices_
+    truth = truth[~np.isin(truth, seen)]
+    users = np.unique(truth // n)
+    users = users[np.diff(inner.seen_indptr_)[users] > 0]
+    return truth, users

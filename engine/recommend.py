@@ -331,6 +331,69 @@ def _replace_rows(indptr, arrays, rows, sub_indptr, sub_arrays, n_rows):
     return out_ptr, out
 
 
+def _check_new_interactions(inter_user, inter_item, inter_ts, inter_weight, n_previous,
+                            n_users, n_items):
+    """Check the interactions of :meth:`Recommender.update` (the new ones in depth)."""
+    n_inter = np.asarray(inter_user).shape[0] if np.ndim(inter_user) == 1 else -1
+    if n_inter < 0:
+        raise ValueError(f"inter_user must be 1-D, got shape {np.shape(inter_user)}")
+    check_int("n_previous", n_previous, minimum=0)
+    n_prev = int(n_previous)
+    if n_prev > n_inter:
+        raise ValueError(f"n_previous={n_prev} exceeds the {n_inter} interactions given")
+    # the previous interactions were checked when they were added: check the new ones
+    new = slice(n_prev, None)
+    n_add = n_inter - n_prev
+    arrays = []
+    for name, x in (("inter_user", inter_user), ("inter_item", inter_item),
+                    ("inter_ts", inter_ts), ("inter_weight", inter_weight)):
+        x = np.asarray(x)
+        if x.shape != (n_inter,):
+            raise ValueError(f"{name} must have shape ({n_inter},), got {x.shape}")
+        arrays.append(x)
+    _index("inter_user", arrays[0][new], n_add, n_users)
+    _index("inter_item", arrays[1][new], n_add, n_items)
+    _finite("inter_ts", arrays[2][new], n_add)
+    _finite("inter_weight", arrays[3][new], n_add, nonnegative=True)
+    iu, ii = arrays[0].astype(np.int64, copy=False), arrays[1].astype(np.int64, copy=False)
+    ts, wt = (arrays[2].astype(np.float64, copy=False),
+              arrays[3].astype(np.float64, copy=False))
+    return n_prev, iu, ii, ts, wt
+
+
+def _check_update_segments(segment_soft, user_segment, n_users, k):
+    """Check the segments of :meth:`Recommender.update`: ``(soft, seg, noise)``."""
+    soft = check_matrix("segment_soft", segment_soft, rows=n_users)
+    if soft.shape[1] != k:
+        raise ValueError(f"segment_soft has {soft.shape[1]} segments, the recommender was "
+                         f"fitted with {k}; call fit() when the segments changed")
+    seg = np.asarray(user_segment)
+    noise = seg == -1 if seg.ndim == 1 and np.issubdtype(seg.dtype, np.integer) else \
+        np.zeros(n_users, bool)
+    seg = _index("user_segment", np.where(noise, 0, seg), n_users, k)
+    return soft, seg, noise
+
+
+def _changed_pairs(pos, sel, iu, ii, ts, wt, n_prev, m, n_items, t_new, hl_pop):
+    """Changed users' decayed pairs now and before, per-pair change, and which are new."""
+    old = sel[sel < n_prev]
+    p_new = _csr(pos[iu[sel]], ii[sel], wt[sel] * _decay(t_new - ts[sel], hl_pop),
+                 (m, n_items), reduce="max")
+    p_old = _csr(pos[iu[old]], ii[old], wt[old] * _decay(t_new - ts[old], hl_pop),
+                 (m, n_items), reduce="max")
+    # the old pairs are a subset of the new ones: per-pair change, exactly 0 where a pair
+    # got no new interaction
+    row_new = np.repeat(np.arange(m), np.diff(p_new[0]))
+    row_old = np.repeat(np.arange(m), np.diff(p_old[0]))
+    key_new = row_new * n_items + p_new[1]
+    at = np.searchsorted(key_new, row_old * n_items + p_old[1])
+    delta = p_new[2].copy()
+    delta[at] -= p_old[2]
+    added = np.ones(len(key_new), bool)
+    added[at] = False  # pairs that did not exist before: the binary matrix changes there
+    return p_new, p_old, delta, added
+
+
 def _tied_ranks_top(row: np.ndarray, depth: int):
     """Items whose tie-averaged rank (0 = best) is below ``depth``, with those ranks.
 
@@ -555,7 +618,6 @@ class Recommender:
         if not self.can_update():
             raise ValueError("this Recommender has no incremental state (fitted by an older "
                              "interestflow); call fit() on all interactions instead")
-        cfg = self.config
         U = check_matrix("user_vectors", user_vectors, dim=self.dim_)
         I = check_matrix("item_vectors", item_vectors, dim=self.dim_)
         n_users, n_items = U.shape[0], I.shape[0]
@@ -563,48 +625,12 @@ class Recommender:
         if n_users < n_u0 or n_items < n_i0:
             raise ValueError(f"user_vectors/item_vectors have {n_users}/{n_items} rows, fewer "
                              f"than the {n_u0}/{n_i0} fitted; rows can only be appended")
-        n_inter = np.asarray(inter_user).shape[0] if np.ndim(inter_user) == 1 else -1
-        if n_inter < 0:
-            raise ValueError(f"inter_user must be 1-D, got shape {np.shape(inter_user)}")
-        check_int("n_previous", n_previous, minimum=0)
-        n_prev = int(n_previous)
-        if n_prev > n_inter:
-            raise ValueError(f"n_previous={n_prev} exceeds the {n_inter} interactions given")
-        # the previous interactions were checked when they were added: check the new ones
-        new = slice(n_prev, None)
-        n_add = n_inter - n_prev
-        arrays = []
-        for name, x in (("inter_user", inter_user), ("inter_item", inter_item),
-                        ("inter_ts", inter_ts), ("inter_weight", inter_weight)):
-            x = np.asarray(x)
-            if x.shape != (n_inter,):
-                raise ValueError(f"{name} must have shape ({n_inter},), got {x.shape}")
-            arrays.append(x)
-        _index("inter_user", arrays[0][new], n_add, n_users)
-        _index("inter_item", arrays[1][new], n_add, n_items)
-        _finite("inter_ts", arrays[2][new], n_add)
-        _finite("inter_weight", arrays[3][new], n_add, nonnegative=True)
-        iu, ii = arrays[0].astype(np.int64, copy=False), arrays[1].astype(np.int64, copy=False)
-        ts, wt = (arrays[2].astype(np.float64, copy=False),
-                  arrays[3].astype(np.float64, copy=False))
+        n_prev, iu, ii, ts, wt = _check_new_interactions(
+            inter_user, inter_item, inter_ts, inter_weight, n_previous, n_users, n_items)
         k = self.segment_popularity_.shape[0]
-        soft = check_matrix("segment_soft", segment_soft, rows=n_users)
-        if soft.shape[1] != k:
-            raise ValueError(f"segment_soft has {soft.shape[1]} segments, the recommender was "
-                             f"fitted with {k}; call fit() when the segments changed")
-        seg = np.asarray(user_segment)
-        noise = seg == -1 if seg.ndim == 1 and np.issubdtype(seg.dtype, np.integer) else \
-            np.zeros(n_users, bool)
-        seg = _index("user_segment", np.where(noise, 0, seg), n_users, k)
+        soft, seg, noise = _check_update_segments(segment_soft, user_segment, n_users, k)
 
-        hl_pop, hl_seed = self.popularity_half_life_days_, self.seed_half_life_days_
-        # popularity decays from the latest interaction (as in fit)
-        t_old = float(self.behaviour_time_)
-        if n_add == 0:
-            t_new = t_old
-        else:
-            t_new = float(ts[new].max()) if n_prev == 0 else max(t_old, float(ts[new].max()))
-        f = float(_decay(np.array([t_new - t_old]), hl_pop)[0]) if n_prev else 0.0
+        t_new, f = self._update_time(ts, n_prev)
         changed = np.arange(n_u0, n_users, dtype=np.int64)  # new users
         if changed_users is not None:
             changed = np.concatenate([changed, np.asarray(changed_users, np.int64)])
@@ -613,28 +639,52 @@ class Recommender:
         pos = np.full(n_users, -1, np.int64)
         pos[changed] = np.arange(m)
         sel = np.flatnonzero(pos[iu] >= 0)  # every interaction of a changed user
-        old = sel[sel < n_prev]
-        p_new = _csr(pos[iu[sel]], ii[sel], wt[sel] * _decay(t_new - ts[sel], hl_pop),
-                     (m, n_items), reduce="max")
-        p_old = _csr(pos[iu[old]], ii[old], wt[old] * _decay(t_new - ts[old], hl_pop),
-                     (m, n_items), reduce="max")
-        # the old pairs are a subset of the new ones: per-pair change, exactly 0 where a pair
-        # got no new interaction
-        row_new = np.repeat(np.arange(m), np.diff(p_new[0]))
-        row_old = np.repeat(np.arange(m), np.diff(p_old[0]))
-        key_new = row_new * n_items + p_new[1]
-        at = np.searchsorted(key_new, row_old * n_items + p_old[1])
-        delta = p_new[2].copy()
-        delta[at] -= p_old[2]
-        added = np.ones(len(key_new), bool)
-        added[at] = False  # pairs that did not exist before: the binary matrix changes there
-
+        p_new, p_old, delta, added = _changed_pairs(pos, sel, iu, ii, ts, wt, n_prev, m,
+                                                    n_items, t_new,
+                                                    self.popularity_half_life_days_)
         # popularity: rescaled to t_new, plus the changed pairs
         pop = np.zeros(n_items)
         pop[:n_i0] = self.popularity_ * f
         pop += np.bincount(p_new[1], weights=delta, minlength=n_items)
         self.popularity_ = pop
+        self._update_segment_popularity(soft, seg, noise, changed, p_new, p_old, f, n_users,
+                                        n_items)
+        # seen rows (the popularity pairs) and seed rows of the changed users
+        self.seen_indptr_, (self.seen_indices_,) = _replace_rows(
+            self.seen_indptr_, [self.seen_indices_], changed, p_new[0], [p_new[1]], n_users)
+        s_ptr, s_idx, s_val = user_seeds(pos[iu[sel]], ii[sel], ts[sel], wt[sel], m, n_items,
+                                         self.seed_half_life_days_)
+        self.seed_indptr_, (self.seed_indices_, self.seed_weights_) = _replace_rows(
+            self.seed_indptr_, [self.seed_indices_, self.seed_weights_], changed, s_ptr,
+            [s_idx, s_val], n_users)
+        self._update_knn(np.unique(p_new[1][added]), n_users, n_items, n_i0)
 
+        self.behaviour_time_ = t_new
+        self.n_users_, self.n_items_ = n_users, n_items
+        self.user_vectors_, self.item_vectors_ = U, I
+        self._sparse = None
+        return self
+
+    def _update_time(self, ts, n_prev):
+        """New reference time (the latest interaction) and the decay factor of old weights."""
+        # popularity decays from the latest interaction (as in fit)
+        t_old = float(self.behaviour_time_)
+        new = slice(n_prev, None)
+        if len(ts) - n_prev == 0:
+            t_new = t_old
+        else:
+            t_new = float(ts[new].max()) if n_prev == 0 else max(t_old, float(ts[new].max()))
+        f = (float(_decay(np.array([t_new - t_old]), self.popularity_half_life_days_)[0])
+             if n_prev else 0.0)
+        return t_new, f
+
+    def _update_segment_popularity(self, soft, seg, noise, changed, p_new, p_old, f, n_users,
+                                   n_items):
+        """Rescale segment popularity to the new time and correct it by the changed users."""
+        cfg = self.config
+        k = self.segment_popularity_.shape[0]
+        n_u0, n_i0 = self.n_users_, self.n_items_
+        m = len(changed)
         # segment popularity (unnormalised: normalised rows times their totals)
         w_new = segment_weights(cfg, soft[changed], seg[changed], noise[changed])
         w_old = np.zeros_like(w_new)
@@ -660,18 +710,11 @@ class Recommender:
         weights[changed] = w_new
         self.user_segment_weights_ = weights
 
-        # seen rows (the popularity pairs) and seed rows of the changed users
-        self.seen_indptr_, (self.seen_indices_,) = _replace_rows(
-            self.seen_indptr_, [self.seen_indices_], changed, p_new[0], [p_new[1]], n_users)
-        s_ptr, s_idx, s_val = user_seeds(pos[iu[sel]], ii[sel], ts[sel], wt[sel], m, n_items,
-                                         hl_seed)
-        self.seed_indptr_, (self.seed_indices_, self.seed_weights_) = _replace_rows(
-            self.seed_indptr_, [self.seed_indices_, self.seed_weights_], changed, s_ptr,
-            [s_idx, s_val], n_users)
-
+    def _update_knn(self, gained, n_users, n_items, n_i0):
+        """Recompute the item-item neighbour rows that the items which gained a user move."""
+        cfg = self.config
         # item-item neighbours: items that gained a user change their column norm and their
         # co-occurrences, which moves their own row and the rows of every item they co-occur with
-        gained = np.unique(p_new[1][added])
         rows = gained
         if min(cfg.knn_neighbors, max(n_items - 1, 0)) != min(cfg.knn_neighbors,
                                                                max(n_i0 - 1, 0)):
@@ -687,12 +730,6 @@ class Recommender:
         self.knn_indptr_, (self.knn_indices_, self.knn_weights_) = _replace_rows(
             self.knn_indptr_, [self.knn_indices_, self.knn_weights_], rows, k_ptr,
             [k_idx, k_val], n_items)
-
-        self.behaviour_time_ = t_new
-        self.n_users_, self.n_items_ = n_users, n_items
-        self.user_vectors_, self.item_vectors_ = U, I
-        self._sparse = None
-        return self
 
     # ------------------------------------------------------------ selection
     def _select(self, U, I, iu, ii, ts, wt, V, from_inter, soft, hl):
