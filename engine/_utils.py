@@ -14,9 +14,9 @@ import numbers
 
 import numpy as np
 
-__all__ = ["NotFittedError", "not_fitted", "renamed", "check_int", "check_matrix",
-           "check_user_rows", "unit_rows", "datetimes_to_seconds", "time_to_seconds",
-           "torch_threads", "TorchWorkers", "pca_2d"]
+__all__ = ["NotFittedError", "not_fitted", "renamed", "check_int", "check_nonnegative",
+           "check_matrix", "check_user_rows", "unit_rows", "datetimes_to_seconds",
+           "time_to_seconds", "torch_threads", "TorchWorkers", "pca_2d"]
 
 
 # ------------------------------------------------------------------------------- checkers
@@ -97,6 +97,26 @@ def renamed(new: str, value, old: str, old_value, default):
 
 
 # ------------------------------------------------------------------------------- vectors
+def check_nonnegative(name: str, x, n: int, what: str, *, default=None) -> np.ndarray:
+    """``x`` as float64 of shape ``(n,)``, each finite and >= 0 (``None``: ``default``, e.g.
+    all ones); ``what`` says what one value is per (``"one per event"``). Raises naming
+    ``name``, the first bad row and how many rows are bad."""
+    if x is None and default is not None:
+        return np.full(n, float(default))
+    x = np.asarray(x)
+    if x.ndim != 1 or x.shape[0] != n:
+        raise ValueError(f"{name} must have shape ({n},) ({what}), got {x.shape}")
+    if x.dtype.kind not in "iuf" or x.dtype == np.bool_:
+        raise TypeError(f"{name} must be numeric, got dtype {x.dtype}")
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    bad = ~(np.isfinite(x) & (x >= 0))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"{name} must be finite and >= 0, got {x[i]} at row {i} "
+                         f"({int(bad.sum())} rows affected)")
+    return x
+
+
 def check_matrix(name, x, rows=None, dim=None):
     """Finite float32 C-contiguous (n, dim) matrix; raises naming ``name`` and the bad row."""
     x = np.asarray(x)

@@ -17,7 +17,7 @@ import numbers
 
 import numpy as np
 
-from ._utils import time_to_seconds
+from ._utils import check_nonnegative, time_to_seconds
 
 __all__ = ["decayed_user_means", "group_offsets", "sort_by_group", "SECONDS_PER_DAY"]
 
@@ -149,7 +149,8 @@ def check_decay_inputs(vectors, offsets, ts, weights, half_life_days, now, n_thr
     if bad.any():
         i, count = _first_bad(bad)
         raise ValueError(f"ts must be finite, got {ts[i]} at row {i} ({count} rows affected)")
-    weights = _check_weights(weights, n_rows)
+    weights = check_nonnegative("weights", weights, n_rows, "one per vector row",
+                                default=1.0)
     half_life_s = _half_life_seconds(half_life_days)
     ref = _check_now(now, ts)
     if isinstance(n_threads, (bool, np.bool_)) or not isinstance(n_threads, numbers.Integral) \
@@ -192,25 +193,6 @@ def _check_offsets(offsets, n_rows):
         raise ValueError(f"offsets[-1] must equal the number of vector rows ({n_rows}), "
                          f"got {int(offsets[-1])}")
     return offsets
-
-
-def _check_weights(weights, n_rows):
-    """Check the per-row weights (None: all 1) as finite, non-negative float64."""
-    if weights is None:
-        return np.ones(n_rows, dtype=np.float64)
-    weights = np.asarray(weights)
-    if weights.ndim != 1 or weights.shape[0] != n_rows:
-        raise ValueError(f"weights must have shape ({n_rows},) (one per vector row), "
-                         f"got {weights.shape}")
-    if weights.dtype.kind not in "iuf" or weights.dtype == np.bool_:
-        raise TypeError(f"weights must be numeric, got dtype {weights.dtype}")
-    weights = np.ascontiguousarray(weights, dtype=np.float64)
-    bad = ~(np.isfinite(weights) & (weights >= 0))
-    if bad.any():
-        i, count = _first_bad(bad)
-        raise ValueError(f"weights must be finite and >= 0, got {weights[i]} at row {i} "
-                         f"({count} rows affected)")
-    return weights
 
 
 def _half_life_seconds(half_life_days):

@@ -100,3 +100,17 @@ def test_unit_rows_float32_precision_is_the_old_float32_normaliser():
     np.testing.assert_array_equal(unit_rows(x, precision="float32"), old)
     with pytest.raises(ValueError, match="precision='half' is invalid"):
         unit_rows(x, precision="half")
+
+
+def test_check_nonnegative_names_the_first_bad_row_and_the_count():
+    from interestflow._utils import check_nonnegative
+
+    np.testing.assert_array_equal(check_nonnegative("w", None, 3, "one per row", default=1.0),
+                                  [1.0, 1.0, 1.0])
+    assert check_nonnegative("w", np.array([0, 2]), 2, "one per row").dtype == np.float64
+    with pytest.raises(ValueError, match=r"w must be finite and >= 0, got nan at row 1 \(2 rows"):
+        check_nonnegative("w", [1.0, np.nan, -1.0], 3, "one per row")
+    with pytest.raises(ValueError, match=r"w must have shape \(2,\) \(one per row\)"):
+        check_nonnegative("w", [1.0], 2, "one per row")
+    with pytest.raises(TypeError, match="w must be numeric, got dtype bool"):
+        check_nonnegative("w", [True, False], 2, "one per row")

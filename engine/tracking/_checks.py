@@ -10,6 +10,8 @@ import numbers
 import numpy as np
 import pandas as pd
 
+from .._utils import check_nonnegative
+
 __all__ = ["check_number", "check_offset", "float_rows", "per_event", "event_times_ns",
            "item_codes", "check_events"]
 
@@ -188,20 +190,7 @@ def _user_codes(user_ids, n: int):
 
 def _event_weights(weights, n: int) -> np.ndarray:
     """Event weights as float64 (default 1): numeric, one per event, finite and >= 0."""
-    if weights is None:
-        return np.ones(n, dtype=np.float64)
-    w = np.asarray(weights)
-    if w.ndim != 1 or w.shape[0] != n:
-        raise ValueError(f"weights must have shape ({n},) (one per event), got {w.shape}")
-    if w.dtype.kind not in "iuf":
-        raise TypeError(f"weights must be numeric, got dtype {w.dtype}")
-    w = w.astype(np.float64)
-    bad = ~(np.isfinite(w) & (w >= 0))
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ValueError(f"weights must be finite and >= 0, got {w[i]} at row {i} "
-                         f"({int(bad.sum())} rows affected)")
-    return w
+    return check_nonnegative("weights", weights, n, "one per event", default=1.0)
 
 
 def _event_texts(texts, n: int):
