@@ -542,6 +542,12 @@ class Encoder:
             return self._encode_cached(texts, int(budget), batch_size, show_progress)
         return self._encode_all(texts, int(budget), batch_size, bool(normalize), show_progress)
 
+    def __deepcopy__(self, memo):
+        """The same encoder: a loaded model is shared, not copied (it does not change once
+        loaded; ``copy.deepcopy`` of its torch modules and tokenizer would fail or double
+        the memory). ``sklearn.base.clone`` of an engine holding this encoder relies on it."""
+        return self
+
     def _store(self):
         """The embedding store at ``self.cache`` (opened on first use)."""
         if self._cache_store is None:

