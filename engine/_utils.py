@@ -173,23 +173,29 @@ def unit_rows(x, *, dtype=np.float32, name: str | None = None, precision: str = 
         raise ValueError(f"precision={precision!r} is invalid; pass 'float32' or 'float64'")
     if dtype is None:
         dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64
-    if name is not None:
-        for a in range(0, x.shape[0], chunk):
-            bad = ~np.isfinite(x[a:a + chunk]).all(axis=1)
-            if bad.any():
-                row = a + int(np.argmax(bad))
-                raise ValueError(f"{name} row {row} contains NaN or infinity; pass finite "
-                                 "values")
     if precision == "float32":
+        if name is not None:
+            _check_finite_rows(name, x, chunk)
         x32 = np.asarray(x, dtype=np.float32)
         out = x32 / np.maximum(np.linalg.norm(x32, axis=1, keepdims=True), 1e-12)
         return out.astype(dtype, copy=False)
     out = np.empty(x.shape, dtype)
     for a in range(0, x.shape[0], chunk):
         blk = np.asarray(x[a:a + chunk], dtype=np.float64)
+        if name is not None:  # checked in the same pass over the rows
+            _check_finite_rows(name, blk, len(blk), offset=a)
         norm = np.sqrt(np.einsum("ij,ij->i", blk, blk))
         out[a:a + chunk] = blk / np.maximum(norm, 1e-12)[:, None]
     return out
+
+
+def _check_finite_rows(name: str, x, chunk: int, offset: int = 0) -> None:
+    """Raise naming ``name`` and the first row of ``x`` holding NaN or infinity."""
+    for a in range(0, x.shape[0], chunk):
+        bad = ~np.isfinite(x[a:a + chunk]).all(axis=1)
+        if bad.any():
+            row = offset + a + int(np.argmax(bad))
+            raise ValueError(f"{name} row {row} contains NaN or infinity; pass finite values")
 
 
 def pca_2d(x: np.ndarray) -> np.ndarray:
