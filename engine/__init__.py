@@ -14,13 +14,18 @@ Estimators and models
     ``SegmentTracker``     segments over time windows: stable ids, lifecycle events, trends
 Functions
     ``decayed_user_means``  time-decayed weighted mean vector per user
-    ``user_interests``, ``recommend_multi``  several interests per user, and recommending
-                            from them
+    ``user_interests``, ``multi_interest_topk``  several interests per user, and
+                            recommending from them (``recommend_multi``: its deprecated
+                            form, in the old ``(items, scores)`` order)
     ``cluster_users``       one snapshot's segments (as the tracker clusters)
     ``segment_keywords``    class-based TF-IDF keywords per segment
     ``batch_score``         score every user of an event table, in chunks, resumably
                             (``interestflow score``; ``score`` is its deprecated name)
     ``write_report``        the HTML report of a run folder
+Results
+    ``TopK``               ``(scores, rows)``: what every top-k returns (``cosine_topk``,
+                            ``ItemIndex.search``, ``Recommender.topk``, ``Ranker.topk``,
+                            ``multi_interest_topk``), best first, as ``torch.topk`` and FAISS
 Data
     ``read_table``, ``validate_events``  read and check event tables
     ``make_demo_events``, ``make_planted_scenario``  generated data (demo; planted dynamics)
@@ -50,6 +55,7 @@ _LAZY = {
     "validate_events": "interestflow.validation",
     "read_table": "interestflow.io",
     "user_interests": "interestflow.multi_interest",
+    "multi_interest_topk": "interestflow.multi_interest",
     "recommend_multi": "interestflow.multi_interest",
     "write_report": "interestflow.report",
     "SegmentTracker": "interestflow.tracking",
@@ -58,6 +64,7 @@ _LAZY = {
     "ItemIndex": "interestflow.retrieval",
     "batch_score": "interestflow.batch",
     "NotFittedError": "interestflow._utils",
+    "TopK": "interestflow._utils",
 }
 _RENAMED = {"score": "batch_score"}  # old top-level name -> new (same object)
 

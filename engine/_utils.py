@@ -12,9 +12,11 @@ import datetime as _dt
 import math
 import numbers
 
+from typing import Any, NamedTuple
+
 import numpy as np
 
-__all__ = ["NotFittedError", "not_fitted", "renamed", "check_int", "check_nonnegative",
+__all__ = ["NotFittedError", "not_fitted", "renamed", "TopK", "check_int", "check_nonnegative",
            "check_matrix", "check_user_rows", "unit_rows", "datetimes_to_seconds",
            "time_to_seconds", "torch_threads", "TorchWorkers", "pca_2d"]
 
@@ -94,6 +96,20 @@ def renamed(new: str, value, old: str, old_value, default):
     warnings.warn(f"{old}= is deprecated; pass {new}= (same meaning)", DeprecationWarning,
                   stacklevel=3)
     return old_value
+
+
+class TopK(NamedTuple):
+    """A top-k result, in the one order every top-k of interestflow returns: ``(scores,
+    rows)``, as ``torch.topk`` (values, indices) and FAISS's ``search`` (D, I).
+
+    ``scores`` (n_queries, k): best first, ``-inf`` in padding; ``rows`` (n_queries, k),
+    int64: the item (key) rows they belong to, ``-1`` in padding; equal scores are ordered by
+    lower row. numpy arrays, or torch tensors where the inputs were tensors. Unpacks as a
+    tuple (``scores, rows = index.search(q, 10)``) or reads by name (``result.rows``).
+    """
+
+    scores: Any
+    rows: Any
 
 
 # ------------------------------------------------------------------------------- vectors

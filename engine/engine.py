@@ -1085,7 +1085,7 @@ class InterestEngine(BaseEstimator):
             config=config)
 
     def _recommend_ranked(self, rows: np.ndarray, k: int, exclude_seen: bool):
-        """Candidates, then the ranker: ``(item_rows, scores)``, each (m, k), -1 / -inf
+        """Candidates, then the ranker: ``(scores, item_rows)``, each (m, k), -inf / -1
         padded where a user has fewer than ``k`` candidates."""
         import dataclasses
 
@@ -1107,8 +1107,7 @@ class InterestEngine(BaseEstimator):
                              segment_weights=rec.user_segment_weights_[rows],
                              count=act[0][rows], last_ts=act[1][rows], t_ref=rec.behaviour_time_,
                              item_first_ts=gen.item_first_ts_)
-        scores, items = self.ranker_.topk(X, k)
-        return items, scores
+        return self.ranker_.topk(X, k)
 
     def _check_fitted(self):
         if not hasattr(self, "user_vectors_"):
@@ -1193,12 +1192,11 @@ class InterestEngine(BaseEstimator):
         # no user can get more than n_items rows: do not allocate (m, k) for a huge k
         k_eff = min(int(k), len(self.item_ids_))
         if getattr(self, "ranker_", None) is not None and self.candidates_ is not None:
-            item_rows, scores = self._recommend_ranked(rows, k_eff, bool(exclude_seen))
+            scores, item_rows = self._recommend_ranked(rows, k_eff, bool(exclude_seen))
         elif self.multi_interest and hasattr(self, "interest_offsets_"):
-            item_rows, scores = self._recommend_interests(rows, k_eff, bool(exclude_seen))
+            scores, item_rows = self._recommend_interests(rows, k_eff, bool(exclude_seen))
         else:
-            item_rows, scores = self.recommender_.recommend(rows, k_eff,
-                                                            exclude_seen=exclude_seen)
+            scores, item_rows = self.recommender_.topk(rows, k_eff, exclude_seen=exclude_seen)
         valid = item_rows >= 0
         n_per = valid.sum(axis=1)
         return pd.DataFrame({
@@ -1309,8 +1307,8 @@ class InterestEngine(BaseEstimator):
         })
 
     def _recommend_interests(self, rows: np.ndarray, k: int, exclude_seen: bool):
-        """recommend_multi on the requested users' interests (see multi_interest)."""
-        from .multi_interest import recommend_multi
+        """multi_interest_topk on the requested users' interests (see multi_interest)."""
+        from .multi_interest import multi_interest_topk
 
         off = self.interest_offsets_
         counts = off[rows + 1] - off[rows]
@@ -1327,8 +1325,9 @@ class InterestEngine(BaseEstimator):
             exclude = (ex_ptr, ex_idx)
         else:
             exclude = None
-        return recommend_multi(self.interest_vectors_[take], self.interest_importance_[take],
-                               sub_off, self.item_vectors_, k, exclude=exclude)
+        return multi_interest_topk(self.interest_vectors_[take],
+                                   self.interest_importance_[take], sub_off, self.item_vectors_,
+                                   k, exclude=exclude)
 
     # ------------------------------------------------------------- persistence
     def save(self, path) -> Path:

@@ -11,7 +11,8 @@ of its events (the same decay as :func:`interestflow.interests.decayed_user_mean
 parallel over users, GIL released) or with the scipy reference the native code is tested
 against: ``scipy.cluster.hierarchy.linkage(method="ward")`` and
 ``fcluster(criterion="distance")`` per user, with equal partitions (ties included).
-:func:`recommend_multi` recommends from several interests in proportion to their importance.
+:func:`multi_interest_topk` recommends from several interests in proportion to their
+importance.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from .interests import check_decay_inputs
-from ._utils import check_int, check_matrix, unit_rows
+from ._utils import TopK, check_int, check_matrix, unit_rows
 
 __all__ = ["DEFAULT_THRESHOLD", "DEFAULT_MAX_EVENTS", "MAX_EVENTS_LIMIT", "UserInterests",
-           "user_interests", "recommend_multi"]
+           "user_interests", "multi_interest_topk", "recommend_multi"]
 
 logger = logging.getLogger(__name__)
 
@@ -364,8 +365,9 @@ def _quotas(shares: np.ndarray, k: int) -> np.ndarray:
     return q
 
 
-def recommend_multi(interest_vectors, interest_importance, interest_offsets, item_vectors, k,
-                    *, exclude=None, candidates_per_interest=None, backend="auto"):
+def multi_interest_topk(interest_vectors, interest_importance, interest_offsets, item_vectors,
+                        k, *, exclude=None, candidates_per_interest=None,
+                        backend="auto") -> TopK:
     """Top-``k`` items per user, drawn from the user's interests by importance.
 
     1. **Quotas.**  User ``u``'s ``k`` slots are split between its interests in proportion to
@@ -409,10 +411,10 @@ def recommend_multi(interest_vectors, interest_importance, interest_offsets, ite
 
     Returns
     -------
-    item_rows : ndarray of int64, shape (n_users, k)
-        Best first; padded with -1 when fewer items can be recommended.
-    scores : ndarray of float32, shape (n_users, k)
-        Re-rank scores, padded with -inf.
+    TopK
+        ``(scores, rows)``, the order of every top-k in interestflow: ``scores`` float32
+        (n_users, k), re-rank scores, best first, padded with -inf; ``rows`` int64 (n_users,
+        k), item rows, padded with -1 when fewer items can be recommended.
 
     Examples
     --------
@@ -423,7 +425,7 @@ def recommend_multi(interest_vectors, interest_importance, interest_offsets, ite
     >>> items = np.array([[1, 0.0], [1, 0.1], [1, 0.2], [1, 0.3], [0.0, 1], [0.1, 1]],
     ...                  np.float32)
     >>> iv = np.array([[1, 0.0], [0.0, 1]], np.float32)
-    >>> rows, _ = recommend_multi(iv, [3.0, 1.0], [0, 2], items, 4)
+    >>> _, rows = multi_interest_topk(iv, [3.0, 1.0], [0, 2], items, 4)
     >>> rows.tolist()
     [[0, 1, 2, 4]]
     """
@@ -442,7 +444,7 @@ def recommend_multi(interest_vectors, interest_importance, interest_offsets, ite
     out_items = np.full((n_users, k), -1, np.int64)
     out_scores = np.full((n_users, k), -np.inf, np.float32)
     if n_items == 0 or n_interests == 0:
-        return out_items, out_scores
+        return TopK(out_scores, out_items)
     cand = _interest_candidates(iv, items, off, np.diff(ex_ptr), k, depth_fixed, backend)
     # exact re-rank inputs: unit rows in float64 (zero rows stay zero)
     iv_unit = unit_rows(iv, dtype=np.float64)
@@ -461,7 +463,27 @@ def recommend_multi(interest_vectors, interest_importance, interest_offsets, ite
         n = len(chosen)
         out_items[u, :n] = chosen[rank]
         out_scores[u, :n] = score[rank]
-    return out_items, out_scores
+    return TopK(out_scores, out_items)
+
+
+def recommend_multi(interest_vectors, interest_importance, interest_offsets, item_vectors, k,
+                    *, exclude=None, candidates_per_interest=None, backend="auto"):
+    """Deprecated: :func:`multi_interest_topk` in the old order, ``(item_rows, scores)``.
+
+    Every top-k in interestflow now returns ``(scores, rows)`` (:class:`~interestflow.TopK`);
+    ``scores, rows = multi_interest_topk(...)`` replaces ``rows, scores =
+    recommend_multi(...)``. Same arrays, same arguments; a ``DeprecationWarning``.
+    """
+    import warnings
+
+    warnings.warn("recommend_multi() returns (item_rows, scores) and is deprecated; use "
+                  "multi_interest_topk(), which returns (scores, rows) like every top-k in "
+                  "interestflow", DeprecationWarning, stacklevel=2)
+    scores, rows = multi_interest_topk(interest_vectors, interest_importance, interest_offsets,
+                                       item_vectors, k, exclude=exclude,
+                                       candidates_per_interest=candidates_per_interest,
+                                       backend=backend)
+    return rows, scores
 
 
 def _check_importance(interest_importance, n_interests):

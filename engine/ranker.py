@@ -92,7 +92,7 @@ from typing import Mapping
 import numpy as np
 
 from .candidates import FEATURE_NAMES, Candidates
-from ._utils import check_int, not_fitted
+from ._utils import TopK, check_int, not_fitted
 from .recommend import config_from_dict
 
 logger = logging.getLogger(__name__)
@@ -542,9 +542,9 @@ class Ranker:
             self._ensemble = cached
         return cached[1]
 
-    def topk(self, candidates: Candidates, k: int, *, threads: int | None = None
-             ) -> tuple[np.ndarray, np.ndarray]:
-        """Best ``k`` candidates per user: ``(scores, items)``, each shape (n_users, k).
+    def topk(self, candidates: Candidates, k: int, *, threads: int | None = None) -> TopK:
+        """Best ``k`` candidates per user: ``TopK(scores, rows)`` (the order of every top-k in
+        interestflow), each shape (n_users, k); rows are item rows.
 
         Ties go to the lower item row. A user with fewer than ``k`` candidates is padded with
         item ``-1`` and score ``-inf``. ``threads`` as in :meth:`score`.
@@ -554,8 +554,9 @@ class Ranker:
         from interestflow.kernels.numba_rank import user_topk
 
         s = self.score(candidates, threads=threads)
-        return user_topk(candidates.indptr, candidates.items, s, int(k),
-                         threads=int(self.config.num_threads if threads is None else threads))
+        return TopK(*user_topk(candidates.indptr, candidates.items, s, int(k),
+                               threads=int(self.config.num_threads if threads is None
+                                           else threads)))
 
     # ------------------------------------------------------------ persistence
     def model_string(self) -> str:

@@ -37,12 +37,13 @@ import dataclasses
 import json
 import logging
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
 
-from ._utils import check_int, check_matrix, check_user_rows, not_fitted, unit_rows
+from ._utils import TopK, check_int, check_matrix, check_user_rows, not_fitted, unit_rows
 from ._topk import topk_row as _topk_row
 from ._topk import topk_rows as _topk_rows
 from .interests import SECONDS_PER_DAY as _SECONDS_PER_DAY
@@ -442,7 +443,7 @@ class Recommender:
     ...     inter_ts=np.array([0.0, 1.0, 2.0, 3.0]), inter_weight=np.ones(4),
     ...     user_segment=np.zeros(4, np.int64), segment_soft=np.ones((4, 1), np.float32),
     ...     half_life_days=30.0)
-    >>> items, scores = rec.recommend(np.array([0, 1]), k=3)
+    >>> scores, items = rec.topk(np.array([0, 1]), k=3)
     >>> items.shape
     (2, 3)
     """
@@ -867,7 +868,7 @@ class Recommender:
             out.append(Z)
         return out
 
-    def recommend(self, user_rows, k: int, *, exclude_seen: bool = True):
+    def topk(self, user_rows, k: int, *, exclude_seen: bool = True) -> TopK:
         """Top-k items for each user row.
 
         Parameters
@@ -881,11 +882,11 @@ class Recommender:
 
         Returns
         -------
-        item_rows : ndarray of int64, shape (m, k)
-            Best first; ties go to the lower item row; padded with -1 when fewer than ``k``
-            candidate items exist.
-        scores : ndarray of float32, shape (m, k)
-            Fused scores, padded with -inf.
+        TopK
+            ``(scores, rows)``, the order of every top-k in interestflow (as ``torch.topk``
+            and FAISS). ``scores``: float32 (m, k), fused scores, best first, padded with
+            ``-inf``; ``rows``: int64 (m, k), item rows, ties to the lower item row, padded
+            with -1 when fewer than ``k`` candidate items exist.
         """
         if not hasattr(self, "weights_"):
             raise not_fitted("this Recommender is not fitted; call fit() or from_state() first")
@@ -900,10 +901,10 @@ class Recommender:
         items = np.full((len(rows), k), -1, np.int64)
         scores = np.full((len(rows), k), -np.inf, np.float32)
         if self.n_items_ == 0:
-            return items, scores
+            return TopK(scores, items)
         if self._content_only():
             self._recommend_content(rows, k, bool(exclude_seen), items, scores)
-            return items, scores
+            return TopK(scores, items)
         step = max(1, self.config.chunk_elements // self.n_items_)
         for a in range(0, len(rows), step):
             chunk = rows[a:a + step]
@@ -916,7 +917,20 @@ class Recommender:
             kk = top.shape[1]
             items[a:a + len(chunk), :kk] = np.where(ok, top, -1)
             scores[a:a + len(chunk), :kk] = np.where(ok, val, -np.inf)
-        return items, scores
+        return TopK(scores, items)
+
+    def recommend(self, user_rows, k: int, *, exclude_seen: bool = True):
+        """Deprecated: :meth:`topk` in the old order, ``(item_rows, scores)``.
+
+        Every top-k in interestflow now returns ``(scores, rows)`` (:class:`TopK`);
+        ``scores, rows = rec.topk(user_rows, k)`` replaces ``rows, scores =
+        rec.recommend(user_rows, k)``. Same arrays; a ``DeprecationWarning``.
+        """
+        warnings.warn("Recommender.recommend() returns (item_rows, scores) and is deprecated; "
+                      "use Recommender.topk(), which returns (scores, rows) like every top-k "
+                      "in interestflow", DeprecationWarning, stacklevel=2)
+        scores, rows = self.topk(user_rows, k, exclude_seen=exclude_seen)
+        return rows, scores
 
     def _content_only(self) -> bool:
         w = self.weights_

@@ -63,7 +63,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
-from ._utils import check_int, not_fitted, unit_rows
+from ._utils import TopK, check_int, not_fitted, unit_rows
 from interestflow.resolve import (
     BACKEND_INSTALL,
     KERNEL_BACKENDS,
@@ -626,7 +626,9 @@ class ItemIndex(BaseEstimator):
             Item rows (``item_ids_[rows]`` gives ids); ``-1`` in padding. Equal scores are
             ordered by lower row.
 
-        Torch tensor queries give torch tensors on the queries' device.
+        A :class:`~interestflow.TopK` ``(scores, rows)``, the order of every top-k in
+        interestflow (as FAISS). Torch tensor queries give torch tensors on the queries'
+        device.
         """
         if not hasattr(self, "kind_"):
             raise not_fitted("this ItemIndex is not fitted; call fit(item_vectors) first")
@@ -665,9 +667,9 @@ class ItemIndex(BaseEstimator):
         if hasattr(queries, "detach") and hasattr(queries, "device"):
             import torch
 
-            return (torch.from_numpy(out_s).to(queries.device),
-                    torch.from_numpy(out_i).to(queries.device))
-        return out_s, out_i
+            return TopK(torch.from_numpy(out_s).to(queries.device),
+                        torch.from_numpy(out_i).to(queries.device))
+        return TopK(out_s, out_i)
 
     def _depth(self, k: int, n_excluded) -> int:
         return int(min(self.n_items_, k + int(n_excluded)))

@@ -45,6 +45,7 @@ if __name__ == "kernels":  # pragma: no cover - exercised in a subprocess by the
 import numpy as np
 import torch
 
+from interestflow._utils import TopK
 from interestflow.resolve import BackendChoice, resolve_backend
 
 logger = logging.getLogger(__name__)
@@ -119,8 +120,11 @@ def cosine_topk(queries, keys, k: int, *, backend: str = "auto", normalized: boo
     -------
     scores : array or tensor of shape (n_queries, k)
         float32 (float64 for float64 input on the numba/torch backends), highest first.
-    indices : array or tensor of shape (n_queries, k), int64
+    rows : array or tensor of shape (n_queries, k), int64
         Rows of ``keys``; equal scores are ordered by lower index on every backend.
+
+    A :class:`~interestflow.TopK` ``(scores, rows)``, the order of every top-k in
+    interestflow (as ``torch.topk``).
 
     Examples
     --------
@@ -143,7 +147,7 @@ def cosine_topk(queries, keys, k: int, *, backend: str = "auto", normalized: boo
             name = "torch"
         else:
             s, i = mod.cosine_topk_triton(q, kk, k, normalized=normalized)
-            return _out(s, q_np), _out(i, q_np)
+            return TopK(_out(s, q_np), _out(i, q_np))
     if name == "numba":
         s, i = backend_module("numba", "cosine_topk").cosine_topk_numba(
             q, kk, k, normalized=normalized)
@@ -151,7 +155,7 @@ def cosine_topk(queries, keys, k: int, *, backend: str = "auto", normalized: boo
         from interestflow.kernels import reference
 
         s, i = reference.cosine_topk(q, kk, k, normalized=normalized)
-    return _out(s, q_np), _out(i, q_np)
+    return TopK(_out(s, q_np), _out(i, q_np))
 
 
 def kmeans_assign(x, centroids, *, backend: str = "auto"):

@@ -38,7 +38,7 @@ def test_one_not_fitted_error_everywhere():
     from interestflow.retrieval import ItemIndex
 
     cases = [lambda: InterestEngine().recommend(["a"]),
-             lambda: Recommender().recommend(np.array([0]), 3),
+             lambda: Recommender().topk(np.array([0]), 3),
              lambda: ItemIndex().search(np.ones((1, 4), np.float32), 1),
              lambda: CandidateGenerator().user_rows(["a"])]
     for call in cases:
@@ -95,3 +95,61 @@ def test_clone_of_an_engine_with_an_encoder_shares_the_loaded_model():
     enc = Encoder(device="cpu")
     twin = clone(InterestEngine(encoder=enc, n_segments=2))
     assert twin.encoder is enc and twin.n_segments == 2
+
+
+def test_one_topk_order_everywhere():
+    """Every top-k returns TopK(scores, rows): best first, the same rows on the same data."""
+    from interestflow import TopK, multi_interest_topk
+    from interestflow.kernels import cosine_topk
+    from interestflow.recommend import RecommendConfig, Recommender
+    from interestflow.retrieval import ItemIndex
+
+    rng = np.random.default_rng(3)
+    users = rng.normal(size=(6, 8)).astype(np.float32)
+    users /= np.linalg.norm(users, axis=1, keepdims=True)
+    items = rng.normal(size=(40, 8)).astype(np.float32)
+    items /= np.linalg.norm(items, axis=1, keepdims=True)
+    rec = Recommender(RecommendConfig(weights={"content": 1.0})).fit(
+        user_vectors=users, item_vectors=items, inter_user=np.arange(6),
+        inter_item=np.arange(6), inter_ts=np.arange(6.0), inter_weight=np.ones(6),
+        user_segment=np.zeros(6, np.int64), segment_soft=np.ones((6, 1), np.float32),
+        half_life_days=30.0)
+    results = {
+        "cosine_topk": cosine_topk(users, items, 3, backend="torch"),
+        "ItemIndex.search": ItemIndex().fit(items).search(users, 3),
+        "Recommender.topk": rec.topk(np.arange(6), 3, exclude_seen=False),
+        "multi_interest_topk": multi_interest_topk(users, np.ones(6), np.arange(7), items, 3),
+    }
+    truth = np.argsort(-(users.astype(np.float64) @ items.T.astype(np.float64)), axis=1)[:, :3]
+    for name, result in results.items():
+        assert isinstance(result, TopK), name
+        scores, rows = result
+        assert rows.dtype == np.int64 and scores.dtype.kind == "f", name
+        np.testing.assert_array_equal(rows, truth, err_msg=name)
+        assert (np.diff(scores, axis=1) <= 0).all(), name
+        assert result.rows is rows and result.scores is scores
+
+
+def test_old_item_first_topk_functions_warn_and_keep_their_order():
+    from interestflow.multi_interest import multi_interest_topk, recommend_multi
+    from interestflow.recommend import RecommendConfig, Recommender
+
+    rng = np.random.default_rng(4)
+    users = rng.normal(size=(5, 6)).astype(np.float32)
+    items = rng.normal(size=(20, 6)).astype(np.float32)
+    rec = Recommender(RecommendConfig(weights={"content": 1.0})).fit(
+        user_vectors=users, item_vectors=items, inter_user=np.arange(5),
+        inter_item=np.arange(5), inter_ts=np.arange(5.0), inter_weight=np.ones(5),
+        user_segment=np.zeros(5, np.int64), segment_soft=np.ones((5, 1), np.float32),
+        half_life_days=30.0)
+    scores, rows = rec.topk(np.arange(5), 4)
+    with pytest.warns(DeprecationWarning, match=r"use Recommender.topk\(\)"):
+        old_rows, old_scores = rec.recommend(np.arange(5), 4)
+    np.testing.assert_array_equal(old_rows, rows)
+    np.testing.assert_array_equal(old_scores, scores)
+    scores, rows = multi_interest_topk(users, np.ones(5), np.arange(6), items, 4)
+    with pytest.warns(DeprecationWarning, match=r"use multi_interest_topk\(\)"):
+        old_rows, old_scores = recommend_multi(users, np.ones(5), np.arange(6), items, 4)
+    np.testing.assert_array_equal(old_rows, rows)
+    np.testing.assert_array_equal(old_scores, scores)
+    assert old_rows.dtype == np.int64 and old_scores.dtype == np.float32

@@ -1,4 +1,4 @@
-"""Per-user multi-interest: native Ward vs scipy, hand-computed toys, recommend_multi."""
+"""Per-user multi-interest: native Ward vs scipy, hand-computed toys, multi_interest_topk."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from interestflow.multi_interest import (
     DEFAULT_THRESHOLD,
     MAX_EVENTS_LIMIT,
     _quotas,
+    multi_interest_topk,
     recommend_multi,
     user_interests,
 )
@@ -273,7 +274,7 @@ def test_bad_backend_and_native_errors():
                                ref, 0.0, 1.0, 10, 0)
 
 
-# --------------------------------------------------------------------------- recommend_multi
+# ----------------------------------------------------------------------- multi_interest_topk
 def test_quotas_largest_remainder():
     assert _quotas(np.array([0.5, 0.3, 0.2]), 4).tolist() == [2, 1, 1]
     assert _quotas(np.array([0.75, 0.25]), 4).tolist() == [3, 1]
@@ -292,7 +293,7 @@ def two_topic_catalogue():
     return items
 
 
-def test_recommend_multi_proportions_exclusion_and_order():
+def test_multi_interest_topk_proportions_exclusion_and_order():
     items = two_topic_catalogue()
     iv = np.eye(3, dtype=np.float32)
     # user 0: interests e0 (3) and e1 (1); user 1: e2 only; user 2: none; user 3: e1 (1), e0 (1)
@@ -300,7 +301,7 @@ def test_recommend_multi_proportions_exclusion_and_order():
     imp = np.array([3.0, 1.0, 2.0, 1.0, 1.0])
     off = np.array([0, 2, 3, 3, 5])
     exclude = (np.array([0, 2, 2, 2, 3]), np.array([0, 5, 6]))
-    rows, scores = recommend_multi(iv[iv_rows], imp, off, items, 4, exclude=exclude)
+    scores, rows = multi_interest_topk(iv[iv_rows], imp, off, items, 4, exclude=exclude)
     assert rows[0].tolist() == [1, 2, 3, 6]  # items 0 and 5 excluded; 3 near e0, 1 near e1
     assert rows[1].tolist() == [10, 11, 12, 13]
     assert rows[2].tolist() == [-1] * 4 and np.isneginf(scores[2]).all()
@@ -314,19 +315,19 @@ def test_recommend_multi_proportions_exclusion_and_order():
     np.testing.assert_allclose(scores[0, 3], x[1] / np.linalg.norm(x) / 3, rtol=1e-6)
 
 
-def test_recommend_multi_small_catalogue_pads_and_shallow_candidates_spill_over():
+def test_multi_interest_topk_small_catalogue_pads_and_shallow_candidates_spill_over():
     items = two_topic_catalogue()[:6]  # 5 near e0, 1 near e1
     iv = np.eye(3, dtype=np.float32)[:2]
-    rows, scores = recommend_multi(iv, [1.0, 1.0], [0, 2], items, 10)
+    scores, rows = multi_interest_topk(iv, [1.0, 1.0], [0, 2], items, 10)
     assert sorted(rows[0, :6].tolist()) == list(range(6))
     assert rows[0, 6:].tolist() == [-1] * 4 and np.isneginf(scores[0, 6:]).all()
     # depth 1 per interest: each interest gives its best item, then runs dry
-    rows, _ = recommend_multi(iv, [1.0, 1.0], [0, 2], items, 4, candidates_per_interest=1)
+    _, rows = multi_interest_topk(iv, [1.0, 1.0], [0, 2], items, 4, candidates_per_interest=1)
     assert sorted(rows[0, :2].tolist()) == [0, 5] and rows[0, 2:].tolist() == [-1, -1]
 
 
 def brute_force(iv, imp, off, items, k, seen):
-    """Plain-loop restatement of recommend_multi on full argsorts (for random data)."""
+    """Plain-loop restatement of multi_interest_topk on full argsorts (for random data)."""
     def cos(a, b):
         a = a / np.linalg.norm(a, axis=-1, keepdims=True)
         b = b / np.linalg.norm(b, axis=-1, keepdims=True)
@@ -354,7 +355,7 @@ def brute_force(iv, imp, off, items, k, seen):
     return out
 
 
-def test_recommend_multi_matches_brute_force():
+def test_multi_interest_topk_matches_brute_force():
     rng = np.random.default_rng(11)
     items = rng.standard_normal((300, 16)).astype(np.float32)
     n_users = 40
@@ -364,8 +365,8 @@ def test_recommend_multi_matches_brute_force():
     imp = rng.uniform(0.1, 5, off[-1])
     seen = [rng.choice(300, rng.integers(0, 30), replace=False) for _ in range(n_users)]
     indptr = np.concatenate(([0], np.cumsum([len(s) for s in seen])))
-    rows, scores = recommend_multi(iv, imp, off, items, 10,
-                                   exclude=(indptr, np.concatenate(seen)), backend="torch")
+    scores, rows = multi_interest_topk(iv, imp, off, items, 10,
+                                       exclude=(indptr, np.concatenate(seen)), backend="torch")
     truth = brute_force(iv, imp, off, items, 10, seen)
     for u in range(n_users):
         assert sorted(rows[u].tolist()) == truth[u], u
@@ -375,18 +376,18 @@ def test_recommend_multi_matches_brute_force():
         assert keys == sorted(keys)
 
 
-def test_recommend_multi_bad_input():
+def test_multi_interest_topk_bad_input():
     items = two_topic_catalogue()
     iv = np.eye(3, dtype=np.float32)
     with pytest.raises(ValueError, match="interest_importance\\[1\\]"):
-        recommend_multi(iv, [1.0, -1.0, 1.0], [0, 3], items, 2)
+        multi_interest_topk(iv, [1.0, -1.0, 1.0], [0, 3], items, 2)
     with pytest.raises(ValueError, match="interest_offsets"):
-        recommend_multi(iv, [1.0] * 3, [0, 2], items, 2)
+        multi_interest_topk(iv, [1.0] * 3, [0, 2], items, 2)
     with pytest.raises(ValueError, match="item_vectors must have 3 columns"):
-        recommend_multi(iv, [1.0] * 3, [0, 3], items[:, :2], 2)
+        multi_interest_topk(iv, [1.0] * 3, [0, 3], items[:, :2], 2)
     with pytest.raises(ValueError, match="exclude indices\\[0\\]=99"):
-        recommend_multi(iv, [1.0] * 3, [0, 3], items, 2, exclude=([0, 1], [99]))
+        multi_interest_topk(iv, [1.0] * 3, [0, 3], items, 2, exclude=([0, 1], [99]))
     with pytest.raises(ValueError, match="k=0"):
-        recommend_multi(iv, [1.0] * 3, [0, 3], items, 0)
+        multi_interest_topk(iv, [1.0] * 3, [0, 3], items, 0)
     with pytest.raises(TypeError, match="exclude must be a tuple"):
-        recommend_multi(iv, [1.0] * 3, [0, 3], items, 2, exclude=[[0, 1], [2]])
+        multi_interest_topk(iv, [1.0] * 3, [0, 3], items, 2, exclude=[[0, 1], [2]])

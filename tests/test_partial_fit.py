@@ -389,8 +389,8 @@ def test_recommender_update_equals_fit_on_all_interactions(assignment, neighbors
     assert rec.behaviour_time_ == full.behaviour_time_
     for r in (rec, full):
         r._sparse = None
-    np.testing.assert_array_equal(rec.recommend(np.arange(n_users), 10)[0],
-                                  full.recommend(np.arange(n_users), 10)[0])
+    np.testing.assert_array_equal(rec.topk(np.arange(n_users), 10).rows,
+                                  full.topk(np.arange(n_users), 10).rows)
 
 
 def test_partial_fit_after_load_and_from_an_older_save(split_data, tmp_path):

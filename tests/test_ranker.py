@@ -118,7 +118,9 @@ def test_ranker_learns_the_informative_feature_and_topk_orders_by_score():
     r = Ranker(RankerConfig(n_rounds=100, min_data_in_leaf=5, validation_fraction=0)).fit(cand, y)
     s = r.score(cand)
     assert np.corrcoef(s, cand.features[:, 0])[0, 1] > 0.5
-    scores, items = r.topk(cand, 4)
+    result = r.topk(cand, 4)
+    scores, items = result
+    assert type(result).__name__ == "TopK" and result.rows is items  # (scores, rows)
     assert scores.shape == items.shape == (30, 4)
     for j in range(30):
         lo, hi = cand.indptr[j], cand.indptr[j + 1]

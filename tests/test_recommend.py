@@ -59,7 +59,7 @@ def test_exclude_seen_never_returns_seen_items(fusion):
     p = _random_problem()
     rec = _fit(RecommendConfig(weights={c: 1.0 for c in COMPONENTS}, fusion=fusion), **p)
     users = np.arange(p["U"].shape[0])
-    items, scores = rec.recommend(users, k=10)
+    scores, items = rec.topk(users, k=10)
     assert items.shape == scores.shape == (len(users), 10)
     seen = {(u, i) for u, i in zip(p["iu"], p["ii"])}
     assert not any((u, i) in seen for u in users for i in items[u] if i >= 0)
@@ -77,11 +77,11 @@ def test_padding_when_fewer_unseen_items_than_k():
     I = _unit([[1, 0], [1, 1], [0, 1], [1, 2]])
     # user 0 has seen items 0, 1, 2: one unseen item left
     rec = _fit(_only("content"), U=U, I=I, iu=[0, 0, 0, 1], ii=[0, 1, 2, 0])
-    items, scores = rec.recommend(np.array([0, 1]), k=3)
+    scores, items = rec.topk(np.array([0, 1]), k=3)
     assert items[0].tolist() == [3, -1, -1]
     assert np.isneginf(scores[0, 1:]).all() and np.isfinite(scores[0, 0])
     assert items[1].tolist() == [2, 3, 1]
-    items, _ = rec.recommend(np.array([0]), k=6, exclude_seen=False)
+    _, items = rec.topk(np.array([0]), k=6, exclude_seen=False)
     assert items[0].tolist() == [0, 1, 3, 2, -1, -1]
 
 
@@ -89,7 +89,7 @@ def test_ties_are_broken_towards_lower_item_rows():
     U = _unit([[1, 0], [0, 1]])
     I = _unit([[0, 1], [1, 0], [1, 0], [0, 1], [1, 0]])  # items 1, 2, 4 tie for user 0
     rec = _fit(_only("content"), U=U, I=I, iu=[1], ii=[0])
-    items, scores = rec.recommend(np.array([0, 0]), k=4)
+    scores, items = rec.topk(np.array([0, 0]), k=4)
     assert items[0].tolist() == [1, 2, 4, 0] and items[1].tolist() == [1, 2, 4, 0]
     assert scores[0, 0] == scores[0, 1] == scores[0, 2] > scores[0, 3]
 
@@ -99,8 +99,8 @@ def test_chunking_does_not_change_results():
     big = _fit(ALL_EQUAL, **p)
     small = _fit(RecommendConfig(weights={c: 1.0 for c in COMPONENTS}, chunk_elements=50), **p)
     users = np.arange(p["U"].shape[0])
-    a, sa = big.recommend(users, k=7)
-    b, sb = small.recommend(users, k=7)
+    sa, a = big.topk(users, k=7)
+    sb, b = small.topk(users, k=7)
     np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(sa, sb, rtol=1e-6)
 
@@ -112,7 +112,7 @@ def test_content_ranks_the_item_equal_to_the_user_vector_first():
     U[5] = p["I"][3]
     rec = _fit(_only("content"), **{**p, "U": U, "iu": [0], "ii": [0], "ts": [0.0],
                                     "w": [1.0], "V": None})
-    items, _ = rec.recommend(np.array([5]), k=3)
+    _, items = rec.topk(np.array([5]), k=3)
     assert items[0, 0] == 3
     expected = np.argsort(-(p["I"] @ p["I"][3]), kind="stable")[:3]
     assert items[0].tolist() == expected.tolist()
@@ -127,7 +127,7 @@ def test_popularity_ranks_by_distinct_users():
     rec = _fit(_only("popularity"), U=np.pad(U, ((0, 0), (0, 1))), I=I, iu=iu, ii=ii,
                ts=np.zeros(len(iu)), hl=float("inf"))
     np.testing.assert_allclose(rec.popularity_, [2, 0, 3, 0, 1])
-    items, _ = rec.recommend(np.array([0]), k=4)  # user 0 has seen item 2
+    _, items = rec.topk(np.array([0]), k=4)  # user 0 has seen item 2
     assert items[0].tolist() == [0, 4, 1, 3]
 
 
@@ -137,7 +137,7 @@ def test_zero_weight_interaction_is_seen_but_adds_no_popularity():
     rec = _fit(_only("popularity"), U=U, I=I, iu=[0, 1, 2, 3], ii=[0, 0, 1, 2],
                w=[0.0, 0.0, 1.0, 1.0], hl=float("inf"))
     np.testing.assert_allclose(rec.popularity_, [0, 1, 1])
-    assert rec.recommend(np.array([0]), k=3)[0][0].tolist() == [1, 2, -1]
+    assert rec.topk(np.array([0]), k=3).rows[0].tolist() == [1, 2, -1]
 
 
 def test_popularity_decay_prefers_recent_engagement():
@@ -148,8 +148,8 @@ def test_popularity_decay_prefers_recent_engagement():
     ts = np.array([0, 0, 0, 365, 365]) * DAY
     fresh = _fit(_only("popularity"), U=U, I=I, iu=iu, ii=ii, ts=ts, hl=30.0)
     flat = _fit(_only("popularity"), U=U, I=I, iu=iu, ii=ii, ts=ts, hl=float("inf"))
-    assert fresh.recommend(np.array([5]), k=1)[0][0, 0] == 1
-    assert flat.recommend(np.array([5]), k=1)[0][0, 0] == 0
+    assert fresh.topk(np.array([5]), k=1).rows[0, 0] == 1
+    assert flat.topk(np.array([5]), k=1).rows[0, 0] == 0
     np.testing.assert_allclose(fresh.popularity_[0], 3 * 2.0 ** (-365 / 30))
 
 
@@ -161,17 +161,17 @@ def test_segment_popularity_follows_the_users_segment():
     seg = np.array([0, 0, 0, 1, 1, 1, 1, 1])
     soft = np.eye(2, dtype=np.float32)[seg]
     rec = _fit(_only("segment"), U=U, I=I, iu=iu, ii=ii, seg=seg, soft=soft, hl=float("inf"))
-    assert rec.recommend(np.array([2]), k=1)[0][0, 0] == 0
-    assert rec.recommend(np.array([7]), k=1)[0][0, 0] == 1
+    assert rec.topk(np.array([2]), k=1).rows[0, 0] == 0
+    assert rec.topk(np.array([7]), k=1).rows[0, 0] == 1
     glob = _fit(_only("popularity"), U=U, I=I, iu=iu, ii=ii, seg=seg, soft=soft)
-    assert glob.recommend(np.array([2]), k=1)[0][0, 0] == 1
+    assert glob.topk(np.array([2]), k=1).rows[0, 0] == 1
     # soft memberships mix the segments; "hard" uses user_segment only
     soft2 = np.array([[0.3, 0.7]] * 8, np.float32)
     mixed = _fit(_only("segment"), U=U, I=I, iu=iu, ii=ii, seg=seg, soft=soft2)
     hard = _fit(_only("segment", segment_assignment="hard"), U=U, I=I, iu=iu, ii=ii, seg=seg,
                 soft=soft2)
-    assert mixed.recommend(np.array([2]), k=1)[0][0, 0] == 1
-    assert hard.recommend(np.array([2]), k=1)[0][0, 0] == 0
+    assert mixed.topk(np.array([2]), k=1).rows[0, 0] == 1
+    assert hard.topk(np.array([2]), k=1).rows[0, 0] == 0
 
 
 def test_item_knn_uses_co_occurrence_and_recent_seeds():
@@ -184,10 +184,10 @@ def test_item_knn_uses_co_occurrence_and_recent_seeds():
     ts = np.zeros(len(iu))
     ts[-2], ts[-1] = 0.0, 300 * DAY
     rec = _fit(_only("item_knn"), U=U, I=I, iu=iu, ii=ii, ts=ts, hl=30.0)
-    items, _ = rec.recommend(np.array([6]), k=2)
+    _, items = rec.topk(np.array([6]), k=2)
     assert items[0].tolist() == [3, 1]  # the recent seed's neighbour first (else a tie: 1)
     flat = _fit(_only("item_knn"), U=U, I=I, iu=iu, ii=ii, ts=ts, hl=float("inf"))
-    assert flat.recommend(np.array([6]), k=2)[0][0].tolist() == [1, 3]
+    assert flat.topk(np.array([6]), k=2).rows[0].tolist() == [1, 3]
     # the neighbour lists are the cosine over the binary user-item matrix
     X = np.zeros((7, 6))
     X[iu, ii] = 1
@@ -247,7 +247,7 @@ def test_zscore_and_rrf_fusion_on_a_hand_computed_case():
     for fusion in ("zscore", "rrf"):
         cfg = RecommendConfig(weights={"content": 1.0, "popularity": 1.0}, fusion=fusion)
         rec = _fit(cfg, U=U4, I=I, iu=iu, ii=ii, hl=float("inf"))
-        items, scores = rec.recommend(np.array([0]), k=3)
+        scores, items = rec.topk(np.array([0]), k=3)
         c = (U @ I.T).ravel().astype(np.float64)
         p = np.array([1.0, 2.0, 3.0])
         if fusion == "zscore":
@@ -290,7 +290,7 @@ def test_auto_selection_adds_behaviour_when_it_predicts_the_next_items():
     assert steps[1]["ndcg"] > steps[0]["ndcg"] + 0.3
     # the partner of each user's latest item is recommended first
     last = {u: i for u, i in zip(p["iu"], p["ii"])}
-    items, _ = rec.recommend(np.arange(20), k=1)
+    _, items = rec.topk(np.arange(20), k=1)
     assert all(items[u, 0] != last[u] for u in range(20))
 
 
@@ -349,8 +349,8 @@ def test_state_round_trip_gives_identical_recommendations(tmp_path):
                                         load_file(str(tmp_path / "rec.safetensors")))
         users = np.arange(60)
         for excl in (True, False):
-            a, sa = rec.recommend(users, k=8, exclude_seen=excl)
-            b, sb = loaded.recommend(users, k=8, exclude_seen=excl)
+            sa, a = rec.topk(users, k=8, exclude_seen=excl)
+            sb, b = loaded.topk(users, k=8, exclude_seen=excl)
             np.testing.assert_array_equal(a, b)
             np.testing.assert_array_equal(sa, sb)
         assert loaded.config == rec.config
@@ -388,17 +388,17 @@ def test_bad_recommend_arguments_raise():
     p = _random_problem()
     rec = _fit(ALL_EQUAL, **p)
     with pytest.raises(ValueError, match="k=0"):
-        rec.recommend(np.array([0]), k=0)
+        rec.topk(np.array([0]), k=0)
     with pytest.raises(TypeError, match="k must be an integer"):
-        rec.recommend(np.array([0]), k=2.5)
+        rec.topk(np.array([0]), k=2.5)
     with pytest.raises(ValueError, match=r"user_rows\[1\]=37 is not a known user row"):
-        rec.recommend(np.array([0, 37]), k=3)
+        rec.topk(np.array([0, 37]), k=3)
     with pytest.raises(ValueError, match=r"user_rows\[0\]=-1"):
-        rec.recommend(np.array([-1]), k=3)
+        rec.topk(np.array([-1]), k=3)
     with pytest.raises(TypeError, match="user_rows must be integers"):
-        rec.recommend(np.array([0.5]), k=3)
+        rec.topk(np.array([0.5]), k=3)
     with pytest.raises(ValueError, match="not fitted"):
-        Recommender().recommend(np.array([0]), k=3)
+        Recommender().topk(np.array([0]), k=3)
 
 
 def test_bad_fit_arguments_raise():
@@ -444,9 +444,9 @@ def test_content_only_streaming_path_equals_the_dense_path(monkeypatch, exclude_
         segment_soft=np.eye(3, dtype=np.float32)[seg], half_life_days=30.0)
     assert rec._content_only()
     rows = np.arange(nu)
-    fast_i, fast_s = rec.recommend(rows, 10, exclude_seen=exclude_seen)
+    fast_s, fast_i = rec.topk(rows, 10, exclude_seen=exclude_seen)
     monkeypatch.setattr(Recommender, "_content_only", lambda self: False)
-    dense_i, dense_s = rec.recommend(rows, 10, exclude_seen=exclude_seen)
+    dense_s, dense_i = rec.topk(rows, 10, exclude_seen=exclude_seen)
     np.testing.assert_array_equal(fast_i, dense_i)
     np.testing.assert_allclose(fast_s, dense_s, rtol=1e-5, atol=1e-5)
     if exclude_seen:
