@@ -17,8 +17,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 __all__ = ["NotFittedError", "not_fitted", "renamed", "TopK", "check_int", "check_nonnegative",
-           "check_matrix", "check_user_rows", "unit_rows", "datetimes_to_seconds",
-           "time_to_seconds", "torch_threads", "TorchWorkers", "pca_2d"]
+           "check_matrix", "check_indices", "check_user_rows", "unit_rows",
+           "datetimes_to_seconds", "time_to_seconds", "torch_threads", "TorchWorkers", "pca_2d"]
 
 
 # ------------------------------------------------------------------------------- checkers
@@ -153,21 +153,32 @@ def check_matrix(name, x, rows=None, dim=None):
     return x
 
 
+def check_indices(name: str, x, size: int, *, n: int | None = None,
+                  out_of_range: str = "is out of range; expected 0 <= value < {size}"
+                  ) -> np.ndarray:
+    """``x`` as int64, checked: 1-D integers (``n`` of them when given) in ``[0, size)``.
+    Raises naming ``name`` and the first bad position; ``out_of_range`` is what the message
+    says of a value out of range (``{size}`` is filled in)."""
+    x = np.asarray(x)
+    if n is not None and (x.ndim != 1 or x.shape[0] != n):
+        raise ValueError(f"{name} must have shape ({n},), got {x.shape}")
+    if x.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {x.shape}")
+    if len(x) and not np.issubdtype(x.dtype, np.integer):
+        raise TypeError(f"{name} must be integers, got dtype {x.dtype}")
+    x = x.astype(np.int64, copy=False)
+    bad = (x < 0) | (x >= size)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"{name}[{i}]={int(x[i])} {out_of_range.format(size=size)}")
+    return x
+
+
 def check_user_rows(user_rows, n_users: int) -> np.ndarray:
     """``user_rows`` as int64, checked: 1-D integers in ``[0, n_users)`` (raises naming the
     first bad position)."""
-    rows = np.asarray(user_rows)
-    if rows.ndim != 1:
-        raise ValueError(f"user_rows must be 1-D, got shape {rows.shape}")
-    if len(rows) and not np.issubdtype(rows.dtype, np.integer):
-        raise TypeError(f"user_rows must be integers, got dtype {rows.dtype}")
-    rows = rows.astype(np.int64, copy=False)
-    bad = (rows < 0) | (rows >= n_users)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ValueError(f"user_rows[{i}]={int(rows[i])} is not a known user row; expected "
-                         f"0 <= row < {n_users}")
-    return rows
+    return check_indices("user_rows", user_rows, n_users,
+                         out_of_range="is not a known user row; expected 0 <= row < {size}")
 
 
 def unit_rows(x, *, dtype=np.float32, name: str | None = None, precision: str = "float64",

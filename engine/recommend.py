@@ -43,7 +43,8 @@ from typing import Mapping
 
 import numpy as np
 
-from ._utils import TopK, check_int, check_matrix, check_user_rows, not_fitted, unit_rows
+from ._utils import (TopK, check_indices, check_int, check_matrix, check_user_rows, not_fitted,
+                     unit_rows)
 from ._topk import topk_row as _topk_row
 from ._topk import topk_rows as _topk_rows
 from .interests import SECONDS_PER_DAY as _SECONDS_PER_DAY
@@ -200,21 +201,6 @@ def _number(name, value, *, low=None, low_open=False, high=None, allow_inf=False
 
 
 
-def _index(name, x, n, size):
-    x = np.asarray(x)
-    if x.ndim != 1 or x.shape[0] != n:
-        raise ValueError(f"{name} must have shape ({n},), got {x.shape}")
-    if n and not np.issubdtype(x.dtype, np.integer):
-        raise TypeError(f"{name} must be an integer array, got dtype {x.dtype}")
-    x = x.astype(np.int64, copy=False)
-    bad = (x < 0) | (x >= size)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ValueError(f"{name}[{i}]={int(x[i])} is out of range; expected 0 <= value < "
-                         f"{size}")
-    return x
-
-
 def _finite(name, x, n, *, nonnegative=False):
     x = np.asarray(x)
     if x.ndim != 1 or x.shape[0] != n:
@@ -352,8 +338,8 @@ def _check_new_interactions(inter_user, inter_item, inter_ts, inter_weight, n_pr
         if x.shape != (n_inter,):
             raise ValueError(f"{name} must have shape ({n_inter},), got {x.shape}")
         arrays.append(x)
-    _index("inter_user", arrays[0][new], n_add, n_users)
-    _index("inter_item", arrays[1][new], n_add, n_items)
+    check_indices("inter_user", arrays[0][new], n_users, n=n_add)
+    check_indices("inter_item", arrays[1][new], n_items, n=n_add)
     _finite("inter_ts", arrays[2][new], n_add)
     _finite("inter_weight", arrays[3][new], n_add, nonnegative=True)
     iu, ii = arrays[0].astype(np.int64, copy=False), arrays[1].astype(np.int64, copy=False)
@@ -371,7 +357,7 @@ def _check_update_segments(segment_soft, user_segment, n_users, k):
     seg = np.asarray(user_segment)
     noise = seg == -1 if seg.ndim == 1 and np.issubdtype(seg.dtype, np.integer) else \
         np.zeros(n_users, bool)
-    seg = _index("user_segment", np.where(noise, 0, seg), n_users, k)
+    seg = check_indices("user_segment", np.where(noise, 0, seg), k, n=n_users)
     return soft, seg, noise
 
 
@@ -503,8 +489,8 @@ class Recommender:
         n_inter = np.asarray(inter_user).shape[0] if np.ndim(inter_user) == 1 else -1
         if n_inter < 0:
             raise ValueError(f"inter_user must be 1-D, got shape {np.shape(inter_user)}")
-        iu = _index("inter_user", inter_user, n_inter, n_users)
-        ii = _index("inter_item", inter_item, n_inter, n_items)
+        iu = check_indices("inter_user", inter_user, n_users, n=n_inter)
+        ii = check_indices("inter_item", inter_item, n_items, n=n_inter)
         ts = _finite("inter_ts", inter_ts, n_inter)
         wt = _finite("inter_weight", inter_weight, n_inter, nonnegative=True)
         soft = check_matrix("segment_soft", segment_soft, rows=n_users)
@@ -513,8 +499,8 @@ class Recommender:
         noise = np.zeros(n_users, bool)
         if seg.ndim == 1 and np.issubdtype(seg.dtype, np.integer):
             noise = seg == -1  # HDBSCAN noise: no segment of its own
-        seg = _index("user_segment", np.where(noise, 0, seg) if noise.any() else seg,
-                     n_users, n_seg)
+        seg = check_indices("user_segment", np.where(noise, 0, seg) if noise.any() else seg,
+                            n_seg, n=n_users)
         _number("half_life_days", half_life_days, low=0.0, low_open=True, allow_inf=True)
         hl = float(half_life_days)
         if inter_vectors is not None:
