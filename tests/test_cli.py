@@ -90,3 +90,17 @@ def test_run_matches_csv_string_ids_with_numeric_items_ids(tmp_path, capsys):
     recs = pq.read_table(out / "recommendations.parquet").to_pandas()
     assert "14" in set(recs["item_id"])
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".o.tmp")]
+
+
+def test_python_dash_m_runs_the_same_command(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "interestflow", "--help"], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("usage: interestflow") and "score" in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "interestflow", "run", "--events",
+                          str(tmp_path / "missing.csv"), "--out", str(tmp_path / "o")],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "missing.csv" in bad.stderr
