@@ -625,6 +625,15 @@ class CandidateGenerator:
         self._prepare(keep_index=index is not None)
         return self
 
+    @property
+    def index_(self):
+        """The fitted :class:`~interestflow.retrieval.ItemIndex` of the content source (None
+        when that source is off); ``fit(index=...)`` of a generator over the same item
+        vectors can reuse it."""
+        if not hasattr(self, "device_"):
+            raise not_fitted("this CandidateGenerator is not fitted; call fit() first")
+        return self._index
+
     def update(self, recommender, *, inter_user, inter_item, inter_ts, inter_weight=None
                ) -> "CandidateGenerator":
         """Follow an updated recommender (after ``InterestEngine.partial_fit``) without a refit.

@@ -767,7 +767,7 @@ def _inner_stage1(rec, generator, keep, inter, inter_vectors, item_from_interact
         inter_weight=wt[keep], half_life_days=float(half_life_days),
         device=generator.device_ if device is None else device,
         # the same item vectors (no item rebuilt from interactions): the same index
-        index=(generator._index if inner.item_vectors_ is rec.item_vectors_
+        index=(generator.index_ if inner.item_vectors_ is rec.item_vectors_
                and device is None else None))
     return inner, gen
 

@@ -40,7 +40,8 @@ def test_one_not_fitted_error_everywhere():
     cases = [lambda: InterestEngine().recommend(["a"]),
              lambda: Recommender().topk(np.array([0]), 3),
              lambda: ItemIndex().search(np.ones((1, 4), np.float32), 1),
-             lambda: CandidateGenerator().user_rows(["a"])]
+             lambda: CandidateGenerator().user_rows(["a"]),
+             lambda: CandidateGenerator().index_]
     for call in cases:
         with pytest.raises(NotFittedError, match="not fitted") as info:
             call()
