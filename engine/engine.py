@@ -791,47 +791,57 @@ class InterestEngine(BaseEstimator):
 
     def _update_segments(self, aff, old_vectors, n_old, rechoose_k, drift_threshold) -> bool:
         """Segments after partial_fit (see there); returns whether they were refitted."""
-        U = self.user_vectors_
-        n_users = len(U)
-        cents = self.segment_centroids_
-        cfg = self._segment_config()
-        # assign the affected users to the current centroids; keep the objective's running sum
+        n_users = len(self.user_vectors_)
         self.segments_ = _rows(self.segments_, n_users)
         self.segment_soft_ = _rows(self.segment_soft_, n_users)
-        was = aff < n_old
         if self.segmenter == "hdbscan":  # density has no cheap update: refit on every call
             self.segments_[n_old:] = -1  # new users count as noise until then
             self._refit_segments("segmenter='hdbscan' refits on every update")
             return True
-        old_lab = self.segments_[aff[was]]
-        n_in = int((self.segments_[:n_old] >= 0).sum())
-        cos_sum = n_in * (1.0 - float(self.segment_distance_))
-        cos_sum -= float(np.einsum("ij,ij->i", old_vectors.astype(np.float64),
-                                   cents[old_lab].astype(np.float64)).sum())
-        lab = np.argmax(U[aff] @ cents.T, axis=1).astype(np.int64)
-        cos_sum += float(np.einsum("ij,ij->i", U[aff].astype(np.float64),
-                                   cents[lab].astype(np.float64)).sum())
-        self.segments_[aff] = lab
-        self.segment_soft_[aff] = soft_features(U[aff], cents, cfg.temperature)
-        self.segment_distance_ = 1.0 - cos_sum / n_users
-        drift = self.segment_drift_
-        reason = None
-        if rechoose_k is True:
-            reason = "rechoose_k=True"
-        elif drift > drift_threshold:
-            if rechoose_k == "auto":
-                reason = (f"segment drift {drift:.3f} > drift_threshold={drift_threshold} "
-                          f"(mean user-centroid cosine distance {self.segment_distance_fit_:.4f}"
-                          f" -> {self.segment_distance_:.4f})")
-            else:
-                logger.warning("partial_fit: segment drift %.3f exceeds drift_threshold=%s "
-                               "(rechoose_k=False: segments kept); refit with "
-                               "partial_fit(..., rechoose_k=True) or fit()", drift,
-                               drift_threshold)
+        self._assign_affected(aff, old_vectors, n_old)
+        reason = self._refit_reason(rechoose_k, drift_threshold)
         if reason is None:
             return False
         self._refit_segments(reason)
         return True
+
+    def _assign_affected(self, aff, old_vectors, n_old):
+        """Move the affected users to their most cosine-similar current centroid (the step
+        :func:`interestflow.tracking.update_segments` starts with), update their soft
+        features, and keep the objective's running sum (``segment_distance_``)."""
+        from .tracking.update import assign_to_nearest
+
+        U = self.user_vectors_
+        cents = self.segment_centroids_
+        old_lab = self.segments_[aff[aff < n_old]]
+        n_in = int((self.segments_[:n_old] >= 0).sum())
+        cos_sum = n_in * (1.0 - float(self.segment_distance_))
+        cos_sum -= float(np.einsum("ij,ij->i", old_vectors.astype(np.float64),
+                                   cents[old_lab].astype(np.float64)).sum())
+        # a dense product on the host: one update touches few users
+        lab = assign_to_nearest(self.segments_, U, cents, aff, backend=None)[aff]
+        cos_sum += float(np.einsum("ij,ij->i", U[aff].astype(np.float64),
+                                   cents[lab].astype(np.float64)).sum())
+        self.segment_soft_[aff] = soft_features(U[aff], cents,
+                                                self._segment_config().temperature)
+        self.segment_distance_ = 1.0 - cos_sum / len(U)
+
+    def _refit_reason(self, rechoose_k, drift_threshold) -> str | None:
+        """Why partial_fit refits the segments now (logged with the refit), or None: not
+        asked and no drift past ``drift_threshold`` (or ``rechoose_k=False``: a warning)."""
+        drift = self.segment_drift_
+        if rechoose_k is True:
+            return "rechoose_k=True"
+        if not drift > drift_threshold:  # (a NaN drift refits nothing)
+            return None
+        if rechoose_k == "auto":
+            return (f"segment drift {drift:.3f} > drift_threshold={drift_threshold} "
+                    f"(mean user-centroid cosine distance {self.segment_distance_fit_:.4f}"
+                    f" -> {self.segment_distance_:.4f})")
+        logger.warning("partial_fit: segment drift %.3f exceeds drift_threshold=%s "
+                       "(rechoose_k=False: segments kept); refit with "
+                       "partial_fit(..., rechoose_k=True) or fit()", drift, drift_threshold)
+        return None
 
     def _refit_segments(self, reason: str):
         """Refit segments on all user vectors; new segments take the old ids they match."""
@@ -866,8 +876,8 @@ class InterestEngine(BaseEstimator):
         warm-started from the current centroids when K is unchanged; HDBSCAN afresh."""
         from dataclasses import replace
 
-        from .kmeans import KMeans
         from .segments import choose_n_segments, merge_close_segments
+        from .tracking.update import warm_lloyd
 
         k_old = len(old_cents)
         if self.segmenter != "kmeans":
@@ -890,11 +900,9 @@ class InterestEngine(BaseEstimator):
             labels, cents, _, _ = fit_segments(U, replace(cfg, n_segments=int(k)),
                                                device=self.device)
             return labels, cents
-        # warm start: Lloyd from the current centroids
-        km = KMeans(n_clusters=k, init=old_cents, n_init=1,
-                    random_state=int(self.random_state), device=self.device)
-        labels = np.asarray(km.fit_predict(U)).astype(np.int64)
-        cents = unit_rows(np.asarray(km.cluster_centers_, np.float32), precision="float32")
+        # warm start: Lloyd from the current centroids (update_segments' last step)
+        labels, cents = warm_lloyd(U, old_cents, random_state=int(self.random_state),
+                                   device=self.device)
         if cfg.merge_threshold is not None and k > 1:
             labels, cents = merge_close_segments(U, labels, cents, float(cfg.merge_threshold))
         return labels, cents

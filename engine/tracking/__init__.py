@@ -6,7 +6,7 @@ the previous snapshot's centroids, keeps segment ids stable by optimal (Hungaria
 and reports lifecycle events. :func:`cluster_users` (one snapshot's clustering) and
 :func:`match_segments` (the matching) work on their own too; :func:`update_segments` moves a
 fixed set of segments after a few users' vectors changed (Lloyd from the old centroids; the
-engine's ``partial_fit`` has its own update).
+engine's ``partial_fit`` is built on the same steps of :mod:`interestflow.tracking.update`).
 
 Snapshots
     Windows start at ``origin`` (default: the earliest event's day, 00:00 UTC) and end every
@@ -100,8 +100,9 @@ Layout: ``tracker`` (:class:`SegmentTracker`), ``_checks`` (input checks, event 
 :func:`match_segments`), ``_lifecycle`` (ids and candidate events of a transition),
 ``_significance`` (stability, novelty p-values, hysteresis), ``_tables`` (the tables, their
 schemas, the 2-D map), ``trends`` (items and keywords rising inside segments), ``update``
-(:func:`update_segments`). ``interestflow.dynamics`` and ``interestflow.trends`` are the
-former module paths and re-export the same names.
+(:func:`update_segments` and its steps, shared with the engine's ``partial_fit``).
+``interestflow.dynamics`` and ``interestflow.trends`` are the former module paths and
+re-export the same names.
 """
 
 from ._clustering import cluster_users, match_segments

@@ -1,17 +1,27 @@
-"""Incremental update of a fixed set of segments after some users' vectors changed
-(:func:`update_segments`): a standalone step for callers that keep their own segments.
-(:meth:`InterestEngine.partial_fit` has its own: it assigns the affected users to the
-current centroids and refits, warm-started, only when the segments drift.)"""
+"""Incremental update of a fixed set of segments after some users' vectors changed.
+
+:func:`update_segments` is the standalone update, for callers that keep their own segments.
+It is built on two steps that :meth:`InterestEngine.partial_fit
+<interestflow.InterestEngine.partial_fit>` uses too: :func:`assign_to_nearest` (the changed
+users move to their most cosine-similar current centroid, every other user keeps its segment)
+and :func:`warm_lloyd` (Lloyd iterations started from given centroids). Around them the two
+differ: :func:`update_segments` recomputes the centroids as their members' means and runs up
+to ``n_iter`` Lloyd iterations every time; the engine keeps its centroids, keeps the K-means
+objective's running sum, and refits (re-choosing K; warm-started Lloyd when K is unchanged)
+only when the segments drift or ``rechoose_k=True`` asks for it.
+"""
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 
 from .._utils import check_int, unit_rows
 from ._checks import float_rows
-from ._clustering import nearest_centroid, run_kmeans
+from ._clustering import nearest_centroid
 
-__all__ = ["update_segments"]
+__all__ = ["update_segments", "assign_to_nearest", "warm_lloyd"]
 
 
 def update_segments(user_vectors, previous_centroids, changed_rows=None, *,
@@ -21,11 +31,12 @@ def update_segments(user_vectors, previous_centroids, changed_rows=None, *,
 
     1. Rows in ``changed_rows`` (and every row when ``previous_labels`` is None, or rows past
        the end of ``previous_labels``: new users) are assigned to their most cosine-similar
-       previous centroid; other rows keep ``previous_labels``.
+       previous centroid; other rows keep ``previous_labels`` (:func:`assign_to_nearest`).
     2. Centroids become the unit-scaled mean of their members (a segment left without
        members keeps its previous centroid).
-    3. Up to ``n_iter`` Lloyd iterations over all rows (:class:`interestflow.KMeans` started
-       from those centroids), stopping early when no label changes.
+    3. Up to ``n_iter`` Lloyd iterations over all rows (:func:`warm_lloyd`:
+       :class:`interestflow.KMeans` started from those centroids), stopping early when no
+       label changes.
 
     What equals a full refit: with ``n_iter`` large enough to converge, the result is exactly
     ``KMeans(K, init=<centroids of step 2>)`` run to convergence on all unit vectors (a Lloyd
@@ -75,20 +86,115 @@ def update_segments(user_vectors, previous_centroids, changed_rows=None, *,
     xu = unit_rows(x, precision="float32")
     cu = unit_rows(c0, precision="float32")
     if previous_labels is None:
-        labels = nearest_centroid(xu, cu, backend)
+        labels = assign_to_nearest(np.empty(n, np.int64), xu, cu, backend=backend)
     else:
         labels, move = _kept_labels(previous_labels, changed_rows, n, k)
-        if move.any():
-            labels[move] = nearest_centroid(xu[move], cu, backend)
-    sums = np.zeros((k, x.shape[1]), np.float64)
-    np.add.at(sums, labels, xu)
-    counts = np.bincount(labels, minlength=k)
-    cents = unit_rows(np.where(counts[:, None] > 0, sums, cu), precision="float32")
+        assign_to_nearest(labels, xu, cu, move, backend=backend)
+    cents = _member_means(xu, labels, cu)
     if n_iter == 0 or n < k:
         return labels, cents
-    labels, cents, _ = run_kmeans(xu, k, cents, random_state=random_state, backend=backend,
-                                  device=device, max_iter=n_iter)
-    return labels, unit_rows(cents, precision="float32")
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings():  # a segment left empty is expected here, not news
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return warm_lloyd(xu, cents, max_iter=n_iter, random_state=random_state,
+                          backend=backend, device=device)
+
+
+def assign_to_nearest(labels, unit_vectors, unit_centroids, rows=None, *, backend="auto"):
+    """Move ``rows`` to their most cosine-similar centroid; every other row keeps its label.
+
+    The first step of :func:`update_segments`, and the assignment of the users a
+    :meth:`InterestEngine.partial_fit <interestflow.InterestEngine.partial_fit>` touches.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (n_users,)
+        Current labels; the rows in ``rows`` are overwritten (in place).
+    unit_vectors : ndarray, shape (n_users, dim)
+        Unit rows.
+    unit_centroids : ndarray, shape (n_segments, dim)
+        Unit rows.
+    rows : array-like of int or bool mask, optional
+        Rows to move (index or mask into ``unit_vectors``); every row when None.
+    backend : str or None, default "auto"
+        Top-k backend of :func:`interestflow.kernels.cosine_topk`; None: one dense product
+        on the host (``argmax`` of ``x @ unit_centroids.T``, ties to the lower row), which
+        starts no kernel and suits the few rows of one update.
+
+    Returns
+    -------
+    labels : ndarray of int, shape (n_users,)
+        ``labels`` itself.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> c = np.eye(2, dtype=np.float32)
+    >>> x = np.array([[1, 0], [0, 1], [0.6, 0.8]], np.float32)
+    >>> assign_to_nearest(np.array([0, 0, 0]), x, c, [1, 2], backend=None).tolist()
+    [0, 1, 1]
+    """
+    x = unit_vectors if rows is None else unit_vectors[rows]
+    if len(x) == 0:
+        return labels
+    if backend is None:
+        new = np.argmax(x @ unit_centroids.T, axis=1).astype(np.int64)
+    else:
+        new = nearest_centroid(x, unit_centroids, backend)
+    if rows is None:
+        labels[:] = new
+    else:
+        labels[rows] = new
+    return labels
+
+
+def warm_lloyd(unit_vectors, centroids, *, max_iter=100, random_state=0, backend="auto",
+               device=None):
+    """Lloyd iterations over all rows, started from ``centroids`` (K stays their number).
+
+    :class:`interestflow.KMeans` with ``init=centroids`` and one run: the last step of
+    :func:`update_segments`, and the engine's refit when K is unchanged. Like ``KMeans`` it
+    warns (``ConvergenceWarning``) when fewer than K distinct clusters remain.
+
+    Parameters
+    ----------
+    unit_vectors : ndarray, shape (n_users, dim)
+        Unit rows; ``n_users >= n_segments``.
+    centroids : ndarray, shape (n_segments, dim)
+        Starting centroids.
+    max_iter : int, default 100
+        Most Lloyd iterations (``KMeans``'s default); fewer when the labels settle.
+    random_state : int, default 0
+        Seed (used by K-means to re-seed an empty cluster).
+    backend : str, default "auto"
+        K-means backend.
+    device : str, optional
+        K-means device.
+
+    Returns
+    -------
+    labels : ndarray of int64, shape (n_users,)
+    centroids : ndarray of float32, shape (n_segments, dim)
+        Unit rows.
+    """
+    from ..kmeans import KMeans
+
+    km = KMeans(n_clusters=len(centroids), init=centroids, n_init=1, max_iter=max_iter,
+                random_state=random_state, backend=backend, device=device)
+    km.fit(unit_vectors)
+    return np.asarray(km.labels_).astype(np.int64), \
+        unit_rows(np.asarray(km.cluster_centers_, np.float32), precision="float32")
+
+
+def _member_means(unit_vectors, labels, fallback):
+    """Unit-scaled mean of each segment's members (float32); a segment without members keeps
+    its row of ``fallback``."""
+    k = len(fallback)
+    sums = np.zeros((k, unit_vectors.shape[1]), np.float64)
+    np.add.at(sums, labels, unit_vectors)
+    counts = np.bincount(labels, minlength=k)
+    return unit_rows(np.where(counts[:, None] > 0, sums, fallback), precision="float32")
 
 
 def _check_vectors(user_vectors, previous_centroids):
