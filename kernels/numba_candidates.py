@@ -178,6 +178,21 @@ def _sift_down_vc(hv, hc, size, pos):
     hc[pos] = col
 
 
+@nb.njit(nogil=True, cache=True, inline="always")
+def _sort_heap_vc(hv, hc, size):
+    """Sort the heap's ``size`` entries best first: move the last-ranked entry to the back."""
+    t = size
+    while t > 1:
+        t -= 1
+        v = hv[t]
+        col = hc[t]
+        hv[t] = hv[0]
+        hc[t] = hc[0]
+        hv[0] = v
+        hc[0] = col
+        _sift_down_vc(hv, hc, t, 0)
+
+
 @nb.njit(nogil=True, cache=True)
 def dense_topk(S, k, positive):
     """Top ``min(k, n)`` of every row of ``S`` (m, n) in the order of
@@ -229,17 +244,7 @@ def dense_topk(S, k, positive):
                 hv[0] = v
                 hc[0] = j
                 _sift_down_vc(hv, hc, size, 0)
-        # sort best first: move the last-ranked entry to the back
-        t = size
-        while t > 1:
-            t -= 1
-            v = hv[t]
-            col = hc[t]
-            hv[t] = hv[0]
-            hc[t] = hc[0]
-            hv[0] = v
-            hc[0] = col
-            _sift_down_vc(hv, hc, t, 0)
+        _sort_heap_vc(hv, hc, size)
         for j in range(size):
             v = hv[j]
             if v < np.inf:
