@@ -179,18 +179,18 @@ def _sift_down_vc(hv, hc, size, pos):
 
 
 @nb.njit(nogil=True, cache=True, inline="always")
-def _sort_heap_vc(hv, hc, size):
-    """Sort the heap's ``size`` entries best first: move the last-ranked entry to the back."""
-    t = size
-    while t > 1:
-        t -= 1
-        v = hv[t]
-        col = hc[t]
-        hv[t] = hv[0]
-        hc[t] = hc[0]
-        hv[0] = v
-        hc[0] = col
-        _sift_down_vc(hv, hc, t, 0)
+def _emit_finite(hv, hc, size, r, o, out_r, out_c, out_v, out_k):
+    """Append row ``r``'s sorted top (its finite values, with their ranks) at ``o``; returns
+    the new end."""
+    for j in range(size):
+        v = hv[j]
+        if v < np.inf:
+            out_r[o] = r
+            out_c[o] = hc[j]
+            out_v[o] = np.float64(v)
+            out_k[o] = j + 1
+            o += 1
+    return o
 
 
 @nb.njit(nogil=True, cache=True)
@@ -244,15 +244,18 @@ def dense_topk(S, k, positive):
                 hv[0] = v
                 hc[0] = j
                 _sift_down_vc(hv, hc, size, 0)
-        _sort_heap_vc(hv, hc, size)
-        for j in range(size):
-            v = hv[j]
-            if v < np.inf:
-                out_r[o] = r
-                out_c[o] = hc[j]
-                out_v[o] = np.float64(v)
-                out_k[o] = j + 1
-                o += 1
+        # sort best first: move the last-ranked entry to the back
+        t = size
+        while t > 1:
+            t -= 1
+            v = hv[t]
+            col = hc[t]
+            hv[t] = hv[0]
+            hc[t] = hc[0]
+            hv[0] = v
+            hc[0] = col
+            _sift_down_vc(hv, hc, t, 0)
+        o = _emit_finite(hv, hc, size, r, o, out_r, out_c, out_v, out_k)
     return out_r[:o], out_c[:o], out_v[:o], out_k[:o]
 
 
