@@ -949,8 +949,8 @@ class ItemIndex(BaseEstimator):
             Returns exactly what the saved index returned.
         """
         path = Path(path)
-        meta = _read_meta(path)
-        vectors = _read_vectors(path, meta["save_id"])
+        meta = _read_index_meta(path)
+        vectors = _read_index_vectors(path, meta["save_id"])
         params = dict(meta["params"])
         if device is not None:
             params["device"] = device
@@ -999,7 +999,7 @@ class ItemIndex(BaseEstimator):
             self.candidates_ = saved
 
 
-def _read_meta(path: Path) -> dict:
+def _read_index_meta(path: Path) -> dict:
     """``meta.json`` of a saved :class:`ItemIndex`, checked to be one this version reads."""
     meta_path = path / "meta.json"
     if not meta_path.is_file():
@@ -1014,7 +1014,7 @@ def _read_meta(path: Path) -> dict:
     return meta
 
 
-def _read_vectors(path: Path, save_id: str) -> np.ndarray:
+def _read_index_vectors(path: Path, save_id: str) -> np.ndarray:
     """The saved item vectors, checked to come from the same save as ``meta.json``."""
     from safetensors import safe_open
 
