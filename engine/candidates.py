@@ -316,6 +316,34 @@ def _search_entries(s, i):
     return r[ok], i[ok], s[ok].astype(np.float64), rank[ok].astype(np.int64)
 
 
+def _union_of_sources(c: int, found: dict):
+    """One entry per (row, item) of the sources' entries, sorted by row then item (np.unique
+    of the keys row * n_items + item), each source's score and rank placed in it:
+    ``(indptr (c + 1,), item, row, F (n, n_features) float32, column of each feature)``."""
+    kern = _kernels()
+    col = {n: j for j, n in enumerate(FEATURE_NAMES)}
+    names = list(found)
+    z = np.zeros(0, np.int64)
+    r_all = np.concatenate([np.asarray(found[s][0], np.int64) for s in names] + [z])
+    indptr, item, pos = kern.union_rows(
+        c, r_all, np.concatenate([np.asarray(found[s][1], np.int64) for s in names] + [z]))
+    row = np.repeat(np.arange(c), np.diff(indptr))
+    F = np.zeros((len(item), len(FEATURE_NAMES)), np.float32)
+    src_ptr = np.zeros(len(names) + 1, np.int64)
+    np.cumsum([len(found[s][0]) for s in names], out=src_ptr[1:])
+
+    def cols(kind, which):
+        return np.array([col[f"{s}_{kind}"] for s in which], np.int64)
+
+    kern.fill_sources(
+        F, pos, np.concatenate([np.asarray(found[s][2], np.float64) for s in names]
+                               + [np.zeros(0)]),
+        np.concatenate([np.asarray(found[s][3], np.int64) for s in names] + [z]),
+        src_ptr, cols("score", names), cols("rank", names), cols("score", SOURCES),
+        cols("rank", SOURCES), col["n_sources"])
+    return indptr, item, row, F, col
+
+
 def _pair_cosines(U, V, row, item):
     """``U[row] . V[item]`` per entry, entries sorted by row: float32 of the float64 dot
     product (the exact index's rescoring kernel, so a content candidate's cosine is its
@@ -455,6 +483,26 @@ def _selected_ease_lambda(inter_user, inter_item, inter_ts, n_users: int, n_item
 
 
 # --------------------------------------------------------------------------- trending
+def _fit_interactions(inter_user, inter_item, inter_ts, inter_weight, n_users: int,
+                      n_items: int):
+    """:meth:`CandidateGenerator.fit`'s interactions, checked against the recommender's
+    users and items, without those of weight 0: ``(iu, ii, ts)``."""
+    iu = np.asarray(inter_user, np.int64)
+    ii = np.asarray(inter_item, np.int64)
+    ts = np.asarray(inter_ts, np.float64)
+    if not (iu.shape == ii.shape == ts.shape) or iu.ndim != 1:
+        raise ValueError(f"inter_user, inter_item and inter_ts must be 1-D of one length, "
+                         f"got shapes {iu.shape}, {ii.shape}, {ts.shape}")
+    if len(iu) and (iu.min() < 0 or iu.max() >= n_users or ii.min() < 0
+                    or ii.max() >= n_items):
+        raise ValueError("inter_user/inter_item hold rows outside the recommender's "
+                         f"{n_users} users / {n_items} items")
+    if inter_weight is not None:
+        keep = np.asarray(inter_weight, np.float64) > 0
+        iu, ii, ts = iu[keep], ii[keep], ts[keep]
+    return iu, ii, ts
+
+
 def item_first_times(inter_item, inter_ts, n_items: int) -> np.ndarray:
     """Time of each item's first interaction, unix seconds (float64, NaN for an item without
     one): what ``item_age_days`` of the ranker measures from (see
@@ -575,19 +623,8 @@ class CandidateGenerator:
             raise not_fitted("recommender is not fitted; call Recommender.fit() first")
         rec = recommender
         n_users, n_items = rec.n_users_, rec.n_items_
-        iu = np.asarray(inter_user, np.int64)
-        ii = np.asarray(inter_item, np.int64)
-        ts = np.asarray(inter_ts, np.float64)
-        if not (iu.shape == ii.shape == ts.shape) or iu.ndim != 1:
-            raise ValueError(f"inter_user, inter_item and inter_ts must be 1-D of one length, "
-                             f"got shapes {iu.shape}, {ii.shape}, {ts.shape}")
-        if len(iu) and (iu.min() < 0 or iu.max() >= n_users or ii.min() < 0
-                        or ii.max() >= n_items):
-            raise ValueError("inter_user/inter_item hold rows outside the recommender's "
-                             f"{n_users} users / {n_items} items")
-        if inter_weight is not None:
-            keep = np.asarray(inter_weight, np.float64) > 0
-            iu, ii, ts = iu[keep], ii[keep], ts[keep]
+        iu, ii, ts = _fit_interactions(inter_user, inter_item, inter_ts, inter_weight, n_users,
+                                       n_items)
         self.device_ = resolve_device(device)
         self.recommender_ = rec
         self._set_interests(interest_vectors, interest_offsets, n_users, rec.dim_)
@@ -604,6 +641,20 @@ class CandidateGenerator:
             iu, ii, ts, rec.user_segment_weights_, n_items, t_ref=self.trend_time_,
             window_days=self.trend_window_days_, baseline_windows=cfg.trend_baseline_windows)
         self.item_first_ts_ = item_first_times(ii, ts, n_items)
+        self._fit_ease(iu, ii, ts, n_users, n_items)
+        if index is not None:
+            if getattr(index, "n_items_", None) != n_items:
+                raise ValueError(f"index: a fitted ItemIndex over the recommender's {n_items} "
+                                 f"items is needed, got {getattr(index, 'n_items_', None)}")
+            self._index = index
+        self._prepare(keep_index=index is not None)
+        return self
+
+    def _fit_ease(self, iu, ii, ts, n_users: int, n_items: int) -> None:
+        """EASE's ``ease_b_`` and ``ease_lambda_`` (``lambda`` selected on the interactions
+        when the config leaves it None); all None when EASE is off or the catalogue is over
+        ``ease_max_items``."""
+        cfg, rec = self.config, self.recommender_
         self.ease_b_, self.ease_lambda_, self.ease_selection_ = None, None, None
         if cfg.ease > 0 and 0 < n_items <= cfg.ease_max_items:
             lam = cfg.ease_lambda
@@ -617,13 +668,6 @@ class CandidateGenerator:
         elif cfg.ease > 0 and n_items > cfg.ease_max_items:
             logger.info("candidates: EASE off, %d items > ease_max_items=%d (dense B would "
                         "take %.1f GB)", n_items, cfg.ease_max_items, 4 * n_items ** 2 / 1e9)
-        if index is not None:
-            if getattr(index, "n_items_", None) != n_items:
-                raise ValueError(f"index: a fitted ItemIndex over the recommender's {n_items} "
-                                 f"items is needed, got {getattr(index, 'n_items_', None)}")
-            self._index = index
-        self._prepare(keep_index=index is not None)
-        return self
 
     @property
     def index_(self):
@@ -989,13 +1033,28 @@ class CandidateGenerator:
         """Candidates of one chunk: U (c, dim), Wseg (c, K) or None, seen (indptr, indices),
         seeds a (c, n_items) CSR, interests (indptr, vectors) or None, content the content
         source's (scores, rows) already searched or None."""
-        cfg, rec = self.config, self.recommender_
         c, n_items = len(U), self.n_items_
         if c == 0 or n_items == 0:
             return _empty(c)
-        seen_ptr, seen_idx = seen
+        found, (knn_block, ease_block, recent_block) = self._source_entries(
+            U, Wseg, seen, seeds, interests, cold, content)
+        indptr, item, row, F, col = _union_of_sources(c, found)
+        self._dense_features(F, col, row, item, U, Wseg, interests)
+        # behaviour scores of every candidate, not only of those the source proposed (NaN
+        # where the source is off or the user is cold)
+        F[:, col["item_knn_all"]] = np.nan if knn_block is None else \
+            np.asarray(knn_block[row, item]).ravel()
+        F[:, col["ease_all"]] = np.nan if ease_block is None else ease_block[row, item]
+        F[:, col["ease_recent"]] = np.nan if recent_block is None else recent_block[row, item]
+        # n_sources (rank columns > 0) was filled with the sources
+        return Candidates(indptr, item, F, FEATURE_NAMES)
+
+    def _source_entries(self, U, Wseg, seen, seeds, interests, cold, content):
+        """The entries of every source that is on, ``{source: (row, item, score, rank)}``,
+        and the chunk's (item-kNN, EASE, recent EASE) score blocks (None when off)."""
+        cfg, rec = self.config, self.recommender_
+        c = len(U)
         exclude = cfg.exclude_seen and not cold
-        # entries of every source: (row, item, score, rank)
         found = {}
         if cfg.content > 0:
             found["content"] = self._content(U, seen if exclude else None, interests) \
@@ -1017,38 +1076,7 @@ class CandidateGenerator:
                 if cfg.cut(name) > 0:
                     found[name] = self._segment(name, M, Wseg, seen if exclude else None,
                                                 cfg.cut(name))
-        # union: one entry per (row, item), sorted by row then item (np.unique of the keys
-        # row * n_items + item), each source's score and rank placed in it
-        kern = _kernels()
-        col = {n: j for j, n in enumerate(FEATURE_NAMES)}
-        names = list(found)
-        z = np.zeros(0, np.int64)
-        r_all = np.concatenate([np.asarray(found[s][0], np.int64) for s in names] + [z])
-        indptr, item, pos = kern.union_rows(
-            c, r_all, np.concatenate([np.asarray(found[s][1], np.int64) for s in names] + [z]))
-        row = np.repeat(np.arange(c), np.diff(indptr))
-        F = np.zeros((len(item), len(FEATURE_NAMES)), np.float32)
-        src_ptr = np.zeros(len(names) + 1, np.int64)
-        np.cumsum([len(found[s][0]) for s in names], out=src_ptr[1:])
-
-        def cols(kind, which):
-            return np.array([col[f"{s}_{kind}"] for s in which], np.int64)
-
-        kern.fill_sources(
-            F, pos, np.concatenate([np.asarray(found[s][2], np.float64) for s in names]
-                                   + [np.zeros(0)]),
-            np.concatenate([np.asarray(found[s][3], np.int64) for s in names] + [z]),
-            src_ptr, cols("score", names), cols("rank", names), cols("score", SOURCES),
-            cols("rank", SOURCES), col["n_sources"])
-        self._dense_features(F, col, row, item, U, Wseg, interests)
-        # behaviour scores of every candidate, not only of those the source proposed (NaN
-        # where the source is off or the user is cold)
-        F[:, col["item_knn_all"]] = np.nan if knn_block is None else \
-            np.asarray(knn_block[row, item]).ravel()
-        F[:, col["ease_all"]] = np.nan if ease_block is None else ease_block[row, item]
-        F[:, col["ease_recent"]] = np.nan if recent_block is None else recent_block[row, item]
-        # n_sources (rank columns > 0) was filled with the sources
-        return Candidates(indptr, item, F, FEATURE_NAMES)
+        return found, (knn_block, ease_block, recent_block)
 
     def _content(self, U, seen, interests):
         cut = self.config.content

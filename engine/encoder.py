@@ -438,6 +438,17 @@ class Encoder:
         self._pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
         self._additive_mask = getattr(config, "model_type", "") in _ADDITIVE_MASK_MODEL_TYPES
         self._torch = torch
+        why_not = self._choose_forward(net)
+        logger.info("Encoder %s on %s: dtype %s (%s), pooling=%s, max_length=%d, forward %s%s",
+                    "all-MiniLM-L6-v2" if self.is_default_model else str(root), self.device,
+                    str(self.dtype).removeprefix("torch."), self.dtype_reason, pooling,
+                    self.max_length, self.forward_backend,
+                    "" if self._fused is not None else f" (fused CPU forward not used: {why_not})")
+
+    def _choose_forward(self, net):
+        """Set ``_fused`` and ``forward_backend``: the fused oneDNN CPU forward when it supports
+        ``net`` and passes its check, else the Hugging Face forward. Returns why the fused
+        forward is not used (None when it is)."""
         self._fused = None
         self.forward_backend = "transformers"
         why_not = (_FusedCpuLayers.unsupported(net, self.dtype) if self.device.type == "cpu"
@@ -446,11 +457,7 @@ class Encoder:
             self._fused, why_not = self._checked_fused(net)
             if self._fused is not None:
                 self.forward_backend = "onednn-fused"
-        logger.info("Encoder %s on %s: dtype %s (%s), pooling=%s, max_length=%d, forward %s%s",
-                    "all-MiniLM-L6-v2" if self.is_default_model else str(root), self.device,
-                    str(self.dtype).removeprefix("torch."), self.dtype_reason, pooling,
-                    self.max_length, self.forward_backend,
-                    "" if self._fused is not None else f" (fused CPU forward not used: {why_not})")
+        return why_not
 
     def _checked_fused(self, net):
         """Build the fused CPU forward and check it against the Hugging Face forward once.
@@ -755,8 +762,7 @@ class Encoder:
         from collections import deque
         from concurrent.futures import ThreadPoolExecutor
 
-        torch = self._torch
-        dev, cuda = self.device, self.device.type == "cuda"
+        cuda = self.device.type == "cuda"
         bounds = piece_bounds(len(texts))
 
         # The fast tokenizer applies the truncation setting to its shared Rust object when it
@@ -789,23 +795,8 @@ class Encoder:
                     lo = bounds[done][0]
                     done += 1
                     top_up()
-                    res = torch.empty((len(order), self.dim), dtype=torch.float32, device=dev)
-                    for i, ids, blens, uniform in batches:
-                        ids = ids.to(dev, non_blocking=True)
-                        blens = blens.to(dev, non_blocking=True)
-                        mask = torch.arange(ids.shape[1], device=dev)[None, :] < blens[:, None]
-                        vec = self._forward_pool(ids, mask, blens, uniform=uniform)
-                        if normalize:
-                            vec = torch.nn.functional.normalize(vec, p=2.0, dim=1)
-                        res[i:i + len(vec)] = vec
-                    event = None
-                    if cuda:
-                        host = torch.empty(res.shape, dtype=torch.float32, pin_memory=True)
-                        host.copy_(res, non_blocking=True)
-                        event = torch.cuda.Event()
-                        event.record(torch.cuda.current_stream(dev))
-                    else:
-                        host = res
+                    res = self._forward_piece(batches, len(order), normalize)
+                    host, event = self._to_host_async(res)
                     if pending is not None:
                         finish(pending)
                     pending = (lo, order, host, event)
@@ -815,6 +806,34 @@ class Encoder:
                 for fut in ahead:
                     fut.cancel()
                 raise
+
+    def _forward_piece(self, batches, n: int, normalize: bool):
+        """The (n, dim) float32 vectors of one prepared piece (:meth:`_prepare_piece`'s
+        batches), on the device, in the piece's length order; ids move without blocking."""
+        torch, dev = self._torch, self.device
+        res = torch.empty((n, self.dim), dtype=torch.float32, device=dev)
+        for i, ids, blens, uniform in batches:
+            ids = ids.to(dev, non_blocking=True)
+            blens = blens.to(dev, non_blocking=True)
+            mask = torch.arange(ids.shape[1], device=dev)[None, :] < blens[:, None]
+            vec = self._forward_pool(ids, mask, blens, uniform=uniform)
+            if normalize:
+                vec = torch.nn.functional.normalize(vec, p=2.0, dim=1)
+            res[i:i + len(vec)] = vec
+        return res
+
+    def _to_host_async(self, res):
+        """``(host, event)``: on CUDA a pinned copy of ``res`` queued on the current stream
+        and an event recorded behind it (synchronize before reading ``host``); on the CPU
+        ``(res, None)``."""
+        torch = self._torch
+        if self.device.type != "cuda":
+            return res, None
+        host = torch.empty(res.shape, dtype=torch.float32, pin_memory=True)
+        host.copy_(res, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record(torch.cuda.current_stream(self.device))
+        return host, event
 
     def _cpu_worker_count(self, n_batches: int) -> int:
         """How many batches run at once: 1 on CUDA, else ``cpu_workers`` (default: threads)."""

@@ -311,9 +311,15 @@ def representative_texts(
     if bad.any():
         row = int(np.argmax(bad))
         raise ValueError(f"vectors has NaN or inf at row {row} ({int(bad.sum())} bad rows)")
-    dim = v.shape[1]
     classes = np.unique(lab)
+    cents = _centroids_by_label(centroids, v, lab, classes)
+    return _closest_texts(texts, v, lab, classes, cents, n)
 
+
+def _centroids_by_label(centroids, v, lab, classes) -> dict:
+    """``representative_texts``' centroids as ``{label: (dim,) float64}``, checked: every
+    label present has one, of the vectors' dimension, finite and not zero."""
+    dim = v.shape[1]
     if centroids is None:
         cents = {int(c): v[lab == c].mean(axis=0) for c in classes}
     elif isinstance(centroids, Mapping):
@@ -337,7 +343,12 @@ def representative_texts(
         if not np.isfinite(cvec).all() or not np.any(cvec):
             raise ValueError(f"centroid of label {int(c)} is zero or not finite; cosine is "
                              "undefined")
+    return cents
 
+
+def _closest_texts(texts, v, lab, classes, cents, n) -> dict[int, list[str]]:
+    """Per label, up to ``n`` distinct member texts by decreasing cosine to its centroid
+    (ties by input order)."""
     norms = np.linalg.norm(v, axis=1)
     norms[norms == 0] = 1.0
     vn = v / norms[:, None]

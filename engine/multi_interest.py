@@ -272,9 +272,6 @@ def _reference(vectors, offsets, ts, weights, ref_per_user, half_life_s, thresho
     Same outputs as ``_native.ward_interests``.  Medoid sums run over the members in row
     order (``cumsum``, sequential like the native loop), so equal sums tie exactly.
     """
-    from scipy.cluster.hierarchy import fcluster, linkage
-    from scipy.spatial.distance import pdist, squareform
-
     n_rows = vectors.shape[0]
     n_users = len(offsets) - 1
     inv_hl = 1.0 / half_life_s if math.isfinite(half_life_s) else 0.0
@@ -293,34 +290,9 @@ def _reference(vectors, offsets, ts, weights, ref_per_user, half_life_s, thresho
             newest = np.lexsort((-rows, -ts[lo:hi]))[:max_events]
             rows = np.sort(rows[newest])
             labels[lo:hi] = -1
-        X = vectors[rows].astype(np.float64)
-        bad = ~np.isfinite(X)
-        if bad.any():
-            i, j = np.unravel_index(int(np.argmax(bad)), X.shape)
-            raise ValueError(f"vectors must be finite, got {X[i, j]} at row {rows[i]}, "
-                             f"column {j} (user {u})")
-        m = len(rows)
-        n_clustered[u] = m
-        w = weights[rows]
-        with np.errstate(over="ignore"):
-            rel = np.where(w > 0, w * np.exp2(-(ref_per_user[u] - ts[rows]) * inv_hl), 0.0)
-        if m == 1:
-            flat = np.zeros(1, np.int64)
-        else:
-            Z = linkage(X, method="ward")
-            flat = fcluster(Z, threshold, criterion="distance").astype(np.int64) - 1
-        sq = squareform(pdist(X, "sqeuclidean")) if m > 1 else np.zeros((1, 1))
-        clusters = []
-        for c in np.unique(flat):
-            mem = np.flatnonzero(flat == c)
-            imp = float(np.cumsum(rel[mem])[-1])
-            if not math.isfinite(imp):
-                raise ValueError(f"the decayed weight sum of an interest of user {u} overflows "
-                                 "a double; (ref - ts) / half_life must be of a sane magnitude")
-            sums = np.cumsum(sq[np.ix_(mem, mem)], axis=1)[:, -1]
-            clusters.append((-imp, int(rows[mem[0]]), imp, int(rows[mem[int(np.argmin(sums))]]),
-                             mem))
-        clusters.sort(key=lambda c: (c[0], c[1]))
+        n_clustered[u] = len(rows)
+        clusters = _ward_clusters(vectors, rows, ts, weights, ref_per_user[u], inv_hl,
+                                  threshold, u)
         n_found[u] = len(clusters)
         kept = len(clusters) if max_interests == 0 else min(len(clusters), max_interests)
         counts[u] = kept
@@ -333,6 +305,43 @@ def _reference(vectors, offsets, ts, weights, ref_per_user, half_life_s, thresho
     interest_offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
     return (interest_offsets, np.asarray(medoids, np.int64), np.asarray(importances, np.float64),
             np.asarray(sizes, np.int64), labels, n_clustered, n_found)
+
+
+def _ward_clusters(vectors, rows, ts, weights, ref, inv_hl, threshold, u):
+    """The interests of user ``u`` (its clustered ``rows``), most important first (ties: the
+    lower first row): a list of ``(-importance, first row, importance, medoid row, member
+    positions in rows)``."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import pdist, squareform
+
+    X = vectors[rows].astype(np.float64)
+    bad = ~np.isfinite(X)
+    if bad.any():
+        i, j = np.unravel_index(int(np.argmax(bad)), X.shape)
+        raise ValueError(f"vectors must be finite, got {X[i, j]} at row {rows[i]}, "
+                         f"column {j} (user {u})")
+    m = len(rows)
+    w = weights[rows]
+    with np.errstate(over="ignore"):
+        rel = np.where(w > 0, w * np.exp2(-(ref - ts[rows]) * inv_hl), 0.0)
+    if m == 1:
+        flat = np.zeros(1, np.int64)
+    else:
+        Z = linkage(X, method="ward")
+        flat = fcluster(Z, threshold, criterion="distance").astype(np.int64) - 1
+    sq = squareform(pdist(X, "sqeuclidean")) if m > 1 else np.zeros((1, 1))
+    clusters = []
+    for c in np.unique(flat):
+        mem = np.flatnonzero(flat == c)
+        imp = float(np.cumsum(rel[mem])[-1])
+        if not math.isfinite(imp):
+            raise ValueError(f"the decayed weight sum of an interest of user {u} overflows "
+                             "a double; (ref - ts) / half_life must be of a sane magnitude")
+        sums = np.cumsum(sq[np.ix_(mem, mem)], axis=1)[:, -1]
+        clusters.append((-imp, int(rows[mem[0]]), imp, int(rows[mem[int(np.argmin(sums))]]),
+                         mem))
+    clusters.sort(key=lambda c: (c[0], c[1]))
+    return clusters
 
 
 # --------------------------------------------------------------------------- recommend

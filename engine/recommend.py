@@ -361,6 +361,57 @@ def _check_update_segments(segment_soft, user_segment, n_users, k):
     return soft, seg, noise
 
 
+def _check_fit_arrays(user_vectors, item_vectors, inter_user, inter_item, inter_ts,
+                      inter_weight):
+    """Check the vectors and interactions of :meth:`Recommender.fit`: ``(U, I, iu, ii, ts,
+    wt)``."""
+    U = check_matrix("user_vectors", user_vectors)
+    n_users, dim = U.shape
+    I = check_matrix("item_vectors", item_vectors)
+    if I.shape[1] != dim:
+        raise ValueError(f"item_vectors has dimension {I.shape[1]}, user_vectors has {dim}")
+    n_items = I.shape[0]
+    n_inter = np.asarray(inter_user).shape[0] if np.ndim(inter_user) == 1 else -1
+    if n_inter < 0:
+        raise ValueError(f"inter_user must be 1-D, got shape {np.shape(inter_user)}")
+    iu = check_indices("inter_user", inter_user, n_users, n=n_inter)
+    ii = check_indices("inter_item", inter_item, n_items, n=n_inter)
+    ts = _finite("inter_ts", inter_ts, n_inter)
+    wt = _finite("inter_weight", inter_weight, n_inter, nonnegative=True)
+    return U, I, iu, ii, ts, wt
+
+
+def _check_fit_segments(segment_soft, user_segment, n_users):
+    """Check the segments of :meth:`Recommender.fit`: ``(soft, seg, noise)``, noise users
+    (``-1``, HDBSCAN) given segment 0 in ``seg``."""
+    soft = check_matrix("segment_soft", segment_soft, rows=n_users)
+    n_seg = soft.shape[1]
+    seg = np.asarray(user_segment)
+    noise = np.zeros(n_users, bool)
+    if seg.ndim == 1 and np.issubdtype(seg.dtype, np.integer):
+        noise = seg == -1  # HDBSCAN noise: no segment of its own
+    seg = check_indices("user_segment", np.where(noise, 0, seg) if noise.any() else seg,
+                        n_seg, n=n_users)
+    return soft, seg, noise
+
+
+def _check_text_inputs(inter_vectors, item_from_interactions, n_inter, n_items, dim):
+    """Check what ``weights="auto"`` needs: ``(inter_vectors or None, from_inter)``, the
+    latter all True by default."""
+    if inter_vectors is not None:
+        inter_vectors = check_matrix("inter_vectors", inter_vectors, rows=n_inter)
+        if inter_vectors.shape[1] != dim:
+            raise ValueError(f"inter_vectors has dimension {inter_vectors.shape[1]}, "
+                             f"user_vectors has {dim}")
+    if item_from_interactions is None:
+        return inter_vectors, np.ones(n_items, bool)
+    from_inter = np.asarray(item_from_interactions)
+    if from_inter.shape != (n_items,) or from_inter.dtype != bool:
+        raise ValueError(f"item_from_interactions must be a bool array of shape "
+                         f"({n_items},), got {from_inter.dtype} {from_inter.shape}")
+    return inter_vectors, from_inter
+
+
 def _changed_pairs(pos, sel, iu, ii, ts, wt, n_prev, m, n_items, t_new, hl_pop):
     """Changed users' decayed pairs now and before, per-pair change, and which are new."""
     old = sel[sel < n_prev]
@@ -480,41 +531,15 @@ class Recommender:
         self
         """
         cfg = self.config
-        U = check_matrix("user_vectors", user_vectors)
+        U, I, iu, ii, ts, wt = _check_fit_arrays(user_vectors, item_vectors, inter_user,
+                                                 inter_item, inter_ts, inter_weight)
         n_users, dim = U.shape
-        I = check_matrix("item_vectors", item_vectors)
-        if I.shape[1] != dim:
-            raise ValueError(f"item_vectors has dimension {I.shape[1]}, user_vectors has {dim}")
         n_items = I.shape[0]
-        n_inter = np.asarray(inter_user).shape[0] if np.ndim(inter_user) == 1 else -1
-        if n_inter < 0:
-            raise ValueError(f"inter_user must be 1-D, got shape {np.shape(inter_user)}")
-        iu = check_indices("inter_user", inter_user, n_users, n=n_inter)
-        ii = check_indices("inter_item", inter_item, n_items, n=n_inter)
-        ts = _finite("inter_ts", inter_ts, n_inter)
-        wt = _finite("inter_weight", inter_weight, n_inter, nonnegative=True)
-        soft = check_matrix("segment_soft", segment_soft, rows=n_users)
-        n_seg = soft.shape[1]
-        seg = np.asarray(user_segment)
-        noise = np.zeros(n_users, bool)
-        if seg.ndim == 1 and np.issubdtype(seg.dtype, np.integer):
-            noise = seg == -1  # HDBSCAN noise: no segment of its own
-        seg = check_indices("user_segment", np.where(noise, 0, seg) if noise.any() else seg,
-                            n_seg, n=n_users)
+        soft, seg, noise = _check_fit_segments(segment_soft, user_segment, n_users)
         _number("half_life_days", half_life_days, low=0.0, low_open=True, allow_inf=True)
         hl = float(half_life_days)
-        if inter_vectors is not None:
-            inter_vectors = check_matrix("inter_vectors", inter_vectors, rows=n_inter)
-            if inter_vectors.shape[1] != dim:
-                raise ValueError(f"inter_vectors has dimension {inter_vectors.shape[1]}, "
-                                 f"user_vectors has {dim}")
-        if item_from_interactions is None:
-            from_inter = np.ones(n_items, bool)
-        else:
-            from_inter = np.asarray(item_from_interactions)
-            if from_inter.shape != (n_items,) or from_inter.dtype != bool:
-                raise ValueError(f"item_from_interactions must be a bool array of shape "
-                                 f"({n_items},), got {from_inter.dtype} {from_inter.shape}")
+        inter_vectors, from_inter = _check_text_inputs(inter_vectors, item_from_interactions,
+                                                       len(iu), n_items, dim)
 
         self.popularity_half_life_days_ = (hl if cfg.popularity_half_life_days is None
                                            else float(cfg.popularity_half_life_days))
@@ -730,20 +755,7 @@ class Recommender:
             inter_weight=wt, inter_vectors=V, item_from_interactions=from_inter,
             user_segment_weights=soft, popularity_half_life_days=self.popularity_half_life_days_,
             seed_half_life_days=self.seed_half_life_days_, half_life_days=hl)
-        # truth: held-out items the user had not seen before, among candidate items
-        truth_ptr, truth_idx, _ = _csr(iu[hold], ii[hold], np.ones(int(hold.sum())),
-                                       (n_users, n_items), reduce="max")
-        users = []
-        truth = []
-        seen_ptr, seen_idx = inner.seen_indptr_, inner.seen_indices_
-        for u in np.flatnonzero(np.diff(truth_ptr) > 0):
-            if seen_ptr[u + 1] == seen_ptr[u]:
-                continue  # no earlier interaction: nothing to learn the user from
-            t = np.setdiff1d(truth_idx[truth_ptr[u]:truth_ptr[u + 1]],
-                             seen_idx[seen_ptr[u]:seen_ptr[u + 1]])
-            if len(t):
-                users.append(u)
-                truth.append(t)
+        users, truth = _held_out_truth(inner, iu[hold], ii[hold], n_users, n_items)
         report = {"n_users": len(users), "steps": []}
         if len(users) < 2:
             logger.warning("weights='auto': only %d users to select on; using content only",
@@ -754,41 +766,10 @@ class Recommender:
                                   replace=False))
         users = np.asarray(users, np.int64)[pick]
         truth = [truth[p] for p in pick]
-        k = cfg.select_k
-        subsets = [s for s in range(1 << len(COMPONENTS)) if s & 1]  # content always in
-        ndcg = {s: np.zeros(len(users)) for s in subsets}
-        disc = 1.0 / np.log2(np.arange(2, k + 2))
-        excluded = ~has_text  # items with no text in the inner period cannot be candidates
-        step = max(1, cfg.chunk_elements // max(n_items, 1))
-        for a in range(0, len(users), step):
-            rows = users[a:a + step]
-            comps = inner._normalised(rows, exclude_seen=True, k=k, extra_mask=excluded)
-            for s in subsets:
-                w = np.array([1.0 if s >> j & 1 else 0.0 for j in range(len(COMPONENTS))])
-                F = _fuse(comps, w)
-                tops = _topk_rows(F, k)
-                for r in range(len(rows)):
-                    top = tops[r][np.isfinite(F[r, tops[r]])]
-                    t = truth[a + r]
-                    hits = np.isin(top, t)
-                    ndcg[s][a + r] = (disc[:len(top)] * hits).sum() / disc[:min(len(t), k)].sum()
-        # forward selection from content; add while the best addition is significant
-        current = 1
-        report["steps"].append({"components": _names(current),
-                                "ndcg": float(ndcg[current].mean())})
-        while True:
-            options = [current | (1 << j) for j in range(len(COMPONENTS))
-                       if not current >> j & 1]
-            if not options:
-                break
-            best = max(options, key=lambda s: (ndcg[s].mean(), -s))
-            t_stat, p = _paired_one_sided(ndcg[best], ndcg[current])
-            report["steps"].append({"components": _names(best), "ndcg": float(ndcg[best].mean()),
-                                    "t": t_stat if math.isfinite(t_stat) else None, "p": p,
-                                    "accepted": bool(p < cfg.select_alpha)})
-            if not p < cfg.select_alpha:
-                break
-            current = best
+        # items with no text in the inner period cannot be candidates
+        ndcg = _subset_ndcg(inner, users, truth, cfg.select_k, ~has_text, n_items,
+                            cfg.chunk_elements)
+        current = _forward_selection(ndcg, cfg.select_alpha, report)
         weights = np.array([1.0 if current >> j & 1 else 0.0 for j in range(len(COMPONENTS))])
         return weights, report
 
@@ -1089,6 +1070,70 @@ def _paired_one_sided(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
         return (math.inf if d.mean() > 0 else 0.0), (0.0 if d.mean() > 0 else 1.0)
     t = float(d.mean() / (sd / math.sqrt(n)))
     return t, float(stats.t.sf(t, df=n - 1))
+
+
+def _held_out_truth(inner, hold_user, hold_item, n_users: int, n_items: int):
+    """Users to select on and their truth: held-out items the user had not seen before (in
+    ``inner``, the recommender of the earlier part), for users with an earlier interaction."""
+    truth_ptr, truth_idx, _ = _csr(hold_user, hold_item, np.ones(len(hold_user)),
+                                   (n_users, n_items), reduce="max")
+    users = []
+    truth = []
+    seen_ptr, seen_idx = inner.seen_indptr_, inner.seen_indices_
+    for u in np.flatnonzero(np.diff(truth_ptr) > 0):
+        if seen_ptr[u + 1] == seen_ptr[u]:
+            continue  # no earlier interaction: nothing to learn the user from
+        t = np.setdiff1d(truth_idx[truth_ptr[u]:truth_ptr[u + 1]],
+                         seen_idx[seen_ptr[u]:seen_ptr[u + 1]])
+        if len(t):
+            users.append(u)
+            truth.append(t)
+    return users, truth
+
+
+def _subset_ndcg(inner, users, truth, k: int, excluded, n_items: int,
+                 chunk_elements: int) -> dict:
+    """NDCG@``k`` of every user under every subset of components that has content (bit ``j``
+    of the subset: component ``j``): ``{subset: (n_users,) array}``."""
+    subsets = [s for s in range(1 << len(COMPONENTS)) if s & 1]  # content always in
+    ndcg = {s: np.zeros(len(users)) for s in subsets}
+    disc = 1.0 / np.log2(np.arange(2, k + 2))
+    step = max(1, chunk_elements // max(n_items, 1))
+    for a in range(0, len(users), step):
+        rows = users[a:a + step]
+        comps = inner._normalised(rows, exclude_seen=True, k=k, extra_mask=excluded)
+        for s in subsets:
+            w = np.array([1.0 if s >> j & 1 else 0.0 for j in range(len(COMPONENTS))])
+            F = _fuse(comps, w)
+            tops = _topk_rows(F, k)
+            for r in range(len(rows)):
+                top = tops[r][np.isfinite(F[r, tops[r]])]
+                t = truth[a + r]
+                hits = np.isin(top, t)
+                ndcg[s][a + r] = (disc[:len(top)] * hits).sum() / disc[:min(len(t), k)].sum()
+    return ndcg
+
+
+def _forward_selection(ndcg: dict, alpha: float, report: dict) -> int:
+    """Forward selection from content: add the best component while its gain is significant
+    (one-sided paired t-test at ``alpha``); appends each step to ``report["steps"]`` and
+    returns the chosen subset."""
+    current = 1
+    report["steps"].append({"components": _names(current),
+                            "ndcg": float(ndcg[current].mean())})
+    while True:
+        options = [current | (1 << j) for j in range(len(COMPONENTS)) if not current >> j & 1]
+        if not options:
+            break
+        best = max(options, key=lambda s: (ndcg[s].mean(), -s))
+        t_stat, p = _paired_one_sided(ndcg[best], ndcg[current])
+        report["steps"].append({"components": _names(best), "ndcg": float(ndcg[best].mean()),
+                                "t": t_stat if math.isfinite(t_stat) else None, "p": p,
+                                "accepted": bool(p < alpha)})
+        if not p < alpha:
+            break
+        current = best
+    return current
 
 
 def subset_recommender(config: RecommendConfig, keep: np.ndarray, *, user_vectors,

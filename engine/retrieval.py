@@ -313,6 +313,25 @@ def bf16_scan_bytes(n_items: int, dim: int, nlist: int) -> int:
     return 2 * dim * (n_items + nlist * SCAN_PAD)
 
 
+def _probe_groups(qt, centroids, nprobe: int, nlist: int):
+    """Each query's ``nprobe`` nearest lists (float32 products, ``torch.topk``) as its
+    (query, list) pairs grouped by list: ``(bounds (nlist + 1,), query of each pair)``."""
+    import torch
+
+    m = qt.shape[0]
+    step = max(1, (1 << 24) // nlist)  # (queries x centroids) scores per product
+    probes = np.concatenate([
+        torch.topk(qt[a:a + step] @ centroids.T, nprobe, dim=1, sorted=False)
+        .indices.numpy().astype(np.int32) for a in range(0, m, step)]).ravel()
+    bounds_l = np.zeros(nlist + 1, np.int64)
+    np.cumsum(np.bincount(probes, minlength=nlist), out=bounds_l[1:])
+    # (query, slot) pairs grouped by list, then their queries (in place)
+    qrows_all = np.argsort(probes, kind="stable")
+    del probes
+    np.floor_divide(qrows_all, nprobe, out=qrows_all)
+    return bounds_l, qrows_all
+
+
 def _pad(n: int) -> int:
     """``n`` rounded up to a multiple of :data:`SCAN_PAD`."""
     return -(-n // SCAN_PAD) * SCAN_PAD
@@ -761,18 +780,8 @@ class ItemIndex(BaseEstimator):
         scan_dtype = torch.bfloat16 if bf16 else torch.float32
 
         def work(lo, hi):
-            m = hi - lo
             qt = torch.from_numpy(qn[lo:hi])
-            step = max(1, (1 << 24) // nlist)  # (queries x centroids) scores per product
-            probes = np.concatenate([
-                torch.topk(qt[a:a + step] @ centroids.T, nprobe, dim=1, sorted=False)
-                .indices.numpy().astype(np.int32) for a in range(0, m, step)]).ravel()
-            bounds_l = np.zeros(nlist + 1, np.int64)
-            np.cumsum(np.bincount(probes, minlength=nlist), out=bounds_l[1:])
-            # (query, slot) pairs grouped by list, then their queries (in place)
-            qrows_all = np.argsort(probes, kind="stable")
-            del probes
-            np.floor_divide(qrows_all, nprobe, out=qrows_all)
+            bounds_l, qrows_all = _probe_groups(qt, centroids, nprobe, nlist)
             mine_s, mine_i = heap_s[lo:hi], heap_i[lo:hi]
             q_scan = qt.to(scan_dtype) if bf16 else qt
             # reused buffers: a fresh tensor per list would be a fresh mmap + page faults.
@@ -941,26 +950,9 @@ class ItemIndex(BaseEstimator):
         ItemIndex
             Returns exactly what the saved index returned.
         """
-        from safetensors import safe_open
-
         path = Path(path)
-        meta_path = path / "meta.json"
-        if not meta_path.is_file():
-            raise ValueError(f"path={str(path)!r} does not hold a saved ItemIndex "
-                             "(meta.json is missing)")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{meta_path} is not an {FORMAT} save")
-        if meta.get("format_version", 0) > FORMAT_VERSION:
-            raise ValueError(f"{meta_path} has format_version {meta['format_version']}; this "
-                             f"interestflow reads up to {FORMAT_VERSION}: upgrade interestflow")
-        save_id = meta["save_id"]
-        with safe_open(str(path / "vectors.safetensors"), framework="numpy") as fh:
-            if (fh.metadata() or {}).get("save_id") != save_id:
-                raise ValueError(f"{path}: vectors.safetensors and meta.json come from "
-                                 "different saves (an interrupted overwrite?); save the index "
-                                 "again")
-            vectors = fh.get_tensor("vectors")
+        meta = _read_index_meta(path)
+        vectors = _read_index_vectors(path, meta["save_id"])
         params = dict(meta["params"])
         if device is not None:
             params["device"] = device
@@ -971,36 +963,69 @@ class ItemIndex(BaseEstimator):
         if vectors.shape != (self.n_items_, self.dim_):
             raise ValueError(f"{path}: vectors.safetensors has shape {vectors.shape}, "
                              f"meta.json says ({self.n_items_}, {self.dim_})")
-        self.item_ids_ = _read_ids(path / "ids.parquet", save_id) if meta["has_ids"] else None
+        self.item_ids_ = (_read_ids(path / "ids.parquet", meta["save_id"]) if meta["has_ids"]
+                          else None)
         self.kind_, self.reason_ = meta["kind_"], meta["reason_"]
         self.nlist_, self.nprobe_ = meta["nlist_"], meta["nprobe_"]
         dev = resolve_device(params["device"])
         self.device_ = str(dev)
         if self.kind_ == "ivf":
-            faiss = _import_faiss(f"loading the IVF ItemIndex at {str(path)!r}")
-            fpath = path / meta["faiss_file"]
-            if not fpath.is_file():
-                raise ValueError(f"{path}: {meta['faiss_file']} (the FAISS index of this save) "
-                                 "is missing (an interrupted overwrite?); save the index again")
-            index = faiss.read_index(str(fpath))
-            if index.ntotal != self.n_items_:
-                raise ValueError(f"{fpath} holds {index.ntotal} vectors, meta.json says "
-                                 f"{self.n_items_}")
-            if dev.type == "cuda" and _faiss_has_gpu(faiss):
-                self._gpu_res = faiss.StandardGpuResources()
-                index = faiss.index_cpu_to_gpu(self._gpu_res, dev.index or 0, index)
-                self._faiss_gpu = True
-            index.nprobe = self.nprobe_
-            self.index_ = index
-            self._set_scan()
-            # keep the scan precision the saved index searched with (format 1 scanned in
-            # float32), whatever this CPU would pick: the loaded index returns the same rows
-            saved = meta.get("candidates_") if meta.get("format_version", 1) >= 2 else "float32"
-            if self.scan_ == "batched" and self.candidates == "auto" and saved is not None:
-                self.candidates_ = saved
+            self._load_ivf(path, meta, dev)
         else:
             self._prepare_exact(dev)
         return self
+
+    def _load_ivf(self, path: Path, meta: dict, dev) -> None:
+        """Read the save's FAISS index (onto the GPU when ``dev`` is CUDA and faiss has GPU
+        support) and keep the scan precision the saved index searched with."""
+        faiss = _import_faiss(f"loading the IVF ItemIndex at {str(path)!r}")
+        fpath = path / meta["faiss_file"]
+        if not fpath.is_file():
+            raise ValueError(f"{path}: {meta['faiss_file']} (the FAISS index of this save) "
+                             "is missing (an interrupted overwrite?); save the index again")
+        index = faiss.read_index(str(fpath))
+        if index.ntotal != self.n_items_:
+            raise ValueError(f"{fpath} holds {index.ntotal} vectors, meta.json says "
+                             f"{self.n_items_}")
+        if dev.type == "cuda" and _faiss_has_gpu(faiss):
+            self._gpu_res = faiss.StandardGpuResources()
+            index = faiss.index_cpu_to_gpu(self._gpu_res, dev.index or 0, index)
+            self._faiss_gpu = True
+        index.nprobe = self.nprobe_
+        self.index_ = index
+        self._set_scan()
+        # keep the scan precision the saved index searched with (format 1 scanned in
+        # float32), whatever this CPU would pick: the loaded index returns the same rows
+        saved = meta.get("candidates_") if meta.get("format_version", 1) >= 2 else "float32"
+        if self.scan_ == "batched" and self.candidates == "auto" and saved is not None:
+            self.candidates_ = saved
+
+
+def _read_index_meta(path: Path) -> dict:
+    """``meta.json`` of a saved :class:`ItemIndex`, checked to be one this version reads."""
+    meta_path = path / "meta.json"
+    if not meta_path.is_file():
+        raise ValueError(f"path={str(path)!r} does not hold a saved ItemIndex "
+                         "(meta.json is missing)")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{meta_path} is not an {FORMAT} save")
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise ValueError(f"{meta_path} has format_version {meta['format_version']}; this "
+                         f"interestflow reads up to {FORMAT_VERSION}: upgrade interestflow")
+    return meta
+
+
+def _read_index_vectors(path: Path, save_id: str) -> np.ndarray:
+    """The saved item vectors, checked to come from the same save as ``meta.json``."""
+    from safetensors import safe_open
+
+    with safe_open(str(path / "vectors.safetensors"), framework="numpy") as fh:
+        if (fh.metadata() or {}).get("save_id") != save_id:
+            raise ValueError(f"{path}: vectors.safetensors and meta.json come from "
+                             "different saves (an interrupted overwrite?); save the index "
+                             "again")
+        return fh.get_tensor("vectors")
 
 
 def _write_ids(index: pd.Index, path: Path, save_id: str) -> None:

@@ -178,6 +178,21 @@ def _sift_down_vc(hv, hc, size, pos):
     hc[pos] = col
 
 
+@nb.njit(nogil=True, cache=True, inline="always")
+def _emit_finite(hv, hc, size, r, o, out_r, out_c, out_v, out_k):
+    """Append row ``r``'s sorted top (its finite values, with their ranks) at ``o``; returns
+    the new end."""
+    for j in range(size):
+        v = hv[j]
+        if v < np.inf:
+            out_r[o] = r
+            out_c[o] = hc[j]
+            out_v[o] = np.float64(v)
+            out_k[o] = j + 1
+            o += 1
+    return o
+
+
 @nb.njit(nogil=True, cache=True)
 def dense_topk(S, k, positive):
     """Top ``min(k, n)`` of every row of ``S`` (m, n) in the order of
@@ -240,14 +255,7 @@ def dense_topk(S, k, positive):
             hv[0] = v
             hc[0] = col
             _sift_down_vc(hv, hc, t, 0)
-        for j in range(size):
-            v = hv[j]
-            if v < np.inf:
-                out_r[o] = r
-                out_c[o] = hc[j]
-                out_v[o] = np.float64(v)
-                out_k[o] = j + 1
-                o += 1
+        o = _emit_finite(hv, hc, size, r, o, out_r, out_c, out_v, out_k)
     return out_r[:o], out_c[:o], out_v[:o], out_k[:o]
 
 

@@ -367,6 +367,27 @@ def _widen(v, to_f32, scale, up):
     return v + w if up else v - w
 
 
+@nb.njit(nogil=True, cache=True, inline="always")
+def _first_keys(out_s, out_i, row, k):
+    """Result of a zero query: score 0 against every key, so the first ``k`` keys."""
+    for t in range(k):
+        out_s[row, t] = 0.0
+        out_i[row, t] = t
+
+
+@nb.njit(nogil=True, cache=True, inline="always")
+def _query_margin(qstats, i, key_e, key_norm, key_rep_norm, gamma_acc, gamma_canon, tiny):
+    """``(margin, scale)`` of query ``i``: ``|canonical - accumulator| <= margin`` for every
+    key (module docstring); ``scale`` ~ the bound's largest term, for :func:`_widen`."""
+    nq_star = qstats[i, 1]
+    e_q = qstats[i, 0]
+    nq_rep = qstats[i, 2]
+    margin = (nq_star * key_e + e_q * key_norm + e_q * key_e
+              + gamma_acc * nq_rep * key_rep_norm + tiny + gamma_canon * nq_star * key_norm)
+    scale = nq_rep * key_rep_norm + nq_star * key_norm + 1.0
+    return margin, scale
+
+
 @nb.njit(nogil=True, cache=True)
 def _rescore(q, invq, qrows, qstats, keys, invk, cand, cand_lo, cand_hi, c_hi, all_keys, key_e,
              key_norm, key_rep_norm, gamma_acc, gamma_canon, tiny, to_f32, k, out_s, out_i, ok,
@@ -391,18 +412,11 @@ def _rescore(q, invq, qrows, qstats, keys, invk, cand, cand_lo, cand_hi, c_hi, a
         kth[i] = -np.inf
         ok[i] = False
         if nq_star == 0.0:
-            # a zero query scores 0 against every key: ties, so the first k keys
-            for t in range(k):
-                out_s[row, t] = 0.0
-                out_i[row, t] = t
+            _first_keys(out_s, out_i, row, k)
             ok[i] = True
             continue
-        e_q = qstats[i, 0]
-        nq_rep = qstats[i, 2]
-        # |canonical - accumulator| <= margin for every key (module docstring)
-        margin = (nq_star * key_e + e_q * key_norm + e_q * key_e
-                  + gamma_acc * nq_rep * key_rep_norm + tiny + gamma_canon * nq_star * key_norm)
-        scale = nq_rep * key_rep_norm + nq_star * key_norm + 1.0
+        margin, scale = _query_margin(qstats, i, key_e, key_norm, key_rep_norm, gamma_acc,
+                                      gamma_canon, tiny)
         for t in range(c_len):
             sc[t] = _widen(cand_lo[i, t] - margin, to_f32, scale, False)
             ix[t] = t

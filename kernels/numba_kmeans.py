@@ -247,6 +247,47 @@ def _bf16_rows(x, lo, hi, bits, sq_x, sq_t, sq_r):
         sq_r[i] = s2
 
 
+@nb.njit(nogil=True, fastmath=_FM, cache=True, inline="always")
+def _widen_scores(sc_bits, i, ubs):
+    """Widen row ``i`` of the bf16 score bits into the float32 bits ``ubs``; False when a
+    score is inf/NaN (bf16 exponent all ones: overflow)."""
+    n_nonfinite = 0
+    for j in range(sc_bits.shape[1]):
+        bb = np.uint32(np.uint16(sc_bits[i, j]))
+        n_nonfinite += (bb & np.uint32(0x7F80)) == np.uint32(0x7F80)
+        ubs[j] = bb << np.uint32(16)
+    return n_nonfinite == 0
+
+
+@nb.njit(nogil=True, fastmath=_FM, cache=True)
+def _level2(x, row, c, t, thr_t, cand_j, cand_d, col_p, col_f, coef_xn, xn, gamma_hi, slack):
+    """Level 2: rescore the candidates (``t[j] <= thr_t``) by float64 distances; returns
+    ``(w, D_w)``, ``w = -1`` when the nearest is not certified against every other."""
+    nc = 0
+    w = -1
+    dw = np.inf
+    for j in range(t.shape[0]):
+        if t[j] <= thr_t:
+            dj = _sqdist(x, row, c, j)
+            cand_j[nc] = j
+            cand_d[nc] = dj
+            nc += 1
+            if dj < dw:  # ascending j, strict: ties keep the lower index
+                dw = dj
+                w = j
+    if w < 0 or not np.isfinite(dw):
+        return -1, dw
+    gw = slack * (coef_xn * xn * col_p[w] + col_f[w] + gamma_hi * dw)
+    ok = True
+    for q in range(nc):
+        j = cand_j[q]
+        if j != w:
+            gj = slack * (coef_xn * xn * col_p[j] + col_f[j] + gamma_hi * cand_d[q])
+            if not (cand_d[q] - gj > dw + gw):
+                ok = False
+    return (w if ok else -1), dw
+
+
 @nb.njit(nogil=True, fastmath=_FM, cache=True)
 def _scan_bf16(sc_bits, x, lo, c, c_sq32, p32, q32, r32, sq_x, sq_t, sq_r, inflate, floor,
                beta32, col_p, col_f, coef_xn, gamma_hi, max_cand, labels, min_sq, status):
@@ -260,6 +301,8 @@ def _scan_bf16(sc_bits, x, lo, c, c_sq32, p32, q32, r32, sq_x, sq_t, sq_r, infla
     ``status[i]``: 0 certified at level 1, 1 at level 2, 2 not certified (the caller
     recomputes the row on the exact path).
     """
+    # the row's bounds and level 1 stay in this loop: as helpers (inlined by numba or by
+    # LLVM) the kernel measured 1-13% slower
     m, k = sc_bits.shape
     slack = 1.0 + 2.0 ** -16
     ubs = np.empty(k, np.uint32)
@@ -277,15 +320,10 @@ def _scan_bf16(sc_bits, x, lo, c, c_sq32, p32, q32, r32, sq_x, sq_t, sq_r, infla
         bq64 = slack * 2.0 * math.sqrt(np.float64(sq_t[i]) * inflate + floor)
         if not (np.isfinite(a64) and np.isfinite(bq64) and a64 < 1e30 and bq64 < 1e30):
             continue
+        if not _widen_scores(sc_bits, i, ubs):  # a score is inf/NaN
+            continue
         a = np.float32(a64)
         bq = np.float32(bq64)
-        n_nonfinite = 0  # bf16 exponent all ones: inf/NaN (overflow)
-        for j in range(k):
-            bb = np.uint32(np.uint16(sc_bits[i, j]))
-            n_nonfinite += (bb & np.uint32(0x7F80)) == np.uint32(0x7F80)
-            ubs[j] = bb << np.uint32(16)
-        if n_nonfinite > 0:
-            continue
         for j in range(k):
             o = fbs[j]
             sj = c_sq32[j] - np.float32(2.0) * o
@@ -310,35 +348,13 @@ def _scan_bf16(sc_bits, x, lo, c, c_sq32, p32, q32, r32, sq_x, sq_t, sq_r, infla
             labels[row] = best
             min_sq[row] = _sqdist(x, row, c, best)
             status[i] = 0
-            continue
-        if n_over > max_cand:
-            continue
-        nc = 0
-        w = -1
-        dw = np.inf
-        for j in range(k):
-            if t[j] <= thr:
-                dj = _sqdist(x, row, c, j)
-                cand_j[nc] = j
-                cand_d[nc] = dj
-                nc += 1
-                if dj < dw:  # ascending j, strict: ties keep the lower index
-                    dw = dj
-                    w = j
-        if w < 0 or not np.isfinite(dw):
-            continue
-        gw = slack * (coef_xn * xn * col_p[w] + col_f[w] + gamma_hi * dw)
-        ok = True
-        for q in range(nc):
-            j = cand_j[q]
-            if j != w:
-                gj = slack * (coef_xn * xn * col_p[j] + col_f[j] + gamma_hi * cand_d[q])
-                if not (cand_d[q] - gj > dw + gw):
-                    ok = False
-        if ok:
-            labels[row] = w
-            min_sq[row] = dw
-            status[i] = 1
+        elif n_over <= max_cand:
+            w, dw = _level2(x, row, c, t, thr, cand_j, cand_d, col_p, col_f, coef_xn, xn,
+                            gamma_hi, slack)
+            if w >= 0:
+                labels[row] = w
+                min_sq[row] = dw
+                status[i] = 1
 
 
 @nb.njit(nogil=True, fastmath=_FM, cache=True)

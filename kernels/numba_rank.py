@@ -180,53 +180,68 @@ def _parse_one(text: str, n_features: int | None):
     return nf, trees
 
 
-def parse_lightgbm(models) -> TreeEnsemble:
-    """:class:`TreeEnsemble` of LightGBM text models (``Booster.model_to_string()``), in the
-    order given."""
-    if isinstance(models, str):
-        models = [models]
+def _flatten(models):
+    """Every tree of ``models`` (in order) as flat node lists: ``(n_features or None, dict of
+    lists)``; per tree its internal nodes, then one node per leaf whose children are itself."""
     n_features = None
-    feature, threshold, decision, child, leaf_value = [], [], [], [], []
-    node_start, leaf_start, n_internal, depth, model_start = [0], [0], [], [], [0]
+    nodes = {"feature": [], "threshold": [], "decision": [], "child": [], "leaf_value": [],
+             "node_start": [0], "leaf_start": [0], "n_internal": [], "depth": [],
+             "model_start": [0]}
     for text in models:
         n_features, trees = _parse_one(text, n_features)
         for t in trees:
             n_int, n_leaves = len(t["feature"]), len(t["leaf_value"])
-            # internal nodes, then one node per leaf whose children are itself
             kids = [[c if c >= 0 else n_int + ~c for c in t[side]] for side in ("left", "right")]
+            child = nodes["child"]
             for j in range(n_int):
                 child += [kids[0][j], kids[1][j]]
             for leaf in range(n_leaves):
                 child += [n_int + leaf, n_int + leaf]
-            feature += t["feature"] + [0] * n_leaves
-            threshold += t["threshold"] + [0.0] * n_leaves
-            decision += t["decision"] + [0] * n_leaves
-            leaf_value += t["leaf_value"]
-            node_start.append(node_start[-1] + n_int + n_leaves)
-            leaf_start.append(leaf_start[-1] + n_leaves)
-            n_internal.append(n_int)
-            depth.append(_depth(kids, n_int))
-        model_start.append(model_start[-1] + len(trees))
-    if n_features is None:
-        raise ValueError("no LightGBM model given")
-    threshold = np.asarray(threshold, np.float64)
-    decision = np.asarray(decision, np.int64)
+            nodes["feature"] += t["feature"] + [0] * n_leaves
+            nodes["threshold"] += t["threshold"] + [0.0] * n_leaves
+            nodes["decision"] += t["decision"] + [0] * n_leaves
+            nodes["leaf_value"] += t["leaf_value"]
+            nodes["node_start"].append(nodes["node_start"][-1] + n_int + n_leaves)
+            nodes["leaf_start"].append(nodes["leaf_start"][-1] + n_leaves)
+            nodes["n_internal"].append(n_int)
+            nodes["depth"].append(_depth(kids, n_int))
+        nodes["model_start"].append(nodes["model_start"][-1] + len(trees))
+    return n_features, nodes
+
+
+def _numerical_decisions(threshold: np.ndarray, decision: np.ndarray):
+    """Per node, LightGBM's NumericalDecision as arrays: ``(missing type, zero_left, nan_left,
+    threshold32)``, ``threshold32`` the largest float32 ``<= threshold``."""
     missing = (decision >> 2) & 3
     default_left = (decision & 2) > 0
-    # LightGBM's NumericalDecision: a NaN is 0 unless the missing type is NaN; a value with
-    # |x| <= kZeroThreshold goes the default way under missing type "zero"; else x <= threshold
+    # a NaN is 0 unless the missing type is NaN; a value with |x| <= kZeroThreshold goes the
+    # default way under missing type "zero"; else x <= threshold
     zero_left = np.where(missing == _MISSING_ZERO, default_left, 0.0 <= threshold)
     nan_left = np.where(missing == _MISSING_NAN, default_left, zero_left)
     with np.errstate(over="ignore"):
         threshold32 = threshold.astype(np.float32)  # nearest; beyond the range: +-inf
     up = threshold32.astype(np.float64) > threshold
     threshold32[up] = np.nextafter(threshold32[up], np.float32(-np.inf))
-    child = np.asarray(child, np.int32)
+    return missing, zero_left, nan_left, threshold32
+
+
+def parse_lightgbm(models) -> TreeEnsemble:
+    """:class:`TreeEnsemble` of LightGBM text models (``Booster.model_to_string()``), in the
+    order given."""
+    if isinstance(models, str):
+        models = [models]
+    n_features, nodes = _flatten(models)
+    if n_features is None:
+        raise ValueError("no LightGBM model given")
+    threshold = np.asarray(nodes["threshold"], np.float64)
+    missing, zero_left, nan_left, threshold32 = _numerical_decisions(
+        threshold, np.asarray(nodes["decision"], np.int64))
+    child = np.asarray(nodes["child"], np.int32)
     child_gt = child.reshape(-1, 2).copy()
     child_gt[nan_left] = child_gt[nan_left][:, ::-1]
     child_gt = child_gt.ravel()
-    node_start = np.asarray(node_start, np.int64)
-    n_internal = np.asarray(n_internal, np.int64)
+    node_start = np.asarray(nodes["node_start"], np.int64)
+    n_internal = np.asarray(nodes["n_internal"], np.int64)
     any_zero = bool((missing == _MISSING_ZERO).any())
     table_start = leaf_table = None
     if not len(n_internal) or n_internal.max() <= TABLE_MAX_SPLITS:
@@ -234,13 +249,13 @@ def parse_lightgbm(models) -> TreeEnsemble:
                                                n_internal)
     return TreeEnsemble(
         table_start=table_start, leaf_table=leaf_table,
-        feature=np.asarray(feature, np.int32), threshold=threshold, threshold32=threshold32,
-        nan_left=nan_left.astype(np.bool_), zero_left=zero_left.astype(np.bool_),
-        child=child, child_gt=child_gt, any_zero_missing=any_zero,
-        leaf_value=np.asarray(leaf_value, np.float64), node_start=node_start,
-        leaf_start=np.asarray(leaf_start, np.int64), n_internal=n_internal,
-        depth=np.asarray(depth, np.int64),
-        model_start=np.asarray(model_start, np.int64), n_features=int(n_features))
+        feature=np.asarray(nodes["feature"], np.int32), threshold=threshold,
+        threshold32=threshold32, nan_left=nan_left.astype(np.bool_),
+        zero_left=zero_left.astype(np.bool_), child=child, child_gt=child_gt,
+        any_zero_missing=any_zero, leaf_value=np.asarray(nodes["leaf_value"], np.float64),
+        node_start=node_start, leaf_start=np.asarray(nodes["leaf_start"], np.int64),
+        n_internal=n_internal, depth=np.asarray(nodes["depth"], np.int64),
+        model_start=np.asarray(nodes["model_start"], np.int64), n_features=int(n_features))
 
 
 #: Trees with at most this many splits are scored by a leaf table (2 ** splits entries each;

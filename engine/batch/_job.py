@@ -180,11 +180,8 @@ def score(events, model_dir, out, *, items=None, k: int = 10, chunk_users=None,
         model = read_model(model_dir)
         _check_model(model, items)
         ev = open_events(files, fmt, column_map, vector_col)
-        cmap = ev.column_map
-        params = {"k": int(k), "chunk_users": None if chunk_users is None else int(chunk_users),
-                  "max_memory": mem, "vector_col": vector_col, "index": index,
-                  "now": now_s, "column_map": {c: cmap[c] for c in sorted(cmap)},
-                  "default_chunk_users": DEFAULT_CHUNK_USERS, "ts_unit": ts_unit}
+        params = _job_params(k, chunk_users, mem, vector_col, index, now_s, ev.column_map,
+                             ts_unit)
         manifest = _open_manifest(out, man_path,
                                   _fingerprint(files, fmt, items_files, model, params))
         if manifest.get("complete") and (out / "summary.json").is_file():
@@ -200,11 +197,7 @@ def score(events, model_dir, out, *, items=None, k: int = 10, chunk_users=None,
                                         index_kind=index, mem=mem, chunk_users=chunk_users,
                                         k=k, now_s=now_s, ts_unit=ts_unit, show=show)
             job = _make_job(out, model, staged, marker, k, embedding_cache)
-            done_before = {int(b) for b in manifest["chunks"]}
-            pending = [b for b in range(job.n_buckets) if b not in done_before]
-            if done_before:
-                logger.info("score: resuming %s: %d of %d chunks already done", out,
-                            len(done_before), job.n_buckets)
+            done_before, pending = _pending_chunks(out, manifest, job.n_buckets)
             t = time.perf_counter()
             _run_chunks(runner, job, pending, manifest, man_path, staged, workers, show)
         timings["chunks_wall_s"] = time.perf_counter() - t
@@ -331,6 +324,14 @@ def _check_rejected(summary: dict) -> dict:
 
 
 # --------------------------------------------------------------------------- manifest
+def _job_params(k, chunk_users, mem, vector_col, index, now_s, column_map, ts_unit) -> dict:
+    """The parameters that are part of the job's fingerprint (a resumed run must match)."""
+    return {"k": int(k), "chunk_users": None if chunk_users is None else int(chunk_users),
+            "max_memory": mem, "vector_col": vector_col, "index": index,
+            "now": now_s, "column_map": {c: column_map[c] for c in sorted(column_map)},
+            "default_chunk_users": DEFAULT_CHUNK_USERS, "ts_unit": ts_unit}
+
+
 def _fingerprint(files, fmt, items_files, model, params) -> dict:
     """What identifies a job: its input files (sizes, modification times), the model's save
     id and the parameters."""
@@ -442,6 +443,16 @@ def _make_job(out: Path, model: dict, staged: dict, marker: Path, k, embedding_c
                embedding_cache=embedding_cache if (embedding_cache is None
                                                    or embedding_cache is False)
                else str(Path(embedding_cache).expanduser()))
+
+
+def _pending_chunks(out: Path, manifest: dict, n_buckets: int):
+    """``(chunks done by earlier runs, chunks left to run)`` from the manifest."""
+    done_before = {int(b) for b in manifest["chunks"]}
+    pending = [b for b in range(n_buckets) if b not in done_before]
+    if done_before:
+        logger.info("score: resuming %s: %d of %d chunks already done", out,
+                    len(done_before), n_buckets)
+    return done_before, pending
 
 
 def _run_chunks(runner, job: Job, pending: list, manifest: dict, man_path: Path,
