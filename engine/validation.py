@@ -72,7 +72,7 @@ def now_seconds(now, name: str = "now"):
         raise ValueError(
             f"{name}={now!r} is outside {TS_WINDOW[0]}..{TS_WINDOW[1]} UTC as unix seconds"
             + (f" (it reads as {TS_UNIT_NAMES[unit]})" if unit else "")
-            + f"; a number is unix seconds whatever ts_unit is: pass unix seconds or an ISO "
+            + "; a number is unix seconds whatever ts_unit is: pass unix seconds or an ISO "
               "8601 time")
     return secs
 
