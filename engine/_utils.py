@@ -225,15 +225,86 @@ def _check_finite_rows(name: str, x, chunk: int, offset: int = 0) -> None:
             raise ValueError(f"{name} row {row} contains NaN or infinity; pass finite values")
 
 
-def pca_2d(x: np.ndarray) -> np.ndarray:
-    """(n, 2) coordinates of ``x`` (n, d) on its first two principal axes, signs fixed so
-    that the largest loading of each axis is positive (reruns draw the same picture)."""
-    x = x - x.mean(axis=0, keepdims=True)
-    _, vecs = np.linalg.eigh(x.T @ x)
+def pca_2d(x, *, chunk_rows: int | None = None, covariance: bool = False,
+           eigh_threads: int | None = None) -> np.ndarray:
+    """(n, 2) float64 coordinates of the rows of ``x`` on their first two principal axes,
+    signs fixed so that the largest loading of each axis is positive (reruns draw the same
+    picture).
+
+    ``x`` is an (n, d) array, or a list of (n_i, d) arrays taken as their stacked rows (one
+    projection for all of them). Rows are taken in float64, ``chunk_rows`` of one array at a
+    time (default: a whole array): with ``chunk_rows`` set, the memory held is one chunk and
+    the output, whatever ``n``. The axes are the top eigenvectors of the centred rows'
+    scatter matrix, or with ``covariance`` of their covariance (the scatter over ``n - 1``:
+    the same axes, their last bits may differ); ``eigh_threads`` caps the BLAS threads of
+    that eigendecomposition (a small one is fastest on one thread, and its last bits can
+    depend on the thread count). ``d < 2`` gives zero columns for the missing axes; no rows
+    give shape (0, 2).
+
+    The report's map of users is ``pca_2d(x)``; the tracker's map of every user-snapshot
+    (``tracking._tables.project_2d``) is ``pca_2d(blocks, chunk_rows=65536,
+    covariance=True, eigh_threads=1)`` (up to 1,024 dimensions) in float32.
+    """
+    blocks = [x] if isinstance(x, np.ndarray) else list(x)
+    n = sum(len(b) for b in blocks)
+    if n == 0:
+        return np.zeros((0, 2))
+    mu, scatter = _pca_moments(blocks, chunk_rows, n)
+    comps = _pca_axes(scatter / max(n - 1, 1) if covariance else scatter, eigh_threads)
+    return np.concatenate([c @ comps for c in _centred_chunks(blocks, chunk_rows, mu)])
+
+
+def _row_chunks(blocks, chunk_rows, *, copy: bool = True):
+    """The rows of ``blocks`` in float64, at most ``chunk_rows`` of one array at a time (None:
+    each array whole), in the array's memory order; copies unless ``copy=False`` and the
+    array already is float64 (then views, to be read only)."""
+    for b in blocks:
+        step = max(1, len(b) if chunk_rows is None else int(chunk_rows))
+        for i in range(0, len(b), step):
+            c = b[i:i + step]
+            yield c if not copy and c.dtype == np.float64 else c.astype(np.float64)
+
+
+def _centred_chunks(blocks, chunk_rows, mu):
+    """:func:`_row_chunks` minus the mean ``mu`` (in place)."""
+    for c in _row_chunks(blocks, chunk_rows):
+        c -= mu
+        yield c
+
+
+def _pca_moments(blocks, chunk_rows, n: int):
+    """``(mean (d,), scatter (d, d))`` of the ``n`` stacked rows of ``blocks``, summed chunk
+    by chunk in float64 (two passes: the mean, then the centred rows' ``c.T @ c``)."""
+    dim = blocks[0].shape[1]
+    total = np.zeros(dim)
+    for c in _row_chunks(blocks, chunk_rows, copy=False):
+        total += c.sum(axis=0)
+    mu = total / n
+    scatter = np.zeros((dim, dim))
+    for c in _centred_chunks(blocks, chunk_rows, mu):
+        scatter += c.T @ c
+    return mu, scatter
+
+
+def _pca_axes(matrix: np.ndarray, eigh_threads: int | None) -> np.ndarray:
+    """(d, 2) eigenvectors of the two largest eigenvalues of the symmetric ``matrix`` (zero
+    columns past ``d``), each signed so that its largest loading is positive; the
+    eigendecomposition on at most ``eigh_threads`` BLAS threads (None: the library's)."""
+    import contextlib
+
+    limit = contextlib.nullcontext()
+    if eigh_threads is not None:
+        from threadpoolctl import threadpool_limits  # a scikit-learn dependency
+
+        limit = threadpool_limits(limits=int(eigh_threads), user_api="blas")
+    with limit:
+        _, vecs = np.linalg.eigh(matrix)
     comps = vecs[:, ::-1][:, :2]
+    if comps.shape[1] < 2:
+        comps = np.pad(comps, ((0, 0), (0, 2 - comps.shape[1])))
     signs = np.sign(comps[np.abs(comps).argmax(axis=0), [0, 1]])
     signs[signs == 0] = 1
-    return x @ (comps * signs)
+    return comps * signs
 
 
 # ---------------------------------------------------------------------------------- time

@@ -548,8 +548,9 @@ default="k-means++"
 
 
 def kmeans_plusplus(X, n_clusters, *, sample_weight=None, x_squared_norms=None,
-                    random_state=None):
-    """Initial centers by greedy k-means++: the seeding of ``KMeans(init="k-means++")``.
+                    random_state=None, initial_centers=None, first_center="weighted"):
+    """Initial centers by greedy k-means++: the seeding of ``KMeans(init="k-means++")`` and of
+    :class:`interestflow.tracking.SegmentTracker`'s warm starts.
 
     scikit-learn's algorithm on its random stream: the first center is a row drawn with
     probability proportional to ``sample_weight``; each next one is, of ``2 +
@@ -557,6 +558,8 @@ def kmeans_plusplus(X, n_clusters, *, sample_weight=None, x_squared_norms=None,
     distance to the nearest center so far, the one that lowers the weighted sum of those
     distances most. For the same ``random_state`` it picks the rows
     :func:`sklearn.cluster.kmeans_plusplus` picks (but for floating-point ties).
+    ``initial_centers`` continues a seeding from centers already chosen (the tracker's: the
+    previous snapshot's centroids that still have members).
 
     Parameters
     ----------
@@ -566,27 +569,41 @@ def kmeans_plusplus(X, n_clusters, *, sample_weight=None, x_squared_norms=None,
         computed as ``||x||^2 - 2 x.c + ||c||^2``: for data far from the origin, pass it
         centred (``KMeans`` seeds its centred copy of ``X``).
     n_clusters : int
-        Centers to pick, ``1 <= n_clusters <= n_samples``.
+        Centers to return, ``initial_centers`` included: ``max(1, n_initial) <= n_clusters
+        <= n_samples + n_initial``.
     sample_weight : array-like or torch.Tensor of shape (n_samples,), optional
         Non-negative, finite, not all zero; default all ones.
     x_squared_norms : array-like or torch.Tensor of shape (n_samples,), optional
         ``(X * X).sum(1)``; computed when omitted.
     random_state : int, numpy.random.RandomState or None, default=None
         A ``RandomState`` is advanced, as scikit-learn does.
+    initial_centers : array-like or torch.Tensor of shape (n_initial, n_features), optional
+        Centers already chosen, finite; taken in the working dtype. They are the first rows
+        of the result and the seeding continues from their squared distances (no first
+        center is drawn). Zero rows or None: a seeding from scratch.
+    first_center : {"weighted", "uniform"}, default="weighted"
+        How a center is drawn where no squared distance can guide the draw: the first one,
+        and (``"uniform"`` only) any drawn once every row already is a center.
+        ``"weighted"``: scikit-learn's rule (the first center with probability proportional
+        to ``sample_weight``; once all distances are zero, the candidates fall on row 0).
+        ``"uniform"``: one row drawn by ``random_state.randint(n_samples)``, weights
+        ignored (the tracker's rule).
 
     Returns
     -------
     centers : numpy.ndarray or torch.Tensor of shape (n_clusters, n_features)
-        The picked rows of ``X`` (a copy) in the working dtype; a tensor on ``X``'s device
-        when ``X`` is a tensor, else numpy.
+        ``initial_centers`` then the picked rows of ``X`` (copies) in the working dtype; a
+        tensor on ``X``'s device when ``X`` is a tensor, else numpy.
     indices : numpy.ndarray or torch.Tensor of shape (n_clusters,), int64
-        Their row numbers in ``X``, in the order they were picked.
+        Row number in ``X`` of each center, in the order they were picked; ``-1`` for the
+        initial centers.
 
     Raises
     ------
     ValueError
-        ``X`` not 2-D, empty or not finite, ``n_clusters`` out of range, bad weights or
-        norms, or a ``random_state`` that is not a seed.
+        ``X`` not 2-D, empty or not finite, ``n_clusters`` out of range, bad weights,
+        norms or initial centers, an unknown ``first_center``, or a ``random_state`` that is
+        not a seed.
     TypeError
         A non-integer ``n_clusters``.
 
@@ -598,25 +615,25 @@ def kmeans_plusplus(X, n_clusters, *, sample_weight=None, x_squared_norms=None,
     >>> centers, idx = kmeans_plusplus(X, 2, random_state=0)
     >>> sorted(int(i) // 2 for i in idx)  # one seed in each pair of nearby rows
     [0, 1]
+    >>> centers, idx = kmeans_plusplus(X, 2, initial_centers=X[:1], random_state=0)
+    >>> idx.tolist()[0], int(idx[1]) // 2  # the given center, then one of the far pair
+    (-1, 1)
     """
     is_torch = torch.is_tensor(X)
     Xt = _seeding_input(X)
     n = Xt.shape[0]
-    n_clusters = check_int("n_clusters", n_clusters, 1, n)
+    initial = _initial_centers(initial_centers, Xt)
+    n_initial = 0 if initial is None else initial.shape[0]
+    n_clusters = check_int("n_clusters", n_clusters, max(1, n_initial), n + n_initial)
+    if not isinstance(first_center, str) or first_center not in ("weighted", "uniform"):
+        raise ValueError(f"first_center={first_center!r} is not valid; pass 'weighted' or "
+                         f"'uniform'")
     w = _prepare_weights(sample_weight, n, Xt.dtype, Xt.device)
     if w is None:
         w = torch.ones(n, dtype=Xt.dtype, device=Xt.device)
-    if x_squared_norms is None:
-        x_sq = (Xt * Xt).sum(1)
-    else:
-        x_sq = (x_squared_norms.detach() if torch.is_tensor(x_squared_norms)
-                else torch.from_numpy(np.asarray(x_squared_norms, dtype=np.float64)))
-        if tuple(x_sq.shape) != (n,):
-            raise ValueError(f"x_squared_norms must have shape ({n},) to match X, got "
-                             f"{tuple(x_sq.shape)}")
-        x_sq = x_sq.to(device=Xt.device, dtype=Xt.dtype)
-    centers, indices = _kmeans_plusplus(Xt, x_sq, w, n_clusters,
-                                        check_random_state(random_state))
+    centers, indices = _kmeans_plusplus(Xt, _squared_norms(x_squared_norms, Xt), w,
+                                        n_clusters, check_random_state(random_state),
+                                        initial=initial, uniform=first_center == "uniform")
     if is_torch:
         return centers, indices
     return centers.cpu().numpy(), indices.cpu().numpy()
@@ -646,7 +663,47 @@ def _seeding_input(X) -> torch.Tensor:
     return Xt
 
 
-def _kmeans_plusplus(X, x_sq, w, n_clusters, random_state):
+def _initial_centers(initial_centers, Xt):
+    """``initial_centers`` of :func:`kmeans_plusplus` checked, as a tensor in ``Xt``'s dtype
+    on its device; None when none are given (None or zero rows)."""
+    if initial_centers is None:
+        return None
+    if torch.is_tensor(initial_centers):
+        c = initial_centers.detach()
+    else:
+        arr = np.asarray(initial_centers)
+        if arr.dtype.kind not in "biuf":
+            raise ValueError(f"initial_centers must be an array of numbers, got dtype "
+                             f"{arr.dtype}")
+        c = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float64))
+    if c.ndim != 2 or c.shape[1] != Xt.shape[1]:
+        raise ValueError(f"initial_centers must have shape (n_initial, {Xt.shape[1]}) to "
+                         f"match X, got {tuple(c.shape)}")
+    if c.shape[0] == 0:
+        return None
+    c = c.to(device=Xt.device, dtype=Xt.dtype)
+    bad = _first_nonfinite(c)
+    if bad is not None:
+        raise ValueError(f"initial_centers contains NaN or infinity at row {bad[0]}, column "
+                         f"{bad[1]}; all values must be finite")
+    return c
+
+
+def _squared_norms(x_squared_norms, Xt) -> torch.Tensor:
+    """``x_squared_norms`` of :func:`kmeans_plusplus` checked, in ``Xt``'s dtype on its
+    device; computed from ``Xt`` when None."""
+    n = Xt.shape[0]
+    if x_squared_norms is None:
+        return (Xt * Xt).sum(1)
+    x_sq = (x_squared_norms.detach() if torch.is_tensor(x_squared_norms)
+            else torch.from_numpy(np.asarray(x_squared_norms, dtype=np.float64)))
+    if tuple(x_sq.shape) != (n,):
+        raise ValueError(f"x_squared_norms must have shape ({n},) to match X, got "
+                         f"{tuple(x_sq.shape)}")
+    return x_sq.to(device=Xt.device, dtype=Xt.dtype)
+
+
+def _kmeans_plusplus(X, x_sq, w, n_clusters, random_state, *, initial=None, uniform=False):
     """Greedy k-means++ (scikit-learn's algorithm) on checked tensors: returns (centers,
     indices) on X's device. :func:`kmeans_plusplus` checks and converts its inputs, then runs
     this; ``KMeans.fit`` runs it on its own checked, centred copy of ``X``.
@@ -659,27 +716,69 @@ def _kmeans_plusplus(X, x_sq, w, n_clusters, random_state):
     w : torch.Tensor of shape (n,)
         Non-negative weights, positive sum.
     n_clusters : int
+        Centers returned, ``initial`` included.
     random_state : numpy.random.RandomState
+    initial : torch.Tensor of shape (n_initial, dim), optional
+        Centers already chosen (at least one row), in ``X``'s dtype on its device; their
+        indices are -1.
+    uniform : bool, default=False
+        Draw one row uniformly (``random_state.randint``) where no distance guides the draw:
+        the first center, or once every weighted distance is zero (``first_center``).
     """
-    n, dim = X.shape
-    device = X.device
     n_trials = 2 + int(np.log(n_clusters))
-    p = w.to(torch.float64).cpu().numpy()
-    first = int(random_state.choice(n, p=p / p.sum()))
-    indices = torch.empty(n_clusters, dtype=torch.int64, device=device)
-    indices[0] = first
-    closest = pairwise_sq_distances(X[first:first + 1], X, y_sq_norms=x_sq)[0]
-    for c in range(1, n_clusters):
-        cum = torch.cumsum((w * closest).to(torch.float64), 0)
-        rand = torch.from_numpy(random_state.uniform(size=n_trials)).to(device) * cum[-1]
-        cand = torch.searchsorted(cum, rand).clamp_(max=n - 1)
+    n_initial = 0 if initial is None else initial.shape[0]
+    indices = torch.empty(n_clusters - n_initial, dtype=torch.int64, device=X.device)
+    if n_initial:
+        start, closest = 0, _nearest_sq_distances(initial, X, x_sq)
+    else:
+        first = _first_center(w, random_state, uniform)
+        indices[0] = first
+        start, closest = 1, pairwise_sq_distances(X[first:first + 1], X, y_sq_norms=x_sq)[0]
+    for c in range(start, n_clusters - n_initial):
+        cand = _candidates(w, closest, n_trials, random_state, uniform)
         d = pairwise_sq_distances(X[cand], X, y_sq_norms=x_sq)  # (n_trials, n)
         torch.minimum(d, closest, out=d)
         pots = d.to(torch.float64) @ w.to(torch.float64)
         best = torch.argmin(pots)
         closest = d[best]
         indices[c] = cand[best]
-    return X[indices], indices
+    if not n_initial:
+        return X[indices], indices
+    return (torch.cat([initial, X[indices]]),
+            torch.cat([torch.full((n_initial,), -1, dtype=torch.int64, device=X.device),
+                       indices]))
+
+
+def _first_center(w, random_state, uniform: bool) -> int:
+    """Row of the first k-means++ center: drawn with probability proportional to ``w``
+    (scikit-learn), or uniformly by ``random_state.randint`` when ``uniform``."""
+    if uniform:
+        return int(random_state.randint(w.shape[0]))
+    p = w.to(torch.float64).cpu().numpy()
+    return int(random_state.choice(len(p), p=p / p.sum()))
+
+
+def _nearest_sq_distances(centers, X, x_sq) -> torch.Tensor:
+    """Squared distance of every row of ``X`` to its nearest row of ``centers``, computed
+    for blocks of centers that keep one ``(block, n)`` temporary under the block budget."""
+    step = chunk_rows_for(X.shape[0] * X.element_size())
+    closest = None
+    for start in range(0, centers.shape[0], step):
+        d = pairwise_sq_distances(centers[start:start + step], X, y_sq_norms=x_sq).amin(0)
+        closest = d if closest is None else torch.minimum(closest, d)
+    return closest
+
+
+def _candidates(w, closest, n_trials, random_state, uniform: bool) -> torch.Tensor:
+    """Rows to try as the next center: ``n_trials`` drawn with probability proportional to
+    weight times squared distance to the nearest center; with ``uniform``, one row drawn by
+    ``random_state.randint`` once every weighted distance is zero."""
+    cum = torch.cumsum((w * closest).to(torch.float64), 0)
+    n = cum.shape[0]
+    if uniform and not bool(cum[-1] > 0):  # every row already is a center: a duplicate
+        return torch.from_numpy(random_state.randint(n, size=1)).to(cum.device)
+    rand = torch.from_numpy(random_state.uniform(size=n_trials)).to(cum.device) * cum[-1]
+    return torch.searchsorted(cum, rand).clamp_(max=n - 1)
 
 
 def _shifted_chunks(X, centers):

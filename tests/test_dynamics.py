@@ -456,6 +456,33 @@ def test_cluster_users_warm_start_keeps_the_previous_order_and_finds_a_new_segme
     assert ((grown["resultant"] > 0.5) & (grown["resultant"] <= 1.0)).all()
 
 
+def test_warm_start_seeds_are_kmeans_plusplus_continuing_from_the_kept_centroids():
+    from interestflow.kmeans import kmeans_plusplus
+    from interestflow.tracking._clustering import _warm_init
+
+    topics = _topics(3, seed=3)
+    x = np.repeat(topics, 10, axis=0) + 0.01 * np.random.default_rng(0).standard_normal(
+        (30, DIM))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    far = -topics[:3].sum(0) / np.sqrt(3)
+    prev = np.stack([topics[0], far])  # the second previous centroid has no users left
+    rng, ref_rng = np.random.RandomState(7), np.random.RandomState(7)
+    init, origin = _warm_init(x, prev, 3, 5, rng, "numba")
+    ref, idx = kmeans_plusplus(x.astype(np.float64), 3, initial_centers=prev[[0]],
+                               random_state=ref_rng, first_center="uniform")
+    assert init.dtype == np.float32 and init.tobytes() == ref.astype(np.float32).tobytes()
+    assert rng.randint(10 ** 6) == ref_rng.randint(10 ** 6)  # the same draws were used
+    assert origin.tolist() == [0, -1, -1] and idx[0] == -1
+    assert np.array_equal(init[0], prev[0])
+    # one seed in each group of users the kept centroid does not cover
+    assert sorted(int(i) // 10 for i in idx[1:]) == [1, 2]
+    assert np.array_equal(init[1:], x[idx[1:]])
+    # none kept: the first seed is a uniformly drawn user
+    init, origin = _warm_init(x, prev, 2, 31, np.random.RandomState(5), "numba")
+    assert origin.tolist() == [-1, -1]
+    assert np.array_equal(init[0], x[np.random.RandomState(5).randint(30)])
+
+
 def test_cluster_users_fixed_k_small_segments_and_bad_input():
     x, _ = _blobs(15, 3, seed=4)
     fixed = cluster_users(x, n_segments=3)

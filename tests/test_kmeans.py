@@ -16,6 +16,7 @@ from sklearn.utils.estimator_checks import check_estimator
 
 from interestflow.kernels.reference import cosine_topk, kmeans_assign, kmeans_update
 from interestflow.kmeans import KMeans, _kmeans_plusplus
+from interestflow.kmeans import kmeans_plusplus as if_kmeans_plusplus
 
 # Same reason scikit-learn gives for its own KMeans: the check shuffles the weighted data, so
 # the random init draws other points than for the repeated data.
@@ -116,6 +117,37 @@ def test_kmeans_plusplus_picks_the_same_rows_as_sklearn():
     ours = KMeans(12, random_state=7, device="cpu").fit(X)
     assert adjusted_rand_score(ref.labels_, ours.labels_) == 1.0
     assert ours.inertia_ == pytest.approx(ref.inertia_, rel=1e-9)
+
+
+def test_kmeans_plusplus_continues_from_initial_centers_and_draws_uniformly():
+    X = np.array([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [5.1, 5.0], [-5.0, 5.0], [-5.1, 5.0]])
+    centers, idx = if_kmeans_plusplus(X, 3, initial_centers=[[0.05, 0.0]], random_state=0)
+    assert idx[0] == -1 and centers[0].tolist() == [0.05, 0.0]
+    assert sorted(int(i) // 2 for i in idx[1:]) == [1, 2]  # one seed in each far pair
+    np.testing.assert_array_equal(centers[1:], X[idx[1:]])
+    # as many initial centers as clusters: returned as given, no draw
+    rs = np.random.RandomState(3)
+    centers, idx = if_kmeans_plusplus(X, 2, initial_centers=X[[4, 2]], random_state=rs)
+    assert idx.tolist() == [-1, -1] and centers.tolist() == X[[4, 2]].tolist()
+    assert rs.randint(10 ** 6) == np.random.RandomState(3).randint(10 ** 6)
+    # "uniform": the first center is random_state.randint(n_samples)
+    _, idx = if_kmeans_plusplus(X, 1, random_state=11, first_center="uniform")
+    assert idx.tolist() == [np.random.RandomState(11).randint(6)]
+    # every row already a center: "uniform" draws a row by randint, "weighted" takes row 0
+    D = np.array([[0.0, 0.0], [0.0, 0.0], [1.0, 1.0]])
+    _, idx = if_kmeans_plusplus(D, 3, initial_centers=D[[0, 2]], random_state=4,
+                                first_center="uniform")
+    assert idx.tolist() == [-1, -1, np.random.RandomState(4).randint(3, size=1)[0]]
+    _, idx = if_kmeans_plusplus(D, 3, initial_centers=D[[0, 2]], random_state=4)
+    assert idx.tolist() == [-1, -1, 0]
+    with pytest.raises(ValueError, match=r"initial_centers must have shape \(n_initial, 2\)"):
+        if_kmeans_plusplus(X, 2, initial_centers=np.zeros((1, 3)))
+    with pytest.raises(ValueError, match="initial_centers contains NaN"):
+        if_kmeans_plusplus(X, 2, initial_centers=[[np.nan, 0.0]])
+    with pytest.raises(ValueError, match=r"n_clusters=1 is invalid; pass an integer in \[2, 8\]"):
+        if_kmeans_plusplus(X, 1, initial_centers=X[:2])
+    with pytest.raises(ValueError, match="first_center='first'"):
+        if_kmeans_plusplus(X, 2, first_center="first")
 
 
 def test_random_init_and_reproducibility():

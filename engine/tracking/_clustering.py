@@ -46,47 +46,6 @@ def nearest_centroid(x: np.ndarray, centroids: np.ndarray, backend: str) -> np.n
     return np.asarray(idx)[:, 0].astype(np.int64)
 
 
-def _sq_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Squared Euclidean distances, shape (len(a), len(b)), without an (n, k, dim) buffer."""
-    d = (a * a).sum(1)[:, None] - 2.0 * (a @ b.T) + (b * b).sum(1)[None, :]
-    return np.maximum(d, 0.0)
-
-
-def _dsq_seeds(x: np.ndarray, centers: np.ndarray, n_new: int, rng) -> np.ndarray:
-    """``centers`` plus ``n_new`` greedy k-means++ (D²) seeds drawn from the rows of ``x``.
-
-    Greedy as in scikit-learn: ``2 + log(k)`` candidates are drawn with probability
-    proportional to the squared distance to the nearest center, and the one that lowers the
-    total squared distance most is kept. (:class:`interestflow.KMeans` seeds the same way
-    from scratch; this one continues from given centers.)
-    """
-    x = x.astype(np.float64)
-    out = [np.asarray(c, np.float64) for c in centers]
-    if n_new <= 0:
-        return np.asarray(out, dtype=np.float32).reshape(len(out), x.shape[1])
-    if out:
-        closest = _sq_dist(x, np.asarray(out)).min(axis=1)
-    else:
-        first = int(rng.randint(len(x)))
-        out.append(x[first])
-        closest = _sq_dist(x, x[first:first + 1])[:, 0]
-        n_new -= 1
-    n_trials = 2 + int(np.log(max(len(out) + n_new, 2)))
-    for _ in range(n_new):
-        total = closest.sum()
-        if total <= 0:  # every row already is a center: a duplicate cannot be avoided
-            cand = rng.randint(len(x), size=1)
-        else:
-            cand = np.searchsorted(np.cumsum(closest), rng.uniform(size=n_trials) * total)
-            cand = np.minimum(cand, len(x) - 1)
-        d = _sq_dist(x[cand], x)
-        pot = np.minimum(closest[None], d).sum(1)
-        best = int(np.argmin(pot))
-        out.append(x[cand[best]])
-        closest = np.minimum(closest, d[best])
-    return np.asarray(out, dtype=np.float32)
-
-
 def run_kmeans(x, k, init, *, random_state, backend, device, n_init=1, max_iter=100):
     """:class:`interestflow.KMeans` of ``x`` with ``k`` clusters from ``init``; returns
     ``(labels int64, centroids float32, inertia)``. Fewer distinct clusters than ``k`` pass
@@ -293,15 +252,21 @@ def _solution(sample, k, warm_from, min_size, rng, kw) -> tuple:
 
 def _warm_init(x, prev_c, k, min_size, rng, backend):
     """Warm start: the previous centroids still nearest to >= ``min_size`` rows (the K best
-    supported, kept in their previous order), then greedy k-means++ seeds.
+    supported, kept in their previous order), then greedy k-means++ seeds continuing from
+    them (:func:`interestflow.kmeans.kmeans_plusplus` in float64; with none kept, the first
+    seed is a uniformly drawn row).
 
     Returns ``(init (k, dim), origin (k,))``: the previous row of each start, -1 for seeds.
     """
+    from ..kmeans import kmeans_plusplus
+
     support = np.bincount(nearest_centroid(x, prev_c, backend), minlength=len(prev_c))
     order = np.argsort(-support, kind="stable")
     kept = np.sort(order[support[order] >= min_size][:k])
-    init = _dsq_seeds(x, prev_c[kept], k - len(kept), rng)
-    return init, np.concatenate([kept, np.full(k - len(kept), -1)]).astype(np.int64)
+    init, _ = kmeans_plusplus(x.astype(np.float64), k, initial_centers=prev_c[kept],
+                              random_state=rng, first_center="uniform")
+    return (init.astype(np.float32),
+            np.concatenate([kept, np.full(k - len(kept), -1)]).astype(np.int64))
 
 
 def _dissolve_small(x, labels, centroids, origin, min_size, *, random_state, backend,

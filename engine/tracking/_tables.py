@@ -8,7 +8,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from ._clustering import blas_threads
+from .._utils import pca_2d
 from ._significance import unreported
 
 logger = logging.getLogger(__name__)
@@ -207,39 +207,16 @@ def drift_table(drift_rows) -> pd.DataFrame:
 def project_2d(blocks: list, chunk: int = 65536) -> np.ndarray:
     """First two principal components of all rows of ``blocks`` (one projection for all).
 
-    The mean and the (dim, dim) covariance are accumulated in float64 over row chunks, so
-    memory stays at one chunk whatever the number of user-snapshots. Signs are fixed
-    (largest loading positive) so refits of the same data give the same map. (The same
-    coordinates as :func:`interestflow._utils.pca_2d` of the stacked rows in float64, which
-    holds all of them, twice, in float64; a dimension below 2 gives zero columns here.)
+    :func:`interestflow._utils.pca_2d` of the stacked rows, streamed ``chunk`` rows at a time
+    (memory stays at one chunk whatever the number of user-snapshots), on their covariance,
+    its eigendecomposition on one BLAS thread up to 1,024 dimensions (milliseconds there).
+    Signs are fixed (largest loading positive) so refits of the same data give the same
+    map; a dimension below 2 gives zero columns.
 
     Returns
     -------
     ndarray of float32, shape (sum of rows, 2)
     """
-    n = sum(len(b) for b in blocks)
-    if n == 0:
-        return np.zeros((0, 2), np.float32)
-    dim = blocks[0].shape[1]
-
-    def chunks():
-        for b in blocks:
-            for i in range(0, len(b), chunk):
-                yield b[i:i + chunk].astype(np.float64)
-
-    total = np.zeros(dim)
-    for c in chunks():
-        total += c.sum(axis=0)
-    mu = total / n
-    cov = np.zeros((dim, dim))
-    for c in chunks():
-        c -= mu
-        cov += c.T @ c
-    with blas_threads(1 if dim <= 1024 else None):  # milliseconds on one thread
-        _, vecs = np.linalg.eigh(cov / max(n - 1, 1))
-    comp = vecs[:, ::-1][:, :2]
-    if comp.shape[1] < 2:
-        comp = np.pad(comp, ((0, 0), (0, 2 - comp.shape[1])))
-    flip = np.sign(comp[np.argmax(np.abs(comp), axis=0), np.arange(2)])
-    comp = comp * np.where(flip == 0, 1.0, flip)
-    return np.concatenate([(c - mu) @ comp for c in chunks()]).astype(np.float32)
+    dim = blocks[0].shape[1] if len(blocks) else 0
+    return pca_2d(blocks, chunk_rows=chunk, covariance=True,
+                  eigh_threads=1 if dim <= 1024 else None).astype(np.float32)
