@@ -8,6 +8,7 @@ module imports another module's private name). Nothing here imports torch at mod
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import math
 import numbers
@@ -18,7 +19,8 @@ import numpy as np
 
 __all__ = ["NotFittedError", "not_fitted", "renamed", "TopK", "check_int", "check_nonnegative",
            "check_matrix", "check_indices", "check_user_rows", "unit_rows",
-           "datetimes_to_seconds", "time_to_seconds", "torch_threads", "TorchWorkers", "pca_2d"]
+           "datetimes_to_seconds", "time_to_seconds", "blas_threads", "torch_threads",
+           "TorchWorkers", "pca_2d"]
 
 
 # ------------------------------------------------------------------------------- checkers
@@ -290,14 +292,7 @@ def _pca_axes(matrix: np.ndarray, eigh_threads: int | None) -> np.ndarray:
     """(d, 2) eigenvectors of the two largest eigenvalues of the symmetric ``matrix`` (zero
     columns past ``d``), each signed so that its largest loading is positive; the
     eigendecomposition on at most ``eigh_threads`` BLAS threads (None: the library's)."""
-    import contextlib
-
-    limit = contextlib.nullcontext()
-    if eigh_threads is not None:
-        from threadpoolctl import threadpool_limits  # a scikit-learn dependency
-
-        limit = threadpool_limits(limits=int(eigh_threads), user_api="blas")
-    with limit:
+    with blas_threads(None if eigh_threads is None else int(eigh_threads)):
         _, vecs = np.linalg.eigh(matrix)
     comps = vecs[:, ::-1][:, :2]
     if comps.shape[1] < 2:
@@ -361,6 +356,16 @@ def time_to_seconds(value, name: str, *, scale: float = 1.0, strings: bool = Fal
 
 
 # ------------------------------------------------------------------------------- threads
+def blas_threads(n: int | None):
+    """Context limiting BLAS threads to ``n`` (threadpoolctl, a scikit-learn dependency), or
+    a no-op for None."""
+    if n is None:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=n, user_api="blas")
+
+
 class torch_threads:
     """Context: ``torch.set_num_threads(n)`` for the calling thread when ``n`` is fewer
     than now, restored on exit; ``n=None`` changes nothing."""

@@ -9,12 +9,11 @@ import time
 
 import numpy as np
 
-from .._utils import check_int, torch_threads, unit_rows
+from .._utils import blas_threads, check_int, torch_threads, unit_rows
 from ..segments import candidate_ks, check_n_segments
 from ._checks import float_rows
 
-__all__ = ["cluster_users", "match_segments", "nearest_centroid", "run_kmeans",
-           "blas_threads"]
+__all__ = ["cluster_users", "match_segments", "nearest_centroid", "run_kmeans"]
 
 # A fresh k-means++ solution replaces the warm-started one only when its inertia is this much
 # lower (relative): hysteresis against flip-flopping between near-equal partitions.
@@ -63,17 +62,6 @@ def run_kmeans(x, k, init, *, random_state, backend, device, n_init=1, max_iter=
         km.fit(x)
     return km.labels_.astype(np.int64), np.asarray(km.cluster_centers_, np.float32), \
         float(km.inertia_)
-
-
-def blas_threads(n: int | None):
-    """Context limiting BLAS threads (threadpoolctl, a scikit-learn dependency) or a no-op."""
-    import contextlib
-
-    if n is None:
-        return contextlib.nullcontext()
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=n, user_api="blas")
 
 
 # ----------------------------------------------------------------- one snapshot's segments
