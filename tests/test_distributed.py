@@ -25,7 +25,7 @@ def job(tmp_path_factory):
     (root / "events").mkdir()
     for i, part in enumerate(np.array_split(np.arange(len(ev)), 3)):  # staged file-parallel
         ev.iloc[part].to_parquet(root / "events" / f"part-{i}.parquet")
-    kw = dict(k=4, chunk_users=20, vector_col="vec", progress=False)
+    kw = dict(k=4, chunk_users=20, vector_col="vec", show_progress=False)
     ref = batch.score(root / "events", root / "model", root / "single", **kw)
     return {"root": root, "kw": kw, "ref": ref}
 
