@@ -409,8 +409,19 @@ def hdbscan_labels(unit: np.ndarray, config: SegmentConfig, *, device=None) -> n
     if module_available("fast_hdbscan"):
         import fast_hdbscan
 
+        import numba
+
         logger.info("segmenter='hdbscan' runs on fast-hdbscan (CPU), min_cluster_size=%d", mcs)
-        lab = fast_hdbscan.HDBSCAN(min_cluster_size=mcs).fit_predict(low)
+        # one numba thread: with more, fast-hdbscan's parallel tree building settles ties
+        # by thread timing and the same users got different segments from run to run
+        # (15 of 30 repeats differed on demo data with 2 threads; 0 of 30 with one).
+        # numba's thread count is per calling thread, so other threads are not affected.
+        before = numba.get_num_threads()
+        numba.set_num_threads(1)
+        try:
+            lab = fast_hdbscan.HDBSCAN(min_cluster_size=mcs).fit_predict(low)
+        finally:
+            numba.set_num_threads(before)
     else:
         from sklearn.cluster import HDBSCAN
 
