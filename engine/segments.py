@@ -412,10 +412,11 @@ def hdbscan_labels(unit: np.ndarray, config: SegmentConfig, *, device=None) -> n
         import numba
 
         logger.info("segmenter='hdbscan' runs on fast-hdbscan (CPU), min_cluster_size=%d", mcs)
-        # one numba thread: with more, fast-hdbscan's parallel tree building settles ties
-        # by thread timing and the same users got different segments from run to run
-        # (15 of 30 repeats differed on demo data with 2 threads; 0 of 30 with one).
-        # numba's thread count is per calling thread, so other threads are not affected.
+        # one numba thread: with more, fast-hdbscan settles ties by thread timing and the
+        # same users got other segments from run to run (demo users, 2 threads on a loaded
+        # machine: 2-9 of 29 repeats differed, 0 on one thread; ~2x the time at 20k-100k
+        # users on 2 cores: benchmarks/hdbscan_threads.py). numba's thread count is per
+        # calling thread: other threads are not affected.
         before = numba.get_num_threads()
         numba.set_num_threads(1)
         try:
