@@ -13,7 +13,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 
 from .validation import now_seconds
-from ._utils import not_fitted, unit_rows
+from ._utils import check_int, not_fitted, unit_rows
 from .segments import (SegmentConfig, check_n_segments, fit_segments, one_hot,
                        soft_features)
 
@@ -1189,10 +1189,7 @@ class InterestEngine(BaseEstimator):
             then adds the user's seen items to the candidates.
         """
         self._check_fitted()
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-            raise TypeError(f"k must be an int, got {type(k).__name__}")
-        if k < 1:
-            raise ValueError(f"k={k} must be >= 1")
+        k = check_int("k", k, 1)
         rows = self.user_rows(user_ids)
         if len(self.item_ids_) == 0:
             raise ValueError("no items to recommend: fit with an item_id column in events or "

@@ -857,14 +857,10 @@ class Recommender:
         """
         if not hasattr(self, "weights_"):
             raise not_fitted("this Recommender is not fitted; call fit() or from_state() first")
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-            raise TypeError(f"k must be an integer, got {k!r}")
-        if k < 1:
-            raise ValueError(f"k={k} is invalid; pass k >= 1")
+        k = check_int("k", k, 1)
         if not isinstance(exclude_seen, (bool, np.bool_)):
             raise TypeError(f"exclude_seen must be a bool, got {exclude_seen!r}")
         rows = check_user_rows(user_rows, self.n_users_)
-        k = int(k)
         items = np.full((len(rows), k), -1, np.int64)
         scores = np.full((len(rows), k), -np.inf, np.float32)
         if self.n_items_ == 0:
